@@ -1,0 +1,123 @@
+# avq -- GNU Makefile.
+#
+#   make            static + shared libavq and the avq CLI (in build/)
+#   make test       all tests: Criterion unit tests, then pytest (CLI, Python)
+#   make check      the same tests built with AddressSanitizer + UBSan
+#   make bench      benchmarks (needs the GloVe data: fetched on first use)
+#   make demo       the main job on the default GloVe data
+#   make data       fetch and prepare the default data sets into $(DATA_DIR)
+#   make install    PREFIX=/usr/local: header, libraries, CLI, pkg-config file
+#   make clean
+#
+# The library is compiled for baseline x86-64 (or any other CPU); only the
+# files in src/simd/ get ISA flags (-mavx2, -mavx512*), and the kernel is
+# chosen at run time (src/cpu.c).  Never add -march=native here.
+
+CC      ?= gcc
+PYTHON  ?= /usr/bin/python3
+PREFIX  ?= /usr/local
+BUILD   ?= build
+DATA_DIR ?= $(CURDIR)/data
+
+HDF5_CFLAGS := $(shell pkg-config --cflags hdf5 2>/dev/null)
+HDF5_LIBS   := $(shell pkg-config --libs hdf5 2>/dev/null || echo -lhdf5)
+
+WARN     = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+OPT     ?= -O2 -g
+CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -fPIC -fvisibility=hidden \
+             -Iinclude -Isrc $(SANITIZE) $(CFLAGS)
+LDLIBS_LIB = -lopenblas -lpthread -lm
+
+ARCH := $(shell $(CC) -dumpmachine)
+ifneq (,$(findstring x86_64,$(ARCH)))
+  AVX2_FLAGS   = -mavx2 -mfma -mbmi -mbmi2 -mpopcnt
+  AVX512_FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vbmi -mfma -mbmi -mbmi2 -mpopcnt
+  SIMD_SRC = $(wildcard src/simd/*_avx2.c) $(wildcard src/simd/*_avx512.c)
+else
+  SIMD_SRC =
+endif
+
+LIB_SRC   = $(wildcard src/*.c) $(SIMD_SRC)
+LIB_OBJ   = $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC))
+TOOL_SRC  = $(wildcard tools/*.c)
+TOOL_OBJ  = $(patsubst %.c,$(BUILD)/%.o,$(TOOL_SRC))
+TOOL_LIB_OBJ = $(filter-out $(BUILD)/tools/avq.o,$(TOOL_OBJ))
+TEST_SRC  = $(wildcard tests/*.c)
+TEST_OBJ  = $(patsubst %.c,$(BUILD)/%.o,$(TEST_SRC))
+BENCH_SRC = $(wildcard bench/*.c)
+BENCH_BIN = $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+
+STATIC_LIB = $(BUILD)/libavq.a
+SHARED_LIB = $(BUILD)/libavq.so
+CLI        = $(BUILD)/avq
+TEST_BIN   = $(BUILD)/test_avq
+
+.PHONY: all test unit-test py-test check bench demo data install clean paper fuzz python
+
+all: $(STATIC_LIB) $(SHARED_LIB) $(CLI)
+
+$(BUILD)/%.o: %.c $(wildcard include/*.h src/*.h tools/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(HDF5_CFLAGS) -c $< -o $@
+
+$(BUILD)/src/simd/%_avx2.o: src/simd/%_avx2.c $(wildcard include/*.h src/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(AVX2_FLAGS) -c $< -o $@
+
+$(BUILD)/src/simd/%_avx512.o: src/simd/%_avx512.c $(wildcard include/*.h src/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(AVX512_FLAGS) -c $< -o $@
+
+$(STATIC_LIB): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(SHARED_LIB): $(LIB_OBJ)
+	$(CC) -shared $(SANITIZE) -Wl,-soname,libavq.so.0 -o $@ $^ $(LDLIBS_LIB)
+
+$(CLI): $(TOOL_OBJ) $(STATIC_LIB)
+	$(CC) $(SANITIZE) -o $@ $(TOOL_OBJ) $(STATIC_LIB) $(HDF5_LIBS) $(LDLIBS_LIB)
+
+# The unit tests link the static library and the CLI's helper modules
+# (dataset readers etc.), so internal functions can be tested directly.
+$(TEST_BIN): $(TEST_OBJ) $(TOOL_LIB_OBJ) $(STATIC_LIB)
+	$(CC) $(SANITIZE) -o $@ $(TEST_OBJ) $(TOOL_LIB_OBJ) $(STATIC_LIB) -lcriterion $(HDF5_LIBS) $(LDLIBS_LIB)
+
+$(BUILD)/bench/%: bench/%.c $(STATIC_LIB) $(TOOL_LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(HDF5_CFLAGS) -Itools -o $@ $< $(TOOL_LIB_OBJ) $(STATIC_LIB) $(HDF5_LIBS) $(LDLIBS_LIB)
+
+test: unit-test py-test
+
+unit-test: $(TEST_BIN) $(CLI)
+	$(TEST_BIN) --jobs=2
+
+py-test: $(CLI) $(SHARED_LIB)
+	AVQ_BIN=$(abspath $(CLI)) $(PYTHON) -m pytest -q tests
+
+check:
+	$(MAKE) BUILD=build-sanitize SANITIZE="-fsanitize=address,undefined -fno-omit-frame-pointer" OPT="-O1 -g" test
+
+bench: $(BENCH_BIN) $(CLI)
+	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
+
+data: $(CLI)
+	AVQ_BIN=$(abspath $(CLI)) DATA_DIR=$(DATA_DIR) $(PYTHON) scripts/data.py glove
+
+demo: $(CLI)
+	AVQ_BIN=$(abspath $(CLI)) DATA_DIR=$(DATA_DIR) $(PYTHON) scripts/demo.py
+
+avq.pc: avq.pc.in
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(shell sed -n 's/^#define AVQ_VERSION_MAJOR //p' include/avq.h).$(shell sed -n 's/^#define AVQ_VERSION_MINOR //p' include/avq.h).$(shell sed -n 's/^#define AVQ_VERSION_PATCH //p' include/avq.h)|' $< > $(BUILD)/avq.pc
+
+install: all avq.pc
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin
+	install -m 644 include/avq.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 $(STATIC_LIB) $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(SHARED_LIB) $(DESTDIR)$(PREFIX)/lib/libavq.so.0
+	ln -sf libavq.so.0 $(DESTDIR)$(PREFIX)/lib/libavq.so
+	install -m 755 $(CLI) $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 $(BUILD)/avq.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+
+clean:
+	rm -rf build build-sanitize build-clang

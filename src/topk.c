@@ -1,0 +1,90 @@
+/*
+ * topk.c -- selection for the top-k buffer (see topk.h for the why).
+ *
+ * Quickselect with a median-of-three pivot: candidates arrive in scan order,
+ * which is arbitrary but not adversarial, so expected linear time is safe.
+ */
+#include "topk.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+static inline int less(const avq_neighbor *a, const avq_neighbor *b) {
+    return a->dist < b->dist || (a->dist == b->dist && a->id < b->id);
+}
+
+static inline void swap(avq_neighbor *a, avq_neighbor *b) {
+    avq_neighbor t = *a;
+    *a = *b;
+    *b = t;
+}
+
+void avq_topk_init(avq_topk *t, size_t k, avq_neighbor *storage, size_t capacity) {
+    t->items = storage;
+    t->k = k;
+    t->capacity = capacity;
+    avq_topk_reset(t);
+}
+
+void avq_topk_reset(avq_topk *t) {
+    t->size = 0;
+    t->worst_dist = INFINITY;
+    t->worst_id = INT64_MAX;
+}
+
+void avq_neighbors_select(avq_neighbor *v, size_t n, size_t k) {
+    size_t lo = 0, hi = n; /* the k-th smallest lies in [lo, hi) */
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        /* median of three to the front as pivot */
+        if (less(&v[mid], &v[lo])) swap(&v[mid], &v[lo]);
+        if (less(&v[hi - 1], &v[lo])) swap(&v[hi - 1], &v[lo]);
+        if (less(&v[hi - 1], &v[mid])) swap(&v[hi - 1], &v[mid]);
+        swap(&v[lo], &v[mid]);
+        avq_neighbor pivot = v[lo];
+        size_t store = lo + 1;
+        for (size_t i = lo + 1; i < hi; i++)
+            if (less(&v[i], &pivot)) swap(&v[i], &v[store++]);
+        swap(&v[lo], &v[store - 1]);
+        size_t p = store - 1; /* pivot's final position */
+        if (p == k) return;
+        if (p < k) lo = p + 1;
+        else hi = p;
+    }
+}
+
+void avq_topk_compact(avq_topk *t) {
+    if (t->size <= t->k) return;
+    avq_neighbors_select(t->items, t->size, t->k);
+    t->size = t->k;
+    /* the new threshold is the worst of the k kept */
+    avq_neighbor *worst = &t->items[0];
+    for (size_t i = 1; i < t->k; i++)
+        if (less(worst, &t->items[i])) worst = &t->items[i];
+    t->worst_dist = worst->dist;
+    t->worst_id = worst->id;
+}
+
+static int cmp_neighbor(const void *a, const void *b) {
+    const avq_neighbor *x = a, *y = b;
+    if (less(x, y)) return -1;
+    if (less(y, x)) return 1;
+    return 0;
+}
+
+void avq_neighbors_sort(avq_neighbor *v, size_t n) {
+    qsort(v, n, sizeof *v, cmp_neighbor);
+}
+
+size_t avq_topk_finish(avq_topk *t) {
+    if (t->size > t->k) {
+        avq_neighbors_select(t->items, t->size, t->k);
+        t->size = t->k;
+    }
+    avq_neighbors_sort(t->items, t->size);
+    if (t->size == t->k && t->k > 0) {
+        t->worst_dist = t->items[t->k - 1].dist;
+        t->worst_id = t->items[t->k - 1].id;
+    }
+    return t->size;
+}

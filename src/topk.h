@@ -1,0 +1,65 @@
+/*
+ * topk.h -- a bounded "k best so far" buffer with a rising threshold.
+ *
+ * Internally every score is a distance: smaller is better (a similarity s is
+ * stored as -s).  Order is lexicographic on (dist, id), so ties always go to
+ * the lower id and results are deterministic whatever the visiting order.
+ */
+#ifndef AVQ_TOPK_H
+#define AVQ_TOPK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    float dist;
+    int64_t id;
+} avq_neighbor;
+
+/* The buffer appends candidates that beat the threshold; when it is full it
+ * keeps the best k by partial selection (quickselect, O(capacity)) and raises
+ * the threshold to the k-th best.  With capacity = 2k a push costs O(1)
+ * amortised, and the threshold is tight enough to let a scan skip most
+ * candidates without ever pushing them.  No allocation: the caller provides
+ * `storage` of `capacity` entries (capacity > k). */
+typedef struct {
+    avq_neighbor *items;
+    size_t size, capacity, k;
+    float worst_dist; /* threshold: only (d, id) < (worst_dist, worst_id) */
+    int64_t worst_id; /* can still enter the final top-k                  */
+} avq_topk;
+
+void avq_topk_init(avq_topk *t, size_t k, avq_neighbor *storage, size_t capacity);
+
+/* Forget all candidates, keep k and storage. */
+void avq_topk_reset(avq_topk *t);
+
+/* Compact to the best k and raise the threshold (called when full). */
+void avq_topk_compact(avq_topk *t);
+
+/* Would (dist, id) be accepted right now? */
+static inline int avq_topk_admits(const avq_topk *t, float dist, int64_t id) {
+    return dist < t->worst_dist || (dist == t->worst_dist && id < t->worst_id);
+}
+
+/* Offer a candidate; ignored unless it beats the current threshold. */
+static inline void avq_topk_push(avq_topk *t, float dist, int64_t id) {
+    if (!avq_topk_admits(t, dist, id)) return;
+    t->items[t->size].dist = dist;
+    t->items[t->size].id = id;
+    if (++t->size == t->capacity) avq_topk_compact(t);
+}
+
+/* Sort the best min(k, size) candidates into ascending (dist, id) order at
+ * t->items[0..] and return how many there are.  The buffer may be pushed to
+ * again afterwards. */
+size_t avq_topk_finish(avq_topk *t);
+
+/* Sort any array of neighbours by (dist, id). */
+void avq_neighbors_sort(avq_neighbor *v, size_t n);
+
+/* Partially order v so that v[0..k) are the k smallest by (dist, id), in no
+ * particular order (k < n). */
+void avq_neighbors_select(avq_neighbor *v, size_t n, size_t k);
+
+#endif

@@ -1,0 +1,22 @@
+/*
+ * cmd_common.h -- loaders/writers shared by several subcommands.
+ */
+#ifndef AVQ_CMD_COMMON_H
+#define AVQ_CMD_COMMON_H
+
+#include "dataset.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Load a base and a query file and check their dimensions agree.  Returns 0
+ * or an exit code (the error already printed); on failure nothing is left
+ * allocated. */
+int cli_load_base_query(const char *cmd, const char *base_path, const char *query_path,
+                        float_matrix *base, float_matrix *query);
+
+/* Write rows x cols ids (int64, -1 for "none") as an int32 vector file. */
+int cli_write_ids(const char *cmd, const char *path, const int64_t *ids, size_t rows,
+                  size_t cols);
+
+#endif

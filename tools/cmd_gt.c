@@ -1,0 +1,127 @@
+/*
+ * cmd_gt.c -- `avq gt`: exact ground truth, and the shared loader used by
+ * the commands that read a base set and a query set.
+ */
+#include "avq.h"
+#include "cli.h"
+#include "cmd_common.h"
+#include "dataset.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: avq gt --base B --query Q --k K --metric ip|l2|cos --out GT.ivecs\n"
+            "              [--threads T] [--distances D.fvecs]\n\n"
+            "Exact top-K neighbours of every query (brute force, ties to the lower id).\n"
+            "  --base B        database vectors (.fvecs .bvecs .npy FILE.hdf5:train)\n"
+            "  --query Q       query vectors (same formats; FILE.hdf5:test)\n"
+            "  --k K           neighbours per query (default 100)\n"
+            "  --metric M      ip, l2 or cos (required)\n"
+            "  --out GT        ids as .ivecs, .npy or FILE.hdf5:neighbors\n"
+            "  --distances D   also write the scores (.fvecs .npy FILE.hdf5:distances)\n"
+            "  --threads T     worker threads (default: all CPUs)\n");
+}
+
+int cli_load_base_query(const char *cmd, const char *base_path, const char *query_path,
+                        float_matrix *base, float_matrix *query) {
+    int st = dataset_read_float(base_path, base);
+    if (st != 0) return cli_fail(cmd, st);
+    st = dataset_read_float(query_path, query);
+    if (st != 0) {
+        float_matrix_free(base);
+        return cli_fail(cmd, st);
+    }
+    if (base->cols != query->cols) {
+        int rc = cli_error(cmd, "dimension mismatch: base %s has %zu columns, query %s has %zu",
+                           base_path, base->cols, query_path, query->cols);
+        float_matrix_free(base);
+        float_matrix_free(query);
+        return rc;
+    }
+    return 0;
+}
+
+int cli_write_ids(const char *cmd, const char *path, const int64_t *ids, size_t rows,
+                  size_t cols) {
+    int32_t *ids32 = malloc(rows * cols * sizeof *ids32);
+    if (!ids32) return cli_error(cmd, "out of memory converting %zu ids", rows * cols);
+    for (size_t i = 0; i < rows * cols; i++) ids32[i] = (int32_t)ids[i];
+    int st = dataset_write_int(path, ids32, rows, cols);
+    free(ids32);
+    return st == 0 ? 0 : cli_fail(cmd, st);
+}
+
+int cmd_gt(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"base", required_argument, 0, 'b'},    {"query", required_argument, 0, 'q'},
+        {"k", required_argument, 0, 'k'},       {"metric", required_argument, 0, 'm'},
+        {"out", required_argument, 0, 'o'},     {"threads", required_argument, 0, 't'},
+        {"distances", required_argument, 0, 'd'}, {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    const char *base_path = NULL, *query_path = NULL, *out_path = NULL, *metric_name = NULL,
+               *dist_path = NULL;
+    size_t k = 100;
+    long threads = 0;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'b': base_path = optarg; break;
+        case 'q': query_path = optarg; break;
+        case 'o': out_path = optarg; break;
+        case 'm': metric_name = optarg; break;
+        case 'd': dist_path = optarg; break;
+        case 'k':
+            if (!cli_parse_size(optarg, &k) || k == 0)
+                return cli_usage_error("gt", "--k must be a positive integer, got '%s'", optarg);
+            break;
+        case 't':
+            if (!cli_parse_int(optarg, 0, 256, &threads))
+                return cli_usage_error("gt", "--threads must be 0..256, got '%s'", optarg);
+            break;
+        case 'h': usage(stdout); return 0;
+        default: return cli_usage_error("gt", "unknown or incomplete option");
+        }
+    }
+    if (optind < argc) return cli_usage_error("gt", "unexpected argument '%s'", argv[optind]);
+    if (!base_path || !query_path || !out_path || !metric_name)
+        return cli_usage_error("gt", "--base, --query, --metric and --out are required");
+    avq_metric metric;
+    if (avq_metric_parse(metric_name, &metric) != AVQ_OK) return cli_fail("gt", AVQ_ERR_INVALID);
+
+    float_matrix base, query;
+    int rc = cli_load_base_query("gt", base_path, query_path, &base, &query);
+    if (rc) return rc;
+    if (k > base.rows) {
+        rc = cli_error("gt", "--k %zu is larger than the base set (%zu vectors)", k, base.rows);
+        goto out;
+    }
+    int64_t *ids = malloc(query.rows * k * sizeof *ids);
+    float *scores = malloc(query.rows * k * sizeof *scores);
+    if (!ids || !scores) {
+        rc = cli_error("gt", "out of memory for %zu x %zu results", query.rows, k);
+    } else {
+        double t0 = cli_now();
+        int st = avq_exact_search(base.data, base.rows, base.cols, query.data, query.rows,
+                                  metric, k, (int)threads, ids, scores, cli_progress, NULL);
+        double secs = cli_now() - t0;
+        if (st != AVQ_OK) rc = cli_fail("gt", st);
+        if (!rc) rc = cli_write_ids("gt", out_path, ids, query.rows, k);
+        if (!rc && dist_path) {
+            st = dataset_write_float(dist_path, scores, query.rows, k);
+            if (st) rc = cli_fail("gt", st);
+        }
+        if (!rc)
+            fprintf(stderr, "avq gt: %zu queries x %zu base vectors, top-%zu %s in %.2f s\n",
+                    query.rows, base.rows, k, avq_metric_name(metric), secs);
+    }
+    free(ids);
+    free(scores);
+out:
+    float_matrix_free(&base);
+    float_matrix_free(&query);
+    return rc;
+}

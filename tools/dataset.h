@@ -1,0 +1,59 @@
+/*
+ * dataset.h -- reading and writing vector files for the CLI, tests and
+ * benchmarks: TEXMEX .fvecs/.ivecs/.bvecs, NumPy .npy, ann-benchmarks HDF5.
+ *
+ * This lives beside the CLI rather than in libavq on purpose: the library
+ * takes plain arrays and should not drag libhdf5 into every program that
+ * embeds it.
+ *
+ * Paths.  The format is chosen by the file name's extension: .fvecs, .ivecs,
+ * .bvecs, .npy, .hdf5/.h5.  An HDF5 path names a dataset after a colon,
+ * "glove.hdf5:train"; without one the reader takes the conventional name for
+ * what is asked (see each function).
+ *
+ * Errors follow the library's convention: a negative avq_status, and a
+ * message naming the file and the problem in avq_last_error() ("q.fvecs:
+ * truncated: row 7 needs 404 bytes at offset 2828, file has 3000").  No
+ * reader ever crashes or over-reads on a malformed file; every size is
+ * checked against the file size before memory is allocated.
+ */
+#ifndef AVQ_DATASET_H
+#define AVQ_DATASET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* A dense row-major matrix owned by the struct (free with matrix_free). */
+typedef struct {
+    size_t rows, cols;
+    float *data;
+} float_matrix;
+
+typedef struct {
+    size_t rows, cols;
+    int32_t *data;
+} int_matrix;
+
+void float_matrix_free(float_matrix *m);
+void int_matrix_free(int_matrix *m);
+
+/* Read float vectors: .fvecs, .bvecs (uint8 converted to float), .npy
+ * (float32, or float64/int32/uint8 converted; C order, 1-D or 2-D),
+ * HDF5 (default dataset "train").  Rejects ragged files (rows of different
+ * dimension), truncated files, zero rows/columns, and NaN/infinite values
+ * (the message gives row and column). */
+int dataset_read_float(const char *path, float_matrix *out);
+
+/* Read integer vectors: .ivecs, .npy (int32 or int64 in range), HDF5
+ * (default dataset "neighbors"). */
+int dataset_read_int(const char *path, int_matrix *out);
+
+/* Write float vectors as .fvecs or .npy (float32), or an HDF5 dataset
+ * ("out.hdf5:train"; the file is created if missing, the dataset replaced
+ * if present). */
+int dataset_write_float(const char *path, const float *data, size_t rows, size_t cols);
+
+/* Write int32 vectors as .ivecs or .npy (int32) or an HDF5 dataset. */
+int dataset_write_int(const char *path, const int32_t *data, size_t rows, size_t cols);
+
+#endif
