@@ -121,3 +121,7 @@ install: all avq.pc
 
 clean:
 	rm -rf build build-sanitize build-clang
+
+# Benchmarks against other libraries (C++ parts, baselines) live in their own
+# fragment so they can evolve without touching the core build.
+-include bench/bench.mk
