@@ -165,6 +165,153 @@ AVQ_API int avq_exact_search(const float *base, size_t n, size_t dim,
                              avq_progress_fn progress, void *progress_user);
 
 /* ------------------------------------------------------------------------- */
+/* The index                                                                 */
+/* ------------------------------------------------------------------------- */
+
+/* How candidates found by the quantized scan are re-scored before the final
+ * top-k.  FLOAT keeps a copy of the vectors (4 bytes/dimension) and gives
+ * exact scores; INT8 keeps 1 byte/dimension (per-dimension scales) and gives
+ * scores within ~0.5 % ; NONE returns the quantized estimates as they are. */
+typedef enum avq_reorder {
+    AVQ_REORDER_FLOAT = 0,
+    AVQ_REORDER_INT8 = 1,
+    AVQ_REORDER_NONE = 2
+} avq_reorder;
+
+/* Everything an index is built from.  Always start from
+ * avq_build_params_init(), which fills the recommended defaults, then change
+ * what you need: fields may be added at the end in later versions.
+ *
+ * The index has three tiers, chosen by size as ScaNN recommends:
+ *   n < brute_force_below      exact scoring of every vector (no training)
+ *   n < 100 * 1000             one leaf: 4-bit anisotropic PQ scan + reorder
+ *   otherwise                  num_leaves k-means leaves + PQ + reorder     */
+typedef struct avq_build_params {
+    avq_metric metric;
+    /* partitioning */
+    size_t num_leaves;        /* 0 = auto (about sqrt(n)); 1 = no partition   */
+    size_t training_sample;   /* rows used to train k-means; 0 = auto (100k) */
+    int kmeans_iterations;    /* default 12                                   */
+    int spherical;            /* unit-norm leaf centers: -1 = auto (cosine)   */
+    float avq_center_eta;     /* > 0: anisotropic leaf centers with this η
+                                 (inner-product metrics only); 0 = off        */
+    /* product quantization */
+    int dims_per_block;       /* dimensions per 4-bit code, default 2         */
+    int bits;                 /* 4 (16 centers, SIMD fast scan) or 8          */
+    float threshold;          /* anisotropic threshold T (ScaNN's
+                                 anisotropic_quantization_threshold), default
+                                 0.2 for dot/cosine; NaN = reconstruction loss
+                                 (plain PQ); ignored for L2                   */
+    float eta;                /* > 0: use this η = h∥/h⊥ for every point
+                                 instead of deriving it from T               */
+    /* re-ranking */
+    avq_reorder reorder;      /* default AVQ_REORDER_FLOAT                    */
+    /* execution */
+    size_t brute_force_below; /* default 20000                                */
+    int threads;              /* 0 = one per CPU                              */
+    uint64_t seed;            /* all sampling is reproducible from it         */
+    avq_progress_fn progress; /* optional, see avq_progress_fn               */
+    void *progress_user;
+} avq_build_params;
+
+/* Fill *params with the defaults for `metric`.  Never fails. */
+AVQ_API void avq_build_params_init(avq_build_params *params, avq_metric metric);
+
+/* An index: opaque, immutable after build or load, safe to search from any
+ * number of threads at once. */
+typedef struct avq_index avq_index;
+
+/* Build an index over n vectors of dimension dim (row-major, copied: the
+ * caller may free `data` afterwards).  On success *out owns a new index
+ * (release with avq_index_free).  Long: reports progress and can be
+ * cancelled through params->progress.
+ * Errors: AVQ_ERR_INVALID (bad params -- the message names the field --,
+ * NULL pointers, n or dim 0, NaN/infinite values), AVQ_ERR_NOMEM,
+ * AVQ_ERR_CANCELLED.  Thread-safe: yes. */
+AVQ_API int avq_index_build(const float *data, size_t n, size_t dim,
+                            const avq_build_params *params, avq_index **out);
+
+/* Release an index and everything it owns (or unmaps).  NULL is a no-op.
+ * No search may be running on it. */
+AVQ_API void avq_index_free(avq_index *index);
+
+/* Per-call search settings.  Start from avq_search_params_init(). */
+typedef struct avq_search_params {
+    size_t k;                 /* results per query, default 10                */
+    size_t leaves_to_search;  /* leaves scanned per query; 0 = index default  */
+    size_t pre_reorder;       /* candidates re-scored exactly; 0 = default;
+                                 ignored without reorder data                 */
+} avq_search_params;
+
+/* k = 10, leaves_to_search and pre_reorder 0 (the index's defaults). */
+AVQ_API void avq_search_params_init(avq_search_params *params);
+
+/* Search one query (dim floats).  ids/scores: k entries each, caller
+ * allocated (scores may be NULL).  Scores and order follow the conventions
+ * at the top of this file; with reordering the scores are exact (FLOAT) or
+ * int8-approximate, without they are the quantized estimates.
+ * Allocates a small scratch per call; for allocation-free repeated searches
+ * use avq_index_search_batch with many queries.
+ * Errors: AVQ_ERR_INVALID (k = 0, leaves_to_search > leaves, NaN in the
+ * query, NULL pointers).  Thread-safe: yes, any number of concurrent calls. */
+AVQ_API int avq_index_search(const avq_index *index, const float *query,
+                             const avq_search_params *params, int64_t *ids,
+                             float *scores);
+
+/* Search nq queries (row-major nq x dim) with `threads` workers (0 = one per
+ * CPU).  ids/scores are nq x k, row-major.  Results are identical to nq
+ * calls of avq_index_search.  Errors as avq_index_search.  Thread-safe: yes. */
+AVQ_API int avq_index_search_batch(const avq_index *index, const float *queries,
+                                   size_t nq, const avq_search_params *params,
+                                   int threads, int64_t *ids, float *scores);
+
+/* Accessors (index must not be NULL). */
+AVQ_API size_t avq_index_size(const avq_index *index);      /* vectors    */
+AVQ_API size_t avq_index_dim(const avq_index *index);       /* dimension  */
+AVQ_API avq_metric avq_index_metric(const avq_index *index);
+AVQ_API size_t avq_index_num_leaves(const avq_index *index);
+/* Bytes of memory the index holds (codes, centers, codebooks, reorder data,
+ * ids), excluding the allocator's overhead. */
+AVQ_API size_t avq_index_memory_bytes(const avq_index *index);
+/* The parameters it was built with (progress callback cleared). */
+AVQ_API void avq_index_build_params(const avq_index *index, avq_build_params *out);
+/* The defaults used when avq_search_params leaves fields at 0. */
+AVQ_API void avq_index_default_search_params(const avq_index *index,
+                                             avq_search_params *out);
+
+/* ------------------------------------------------------------------------- */
+/* Saving and loading                                                        */
+/* ------------------------------------------------------------------------- */
+
+/* Write the index to one file (format: doc/FORMAT.md).  The data goes to a
+ * temporary file in the same directory, is flushed to disk (fsync) and then
+ * renamed over `path`: a crash or a full disk mid-save never destroys a
+ * previous file at `path`.
+ * Errors: AVQ_ERR_INVALID (NULL), AVQ_ERR_IO (message names the file and the
+ * system error).  Thread-safe: yes (the index is only read). */
+AVQ_API int avq_index_save(const avq_index *index, const char *path);
+
+/* Flags for avq_index_load. */
+#define AVQ_LOAD_COPY 0u          /* read the file into memory owned by the index */
+#define AVQ_LOAD_MMAP 1u          /* map the file read-only: near-instant, pages
+                                     come from the page cache on first use; the
+                                     file must not be modified while mapped   */
+#define AVQ_LOAD_SKIP_CHECKSUMS 2u /* trust the data sections' CRC32C (headers and
+                                     every size are still validated): for
+                                     files you wrote yourself                */
+
+/* Load an index saved by avq_index_save.  Every count and length is checked
+ * against the file size and against each other before anything is
+ * allocated, and the checksums are verified (unless skipped), so a truncated
+ * or corrupted file gives AVQ_ERR_FORMAT with the section and reason --
+ * never a crash.  A file of a newer format version that this library cannot
+ * read also gives AVQ_ERR_FORMAT, naming both versions.
+ * On success *out owns the index (release with avq_index_free, which also
+ * unmaps).  Errors: AVQ_ERR_INVALID, AVQ_ERR_IO, AVQ_ERR_FORMAT,
+ * AVQ_ERR_NOMEM.  Thread-safe: yes. */
+AVQ_API int avq_index_load(const char *path, unsigned flags, avq_index **out);
+
+/* ------------------------------------------------------------------------- */
 /* CPU features                                                              */
 /* ------------------------------------------------------------------------- */
 

@@ -65,15 +65,45 @@ void avq_topk_compact(avq_topk *t) {
     t->worst_id = worst->id;
 }
 
-static int cmp_neighbor(const void *a, const void *b) {
-    const avq_neighbor *x = a, *y = b;
-    if (less(x, y)) return -1;
-    if (less(y, x)) return 1;
-    return 0;
+static void insertion_sort(avq_neighbor *v, size_t n) {
+    for (size_t i = 1; i < n; i++) {
+        avq_neighbor x = v[i];
+        size_t j = i;
+        for (; j > 0 && less(&x, &v[j - 1]); j--) v[j] = v[j - 1];
+        v[j] = x;
+    }
 }
 
+/* In-place quicksort (glibc's qsort allocates a merge buffer and calls a
+ * comparator through a pointer: both are out of place on the query path).
+ * Recurse on the smaller side so the stack stays O(log n). */
 void avq_neighbors_sort(avq_neighbor *v, size_t n) {
-    qsort(v, n, sizeof *v, cmp_neighbor);
+    while (n > 24) {
+        size_t mid = n / 2;
+        if (less(&v[mid], &v[0])) swap(&v[mid], &v[0]);
+        if (less(&v[n - 1], &v[0])) swap(&v[n - 1], &v[0]);
+        if (less(&v[n - 1], &v[mid])) swap(&v[n - 1], &v[mid]);
+        avq_neighbor pivot = v[mid];
+        size_t i = 0, j = n - 1;
+        for (;;) { /* Hoare partition */
+            while (less(&v[i], &pivot)) i++;
+            while (less(&pivot, &v[j])) j--;
+            if (i >= j) break;
+            swap(&v[i], &v[j]);
+            i++;
+            j--;
+        }
+        size_t left = j + 1; /* [0, left) <= pivot <= [left, n) */
+        if (left < n - left) {
+            avq_neighbors_sort(v, left);
+            v += left;
+            n -= left;
+        } else {
+            avq_neighbors_sort(v + left, n - left);
+            n = left;
+        }
+    }
+    insertion_sort(v, n);
 }
 
 size_t avq_topk_finish(avq_topk *t) {

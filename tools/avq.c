@@ -15,6 +15,8 @@ typedef struct {
 } command;
 
 static const command commands[] = {
+    {"build", cmd_build, "build an index from vectors and save it"},
+    {"info", cmd_info, "describe an index file"},
     {"gt", cmd_gt, "exact top-k ground truth of queries against a base set"},
     {"search", cmd_search, "search queries (exact brute force, or an index)"},
     {"eval", cmd_eval, "recall of search results against ground truth"},

@@ -1,8 +1,409 @@
-/* Placeholder until the training work lands: see issue "Training". */
+/*
+ * cmd_paper.c -- `avq paper`: the quantization experiment of Guo et al. 2020
+ * (Figure 3): does choosing PQ codes by the anisotropic loss instead of the
+ * reconstruction error find the true maximum-inner-product neighbour more
+ * often, at the same bit rate?
+ *
+ * Protocol.  Normalise base and queries (GloVe is an angular data set).  For
+ * each bit rate (100 bits = 25 blocks x 4 bits, 200 bits = 50 x 4; 4-bit
+ * codes, dims_per_block 4 or 2) train ONE k-means codebook on a sample of
+ * the base, then encode the whole base with (a) reconstruction loss and
+ * (b) anisotropic loss at each threshold T.  Sharing the codebook isolates
+ * the one thing the paper changes: the choice of codes.  There is no
+ * partition (a single leaf with a zero center), so the residual is x itself.
+ *
+ * Scoring.  The float LUT estimate of <q, x> is exactly <q, decode(code)>,
+ * so we decode the base and let the exact search (an SGEMM) rank every code
+ * for every query: no approximation beyond the quantization being measured.
+ * Metrics: Recall1@N (is the true top-1 among the N best estimates), N = 1,
+ * 10, 100 and the whole curve for the plot; recall@10 against the exact
+ * top-10; the mean relative error of the estimated inner product of each
+ * query's true top-1 (the paper's point: the parallel error dominates it).
+ */
+#include "aniso.h"
+#include "avq.h"
 #include "cli.h"
+#include "cmd_common.h"
+#include "dataset.h"
+#include "pq.h"
+#include "vecmath.h"
+
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+enum { MAX_THRESHOLDS = 16, CURVE = 100, GT_K = 10, MAX_CONFIGS = 4 };
+
+typedef struct {
+    char name[32];
+    size_t bits, dims_per_block;
+    double threshold; /* NaN = reconstruction */
+    double eta;       /* eta of a unit-norm point at this threshold */
+    double recall1[CURVE + 1]; /* recall1[N], N = 1..CURVE */
+    double recall10, rel_err, encode_s, total_s;
+} variant;
+
+typedef struct {
+    const char *base_path, *query_path, *plot_path, *csv_path;
+    size_t queries, sample, iters;
+    size_t dpb[MAX_CONFIGS], nconfigs;
+    double thresholds[MAX_THRESHOLDS];
+    size_t nthresholds;
+    avq_eta_mode eta_mode;
+    int normalize;
+    long threads;
+    unsigned long seed;
+} paper_opts;
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: avq paper [--base B] [--query Q] [--queries N] [--plot FILE.png]\n"
+            "                 [--csv FILE] [--thresholds 0.1,0.2,0.3,0.5] [--dims-per-block 4,2]\n"
+            "                 [--eta-mode asymptotic|exact] [--sample S] [--iters I]\n"
+            "                 [--seed S] [--threads T] [--no-normalize]\n\n"
+            "Reproduce the quantization experiment of Guo et al. 2020 (Figure 3): 4-bit PQ\n"
+            "of the whole base, codes chosen by reconstruction loss vs anisotropic loss at\n"
+            "each threshold T, every query scored exactly against every code.\n"
+            "  --base B           base vectors (default data/glove-100/base.fvecs)\n"
+            "  --query Q          queries (default data/glove-100/query.fvecs)\n"
+            "  --queries N        use the first N queries (default 2000, 0 = all)\n"
+            "  --dims-per-block L one bit rate per value: d/L blocks x 4 bits (default 4,2:\n"
+            "                     100 and 200 bits at d = 100)\n"
+            "  --thresholds LIST  anisotropic thresholds T (default 0.1,0.2,0.3,0.5)\n"
+            "  --eta-mode M       asymptotic (ScaNN, default) or exact (finite-d integral)\n"
+            "  --sample S         codebook training sample (default 100000)\n"
+            "  --iters I          k-means iterations per block (default 10)\n"
+            "  --plot FILE.png    Recall1@N curves (needs /usr/bin/python3 + matplotlib;\n"
+            "                     script: $AVQ_PAPER_PLOT or scripts/paper_plot.py)\n"
+            "  --csv FILE         write the table as CSV\n"
+            "  --no-normalize     keep the vectors as they are (default: unit length)\n"
+            "  --threads T        worker threads (default: all CPUs)\n");
+}
+
+/* "a,b,c" -> up to cap doubles; false on a malformed or empty list. */
+static bool parse_list(const char *s, double *out, size_t cap, size_t *count) {
+    char buf[256];
+    if (!s || strlen(s) >= sizeof buf) return false;
+    strcpy(buf, s);
+    size_t n = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        float v;
+        if (n == cap || !cli_parse_float(tok, &v)) return false;
+        out[n++] = v;
+    }
+    *count = n;
+    return n > 0;
+}
+
+static int parse_opts(int argc, char **argv, paper_opts *o) {
+    static const struct option opts[] = {
+        {"base", required_argument, 0, 'b'},       {"query", required_argument, 0, 'q'},
+        {"queries", required_argument, 0, 'n'},    {"plot", required_argument, 0, 'p'},
+        {"csv", required_argument, 0, 'c'},        {"thresholds", required_argument, 0, 'T'},
+        {"dims-per-block", required_argument, 0, 'L'}, {"eta-mode", required_argument, 0, 'e'},
+        {"sample", required_argument, 0, 's'},     {"iters", required_argument, 0, 'i'},
+        {"seed", required_argument, 0, 'S'},       {"threads", required_argument, 0, 't'},
+        {"no-normalize", no_argument, 0, 'N'},     {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    *o = (paper_opts){.base_path = "data/glove-100/base.fvecs",
+                      .query_path = "data/glove-100/query.fvecs",
+                      .queries = 2000, .sample = 100000, .iters = 10,
+                      .dpb = {4, 2}, .nconfigs = 2,
+                      .thresholds = {0.1, 0.2, 0.3, 0.5}, .nthresholds = 4,
+                      .eta_mode = AVQ_ETA_ASYMPTOTIC, .normalize = 1, .seed = 7};
+    double list[MAX_THRESHOLDS];
+    size_t count;
+    long v;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'b': o->base_path = optarg; break;
+        case 'q': o->query_path = optarg; break;
+        case 'p': o->plot_path = optarg; break;
+        case 'c': o->csv_path = optarg; break;
+        case 'N': o->normalize = 0; break;
+        case 'n':
+            if (!cli_parse_size(optarg, &o->queries))
+                return cli_usage_error("paper", "--queries must be a count, got '%s'", optarg);
+            break;
+        case 's':
+            if (!cli_parse_size(optarg, &o->sample))
+                return cli_usage_error("paper", "--sample must be a count, got '%s'", optarg);
+            break;
+        case 'i':
+            if (!cli_parse_size(optarg, &o->iters) || o->iters == 0)
+                return cli_usage_error("paper", "--iters must be >= 1, got '%s'", optarg);
+            break;
+        case 'S':
+            if (!cli_parse_int(optarg, 0, 2147483647L, &v))
+                return cli_usage_error("paper", "--seed must be a non-negative integer");
+            o->seed = (unsigned long)v;
+            break;
+        case 't':
+            if (!cli_parse_int(optarg, 0, 256, &o->threads))
+                return cli_usage_error("paper", "--threads must be 0..256, got '%s'", optarg);
+            break;
+        case 'T':
+            if (!parse_list(optarg, o->thresholds, MAX_THRESHOLDS, &o->nthresholds))
+                return cli_usage_error("paper", "--thresholds: up to %d comma-separated numbers",
+                                       MAX_THRESHOLDS);
+            for (size_t i = 0; i < o->nthresholds; i++)
+                if (!(o->thresholds[i] > 0.0))
+                    return cli_usage_error("paper", "--thresholds must be > 0");
+            break;
+        case 'L':
+            if (!parse_list(optarg, list, MAX_CONFIGS, &count))
+                return cli_usage_error("paper", "--dims-per-block: up to %d comma-separated integers",
+                                       MAX_CONFIGS);
+            for (size_t i = 0; i < count; i++) {
+                if (!(list[i] >= 1.0) || list[i] != floor(list[i]))
+                    return cli_usage_error("paper", "--dims-per-block values must be integers >= 1");
+                o->dpb[i] = (size_t)list[i];
+            }
+            o->nconfigs = count;
+            break;
+        case 'e':
+            if (!strcmp(optarg, "asymptotic")) o->eta_mode = AVQ_ETA_ASYMPTOTIC;
+            else if (!strcmp(optarg, "exact")) o->eta_mode = AVQ_ETA_EXACT;
+            else return cli_usage_error("paper", "--eta-mode must be asymptotic or exact");
+            break;
+        case 'h': usage(stdout); return -1;
+        default: return cli_usage_error("paper", "unknown or incomplete option");
+        }
+    }
+    if (optind < argc) return cli_usage_error("paper", "unexpected argument '%s'", argv[optind]);
+    return 0;
+}
+
+/* ---- scoring ----------------------------------------------------------- */
+
+typedef struct {
+    const float *base, *queries;
+    size_t n, d, nq, k_eval, k_gt;
+    const int64_t *gt;  /* nq x k_gt exact ids */
+    int threads;
+} eval_setup;
+
+/* Rank every decoded vector for every query and fill the metrics of v. */
+static int evaluate(const eval_setup *e, const float *decoded, variant *v) {
+    int64_t *ids = malloc(e->nq * e->k_eval * sizeof *ids);
+    if (!ids) return cli_error("paper", "out of memory for %zu x %zu ids", e->nq, e->k_eval);
+    int st = avq_exact_search(decoded, e->n, e->d, e->queries, e->nq, AVQ_METRIC_DOT, e->k_eval,
+                              e->threads, ids, NULL, cli_progress, NULL);
+    if (st != AVQ_OK) {
+        free(ids);
+        return cli_fail("paper", st);
+    }
+    size_t hits_at[CURVE + 2] = {0};
+    double overlap = 0.0, rel = 0.0;
+    for (size_t q = 0; q < e->nq; q++) {
+        const int64_t *row = ids + q * e->k_eval, *truth = e->gt + q * e->k_gt;
+        size_t rank = CURVE + 1;
+        for (size_t j = 0; j < e->k_eval; j++)
+            if (row[j] == truth[0]) { rank = j + 1; break; }
+        if (rank <= CURVE) hits_at[rank]++;
+        for (size_t a = 0; a < e->k_gt && a < e->k_eval; a++)
+            for (size_t b = 0; b < e->k_gt; b++)
+                if (row[a] == truth[b]) { overlap += 1.0; break; }
+        const float *qv = e->queries + q * e->d;
+        double exact = avq_dot_f64(qv, e->base + (size_t)truth[0] * e->d, e->d);
+        double est = avq_dot_f64(qv, decoded + (size_t)truth[0] * e->d, e->d);
+        rel += fabs(exact) > 1e-12 ? fabs(est - exact) / fabs(exact) : 0.0;
+    }
+    size_t cum = 0;
+    for (size_t N = 1; N <= CURVE; N++) {
+        cum += hits_at[N];
+        v->recall1[N] = (double)cum / (double)e->nq;
+    }
+    v->recall10 = overlap / (double)(e->nq * e->k_gt);
+    v->rel_err = rel / (double)e->nq;
+    free(ids);
+    return 0;
+}
+
+/* ---- one bit rate ------------------------------------------------------ */
+
+static int run_config(const paper_opts *o, const eval_setup *e, size_t dpb, variant *out,
+                      size_t *nout) {
+    avq_pq_shape shape = {e->d, dpb, 16};
+    if (avq_pq_check_shape(&shape, "paper") != AVQ_OK) return cli_fail("paper", AVQ_ERR_INVALID);
+    size_t K = avq_pq_num_blocks(&shape);
+    float *codebook = malloc(16 * e->d * sizeof(float));
+    float *decoded = malloc(e->n * e->d * sizeof(float));
+    uint8_t *codes = malloc(e->n * K);
+    int rc = 0;
+    if (!codebook || !decoded || !codes) {
+        rc = cli_error("paper", "out of memory for %zu decoded vectors", e->n);
+        goto out;
+    }
+    avq_pq_train_params tp;
+    avq_pq_default_train_params(&tp);
+    tp.training_sample = o->sample;
+    tp.max_iter = o->iters;
+    tp.seed = o->seed;
+    tp.threads = e->threads;
+    double t0 = cli_now();
+    int st = avq_pq_train(e->base, e->n, &shape, &tp, codebook, cli_progress, NULL);
+    if (st != AVQ_OK) {
+        rc = cli_fail("paper", st);
+        goto out;
+    }
+    fprintf(stderr, "avq paper: %zu bits (%zu blocks x 4 bits, %zu dims/block): codebook in %.1f s\n",
+            4 * K, K, dpb, cli_now() - t0);
+    for (size_t t = 0; t <= o->nthresholds && !rc; t++) {
+        variant *v = &out[(*nout)++];
+        memset(v, 0, sizeof *v);
+        v->bits = 4 * K;
+        v->dims_per_block = dpb;
+        v->threshold = t == 0 ? NAN : o->thresholds[t - 1];
+        v->eta = t == 0 ? 1.0 : avq_eta(1.0, e->d, v->threshold, o->eta_mode);
+        if (t == 0) snprintf(v->name, sizeof v->name, "reconstruction");
+        else snprintf(v->name, sizeof v->name, "anisotropic T=%.2g", v->threshold);
+        avq_aniso_params ap;
+        avq_aniso_default_params(&ap);
+        ap.threshold = v->threshold;
+        ap.eta_mode = o->eta_mode;
+        ap.threads = e->threads;
+        double start = cli_now();
+        st = avq_aniso_encode(e->base, e->base, e->n, &shape, codebook, &ap, codes,
+                              cli_progress, NULL);
+        v->encode_s = cli_now() - start;
+        if (st == AVQ_OK) st = avq_pq_decode(codes, e->n, &shape, codebook, decoded);
+        if (st != AVQ_OK) {
+            rc = cli_fail("paper", st);
+            break;
+        }
+        rc = evaluate(e, decoded, v);
+        v->total_s = cli_now() - start;
+        if (!rc)
+            fprintf(stderr, "avq paper:   %-20s R1@10 %.4f  (%.1f s)\n", v->name, v->recall1[10],
+                    v->total_s);
+    }
+out:
+    free(codebook);
+    free(decoded);
+    free(codes);
+    return rc;
+}
+
+/* ---- output ------------------------------------------------------------ */
+
+static void print_table(FILE *f, const variant *v, size_t nv) {
+    fprintf(f, "%-22s %4s %6s %7s %7s %8s %8s %9s %9s %8s\n", "variant", "bits", "eta",
+            "R1@1", "R1@10", "R1@100", "R@10", "top1_err", "encode_s", "total_s");
+    for (size_t i = 0; i < nv; i++)
+        fprintf(f, "%-22s %4zu %6.3f %7.4f %7.4f %8.4f %8.4f %9.5f %9.2f %8.2f\n", v[i].name,
+                v[i].bits, v[i].eta, v[i].recall1[1], v[i].recall1[10], v[i].recall1[100],
+                v[i].recall10, v[i].rel_err, v[i].encode_s, v[i].total_s);
+}
+
+static int write_csv(const char *path, const variant *v, size_t nv) {
+    FILE *f = fopen(path, "w");
+    if (!f) return cli_error("paper", "cannot write %s", path);
+    fprintf(f, "variant,bits,dims_per_block,threshold,eta,recall1_at_1,recall1_at_10,"
+               "recall1_at_100,recall_at_10,top1_rel_err,encode_s,total_s\n");
+    for (size_t i = 0; i < nv; i++)
+        fprintf(f, "%s,%zu,%zu,%g,%.6g,%.6f,%.6f,%.6f,%.6f,%.6g,%.3f,%.3f\n", v[i].name,
+                v[i].bits, v[i].dims_per_block, v[i].threshold, v[i].eta, v[i].recall1[1],
+                v[i].recall1[10], v[i].recall1[100], v[i].recall10, v[i].rel_err, v[i].encode_s,
+                v[i].total_s);
+    return fclose(f) == 0 ? 0 : cli_error("paper", "error writing %s", path);
+}
+
+/* Curves to a temporary CSV (N, one column per variant), then the plot
+ * script.  fork/exec rather than system(): no shell, no quoting issues. */
+static int write_plot(const char *png, const variant *v, size_t nv) {
+    char csv[] = "/tmp/avq-paper-XXXXXX";
+    int fd = mkstemp(csv);
+    if (fd < 0) return cli_error("paper", "cannot create a temporary file for the plot");
+    FILE *f = fdopen(fd, "w");
+    if (!f) {
+        close(fd);
+        unlink(csv);
+        return cli_error("paper", "cannot write the plot data");
+    }
+    fprintf(f, "N");
+    for (size_t i = 0; i < nv; i++) fprintf(f, ",%s (%zu bits)", v[i].name, v[i].bits);
+    fprintf(f, "\n");
+    for (size_t N = 1; N <= CURVE; N++) {
+        fprintf(f, "%zu", N);
+        for (size_t i = 0; i < nv; i++) fprintf(f, ",%.6f", v[i].recall1[N]);
+        fprintf(f, "\n");
+    }
+    int rc = fclose(f) == 0 ? 0 : cli_error("paper", "error writing the plot data");
+    const char *script = getenv("AVQ_PAPER_PLOT");
+    if (!script) script = "scripts/paper_plot.py";
+    const char *python = getenv("AVQ_PYTHON");
+    if (!python) python = "/usr/bin/python3";
+    if (!rc) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            execl(python, python, script, csv, png, (char *)NULL);
+            _exit(127);
+        }
+        int status = 0;
+        if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) ||
+            WEXITSTATUS(status) != 0)
+            rc = cli_error("paper", "plot script %s failed (python %s)", script, python);
+        else
+            fprintf(stderr, "avq paper: wrote %s\n", png);
+    }
+    unlink(csv);
+    return rc;
+}
+
+/* ---- main -------------------------------------------------------------- */
 
 int cmd_paper(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    return cli_error("paper", "not available yet in this build");
+    paper_opts o;
+    int rc = parse_opts(argc, argv, &o);
+    if (rc) return rc < 0 ? 0 : rc;
+    float_matrix base, query;
+    rc = cli_load_base_query("paper", o.base_path, o.query_path, &base, &query);
+    if (rc) return rc;
+    size_t nq = o.queries && o.queries < query.rows ? o.queries : query.rows;
+    if (o.normalize) {
+        avq_normalize_rows(base.data, base.rows, base.cols);
+        avq_normalize_rows(query.data, nq, query.cols);
+    }
+    eval_setup e = {base.data, query.data, base.rows, base.cols, nq,
+                    base.rows < CURVE ? base.rows : CURVE, base.rows < GT_K ? base.rows : GT_K,
+                    NULL, (int)o.threads};
+    variant *vars = calloc(MAX_CONFIGS * (MAX_THRESHOLDS + 1), sizeof *vars);
+    int64_t *gt = malloc(nq * e.k_gt * sizeof *gt);
+    if (!vars || !gt) {
+        rc = cli_error("paper", "out of memory");
+        goto out;
+    }
+    double t0 = cli_now();
+    int st = avq_exact_search(base.data, base.rows, base.cols, query.data, nq, AVQ_METRIC_DOT,
+                              e.k_gt, e.threads, gt, NULL, cli_progress, NULL);
+    if (st != AVQ_OK) {
+        rc = cli_fail("paper", st);
+        goto out;
+    }
+    e.gt = gt;
+    fprintf(stderr, "avq paper: %zu x %zu base, %zu queries, exact top-%zu in %.1f s\n",
+            base.rows, base.cols, nq, e.k_gt, cli_now() - t0);
+    size_t nv = 0;
+    for (size_t c = 0; c < o.nconfigs && !rc; c++) rc = run_config(&o, &e, o.dpb[c], vars, &nv);
+    if (!rc) {
+        printf("# avq paper: %s, %zu queries, eta mode %s, total %.1f s\n", o.base_path, nq,
+               o.eta_mode == AVQ_ETA_EXACT ? "exact" : "asymptotic", cli_now() - t0);
+        print_table(stdout, vars, nv);
+    }
+    if (!rc && o.csv_path) rc = write_csv(o.csv_path, vars, nv);
+    if (!rc && o.plot_path) rc = write_plot(o.plot_path, vars, nv);
+out:
+    free(vars);
+    free(gt);
+    float_matrix_free(&base);
+    float_matrix_free(&query);
+    return rc;
 }

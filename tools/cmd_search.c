@@ -17,7 +17,14 @@
 static void usage(FILE *out) {
     fprintf(out,
             "usage: avq search --exact --base B --query Q --metric ip|l2|cos --k K --out R\n"
-            "                  [--threads T] [--scores S]\n\n"
+            "       avq search --index INDEX --query Q --k K --out R [--leaves-to-search L]\n"
+            "                  [--reorder R] [--batch] [--threads T] [--mmap]\n\n"
+            "  --index INDEX   search an index written by 'avq build'\n"
+            "  --leaves-to-search L   leaves scanned per query (default: the index's)\n"
+            "  --reorder R     candidates re-scored exactly (pre_reorder; default 100)\n"
+            "  --batch         use the batched API over --threads workers (default:\n"
+            "                  one query at a time on one thread, as latency benchmarks do)\n"
+            "  --mmap          map the index file instead of reading it\n"
             "  --exact         brute-force search of --base (exact, deterministic)\n"
             "  --base B        database vectors (.fvecs .bvecs .npy FILE.hdf5:train)\n"
             "  --query Q       query vectors (FILE.hdf5:test)\n"
@@ -29,6 +36,91 @@ static void usage(FILE *out) {
             "Prints 'qps <queries per second>' on stdout.\n");
 }
 
+typedef struct {
+    size_t k, leaves, pre_reorder;
+    int threads, batch, use_mmap;
+} index_settings;
+
+static int write_results(const char *out_path, const char *scores_path, const int64_t *ids,
+                         const float *scores, size_t rows, size_t k) {
+    int rc = out_path ? cli_write_ids("search", out_path, ids, rows, k) : 0;
+    if (!rc && scores_path) {
+        int st = dataset_write_float(scores_path, scores, rows, k);
+        if (st) rc = cli_fail("search", st);
+    }
+    return rc;
+}
+
+/* Search an index file: one query at a time (the latency protocol of
+ * ann-benchmarks) unless --batch. */
+static int search_index(const char *index_path, const char *query_path, const char *out_path,
+                        const char *scores_path, const index_settings *set) {
+    avq_index *index = NULL;
+    double t0 = cli_now();
+    int st = avq_index_load(index_path, set->use_mmap ? AVQ_LOAD_MMAP : AVQ_LOAD_COPY, &index);
+    if (st) return cli_fail("search", st);
+    double load_s = cli_now() - t0;
+    float_matrix query;
+    st = dataset_read_float(query_path, &query);
+    if (st) {
+        avq_index_free(index);
+        return cli_fail("search", st);
+    }
+    int rc = 0;
+    int64_t *ids = NULL;
+    float *scores = NULL;
+    if (query.cols != avq_index_dim(index)) {
+        rc = cli_error("search", "dimension mismatch: index has %zu, %s has %zu", avq_index_dim(index),
+                       query_path, query.cols);
+        goto out;
+    }
+    if (set->k > avq_index_size(index)) {
+        rc = cli_error("search", "--k %zu is larger than the index (%zu vectors)", set->k,
+                       avq_index_size(index));
+        goto out;
+    }
+    avq_search_params sp;
+    avq_index_default_search_params(index, &sp);
+    sp.k = set->k;
+    if (set->leaves) sp.leaves_to_search = set->leaves;
+    if (set->pre_reorder) sp.pre_reorder = set->pre_reorder;
+    ids = malloc(query.rows * sp.k * sizeof *ids);
+    scores = malloc(query.rows * sp.k * sizeof *scores);
+    if (!ids || !scores) {
+        rc = cli_error("search", "out of memory for %zu x %zu results", query.rows, sp.k);
+        goto out;
+    }
+    t0 = cli_now();
+    if (set->batch) {
+        st = avq_index_search_batch(index, query.data, query.rows, &sp, set->threads, ids, scores);
+    } else {
+        for (size_t q = 0; q < query.rows && st == AVQ_OK; q++)
+            st = avq_index_search(index, query.data + q * query.cols, &sp, ids + q * sp.k,
+                                  scores + q * sp.k);
+    }
+    double secs = cli_now() - t0;
+    if (st) {
+        rc = cli_fail("search", st);
+        goto out;
+    }
+    rc = write_results(out_path, scores_path, ids, scores, query.rows, sp.k);
+    if (!rc) {
+        double qps = (double)query.rows / (secs > 0 ? secs : 1e-9);
+        printf("qps %.1f\n", qps);
+        fprintf(stderr,
+                "avq search: %zu queries, k=%zu, leaves_to_search=%zu, pre_reorder=%zu, %s: "
+                "%.1f queries/s (load %.1f ms, SIMD %s)\n",
+                query.rows, sp.k, sp.leaves_to_search, sp.pre_reorder,
+                set->batch ? "batched" : "one at a time", qps, 1e3 * load_s, avq_isa());
+    }
+out:
+    free(ids);
+    free(scores);
+    float_matrix_free(&query);
+    avq_index_free(index);
+    return rc;
+}
+
 int cmd_search(int argc, char **argv) {
     static const struct option opts[] = {
         {"exact", no_argument, 0, 'x'},       {"base", required_argument, 0, 'b'},
@@ -36,16 +128,29 @@ int cmd_search(int argc, char **argv) {
         {"metric", required_argument, 0, 'm'}, {"out", required_argument, 0, 'o'},
         {"scores", required_argument, 0, 's'}, {"threads", required_argument, 0, 't'},
         {"index", required_argument, 0, 'i'}, {"help", no_argument, 0, 'h'},
+        {"leaves-to-search", required_argument, 0, 'L'}, {"reorder", required_argument, 0, 'R'},
+        {"batch", no_argument, 0, 'B'}, {"mmap", no_argument, 0, 'M'},
         {0, 0, 0, 0}};
     const char *base_path = NULL, *query_path = NULL, *out_path = NULL, *metric_name = NULL,
                *scores_path = NULL, *index_path = NULL;
     size_t k = 10;
     long threads = 0;
-    int exact = 0, c;
+    int exact = 0, batch = 0, use_mmap = 0, c;
+    size_t leaves = 0, pre_reorder = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'x': exact = 1; break;
+        case 'B': batch = 1; break;
+        case 'M': use_mmap = 1; break;
+        case 'L':
+            if (!cli_parse_size(optarg, &leaves) || leaves == 0)
+                return cli_usage_error("search", "--leaves-to-search must be a positive integer, got '%s'", optarg);
+            break;
+        case 'R':
+            if (!cli_parse_size(optarg, &pre_reorder) || pre_reorder == 0)
+                return cli_usage_error("search", "--reorder must be a positive integer, got '%s'", optarg);
+            break;
         case 'b': base_path = optarg; break;
         case 'q': query_path = optarg; break;
         case 'o': out_path = optarg; break;
@@ -65,7 +170,12 @@ int cmd_search(int argc, char **argv) {
         }
     }
     if (optind < argc) return cli_usage_error("search", "unexpected argument '%s'", argv[optind]);
-    if (index_path) return cli_error("search", "--index is not supported by this build yet");
+    if (index_path && exact) return cli_usage_error("search", "--exact and --index exclude each other");
+    if (index_path) {
+        if (!query_path) return cli_usage_error("search", "--index needs --query");
+        index_settings set = {k, leaves, pre_reorder, (int)threads, batch, use_mmap};
+        return search_index(index_path, query_path, out_path, scores_path, &set);
+    }
     if (!exact) return cli_usage_error("search", "give --exact (brute force) or --index");
     if (!base_path || !query_path || !metric_name)
         return cli_usage_error("search", "--exact needs --base, --query and --metric");
@@ -91,11 +201,7 @@ int cmd_search(int argc, char **argv) {
                                   metric, k, (int)threads, ids, scores, cli_progress, NULL);
         double secs = cli_now() - t0;
         if (st != AVQ_OK) rc = cli_fail("search", st);
-        if (!rc && out_path) rc = cli_write_ids("search", out_path, ids, query.rows, k);
-        if (!rc && scores_path) {
-            st = dataset_write_float(scores_path, scores, query.rows, k);
-            if (st) rc = cli_fail("search", st);
-        }
+        if (!rc) rc = write_results(out_path, scores_path, ids, scores, query.rows, k);
         if (!rc) {
             double qps = (double)query.rows / (secs > 0 ? secs : 1e-9);
             printf("qps %.1f\n", qps);

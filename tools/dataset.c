@@ -1,10 +1,1231 @@
-/* Temporary: replaced by the dataset readers. */
+/*
+ * dataset.c -- vector files in and out: TEXMEX .fvecs/.ivecs/.bvecs, NumPy
+ * .npy and ann-benchmarks HDF5 (see dataset.h for the contract).
+ *
+ * Every reader treats the file as hostile.  The only numbers taken from a
+ * file before validation are bounded by the file's size: a vecs file's row
+ * count is its size divided by the row length of row 0, an .npy file's data
+ * must fill the file exactly, an HDF5 dataset's extent is compared with the
+ * storage the library reports.  Only then is the output allocated.
+ *
+ * Files are read with read() through a bounded buffer rather than mmap():
+ * the speed is the same for one sequential pass (the copy out of the page
+ * cache is needed anyway because vecs rows carry a 4-byte header), and a
+ * file that shrinks while we read it becomes a "truncated" error instead of
+ * a SIGBUS.
+ *
+ * Writers produce a complete file or nothing: vecs and .npy output goes to
+ * a temporary file in the same directory that is renamed over the target
+ * only after the last byte was written and closed successfully, so a full
+ * disk never leaves a plausible-looking short file behind.  HDF5 output is
+ * the exception: it adds a dataset to a possibly existing file, in place.
+ *
+ * All multi-byte values on disk are little-endian (TEXMEX convention, and
+ * what we write into .npy headers); big-endian .npy data is converted.
+ */
 #include "dataset.h"
-#include "avq.h"
+
+#include "avq_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <hdf5.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
-void float_matrix_free(float_matrix *m) { free(m->data); m->data = NULL; }
-void int_matrix_free(int_matrix *m) { free(m->data); m->data = NULL; }
-int dataset_read_float(const char *p, float_matrix *o) { (void)p; (void)o; return AVQ_ERR_UNSUPPORTED; }
-int dataset_read_int(const char *p, int_matrix *o) { (void)p; (void)o; return AVQ_ERR_UNSUPPORTED; }
-int dataset_write_float(const char *p, const float *d, size_t r, size_t c) { (void)p; (void)d; (void)r; (void)c; return AVQ_ERR_UNSUPPORTED; }
-int dataset_write_int(const char *p, const int32_t *d, size_t r, size_t c) { (void)p; (void)d; (void)r; (void)c; return AVQ_ERR_UNSUPPORTED; }
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* A dimension above this is certainly a corrupt header, not data: refuse
+ * it before allocating a row of that size. */
+#define DATASET_MAX_DIM 1000000
+
+/* Read buffer for streaming conversions (grown to one row if rows are
+ * larger). */
+#define READ_CHUNK ((size_t)4 << 20)
+
+/* An .npy header longer than this is not one numpy wrote. */
+#define NPY_MAX_HEADER ((size_t)1 << 20)
+
+/* ======================================================================= */
+/* Byte order                                                               */
+/* ======================================================================= */
+
+static bool host_is_little_endian(void) {
+    const uint16_t probe = 1;
+    unsigned char first;
+    memcpy(&first, &probe, 1);
+    return first == 1;
+}
+
+static uint32_t load_le32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void store_le32(unsigned char *p, uint32_t v) {
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+    p[2] = (unsigned char)(v >> 16);
+    p[3] = (unsigned char)(v >> 24);
+}
+
+/* Copy n elements of `size` bytes, reversing each element's bytes when the
+ * stored order differs from the host's. */
+static void copy_elements(void *dst, const unsigned char *src, size_t n, size_t size,
+                          bool src_little) {
+    if (size == 1 || src_little == host_is_little_endian()) {
+        memcpy(dst, src, n * size);
+        return;
+    }
+    unsigned char *d = dst;
+    for (size_t i = 0; i < n; i++)
+        for (size_t b = 0; b < size; b++) d[i * size + b] = src[i * size + size - 1 - b];
+}
+
+/* ======================================================================= */
+/* Paths                                                                    */
+/* ======================================================================= */
+
+typedef enum { FMT_FVECS, FMT_IVECS, FMT_BVECS, FMT_NPY, FMT_HDF5 } file_format;
+
+typedef struct {
+    char *file;          /* owned copy of the file part */
+    const char *dataset; /* HDF5 dataset name inside `file`, or NULL */
+    file_format format;
+} parsed_path;
+
+static bool ends_with_nocase(const char *s, size_t len, const char *suffix) {
+    size_t n = strlen(suffix);
+    return len >= n && strncasecmp(s + len - n, suffix, n) == 0;
+}
+
+static bool is_hdf5_name(const char *s, size_t len) {
+    return ends_with_nocase(s, len, ".hdf5") || ends_with_nocase(s, len, ".h5");
+}
+
+/* Split "file.hdf5:name" and pick the format from the extension.  Only a
+ * colon after an HDF5 file name separates a dataset, so other paths may
+ * contain colons. */
+static int parse_path(const char *path, parsed_path *pp) {
+    if (!path || !*path) return avq_fail(AVQ_ERR_INVALID, "empty file name");
+    pp->file = strdup(path);
+    if (!pp->file) return avq_fail_nomem("a file name", strlen(path) + 1);
+    pp->dataset = NULL;
+    char *colon = strrchr(pp->file, ':');
+    if (colon && is_hdf5_name(pp->file, (size_t)(colon - pp->file))) {
+        *colon = '\0';
+        pp->dataset = colon + 1;
+        if (!*pp->dataset) {
+            free(pp->file);
+            return avq_fail(AVQ_ERR_INVALID, "%s: empty HDF5 dataset name after ':'", path);
+        }
+    }
+    size_t len = strlen(pp->file);
+    if (ends_with_nocase(pp->file, len, ".fvecs")) pp->format = FMT_FVECS;
+    else if (ends_with_nocase(pp->file, len, ".ivecs")) pp->format = FMT_IVECS;
+    else if (ends_with_nocase(pp->file, len, ".bvecs")) pp->format = FMT_BVECS;
+    else if (ends_with_nocase(pp->file, len, ".npy")) pp->format = FMT_NPY;
+    else if (is_hdf5_name(pp->file, len)) pp->format = FMT_HDF5;
+    else {
+        free(pp->file);
+        return avq_fail(AVQ_ERR_INVALID,
+                        "%s: unknown file type (use .fvecs, .ivecs, .bvecs, .npy, "
+                        ".hdf5 or .h5)",
+                        path);
+    }
+    return AVQ_OK;
+}
+
+/* ======================================================================= */
+/* Buffered sequential reading                                              */
+/* ======================================================================= */
+
+typedef struct {
+    const char *name;   /* for messages */
+    int fd;
+    size_t file_size;   /* from fstat at open */
+    size_t offset;      /* file offset of buf[start] */
+    unsigned char *buf;
+    size_t cap, start, end;
+    bool eof;
+} source;
+
+static int source_open(source *s, const char *name) {
+    memset(s, 0, sizeof *s);
+    s->name = name;
+    s->fd = open(name, O_RDONLY | O_CLOEXEC);
+    if (s->fd < 0) return avq_fail(AVQ_ERR_IO, "%s: cannot open: %s", name, strerror(errno));
+    struct stat st;
+    if (fstat(s->fd, &st) != 0) {
+        int err = errno;
+        close(s->fd);
+        return avq_fail(AVQ_ERR_IO, "%s: cannot stat: %s", name, strerror(err));
+    }
+    if (S_ISDIR(st.st_mode)) {
+        close(s->fd);
+        return avq_fail(AVQ_ERR_IO, "%s: is a directory, not a vector file", name);
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(s->fd);
+        return avq_fail(AVQ_ERR_IO, "%s: not a regular file", name);
+    }
+    if (st.st_size == 0) {
+        close(s->fd);
+        return avq_fail(AVQ_ERR_FORMAT, "%s: empty file", name);
+    }
+    s->file_size = (size_t)st.st_size;
+    s->cap = READ_CHUNK;
+    s->buf = malloc(s->cap);
+    if (!s->buf) {
+        close(s->fd);
+        return avq_fail_nomem("a read buffer", s->cap);
+    }
+    return AVQ_OK;
+}
+
+static void source_close(source *s) {
+    if (s->fd >= 0) close(s->fd);
+    free(s->buf);
+    s->fd = -1;
+    s->buf = NULL;
+}
+
+/* Make sure `cap` is at least n bytes (n is bounded by the file size). */
+static int source_reserve(source *s, size_t n) {
+    if (n <= s->cap) return AVQ_OK;
+    unsigned char *nb = malloc(n);
+    if (!nb) return avq_fail_nomem("a read buffer", n);
+    memcpy(nb, s->buf + s->start, s->end - s->start);
+    free(s->buf);
+    s->buf = nb;
+    s->end -= s->start;
+    s->start = 0;
+    s->cap = n;
+    return AVQ_OK;
+}
+
+/* Buffer up to n bytes (n <= cap); fewer only at end of file. */
+static int source_fill(source *s, size_t n) {
+    if (s->end - s->start >= n || s->eof) return AVQ_OK;
+    if (s->start > 0) {
+        memmove(s->buf, s->buf + s->start, s->end - s->start);
+        s->end -= s->start;
+        s->start = 0;
+    }
+    while (s->end < n && !s->eof) {
+        ssize_t got = read(s->fd, s->buf + s->end, s->cap - s->end);
+        if (got < 0) {
+            if (errno == EINTR) continue;
+            return avq_fail(AVQ_ERR_IO, "%s: read error at offset %zu: %s", s->name,
+                            s->offset + s->end, strerror(errno));
+        }
+        if (got == 0) s->eof = true;
+        s->end += (size_t)got;
+    }
+    return AVQ_OK;
+}
+
+/* Point *p at the next n bytes and consume them; *got < n means the file
+ * ended first (the bytes are consumed all the same). */
+static int source_take(source *s, size_t n, const unsigned char **p, size_t *got) {
+    int st = source_reserve(s, n);
+    if (st) return st;
+    st = source_fill(s, n);
+    if (st) return st;
+    size_t avail = s->end - s->start;
+    *got = avail < n ? avail : n;
+    *p = s->buf + s->start;
+    s->start += *got;
+    s->offset += *got;
+    return AVQ_OK;
+}
+
+/* ======================================================================= */
+/* Validation helpers                                                       */
+/* ======================================================================= */
+
+static int check_row_finite(const char *name, const float *row, size_t r, size_t cols) {
+    size_t j = avq_first_non_finite(row, cols);
+    if (j == cols) return AVQ_OK;
+    return avq_fail(AVQ_ERR_FORMAT, "%s: row %zu column %zu is %s", name, r, j,
+                    isnan(row[j]) ? "NaN" : "infinite (or out of float32 range)");
+}
+
+static int alloc_elements(const char *name, size_t rows, size_t cols, size_t elem, void **out) {
+    size_t n, bytes;
+    if (!avq_mul_ok(rows, cols, &n) || !avq_mul_ok(n, elem, &bytes))
+        return avq_fail(AVQ_ERR_FORMAT, "%s: %zu x %zu elements overflow the address space",
+                        name, rows, cols);
+    *out = malloc(bytes ? bytes : 1);
+    if (!*out) return avq_fail_nomem(name, bytes);
+    return AVQ_OK;
+}
+
+/* ======================================================================= */
+/* TEXMEX .fvecs / .ivecs / .bvecs                                          */
+/* ======================================================================= */
+
+/* What a vecs payload element is, and where it goes. */
+typedef enum { VECS_F32, VECS_I32, VECS_U8 } vecs_kind;
+
+static size_t vecs_elem_size(vecs_kind kind) { return kind == VECS_U8 ? 1 : 4; }
+
+/* Convert one row's payload into the output row (float or int32). */
+static void vecs_convert_row(vecs_kind kind, const unsigned char *src, size_t dim, void *dst) {
+    if (kind == VECS_U8) {
+        float *f = dst;
+        for (size_t j = 0; j < dim; j++) f[j] = (float)src[j];
+    } else {
+        copy_elements(dst, src, dim, 4, true);
+    }
+}
+
+/* Read a whole vecs file.  Row 0's header fixes the dimension and, with the
+ * file size, the row count; every later header must repeat it.  Output rows
+ * are float for F32/U8 and int32 for I32. */
+static int vecs_read(const char *name, vecs_kind kind, size_t *rows_out, size_t *dim_out,
+                     void **data_out) {
+    source s;
+    int st = source_open(&s, name);
+    if (st) return st;
+    const unsigned char *p;
+    size_t got;
+    void *data = NULL;
+    st = source_take(&s, 4, &p, &got);
+    if (st) goto fail;
+    if (got < 4) {
+        st = avq_fail(AVQ_ERR_FORMAT,
+                      "%s: truncated: row 0 needs a 4-byte dimension header, file has %zu bytes",
+                      name, s.file_size);
+        goto fail;
+    }
+    int32_t dim32 = (int32_t)load_le32(p);
+    if (dim32 <= 0 || dim32 > DATASET_MAX_DIM) {
+        st = avq_fail(AVQ_ERR_FORMAT,
+                      "%s: row 0 declares dimension %d (must be 1..%d): not a vecs file or "
+                      "corrupt",
+                      name, (int)dim32, DATASET_MAX_DIM);
+        goto fail;
+    }
+    const size_t dim = (size_t)dim32, esize = vecs_elem_size(kind);
+    const size_t payload = dim * esize, row_bytes = 4 + payload;
+    const size_t rows = s.file_size / row_bytes;
+    if (rows == 0) {
+        st = avq_fail(AVQ_ERR_FORMAT,
+                      "%s: truncated: row 0 needs %zu bytes at offset 0, file has %zu", name,
+                      row_bytes, s.file_size);
+        goto fail;
+    }
+    const size_t out_elem = kind == VECS_I32 ? sizeof(int32_t) : sizeof(float);
+    st = alloc_elements(name, rows, dim, out_elem, &data);
+    if (st) goto fail;
+
+    for (size_t r = 0;; r++) {
+        size_t offset = r * row_bytes;
+        if (r > 0) { /* row 0's header was consumed above */
+            st = source_take(&s, 4, &p, &got);
+            if (st) goto fail;
+            if (got == 0 && r == rows) break;
+            if (got < 4) {
+                st = avq_fail(AVQ_ERR_FORMAT,
+                              "%s: truncated: row %zu needs %zu bytes at offset %zu, file has %zu",
+                              name, r, row_bytes, offset, s.file_size);
+                goto fail;
+            }
+            int32_t d = (int32_t)load_le32(p);
+            if (d != dim32) {
+                st = avq_fail(AVQ_ERR_FORMAT,
+                              "%s: row %zu has dimension %d, expected %zu (from row 0): "
+                              "ragged or corrupt file",
+                              name, r, (int)d, dim);
+                goto fail;
+            }
+        }
+        st = source_take(&s, payload, &p, &got);
+        if (st) goto fail;
+        if (got < payload || r >= rows) {
+            st = avq_fail(AVQ_ERR_FORMAT,
+                          got < payload
+                              ? "%s: truncated: row %zu needs %zu bytes at offset %zu, file has %zu"
+                              : "%s: row %zu (%zu bytes at offset %zu) lies beyond the size "
+                                "%zu the file had when opened: file changed while reading",
+                          name, r, row_bytes, offset, s.file_size);
+            goto fail;
+        }
+        void *dst = (unsigned char *)data + r * dim * out_elem;
+        vecs_convert_row(kind, p, dim, dst);
+        if (kind == VECS_F32 && (st = check_row_finite(name, dst, r, dim))) goto fail;
+    }
+    source_close(&s);
+    *rows_out = rows;
+    *dim_out = dim;
+    *data_out = data;
+    return AVQ_OK;
+fail:
+    free(data);
+    source_close(&s);
+    return st;
+}
+
+/* ======================================================================= */
+/* Writing: temporary file, then rename                                     */
+/* ======================================================================= */
+
+typedef struct {
+    const char *name;   /* final path, for messages */
+    char *tmp;          /* temporary path being written */
+    int fd;
+    unsigned char *buf;
+    size_t len, cap;
+} sink;
+
+static int sink_open(sink *k, const char *name) {
+    memset(k, 0, sizeof *k);
+    k->name = name;
+    k->fd = -1;
+    size_t n = strlen(name) + 40;
+    k->tmp = malloc(n);
+    k->cap = (size_t)1 << 20;
+    k->buf = malloc(k->cap);
+    if (!k->tmp || !k->buf) {
+        free(k->tmp);
+        free(k->buf);
+        return avq_fail_nomem("a write buffer", k->cap);
+    }
+    /* O_EXCL with a per-process name: never clobber a stranger's file, and
+     * the mode follows the umask like any ordinary output file. */
+    for (unsigned attempt = 0; attempt < 100 && k->fd < 0; attempt++) {
+        snprintf(k->tmp, n, "%s.tmp%ld.%u", name, (long)getpid(), attempt);
+        k->fd = open(k->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (k->fd < 0 && errno != EEXIST) break;
+    }
+    if (k->fd < 0) {
+        int err = errno;
+        free(k->tmp);
+        free(k->buf);
+        return avq_fail(AVQ_ERR_IO, "%s: cannot create: %s", name, strerror(err));
+    }
+    return AVQ_OK;
+}
+
+static int write_all(int fd, const unsigned char *p, size_t n) {
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int sink_flush(sink *k) {
+    if (write_all(k->fd, k->buf, k->len) != 0)
+        return avq_fail(AVQ_ERR_IO, "%s: write failed: %s", k->name, strerror(errno));
+    k->len = 0;
+    return AVQ_OK;
+}
+
+static int sink_put(sink *k, const void *p, size_t n) {
+    const unsigned char *b = p;
+    while (n > 0) {
+        if (k->len == k->cap) {
+            int st = sink_flush(k);
+            if (st) return st;
+        }
+        size_t room = k->cap - k->len, step = n < room ? n : room;
+        memcpy(k->buf + k->len, b, step);
+        k->len += step;
+        b += step;
+        n -= step;
+    }
+    return AVQ_OK;
+}
+
+/* Put n little-endian elements of `size` bytes. */
+static int sink_put_le(sink *k, const void *p, size_t n, size_t size) {
+    if (host_is_little_endian()) return sink_put(k, p, n * size);
+    const unsigned char *src = p;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char tmp[8];
+        copy_elements(tmp, src + i * size, 1, size, false);
+        int st = sink_put(k, tmp, size);
+        if (st) return st;
+    }
+    return AVQ_OK;
+}
+
+/* Finish (st == AVQ_OK: flush, close, rename) or abandon (remove the
+ * temporary file).  Returns the final status. */
+static int sink_close(sink *k, int st) {
+    if (st == AVQ_OK) st = sink_flush(k);
+    if (close(k->fd) != 0 && st == AVQ_OK)
+        st = avq_fail(AVQ_ERR_IO, "%s: write failed on close: %s", k->name, strerror(errno));
+    if (st == AVQ_OK && rename(k->tmp, k->name) != 0)
+        st = avq_fail(AVQ_ERR_IO, "%s: cannot rename %s into place: %s", k->name, k->tmp,
+                      strerror(errno));
+    if (st != AVQ_OK) unlink(k->tmp);
+    free(k->tmp);
+    free(k->buf);
+    return st;
+}
+
+static int check_write_shape(const char *name, const void *data, size_t rows, size_t cols) {
+    if (!data) return avq_fail(AVQ_ERR_INVALID, "%s: no data to write (NULL)", name);
+    if (rows == 0 || cols == 0)
+        return avq_fail(AVQ_ERR_INVALID,
+                        "%s: refusing to write an empty %zu x %zu matrix (readers reject it)",
+                        name, rows, cols);
+    if (cols > DATASET_MAX_DIM)
+        return avq_fail(AVQ_ERR_INVALID, "%s: %zu columns exceed the maximum dimension %d",
+                        name, cols, DATASET_MAX_DIM);
+    size_t n;
+    if (!avq_mul_ok(rows, cols, &n) || !avq_mul_ok(n, 8, &n))
+        return avq_fail(AVQ_ERR_INVALID, "%s: %zu x %zu is too large", name, rows, cols);
+    return AVQ_OK;
+}
+
+/* Rows of 4-byte elements, each preceded by its dimension. */
+static int vecs_write(const char *name, const void *data, size_t rows, size_t cols) {
+    sink k;
+    int st = sink_open(&k, name);
+    if (st) return st;
+    unsigned char header[4];
+    store_le32(header, (uint32_t)cols);
+    const unsigned char *bytes = data;
+    for (size_t r = 0; r < rows && st == AVQ_OK; r++) {
+        st = sink_put(&k, header, 4);
+        if (!st) st = sink_put_le(&k, bytes + r * cols * 4, cols, 4);
+    }
+    return sink_close(&k, st);
+}
+
+/* ======================================================================= */
+/* NumPy .npy                                                               */
+/* ======================================================================= */
+
+typedef enum { NPY_F4, NPY_F8, NPY_I4, NPY_I8, NPY_U1 } npy_dtype;
+
+typedef struct {
+    npy_dtype dtype;
+    size_t itemsize;
+    bool little;        /* stored byte order */
+    bool fortran;
+    int ndim;
+    uint64_t shape[8];
+} npy_header;
+
+/* A cursor over the header's Python dict literal. */
+typedef struct {
+    const char *p, *end;
+} cursor;
+
+static void skip_space(cursor *c) {
+    while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r'))
+        c->p++;
+}
+
+static bool accept_char(cursor *c, char ch) {
+    skip_space(c);
+    if (c->p < c->end && *c->p == ch) {
+        c->p++;
+        return true;
+    }
+    return false;
+}
+
+/* A quoted Python string without escapes, copied into out (NUL-terminated). */
+static bool parse_quoted(cursor *c, char *out, size_t cap) {
+    skip_space(c);
+    if (c->p >= c->end || (*c->p != '\'' && *c->p != '"')) return false;
+    char quote = *c->p++;
+    size_t n = 0;
+    while (c->p < c->end && *c->p != quote) {
+        if (*c->p == '\\' || n + 1 >= cap) return false;
+        out[n++] = *c->p++;
+    }
+    if (c->p >= c->end) return false;
+    c->p++;
+    out[n] = '\0';
+    return true;
+}
+
+static bool accept_word(cursor *c, const char *word) {
+    skip_space(c);
+    size_t n = strlen(word);
+    if ((size_t)(c->end - c->p) >= n && memcmp(c->p, word, n) == 0) {
+        c->p += n;
+        return true;
+    }
+    return false;
+}
+
+static bool parse_shape(cursor *c, npy_header *h) {
+    if (!accept_char(c, '(')) return false;
+    h->ndim = 0;
+    for (;;) {
+        if (accept_char(c, ')')) return true;
+        if (h->ndim == 8) return false;
+        skip_space(c);
+        if (c->p >= c->end || *c->p < '0' || *c->p > '9') return false;
+        uint64_t v = 0;
+        while (c->p < c->end && *c->p >= '0' && *c->p <= '9') {
+            if (v > (UINT64_MAX - 9) / 10) return false;
+            v = v * 10 + (uint64_t)(*c->p++ - '0');
+        }
+        if (c->p < c->end && *c->p == 'L') c->p++; /* Python 2's long suffix */
+        h->shape[h->ndim++] = v;
+        if (!accept_char(c, ',')) return accept_char(c, ')');
+    }
+}
+
+/* '<f4' etc.  '=' means native order; 1-byte types have no order. */
+static int parse_descr(const char *name, const char *descr, npy_header *h) {
+    static const struct {
+        char kind;
+        size_t size;
+        npy_dtype dtype;
+    } known[] = {{'f', 4, NPY_F4}, {'f', 8, NPY_F8}, {'i', 4, NPY_I4},
+                 {'i', 8, NPY_I8}, {'u', 1, NPY_U1}};
+    char order = descr[0];
+    bool digits = descr[0] && descr[1] && descr[2] >= '0' && descr[2] <= '9';
+    char *end = NULL;
+    unsigned long size = digits ? strtoul(descr + 2, &end, 10) : 0;
+    if (strchr("<>|=", order) && order && digits && *end == '\0') {
+        for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
+            if (known[i].kind == descr[1] && known[i].size == size) {
+                h->dtype = known[i].dtype;
+                h->itemsize = size;
+                h->little = order == '<' || order == '|' ||
+                            (order == '=' && host_is_little_endian());
+                return AVQ_OK;
+            }
+        }
+    }
+    return avq_fail(AVQ_ERR_FORMAT,
+                    "%s: unsupported dtype '%s' (supported: float32 '<f4', float64 '<f8', "
+                    "int32 '<i4', int64 '<i8', uint8 '|u1')",
+                    name, descr);
+}
+
+static int npy_parse_dict(const char *name, const char *text, size_t len, npy_header *h) {
+    cursor c = {text, text + len};
+    bool have_descr = false, have_order = false, have_shape = false;
+    char key[32], descr[64];
+    if (!accept_char(&c, '{')) goto bad;
+    while (!accept_char(&c, '}')) {
+        if (!parse_quoted(&c, key, sizeof key) || !accept_char(&c, ':')) goto bad;
+        if (!strcmp(key, "descr")) {
+            skip_space(&c);
+            if (c.p < c.end && *c.p == '[')
+                return avq_fail(AVQ_ERR_FORMAT,
+                                "%s: structured (record) dtype is not supported: store a plain "
+                                "2-D numeric array",
+                                name);
+            if (!parse_quoted(&c, descr, sizeof descr)) goto bad;
+            int st = parse_descr(name, descr, h);
+            if (st) return st;
+            have_descr = true;
+        } else if (!strcmp(key, "fortran_order")) {
+            if (accept_word(&c, "True")) h->fortran = true;
+            else if (accept_word(&c, "False")) h->fortran = false;
+            else goto bad;
+            have_order = true;
+        } else if (!strcmp(key, "shape")) {
+            if (!parse_shape(&c, h)) goto bad;
+            have_shape = true;
+        } else {
+            return avq_fail(AVQ_ERR_FORMAT, "%s: .npy header has an unexpected key '%s'", name,
+                            key);
+        }
+        if (!accept_char(&c, ',')) {
+            if (!accept_char(&c, '}')) goto bad;
+            break;
+        }
+    }
+    skip_space(&c);
+    if (c.p != c.end) goto bad;
+    if (!have_descr || !have_order || !have_shape)
+        return avq_fail(AVQ_ERR_FORMAT,
+                        "%s: .npy header lacks %s (it needs 'descr', 'fortran_order' and "
+                        "'shape')",
+                        name, !have_descr ? "'descr'" : !have_order ? "'fortran_order'" : "'shape'");
+    return AVQ_OK;
+bad:
+    return avq_fail(AVQ_ERR_FORMAT, "%s: malformed .npy header near byte %zu of: %.*s", name,
+                    (size_t)(c.p - text), (int)(len < 80 ? len : 80), text);
+}
+
+/* Read and validate the preamble; on success the source is positioned at
+ * the data and rows, cols describe it (a 1-D array is one row). */
+static int npy_read_header(source *s, npy_header *h, size_t *rows, size_t *cols) {
+    const char *name = s->name;
+    const unsigned char *p;
+    size_t got;
+    int st = source_take(s, 10, &p, &got);
+    if (st) return st;
+    if (got < 8 || memcmp(p, "\x93NUMPY", 6) != 0)
+        return avq_fail(AVQ_ERR_FORMAT, "%s: not a NumPy .npy file (bad magic)", name);
+    unsigned major = p[6], minor = p[7];
+    if (major < 1 || major > 3)
+        return avq_fail(AVQ_ERR_FORMAT, "%s: unsupported .npy format version %u.%u", name, major,
+                        minor);
+    size_t prefix = major == 1 ? 10 : 12, header_len;
+    if (major == 1) {
+        if (got < 10) goto truncated;
+        header_len = (size_t)p[8] | (size_t)p[9] << 8;
+    } else {
+        unsigned char lenbuf[4];
+        if (got < 10) goto truncated;
+        memcpy(lenbuf, p + 8, 2);
+        st = source_take(s, 2, &p, &got);
+        if (st) return st;
+        if (got < 2) goto truncated;
+        memcpy(lenbuf + 2, p, 2);
+        header_len = load_le32(lenbuf);
+    }
+    if (header_len > NPY_MAX_HEADER)
+        return avq_fail(AVQ_ERR_FORMAT, "%s: .npy header length %zu is implausible", name,
+                        header_len);
+    if (header_len > s->file_size - prefix)
+        return avq_fail(AVQ_ERR_FORMAT,
+                        "%s: truncated: .npy header needs %zu bytes at offset %zu, file has %zu",
+                        name, header_len, prefix, s->file_size);
+    st = source_take(s, header_len, &p, &got);
+    if (st) return st;
+    if (got < header_len) goto truncated;
+    memset(h, 0, sizeof *h);
+    st = npy_parse_dict(name, (const char *)p, header_len, h);
+    if (st) return st;
+
+    if (h->ndim == 0)
+        return avq_fail(AVQ_ERR_FORMAT, "%s: 0-dimensional (scalar) array; need 1-D or 2-D",
+                        name);
+    if (h->ndim > 2)
+        return avq_fail(AVQ_ERR_FORMAT, "%s: %d-dimensional array; need 1-D or 2-D", name,
+                        h->ndim);
+    if (h->fortran && h->ndim == 2)
+        return avq_fail(AVQ_ERR_FORMAT,
+                        "%s: fortran_order is True; only C-order arrays are supported (save "
+                        "np.ascontiguousarray(x))",
+                        name);
+    uint64_t r = h->ndim == 2 ? h->shape[0] : 1, c = h->shape[h->ndim - 1];
+    if (r == 0 || c == 0)
+        return avq_fail(AVQ_ERR_FORMAT, "%s: empty array (shape %llu x %llu)", name,
+                        (unsigned long long)r, (unsigned long long)c);
+    if (c > DATASET_MAX_DIM)
+        return avq_fail(AVQ_ERR_FORMAT, "%s: %llu columns exceed the maximum dimension %d", name,
+                        (unsigned long long)c, DATASET_MAX_DIM);
+    size_t data_offset = prefix + header_len, have = s->file_size - data_offset;
+    /* r * c * itemsize must equal what is left, and cannot exceed the
+     * file size; check without overflowing. */
+    if (r > have / c / h->itemsize)
+        return avq_fail(AVQ_ERR_FORMAT,
+                        "%s: truncated: shape %llu x %llu of %zu-byte items needs more than the "
+                        "%zu bytes at offset %zu",
+                        name, (unsigned long long)r, (unsigned long long)c, h->itemsize, have,
+                        data_offset);
+    size_t need = (size_t)r * (size_t)c * h->itemsize;
+    if (need != have)
+        return avq_fail(AVQ_ERR_FORMAT,
+                        "%s: shape %llu x %llu of %zu-byte items is %zu bytes, but %zu follow "
+                        "the header (%zu extra)",
+                        name, (unsigned long long)r, (unsigned long long)c, h->itemsize, need, have,
+                        have - need);
+    *rows = (size_t)r;
+    *cols = (size_t)c;
+    return AVQ_OK;
+truncated:
+    return avq_fail(AVQ_ERR_FORMAT, "%s: truncated .npy preamble (file has %zu bytes)", name,
+                    s->file_size);
+}
+
+/* Decode one stored element as double (exact for every supported type
+ * except int64 beyond 2^53, which is only used through decode_int). */
+static double npy_decode_double(const npy_header *h, const unsigned char *p) {
+    switch (h->dtype) {
+    case NPY_F4: { float v; copy_elements(&v, p, 1, 4, h->little); return v; }
+    case NPY_F8: { double v; copy_elements(&v, p, 1, 8, h->little); return v; }
+    case NPY_I4: { int32_t v; copy_elements(&v, p, 1, 4, h->little); return v; }
+    case NPY_I8: { int64_t v; copy_elements(&v, p, 1, 8, h->little); return (double)v; }
+    case NPY_U1: return p[0];
+    }
+    return 0;
+}
+
+static int64_t npy_decode_int(const npy_header *h, const unsigned char *p) {
+    switch (h->dtype) {
+    case NPY_I4: { int32_t v; copy_elements(&v, p, 1, 4, h->little); return v; }
+    case NPY_I8: { int64_t v; copy_elements(&v, p, 1, 8, h->little); return v; }
+    case NPY_U1: return p[0];
+    default: return 0;
+    }
+}
+
+static const char *npy_dtype_name(npy_dtype d) {
+    switch (d) {
+    case NPY_F4: return "float32";
+    case NPY_F8: return "float64";
+    case NPY_I4: return "int32";
+    case NPY_I8: return "int64";
+    case NPY_U1: return "uint8";
+    }
+    return "?";
+}
+
+/* Stream the data row by row through the source buffer, converting. */
+static int npy_read(const char *name, bool want_int, size_t *rows_out, size_t *cols_out,
+                    void **data_out) {
+    source s;
+    int st = source_open(&s, name);
+    if (st) return st;
+    npy_header h;
+    size_t rows = 0, cols = 0;
+    void *data = NULL;
+    st = npy_read_header(&s, &h, &rows, &cols);
+    if (st) goto done;
+    if (want_int && (h.dtype == NPY_F4 || h.dtype == NPY_F8)) {
+        st = avq_fail(AVQ_ERR_FORMAT, "%s: holds %s values, expected integers (ids)", name,
+                      npy_dtype_name(h.dtype));
+        goto done;
+    }
+    st = alloc_elements(name, rows, cols, 4, &data);
+    if (st) goto done;
+    const size_t row_bytes = cols * h.itemsize;
+    for (size_t r = 0; r < rows; r++) {
+        const unsigned char *p;
+        size_t got;
+        st = source_take(&s, row_bytes, &p, &got);
+        if (st) goto done;
+        if (got < row_bytes) {
+            st = avq_fail(AVQ_ERR_FORMAT, "%s: truncated while reading row %zu (file changed?)",
+                          name, r);
+            goto done;
+        }
+        if (want_int) {
+            int32_t *dst = (int32_t *)data + r * cols;
+            for (size_t j = 0; j < cols; j++) {
+                int64_t v = npy_decode_int(&h, p + j * h.itemsize);
+                if (v < INT32_MIN || v > INT32_MAX) {
+                    st = avq_fail(AVQ_ERR_FORMAT,
+                                  "%s: row %zu column %zu: %lld does not fit in int32", name, r, j,
+                                  (long long)v);
+                    goto done;
+                }
+                dst[j] = (int32_t)v;
+            }
+        } else {
+            float *dst = (float *)data + r * cols;
+            if (h.dtype == NPY_F4) copy_elements(dst, p, cols, 4, h.little);
+            else
+                for (size_t j = 0; j < cols; j++)
+                    dst[j] = (float)npy_decode_double(&h, p + j * h.itemsize);
+            if ((st = check_row_finite(name, dst, r, cols))) goto done;
+        }
+    }
+done:
+    source_close(&s);
+    if (st) {
+        free(data);
+        return st;
+    }
+    *rows_out = rows;
+    *cols_out = cols;
+    *data_out = data;
+    return AVQ_OK;
+}
+
+/* Version 1.0 header, padded so the data starts at a multiple of 64. */
+static int npy_write(const char *name, const char *descr, const void *data, size_t rows,
+                     size_t cols) {
+    char header[256];
+    int n = snprintf(header, sizeof header,
+                     "{'descr': '%s', 'fortran_order': False, 'shape': (%zu, %zu), }", descr,
+                     rows, cols);
+    if (n < 0 || (size_t)n + 1 >= sizeof header - 64)
+        return avq_fail(AVQ_ERR_INVALID, "%s: shape too large for an .npy header", name);
+    size_t len = (size_t)n;
+    size_t total = (10 + len + 1 + 63) / 64 * 64;
+    while (10 + len + 1 < total) header[len++] = ' ';
+    header[len++] = '\n';
+    unsigned char preamble[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0,
+                                  (unsigned char)(len & 0xff), (unsigned char)(len >> 8)};
+    sink k;
+    int st = sink_open(&k, name);
+    if (st) return st;
+    st = sink_put(&k, preamble, sizeof preamble);
+    if (!st) st = sink_put(&k, header, len);
+    if (!st) st = sink_put_le(&k, data, rows * cols, 4);
+    return sink_close(&k, st);
+}
+
+/* ======================================================================= */
+/* HDF5 (ann-benchmarks layout)                                             */
+/* ======================================================================= */
+
+/* libhdf5 prints its error stack to stderr by default; we report errors
+ * ourselves, so switch that off (cheap, and per thread in thread-safe
+ * builds, hence on every entry rather than once). */
+static void hdf5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+
+/* The innermost message of libhdf5's error stack: the most specific one. */
+static herr_t innermost_error(unsigned n, const H5E_error2_t *err, void *user) {
+    (void)n;
+    const char **desc = user;
+    if (err && err->desc) *desc = err->desc;
+    return 0;
+}
+
+static int hdf5_fail(int status, const char *file, const char *what) {
+    const char *desc = NULL;
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, innermost_error, &desc);
+    if (desc && *desc)
+        return avq_fail(status, "%s: %s (libhdf5: %s)", file, what, desc);
+    return avq_fail(status, "%s: %s", file, what);
+}
+
+/* The names in the root group, comma-separated, for "no such dataset"
+ * messages. */
+static void hdf5_list_root(hid_t fid, char *out, size_t cap) {
+    out[0] = '\0';
+    H5G_info_t info;
+    if (H5Gget_info(fid, &info) < 0) return;
+    size_t used = 0;
+    for (hsize_t i = 0; i < info.nlinks && i < 20; i++) {
+        char item[64];
+        if (H5Lget_name_by_idx(fid, ".", H5_INDEX_NAME, H5_ITER_INC, i, item, sizeof item,
+                               H5P_DEFAULT) < 0)
+            break;
+        int n = snprintf(out + used, cap - used, "%s%s", used ? ", " : "", item);
+        if (n < 0 || (size_t)n >= cap - used) break;
+        used += (size_t)n;
+    }
+}
+
+/* Stat first so that a missing file is an I/O error with errno's words
+ * rather than a generic HDF5 failure. */
+static int hdf5_check_exists(const char *file) {
+    struct stat st;
+    if (stat(file, &st) != 0) return avq_fail(AVQ_ERR_IO, "%s: cannot open: %s", file, strerror(errno));
+    if (!S_ISREG(st.st_mode)) return avq_fail(AVQ_ERR_IO, "%s: not a regular file", file);
+    if (st.st_size == 0) return avq_fail(AVQ_ERR_FORMAT, "%s: empty file", file);
+    return AVQ_OK;
+}
+
+/* Open `file`'s dataset `dset` and validate its shape and storage; returns
+ * the dataset id (>= 0) with rows/cols set, or a negative status. */
+static int hdf5_open_dataset(const char *file, const char *dset, hid_t fid, bool want_int,
+                             hid_t *did_out, size_t *rows, size_t *cols) {
+    if (H5Lexists(fid, dset, H5P_DEFAULT) <= 0) {
+        char names[512];
+        hdf5_list_root(fid, names, sizeof names);
+        return avq_fail(AVQ_ERR_FORMAT, "%s: no dataset '%s' (the file has: %s)", file, dset,
+                        *names ? names : "nothing");
+    }
+    hid_t did = H5Dopen2(fid, dset, H5P_DEFAULT);
+    if (did < 0) return hdf5_fail(AVQ_ERR_FORMAT, file, "cannot open the dataset (is it a group?)");
+    int st = AVQ_OK;
+    hid_t space = H5Dget_space(did), type = H5Dget_type(did), dcpl = H5Dget_create_plist(did);
+    if (space < 0 || type < 0 || dcpl < 0) {
+        st = hdf5_fail(AVQ_ERR_FORMAT, file, "cannot read the dataset's description");
+        goto out;
+    }
+    H5T_class_t cls = H5Tget_class(type);
+    if (cls != H5T_INTEGER && (want_int || cls != H5T_FLOAT)) {
+        st = avq_fail(AVQ_ERR_FORMAT, "%s: dataset '%s' holds %s, expected %s", file, dset,
+                      cls == H5T_FLOAT ? "floats" : "non-numeric data",
+                      want_int ? "integers (ids)" : "numbers");
+        goto out;
+    }
+    int ndims = H5Sget_simple_extent_ndims(space);
+    hsize_t dims[2] = {0, 0};
+    if (ndims < 1 || ndims > 2) {
+        st = avq_fail(AVQ_ERR_FORMAT, "%s: dataset '%s' has %d dimensions; need 1-D or 2-D", file,
+                      dset, ndims);
+        goto out;
+    }
+    H5Sget_simple_extent_dims(space, dims, NULL);
+    hsize_t r = ndims == 2 ? dims[0] : 1, c = dims[ndims - 1];
+    if (r == 0 || c == 0) {
+        st = avq_fail(AVQ_ERR_FORMAT, "%s: dataset '%s' is empty (%llu x %llu)", file, dset,
+                      (unsigned long long)r, (unsigned long long)c);
+        goto out;
+    }
+    if (c > DATASET_MAX_DIM) {
+        st = avq_fail(AVQ_ERR_FORMAT, "%s: dataset '%s' has %llu columns, more than %d", file,
+                      dset, (unsigned long long)c, DATASET_MAX_DIM);
+        goto out;
+    }
+    /* The extent is only a claim: compare it with the bytes actually
+     * stored.  Uncompressed data must be all there; compressed data gets
+     * a generous 1024:1 allowance. */
+    size_t elem = H5Tget_size(type), raw;
+    if (r > SIZE_MAX / c || !avq_mul_ok((size_t)(r * c), elem ? elem : 1, &raw)) {
+        st = avq_fail(AVQ_ERR_FORMAT, "%s: dataset '%s' extent overflows", file, dset);
+        goto out;
+    }
+    hsize_t stored = H5Dget_storage_size(did);
+    int filters = H5Pget_nfilters(dcpl);
+    bool plausible = filters > 0 ? raw / 1024 <= stored : raw <= stored;
+    if (!plausible) {
+        st = avq_fail(AVQ_ERR_FORMAT,
+                      "%s: dataset '%s' claims %llu x %llu values (%zu bytes) but stores only "
+                      "%llu bytes: truncated or corrupt",
+                      file, dset, (unsigned long long)r, (unsigned long long)c, raw,
+                      (unsigned long long)stored);
+        goto out;
+    }
+    *rows = (size_t)r;
+    *cols = (size_t)c;
+out:
+    if (space >= 0) H5Sclose(space);
+    if (type >= 0) H5Tclose(type);
+    if (dcpl >= 0) H5Pclose(dcpl);
+    if (st) {
+        H5Dclose(did);
+        return st;
+    }
+    *did_out = did;
+    return AVQ_OK;
+}
+
+static int hdf5_read(const char *file, const char *dset, bool want_int, size_t *rows_out,
+                     size_t *cols_out, void **data_out) {
+    hdf5_quiet();
+    int st = hdf5_check_exists(file);
+    if (st) return st;
+    hid_t fid = H5Fopen(file, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (fid < 0) return hdf5_fail(AVQ_ERR_FORMAT, file, "not an HDF5 file or unreadable");
+    hid_t did = -1;
+    size_t rows = 0, cols = 0;
+    void *data = NULL;
+    int64_t *wide = NULL;
+    st = hdf5_open_dataset(file, dset, fid, want_int, &did, &rows, &cols);
+    if (st) goto out;
+    st = alloc_elements(file, rows, cols, 4, &data);
+    if (st) goto out;
+    if (want_int) {
+        /* Read as int64 whatever the stored width, then narrow with a range
+         * check: libhdf5 would otherwise clip out-of-range values silently. */
+        st = alloc_elements(file, rows, cols, sizeof(int64_t), (void **)&wide);
+        if (st) goto out;
+        if (H5Dread(did, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, wide) < 0) {
+            st = hdf5_fail(AVQ_ERR_FORMAT, file, "cannot read the dataset");
+            goto out;
+        }
+        int32_t *dst = data;
+        for (size_t i = 0; i < rows * cols; i++) {
+            if (wide[i] < INT32_MIN || wide[i] > INT32_MAX) {
+                st = avq_fail(AVQ_ERR_FORMAT,
+                              "%s: dataset '%s' row %zu column %zu: %lld does not fit in int32",
+                              file, dset, i / cols, i % cols, (long long)wide[i]);
+                goto out;
+            }
+            dst[i] = (int32_t)wide[i];
+        }
+    } else {
+        if (H5Dread(did, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) {
+            st = hdf5_fail(AVQ_ERR_FORMAT, file, "cannot read the dataset");
+            goto out;
+        }
+        for (size_t r = 0; r < rows && !st; r++)
+            st = check_row_finite(file, (float *)data + r * cols, r, cols);
+    }
+out:
+    free(wide);
+    if (did >= 0) H5Dclose(did);
+    H5Fclose(fid);
+    if (st) {
+        free(data);
+        return st;
+    }
+    *rows_out = rows;
+    *cols_out = cols;
+    *data_out = data;
+    return AVQ_OK;
+}
+
+/* Open for writing: an existing HDF5 file is extended, a missing one
+ * created; an existing file of another kind is left alone. */
+static int hdf5_open_for_write(const char *file, hid_t *fid) {
+    struct stat st;
+    if (stat(file, &st) == 0) {
+        *fid = H5Fopen(file, H5F_ACC_RDWR, H5P_DEFAULT);
+        if (*fid < 0)
+            return hdf5_fail(AVQ_ERR_IO, file,
+                             "exists but cannot be opened as HDF5 for writing; not overwriting it");
+        return AVQ_OK;
+    }
+    if (errno != ENOENT) return avq_fail(AVQ_ERR_IO, "%s: cannot stat: %s", file, strerror(errno));
+    *fid = H5Fcreate(file, H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT);
+    if (*fid < 0) return hdf5_fail(AVQ_ERR_IO, file, "cannot create the file");
+    return AVQ_OK;
+}
+
+static int hdf5_write(const char *file, const char *dset, bool is_int, const void *data,
+                      size_t rows, size_t cols) {
+    hdf5_quiet();
+    if (strchr(dset, '/'))
+        return avq_fail(AVQ_ERR_INVALID,
+                        "%s: dataset name '%s' contains '/': only top-level datasets are written",
+                        file, dset);
+    hid_t fid = -1;
+    int st = hdf5_open_for_write(file, &fid);
+    if (st) return st;
+    hid_t space = -1, did = -1;
+    if (H5Lexists(fid, dset, H5P_DEFAULT) > 0 && H5Ldelete(fid, dset, H5P_DEFAULT) < 0) {
+        st = hdf5_fail(AVQ_ERR_IO, file, "cannot replace the existing dataset");
+        goto out;
+    }
+    hsize_t dims[2] = {rows, cols};
+    space = H5Screate_simple(2, dims, NULL);
+    if (space < 0) {
+        st = hdf5_fail(AVQ_ERR_IO, file, "cannot describe the dataset's shape");
+        goto out;
+    }
+    did = H5Dcreate2(fid, dset, is_int ? H5T_STD_I32LE : H5T_IEEE_F32LE, space, H5P_DEFAULT,
+                     H5P_DEFAULT, H5P_DEFAULT);
+    if (did < 0) {
+        st = hdf5_fail(AVQ_ERR_IO, file, "cannot create the dataset");
+        goto out;
+    }
+    if (H5Dwrite(did, is_int ? H5T_NATIVE_INT32 : H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL,
+                 H5P_DEFAULT, data) < 0)
+        st = hdf5_fail(AVQ_ERR_IO, file, "cannot write the dataset");
+out:
+    if (did >= 0 && H5Dclose(did) < 0 && !st) st = hdf5_fail(AVQ_ERR_IO, file, "write failed");
+    if (space >= 0) H5Sclose(space);
+    if (H5Fclose(fid) < 0 && !st) st = hdf5_fail(AVQ_ERR_IO, file, "write failed on close");
+    return st;
+}
+
+/* ======================================================================= */
+/* Public entry points                                                      */
+/* ======================================================================= */
+
+void float_matrix_free(float_matrix *m) {
+    if (!m) return;
+    free(m->data);
+    m->data = NULL;
+    m->rows = m->cols = 0;
+}
+
+void int_matrix_free(int_matrix *m) {
+    if (!m) return;
+    free(m->data);
+    m->data = NULL;
+    m->rows = m->cols = 0;
+}
+
+int dataset_read_float(const char *path, float_matrix *out) {
+    if (!out) return avq_fail(AVQ_ERR_INVALID, "dataset_read_float: NULL output");
+    parsed_path pp;
+    int st = parse_path(path, &pp);
+    if (st) return st;
+    size_t rows = 0, cols = 0;
+    void *data = NULL;
+    switch (pp.format) {
+    case FMT_FVECS: st = vecs_read(pp.file, VECS_F32, &rows, &cols, &data); break;
+    case FMT_BVECS: st = vecs_read(pp.file, VECS_U8, &rows, &cols, &data); break;
+    case FMT_NPY: st = npy_read(pp.file, false, &rows, &cols, &data); break;
+    case FMT_HDF5:
+        st = hdf5_read(pp.file, pp.dataset ? pp.dataset : "train", false, &rows, &cols, &data);
+        break;
+    case FMT_IVECS:
+        st = avq_fail(AVQ_ERR_INVALID,
+                      "%s: .ivecs holds integer ids, not vectors (use .fvecs, .bvecs, .npy or "
+                      "HDF5)",
+                      path);
+        break;
+    }
+    free(pp.file);
+    if (st) return st;
+    out->rows = rows;
+    out->cols = cols;
+    out->data = data;
+    return AVQ_OK;
+}
+
+int dataset_read_int(const char *path, int_matrix *out) {
+    if (!out) return avq_fail(AVQ_ERR_INVALID, "dataset_read_int: NULL output");
+    parsed_path pp;
+    int st = parse_path(path, &pp);
+    if (st) return st;
+    size_t rows = 0, cols = 0;
+    void *data = NULL;
+    switch (pp.format) {
+    case FMT_IVECS: st = vecs_read(pp.file, VECS_I32, &rows, &cols, &data); break;
+    case FMT_NPY: st = npy_read(pp.file, true, &rows, &cols, &data); break;
+    case FMT_HDF5:
+        st = hdf5_read(pp.file, pp.dataset ? pp.dataset : "neighbors", true, &rows, &cols,
+                       &data);
+        break;
+    case FMT_FVECS:
+    case FMT_BVECS:
+        st = avq_fail(AVQ_ERR_INVALID,
+                      "%s: expected integer ids (.ivecs, .npy or HDF5), not a vector file", path);
+        break;
+    }
+    free(pp.file);
+    if (st) return st;
+    out->rows = rows;
+    out->cols = cols;
+    out->data = data;
+    return AVQ_OK;
+}
+
+int dataset_write_float(const char *path, const float *data, size_t rows, size_t cols) {
+    parsed_path pp;
+    int st = parse_path(path, &pp);
+    if (st) return st;
+    st = check_write_shape(path, data, rows, cols);
+    if (!st) {
+        switch (pp.format) {
+        case FMT_FVECS: st = vecs_write(pp.file, data, rows, cols); break;
+        case FMT_NPY: st = npy_write(pp.file, "<f4", data, rows, cols); break;
+        case FMT_HDF5:
+            st = hdf5_write(pp.file, pp.dataset ? pp.dataset : "train", false, data, rows, cols);
+            break;
+        case FMT_IVECS:
+        case FMT_BVECS:
+            st = avq_fail(AVQ_ERR_INVALID,
+                          "%s: cannot write float vectors in this format (use .fvecs, .npy or "
+                          "HDF5)",
+                          path);
+            break;
+        }
+    }
+    free(pp.file);
+    return st;
+}
+
+int dataset_write_int(const char *path, const int32_t *data, size_t rows, size_t cols) {
+    parsed_path pp;
+    int st = parse_path(path, &pp);
+    if (st) return st;
+    st = check_write_shape(path, data, rows, cols);
+    if (!st) {
+        switch (pp.format) {
+        case FMT_IVECS: st = vecs_write(pp.file, data, rows, cols); break;
+        case FMT_NPY: st = npy_write(pp.file, "<i4", data, rows, cols); break;
+        case FMT_HDF5:
+            st = hdf5_write(pp.file, pp.dataset ? pp.dataset : "neighbors", true, data, rows,
+                            cols);
+            break;
+        case FMT_FVECS:
+        case FMT_BVECS:
+            st = avq_fail(AVQ_ERR_INVALID,
+                          "%s: cannot write integer ids in this format (use .ivecs, .npy or "
+                          "HDF5)",
+                          path);
+            break;
+        }
+    }
+    free(pp.file);
+    return st;
+}

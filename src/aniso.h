@@ -1,0 +1,74 @@
+/*
+ * aniso.h -- the score-aware (anisotropic) loss of Guo et al. 2020 and the
+ * encoder that minimises it (DESIGN.md §1 and §2 step 5).
+ *
+ * For a datapoint x coded as x~ with error r = x - x~, the loss is
+ *     eta * par² + (|r|² - par²),   par = <r, x> / |x|,
+ * i.e. the error parallel to x costs eta times more than the orthogonal
+ * error.  eta comes from the score threshold T (for unit-norm queries):
+ *   asymptotic (ScaNN's choice, the default):  eta = (d-1) T² / (|x|² - T²)
+ *   exact finite-d (paper Thm 3.2 with w = 1[t >= T]): see avq_eta().
+ * d is the FULL dimension and |x| the norm of the ORIGINAL point, even when
+ * the vector being coded is a residual x - c_leaf.
+ */
+#ifndef AVQ_ANISO_H
+#define AVQ_ANISO_H
+
+#include "pq.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The largest eta we ever use.  Points with |x|² <= T²(1 + AVQ_ETA_GUARD_EPS)
+ * (T at or above the point's own norm: the weight function is zero almost
+ * everywhere and the formula blows up), and zero vectors, get this value;
+ * larger formula values are clamped to it. */
+#define AVQ_ETA_MAX 1.0e4
+#define AVQ_ETA_GUARD_EPS 1.0e-6
+
+typedef enum {
+    AVQ_ETA_ASYMPTOTIC = 0, /* (d-1) T² / (|x|² - T²), as ScaNN */
+    AVQ_ETA_EXACT = 1       /* the finite-d integral ratio h_par / h_perp */
+} avq_eta_mode;
+
+/* eta for a point of squared norm `norm2` in dimension d at threshold T >= 0.
+ * Always finite and in [1, AVQ_ETA_MAX]:
+ *   - values below 1 (large norms in the asymptotic form; the exact ratio is
+ *     always > 1) are clamped to 1, i.e. plain reconstruction loss -- the
+ *     encoder's rule "never grow the parallel error" only makes sense for
+ *     eta >= 1;
+ *   - T = 0 gives 1;  zero vectors and |x|² <= T²(1+eps) give AVQ_ETA_MAX.
+ * A NaN or negative T, or d < 2, gives 1 (no anisotropy). */
+double avq_eta(double norm2, size_t d, double T, avq_eta_mode mode);
+
+typedef struct {
+    double threshold;      /* T; NaN = no threshold (see eta) */
+    double eta;            /* used when threshold is NaN: > 0 fixes eta for
+                              every point (clamped to [1, AVQ_ETA_MAX]);
+                              NaN or <= 0 = reconstruction encoding */
+    avq_eta_mode eta_mode; /* how T becomes eta */
+    int max_rounds;        /* coordinate-descent rounds (default 10) */
+    int threads;           /* 0 = one per CPU */
+} avq_aniso_params;
+
+/* threshold NaN, eta NaN (= reconstruction), asymptotic, 10 rounds, all CPUs. */
+void avq_aniso_default_params(avq_aniso_params *p);
+
+/* Encode n vectors y (the residuals being coded, n x d) whose original
+ * points are x (n x d; may be the same pointer as y when there is no
+ * partition).  Per point in double precision: start from the nearest center
+ * per block, then coordinate descent over blocks (visited in descending order
+ * of their initial error, up to max_rounds rounds, never growing |par|)
+ * taking the move that lowers the anisotropic loss most.  Without eta this is
+ * exactly avq_pq_encode.  codes: n x K output.  Multi-threaded, no BLAS.
+ * Progress stage "encode". */
+int avq_aniso_encode(const float *y, const float *x, size_t n, const avq_pq_shape *shape,
+                     const float *codebook, const avq_aniso_params *p, uint8_t *codes,
+                     avq_progress_fn progress, void *progress_user);
+
+/* The anisotropic loss of one coded vector (double): r = y - decode(code),
+ * par = <r, x>/|x| (0 when x = 0).  For tests and diagnostics. */
+double avq_aniso_loss(const float *y, const float *x, const uint8_t *code,
+                      const avq_pq_shape *shape, const float *codebook, double eta);
+
+#endif

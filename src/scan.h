@@ -1,0 +1,176 @@
+/*
+ * scan.h -- the fast-scan kernels: what they compute, the table through which
+ * the search reaches them, and the small pieces every ISA shares.
+ *
+ * The search never calls a kernel by name; it asks src/cpu.c for the table
+ * of the chosen ISA (avq_kernels_get()) and calls through it.  All ISAs
+ * produce bit-identical integer sums, and therefore identical thresholded
+ * top-k results, to the scalar reference (tests/test_scan.c checks it); the
+ * float kernels only agree to rounding.
+ *
+ * Integer conventions (lut.h): a point's sum is
+ *   sum = sum_m lut8[m*C + code_m] - 128*K,
+ * exact in int16 when K <= 256.  For K > 256 the kernels re-accumulate in
+ * int32 every 256 blocks, so any K is exact in the *32 variants and in the
+ * top-k scans.  Everything is modulo 2^16 inside a 256-block chunk, which is
+ * harmless because the chunk's final sum fits int16.
+ *
+ * Preconditions (checked by the callers, not in the hot path): K >= 1;
+ * 1 <= nq <= AVQ_SCAN_MAX_BATCH; 4-bit codes < 16; every pointer valid for
+ * the sizes given; the *16 variants need K <= 256.  n = 0 is a no-op.
+ * Kernels never read outside the packed size (avq_pack4_size) or the LUT.
+ */
+#ifndef AVQ_SCAN_H
+#define AVQ_SCAN_H
+
+#include "lut.h"
+#include "topk.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Queries sharing each code load in a batched scan (register budget of AVX2:
+ * 4 accumulators per query). */
+enum { AVQ_SCAN_MAX_BATCH = 3, AVQ_SCAN_CHUNK_BLOCKS = 256 };
+
+/* One leaf as the scan sees it.  `codes` is the packed 4-bit layout
+ * (pack.h) for the lut16 kernels, n x K row-major bytes for lut256. */
+typedef struct {
+    const uint8_t *codes;
+    size_t n, K;
+    const int64_t *ids; /* id of local point i, or NULL: id_base + i */
+    int64_t id_base;
+} avq_scan_leaf;
+
+/* One query in a thresholded scan.  dist = avq_lut8_dist(base, scale, sum)
+ * with base = leaf bias + avq_lut8_info.offset (so it changes per leaf). */
+typedef struct {
+    const uint8_t *lut8; /* K x 16 (lut16) or K x 256 (lut256) */
+    double base, scale;
+    avq_topk *topk;      /* candidates with sum < threshold are pushed here */
+} avq_scan_query;
+
+typedef void (*avq_lut16_sums16_fn)(const uint8_t *packed, size_t n, size_t K, size_t nq,
+                                    const uint8_t *const *luts, int16_t *const *sums);
+typedef void (*avq_sums32_fn)(const uint8_t *codes, size_t n, size_t K, size_t nq,
+                              const uint8_t *const *luts, int32_t *const *sums);
+typedef void (*avq_topk_scan_fn)(const avq_scan_leaf *leaf, size_t nq,
+                                 const avq_scan_query *queries);
+typedef void (*avq_dot_rows_fn)(const float *q, const float *rows, size_t n, size_t d,
+                                float *out);
+typedef void (*avq_dot_index_fn)(const float *q, const float *rows, size_t d,
+                                 const int64_t *index, size_t n, float *out);
+typedef void (*avq_dot_rows_i8_fn)(const float *q, const int8_t *rows, size_t n, size_t d,
+                                   float *out);
+typedef void (*avq_dot_index_i8_fn)(const float *q, const int8_t *rows, size_t d,
+                                    const int64_t *index, size_t n, float *out);
+
+typedef struct {
+    const char *isa; /* "scalar", "avx2", "avx512" */
+    /* 4-bit codes, packed layout.  sums[q][i] for the n points. */
+    avq_lut16_sums16_fn lut16_sums16; /* K <= 256 */
+    avq_sums32_fn lut16_sums32;       /* any K */
+    /* Push every point whose sum is below the query's integer threshold
+     * (derived from its topk's threshold, re-derived after each group of 32
+     * points) into that query's topk, as (avq_lut8_dist(...), id). */
+    avq_topk_scan_fn lut16_topk;
+    /* 8-bit codes, n x K row-major; the same outputs with C = 256. */
+    avq_sums32_fn lut256_sums32;
+    avq_topk_scan_fn lut256_topk;
+    /* out[i] = <q, row i> for rows n x d row-major, or for the rows
+     * index[0..n) of `rows` (re-ranking a candidate list).  The i8 variants
+     * read int8 rows; per-dimension scales are folded into q by the caller. */
+    avq_dot_rows_fn dot_rows;
+    avq_dot_index_fn dot_index;
+    avq_dot_rows_i8_fn dot_rows_i8;
+    avq_dot_index_i8_fn dot_index_i8;
+} avq_kernels;
+
+extern const avq_kernels avq_kernels_scalar;
+#if defined(__x86_64__)
+extern const avq_kernels avq_kernels_avx2;
+extern const avq_kernels avq_kernels_avx512;
+#endif
+
+/* ---- shared by the thresholded scans of every ISA ---------------------- */
+
+/* A query's integer threshold, kept in step with its topk's float one. */
+typedef struct {
+    const avq_scan_query *query;
+    float eps;   /* the topk threshold `thr` was derived from */
+    int32_t thr; /* sums < thr are pushed */
+    int32_t sum_min, sum_max;
+} avq_scan_threshold;
+
+static inline void avq_scan_threshold_refresh(avq_scan_threshold *t) {
+    float eps = t->query->topk->worst_dist;
+    if (eps == t->eps) return; /* the common case once the buffer is full */
+    t->eps = eps;
+    t->thr = avq_lut8_threshold(eps, t->query->base, t->query->scale, t->sum_min,
+                                t->sum_max);
+}
+
+static inline void avq_scan_threshold_init(avq_scan_threshold *t, const avq_scan_query *q,
+                                           size_t K) {
+    t->query = q;
+    t->sum_min = -128 * (int32_t)K;
+    t->sum_max = 127 * (int32_t)K;
+    t->eps = q->topk->worst_dist;
+    t->thr = avq_lut8_threshold(t->eps, q->base, q->scale, t->sum_min, t->sum_max);
+}
+
+static inline int64_t avq_scan_id(const avq_scan_leaf *leaf, size_t i) {
+    return leaf->ids ? leaf->ids[i] : leaf->id_base + (int64_t)i;
+}
+
+/* Push the points of a group whose bit is set in `mask` (bit s = point
+ * first + s, sums[s] its sum). */
+static inline void avq_scan_push_mask(const avq_scan_threshold *t, const avq_scan_leaf *leaf,
+                                      size_t first, uint32_t mask, const int32_t *sums) {
+    while (mask) {
+        unsigned s = (unsigned)__builtin_ctz(mask);
+        mask &= mask - 1;
+        avq_topk_push(t->query->topk,
+                      avq_lut8_dist(t->query->base, t->query->scale, sums[s]),
+                      avq_scan_id(leaf, first + s));
+    }
+}
+
+/* The same for a group whose sums are int16 (K <= 256). */
+static inline void avq_scan_push_mask16(const avq_scan_threshold *t, const avq_scan_leaf *leaf,
+                                        size_t first, uint32_t mask, const int16_t *sums) {
+    while (mask) {
+        unsigned s = (unsigned)__builtin_ctz(mask);
+        mask &= mask - 1;
+        avq_topk_push(t->query->topk,
+                      avq_lut8_dist(t->query->base, t->query->scale, sums[s]),
+                      avq_scan_id(leaf, first + s));
+    }
+}
+
+/* Bits [0, count) set, for masking the padded lanes of a last group. */
+static inline uint32_t avq_scan_valid_mask(size_t count) {
+    return count >= 32 ? 0xFFFFFFFFu : (uint32_t)((1u << count) - 1u);
+}
+
+/* Scalar reference kernels, also the building blocks of the SIMD files'
+ * slow paths. */
+void avq_lut16_sums16_scalar(const uint8_t *packed, size_t n, size_t K, size_t nq,
+                             const uint8_t *const *luts, int16_t *const *sums);
+void avq_lut16_sums32_scalar(const uint8_t *packed, size_t n, size_t K, size_t nq,
+                             const uint8_t *const *luts, int32_t *const *sums);
+void avq_lut16_topk_scalar(const avq_scan_leaf *leaf, size_t nq,
+                           const avq_scan_query *queries);
+void avq_lut256_sums32_scalar(const uint8_t *codes, size_t n, size_t K, size_t nq,
+                              const uint8_t *const *luts, int32_t *const *sums);
+void avq_lut256_topk_scalar(const avq_scan_leaf *leaf, size_t nq,
+                            const avq_scan_query *queries);
+void avq_dot_rows_scalar(const float *q, const float *rows, size_t n, size_t d, float *out);
+void avq_dot_index_scalar(const float *q, const float *rows, size_t d, const int64_t *index,
+                          size_t n, float *out);
+void avq_dot_rows_i8_scalar(const float *q, const int8_t *rows, size_t n, size_t d,
+                            float *out);
+void avq_dot_index_i8_scalar(const float *q, const int8_t *rows, size_t d,
+                             const int64_t *index, size_t n, float *out);
+
+#endif

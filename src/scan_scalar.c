@@ -1,0 +1,182 @@
+/*
+ * scan_scalar.c -- the reference kernels: the definition of what every SIMD
+ * kernel must compute bit for bit, and the fallback for CPUs without AVX2
+ * (and for ARM, where no SIMD kernel exists yet).
+ *
+ * Written for obviousness first: sums are exact int32 (no modulo tricks), a
+ * group's 32 sums are computed into an array and then filtered.  Still laid
+ * out so a compiler does a decent job: the inner loop over the 16 bytes of
+ * one block row is branch-free and feeds 32 independent accumulators, and
+ * the thresholded scans re-derive their integer threshold per group of 32
+ * points exactly as the SIMD kernels do, so all ISAs push the same
+ * candidates in the same order.
+ */
+#include "scan.h"
+
+#include "pack.h"
+
+#include <string.h>
+
+/* The 32 sums of one packed group (points beyond the leaf are padding). */
+static void lut16_group_sums(const uint8_t *group, size_t K, const uint8_t *lut,
+                             int32_t sums[32]) {
+    int32_t acc[32] = {0};
+    for (size_t m = 0; m < K; m++) {
+        const uint8_t *row = group + 16 * m, *table = lut + 16 * m;
+        for (int s = 0; s < 16; s++) {
+            acc[s] += table[row[s] & 15];
+            acc[s + 16] += table[row[s] >> 4];
+        }
+    }
+    for (int s = 0; s < 32; s++) sums[s] = acc[s] - 128 * (int32_t)K;
+}
+
+static size_t group_count(size_t n) { return (n + 31) / 32; }
+
+static size_t points_in_group(size_t n, size_t g) {
+    size_t left = n - 32 * g;
+    return left < 32 ? left : 32;
+}
+
+void avq_lut16_sums32_scalar(const uint8_t *packed, size_t n, size_t K, size_t nq,
+                             const uint8_t *const *luts, int32_t *const *sums) {
+    int32_t group[32];
+    for (size_t g = 0; g < group_count(n); g++)
+        for (size_t q = 0; q < nq; q++) {
+            lut16_group_sums(packed + g * 16 * K, K, luts[q], group);
+            memcpy(sums[q] + 32 * g, group, points_in_group(n, g) * sizeof(int32_t));
+        }
+}
+
+void avq_lut16_sums16_scalar(const uint8_t *packed, size_t n, size_t K, size_t nq,
+                             const uint8_t *const *luts, int16_t *const *sums) {
+    int32_t group[32];
+    for (size_t g = 0; g < group_count(n); g++)
+        for (size_t q = 0; q < nq; q++) {
+            lut16_group_sums(packed + g * 16 * K, K, luts[q], group);
+            for (size_t s = 0; s < points_in_group(n, g); s++)
+                sums[q][32 * g + s] = (int16_t)group[s];
+        }
+}
+
+/* Filter one group's sums against a threshold and push the survivors. */
+static void push_group(avq_scan_threshold *t, const avq_scan_leaf *leaf, size_t g,
+                       const int32_t sums[32]) {
+    uint32_t mask = 0;
+    for (int s = 0; s < 32; s++) mask |= (uint32_t)(sums[s] < t->thr) << s;
+    mask &= avq_scan_valid_mask(points_in_group(leaf->n, g));
+    if (mask) {
+        avq_scan_push_mask(t, leaf, 32 * g, mask, sums);
+        avq_scan_threshold_refresh(t);
+    }
+}
+
+void avq_lut16_topk_scalar(const avq_scan_leaf *leaf, size_t nq,
+                           const avq_scan_query *queries) {
+    avq_scan_threshold thr[AVQ_SCAN_MAX_BATCH];
+    int32_t sums[32];
+    for (size_t q = 0; q < nq; q++) avq_scan_threshold_init(&thr[q], &queries[q], leaf->K);
+    for (size_t g = 0; g < group_count(leaf->n); g++)
+        for (size_t q = 0; q < nq; q++) {
+            lut16_group_sums(leaf->codes + g * 16 * leaf->K, leaf->K, queries[q].lut8, sums);
+            push_group(&thr[q], leaf, g, sums);
+        }
+}
+
+/* ---- LUT256: row-major 8-bit codes ------------------------------------- */
+
+static int32_t lut256_point_sum(const uint8_t *code, size_t K, const uint8_t *lut) {
+    /* four independent chains: table lookups are load-latency bound */
+    int32_t a = 0, b = 0, c = 0, d = 0;
+    size_t m = 0;
+    for (; m + 4 <= K; m += 4) {
+        a += lut[(m + 0) * 256 + code[m + 0]];
+        b += lut[(m + 1) * 256 + code[m + 1]];
+        c += lut[(m + 2) * 256 + code[m + 2]];
+        d += lut[(m + 3) * 256 + code[m + 3]];
+    }
+    for (; m < K; m++) a += lut[m * 256 + code[m]];
+    return a + b + c + d - 128 * (int32_t)K;
+}
+
+void avq_lut256_sums32_scalar(const uint8_t *codes, size_t n, size_t K, size_t nq,
+                              const uint8_t *const *luts, int32_t *const *sums) {
+    for (size_t i = 0; i < n; i++)
+        for (size_t q = 0; q < nq; q++) sums[q][i] = lut256_point_sum(codes + i * K, K, luts[q]);
+}
+
+void avq_lut256_topk_scalar(const avq_scan_leaf *leaf, size_t nq,
+                            const avq_scan_query *queries) {
+    avq_scan_threshold thr[AVQ_SCAN_MAX_BATCH];
+    int32_t sums[32];
+    size_t K = leaf->K;
+    for (size_t q = 0; q < nq; q++) avq_scan_threshold_init(&thr[q], &queries[q], K);
+    for (size_t g = 0; g < group_count(leaf->n); g++)
+        for (size_t q = 0; q < nq; q++) {
+            size_t count = points_in_group(leaf->n, g);
+            for (size_t s = 0; s < count; s++)
+                sums[s] = lut256_point_sum(leaf->codes + (32 * g + s) * K, K, queries[q].lut8);
+            for (size_t s = count; s < 32; s++) sums[s] = thr[q].sum_max;
+            push_group(&thr[q], leaf, g, sums);
+        }
+}
+
+/* ---- float kernels ------------------------------------------------------ */
+
+static float dot_f32(const float *a, const float *b, size_t d) {
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+    size_t t = 0;
+    for (; t + 4 <= d; t += 4) {
+        s0 += a[t] * b[t];
+        s1 += a[t + 1] * b[t + 1];
+        s2 += a[t + 2] * b[t + 2];
+        s3 += a[t + 3] * b[t + 3];
+    }
+    for (; t < d; t++) s0 += a[t] * b[t];
+    return (s0 + s1) + (s2 + s3);
+}
+
+static float dot_i8(const float *a, const int8_t *b, size_t d) {
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+    size_t t = 0;
+    for (; t + 4 <= d; t += 4) {
+        s0 += a[t] * (float)b[t];
+        s1 += a[t + 1] * (float)b[t + 1];
+        s2 += a[t + 2] * (float)b[t + 2];
+        s3 += a[t + 3] * (float)b[t + 3];
+    }
+    for (; t < d; t++) s0 += a[t] * (float)b[t];
+    return (s0 + s1) + (s2 + s3);
+}
+
+void avq_dot_rows_scalar(const float *q, const float *rows, size_t n, size_t d, float *out) {
+    for (size_t i = 0; i < n; i++) out[i] = dot_f32(q, rows + i * d, d);
+}
+
+void avq_dot_index_scalar(const float *q, const float *rows, size_t d, const int64_t *index,
+                          size_t n, float *out) {
+    for (size_t i = 0; i < n; i++) out[i] = dot_f32(q, rows + (size_t)index[i] * d, d);
+}
+
+void avq_dot_rows_i8_scalar(const float *q, const int8_t *rows, size_t n, size_t d,
+                            float *out) {
+    for (size_t i = 0; i < n; i++) out[i] = dot_i8(q, rows + i * d, d);
+}
+
+void avq_dot_index_i8_scalar(const float *q, const int8_t *rows, size_t d,
+                             const int64_t *index, size_t n, float *out) {
+    for (size_t i = 0; i < n; i++) out[i] = dot_i8(q, rows + (size_t)index[i] * d, d);
+}
+
+const avq_kernels avq_kernels_scalar = {
+    .isa = "scalar",
+    .lut16_sums16 = avq_lut16_sums16_scalar,
+    .lut16_sums32 = avq_lut16_sums32_scalar,
+    .lut16_topk = avq_lut16_topk_scalar,
+    .lut256_sums32 = avq_lut256_sums32_scalar,
+    .lut256_topk = avq_lut256_topk_scalar,
+    .dot_rows = avq_dot_rows_scalar,
+    .dot_index = avq_dot_index_scalar,
+    .dot_rows_i8 = avq_dot_rows_i8_scalar,
+    .dot_index_i8 = avq_dot_index_i8_scalar,
+};

@@ -1,0 +1,206 @@
+/*
+ * cmd_index.c -- `avq build` and `avq info`: create an index file from a
+ * vector file, and describe one.
+ */
+#include "avq.h"
+#include "cli.h"
+#include "dataset.h"
+
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static void build_usage(FILE *out) {
+    fprintf(out,
+            "usage: avq build --base B --metric ip|l2|cos --out INDEX [options]\n\n"
+            "Train an index (k-means leaves + anisotropic 4-bit PQ + reorder data) and save it.\n"
+            "  --base B               vectors (.fvecs .bvecs .npy FILE.hdf5:train)\n"
+            "  --metric M             ip, l2 or cos (cos normalises the vectors)\n"
+            "  --out INDEX            index file to write (atomically)\n"
+            "  --leaves N             k-means leaves (default ~sqrt(n); 1 = none)\n"
+            "  --training-sample N    rows used to train (default 100000)\n"
+            "  --iterations N         k-means iterations (default 12)\n"
+            "  --spherical 0|1        unit-norm leaf centers (default: 1 for cos)\n"
+            "  --dims-per-block N     dimensions per PQ code (default 2)\n"
+            "  --bits 4|8             bits per code (default 4, the SIMD fast scan)\n"
+            "  --threshold T|none     anisotropic threshold T (default 0.2; 'none' =\n"
+            "                         reconstruction loss, plain PQ)\n"
+            "  --eta E                fixed anisotropic weight eta instead of T\n"
+            "  --reorder float|int8|none   re-ranking data kept (default float)\n"
+            "  --brute-force-below N  exact tier below N points (default 20000)\n"
+            "  --threads N            worker threads (default all CPUs)\n"
+            "  --seed N               random seed (default 42)\n");
+}
+
+/* Prints each stage's duration when it ends, and the progress bar. */
+typedef struct {
+    char stage[32];
+    double started, build_start;
+} stage_timer;
+
+static int timed_progress(void *user, const char *stage, size_t done, size_t total) {
+    stage_timer *t = user;
+    double now = cli_now();
+    if (strncmp(t->stage, stage, sizeof t->stage - 1) != 0) {
+        if (t->stage[0]) fprintf(stderr, "avq build: %-10s %7.2f s\n", t->stage, now - t->started);
+        snprintf(t->stage, sizeof t->stage, "%s", stage);
+        t->started = now;
+    }
+    return cli_progress(NULL, stage, done, total);
+}
+
+static bool parse_reorder(const char *s, avq_reorder *out) {
+    if (!strcmp(s, "float")) *out = AVQ_REORDER_FLOAT;
+    else if (!strcmp(s, "int8")) *out = AVQ_REORDER_INT8;
+    else if (!strcmp(s, "none")) *out = AVQ_REORDER_NONE;
+    else return false;
+    return true;
+}
+
+static const char *reorder_name(avq_reorder r) {
+    return r == AVQ_REORDER_FLOAT ? "float" : r == AVQ_REORDER_INT8 ? "int8" : "none";
+}
+
+int cmd_build(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"base", required_argument, 0, 'b'},  {"metric", required_argument, 0, 'm'},
+        {"out", required_argument, 0, 'o'},   {"leaves", required_argument, 0, 'L'},
+        {"training-sample", required_argument, 0, 'S'},
+        {"iterations", required_argument, 0, 'I'},
+        {"spherical", required_argument, 0, 'P'},
+        {"dims-per-block", required_argument, 0, 'D'},
+        {"bits", required_argument, 0, 'B'},  {"threshold", required_argument, 0, 'T'},
+        {"eta", required_argument, 0, 'E'},   {"reorder", required_argument, 0, 'R'},
+        {"brute-force-below", required_argument, 0, 'F'},
+        {"threads", required_argument, 0, 't'}, {"seed", required_argument, 0, 's'},
+        {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
+    const char *base_path = NULL, *out_path = NULL, *metric_name = NULL;
+    /* options are applied after the metric is known (its defaults differ) */
+    const char *val[128] = {0};
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'b': base_path = optarg; break;
+        case 'o': out_path = optarg; break;
+        case 'm': metric_name = optarg; break;
+        case 'h': build_usage(stdout); return 0;
+        case '?': return cli_usage_error("build", "unknown or incomplete option");
+        default: val[c] = optarg; break;
+        }
+    }
+    if (optind < argc) return cli_usage_error("build", "unexpected argument '%s'", argv[optind]);
+    if (!base_path || !out_path || !metric_name)
+        return cli_usage_error("build", "--base, --metric and --out are required");
+    avq_metric metric;
+    if (avq_metric_parse(metric_name, &metric) != AVQ_OK) return cli_fail("build", AVQ_ERR_INVALID);
+    avq_build_params p;
+    avq_build_params_init(&p, metric);
+    long v;
+    size_t z;
+    float f;
+#define SIZE_OPT(ch, name, field)                                                   \
+    if (val[ch]) {                                                                  \
+        if (!cli_parse_size(val[ch], &z))                                           \
+            return cli_usage_error("build", "--" name " must be a non-negative integer, got '%s'", val[ch]); \
+        field = z;                                                                  \
+    }
+#define INT_OPT(ch, name, lo, hi, field)                                            \
+    if (val[ch]) {                                                                  \
+        if (!cli_parse_int(val[ch], lo, hi, &v))                                    \
+            return cli_usage_error("build", "--" name " must be an integer in [%d, %d], got '%s'", lo, hi, val[ch]); \
+        field = (int)v;                                                             \
+    }
+    SIZE_OPT('L', "leaves", p.num_leaves);
+    SIZE_OPT('S', "training-sample", p.training_sample);
+    SIZE_OPT('F', "brute-force-below", p.brute_force_below);
+    INT_OPT('I', "iterations", 1, 1000, p.kmeans_iterations);
+    INT_OPT('P', "spherical", 0, 1, p.spherical);
+    INT_OPT('D', "dims-per-block", 1, 1 << 20, p.dims_per_block);
+    INT_OPT('B', "bits", 4, 8, p.bits);
+    INT_OPT('t', "threads", 0, 256, p.threads);
+    if (val['s']) {
+        if (!cli_parse_size(val['s'], &z))
+            return cli_usage_error("build", "--seed must be a non-negative integer");
+        p.seed = z;
+    }
+    if (val['T']) {
+        if (!strcmp(val['T'], "none")) p.threshold = NAN;
+        else if (!cli_parse_float(val['T'], &f) || f < 0)
+            return cli_usage_error("build", "--threshold must be a number >= 0 or 'none', got '%s'", val['T']);
+        else p.threshold = f;
+    }
+    if (val['E']) {
+        if (!cli_parse_float(val['E'], &f) || f <= 0)
+            return cli_usage_error("build", "--eta must be a positive number, got '%s'", val['E']);
+        p.eta = f;
+    }
+    if (val['R'] && !parse_reorder(val['R'], &p.reorder))
+        return cli_usage_error("build", "--reorder must be float, int8 or none, got '%s'", val['R']);
+
+    float_matrix base;
+    int st = dataset_read_float(base_path, &base);
+    if (st) return cli_fail("build", st);
+    stage_timer timer = {{0}, 0, cli_now()};
+    p.progress = timed_progress;
+    p.progress_user = &timer;
+    avq_index *index = NULL;
+    st = avq_index_build(base.data, base.rows, base.cols, &p, &index);
+    float_matrix_free(&base);
+    if (st) return cli_fail("build", st);
+    timed_progress(&timer, "save", 0, 1);
+    st = avq_index_save(index, out_path);
+    timed_progress(&timer, "done", 1, 1);
+    if (st) {
+        avq_index_free(index);
+        return cli_fail("build", st);
+    }
+    fprintf(stderr, "avq build: %zu vectors of dimension %zu, %zu leaves, %.1f s in all, wrote %s\n",
+            avq_index_size(index), avq_index_dim(index), avq_index_num_leaves(index),
+            cli_now() - timer.build_start, out_path);
+    avq_index_free(index);
+    return 0;
+}
+
+static void info_usage(FILE *out) {
+    fprintf(out, "usage: avq info INDEX\n\nDescribe an index file: sizes, parameters, memory.\n");
+}
+
+int cmd_info(int argc, char **argv) {
+    if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        info_usage(stdout);
+        return 0;
+    }
+    if (argc != 2) return cli_usage_error("info", "expected exactly one index file");
+    double t0 = cli_now();
+    avq_index *index = NULL;
+    int st = avq_index_load(argv[1], AVQ_LOAD_MMAP, &index);
+    if (st) return cli_fail("info", st);
+    double load_ms = 1e3 * (cli_now() - t0);
+    avq_build_params p;
+    avq_index_build_params(index, &p);
+    avq_search_params sp;
+    avq_index_default_search_params(index, &sp);
+    struct stat sb;
+    size_t file_bytes = stat(argv[1], &sb) == 0 ? (size_t)sb.st_size : 0;
+    size_t n = avq_index_size(index);
+    printf("file              %s (%zu bytes, %.1f bytes/vector)\n", argv[1], file_bytes,
+           (double)file_bytes / (double)n);
+    printf("vectors           %zu x %zu\n", n, avq_index_dim(index));
+    printf("metric            %s\n", avq_metric_name(avq_index_metric(index)));
+    printf("leaves            %zu\n", avq_index_num_leaves(index));
+    printf("quantizer         %d-bit codes, %d dims per block, threshold %s%g, eta %g\n", p.bits,
+           p.dims_per_block, isnan(p.threshold) ? "none/" : "", (double)p.threshold, (double)p.eta);
+    printf("reorder           %s\n", reorder_name(p.reorder));
+    printf("search defaults   leaves_to_search %zu, pre_reorder %zu\n", sp.leaves_to_search,
+           sp.pre_reorder);
+    printf("memory            %zu bytes (%.1f bytes/vector)\n", avq_index_memory_bytes(index),
+           (double)avq_index_memory_bytes(index) / (double)n);
+    printf("load (mmap)       %.2f ms (checksums verified)\n", load_ms);
+    printf("SIMD              %s\n", avq_isa());
+    avq_index_free(index);
+    return 0;
+}
