@@ -1,0 +1,315 @@
+/*
+ * test_index.c -- the assembled index: recall floors for every metric and
+ * code width, batch == single, concurrent searches, parameter errors, and
+ * save/load round trips with corrupt files rejected.
+ *
+ * Data: a fixed-seed mixture of Gaussian clusters (real embeddings are
+ * clustered; uniform noise would make every method look equally bad).
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "avq.h"
+#include "avq_internal.h"
+
+enum { N = 24000, DIM = 32, NQ = 200, K = 10 };
+
+static float *clustered(size_t n, size_t dim, uint64_t seed) {
+    uint64_t rng = seed;
+    size_t nc = 64;
+    float *centers = malloc(nc * dim * sizeof *centers), *x = malloc(n * dim * sizeof *x);
+    for (size_t i = 0; i < nc * dim; i++) centers[i] = (float)(avq_rng_uniform(&rng) * 2 - 1);
+    for (size_t i = 0; i < n; i++) {
+        size_t c = avq_rng_next(&rng) % nc;
+        for (size_t j = 0; j < dim; j++) {
+            /* sum of uniforms ~ Gaussian */
+            double g = avq_rng_uniform(&rng) + avq_rng_uniform(&rng) + avq_rng_uniform(&rng) - 1.5;
+            x[i * dim + j] = centers[c * dim + j] + (float)(0.35 * g);
+        }
+    }
+    free(centers);
+    return x;
+}
+
+static double recall(const int64_t *got, const int64_t *truth, size_t nq, size_t k) {
+    size_t hits = 0;
+    for (size_t q = 0; q < nq; q++)
+        for (size_t i = 0; i < k; i++)
+            for (size_t j = 0; j < k; j++) hits += got[q * k + i] == truth[q * k + j];
+    return (double)hits / (double)(nq * k);
+}
+
+static float *base, *queries;
+static void setup(void) {
+    base = clustered(N, DIM, 11);
+    queries = clustered(NQ, DIM, 11 + 1);
+}
+static void teardown(void) {
+    free(base);
+    free(queries);
+}
+
+static avq_index *build(avq_metric metric, int bits, avq_reorder reorder, size_t leaves) {
+    avq_build_params p;
+    avq_build_params_init(&p, metric);
+    p.bits = bits;
+    p.reorder = reorder;
+    p.num_leaves = leaves;
+    p.brute_force_below = 1000;
+    p.threads = 2;
+    avq_index *index = NULL;
+    cr_assert_eq(avq_index_build(base, N, DIM, &p, &index), AVQ_OK, "%s", avq_last_error());
+    return index;
+}
+
+static double index_recall(avq_index *index, avq_metric metric, size_t leaves, size_t pre) {
+    int64_t *truth = malloc(NQ * K * sizeof *truth), *got = malloc(NQ * K * sizeof *got);
+    cr_assert_eq(avq_exact_search(base, N, DIM, queries, NQ, metric, K, 2, truth, NULL, NULL, NULL), AVQ_OK);
+    avq_search_params sp;
+    avq_search_params_init(&sp);
+    sp.k = K;
+    sp.leaves_to_search = leaves;
+    sp.pre_reorder = pre;
+    for (size_t q = 0; q < NQ; q++)
+        cr_assert_eq(avq_index_search(index, queries + q * DIM, &sp, got + q * K, NULL), AVQ_OK, "%s", avq_last_error());
+    double r = recall(got, truth, NQ, K);
+    free(truth);
+    free(got);
+    return r;
+}
+
+static void expect_recall(avq_metric metric, int bits, avq_reorder reorder, double floor) {
+    avq_index *index = build(metric, bits, reorder, 40);
+    double r = index_recall(index, metric, 16, 200);
+    cr_expect(r >= floor, "%s %d-bit reorder %d: recall@10 %.3f below %.2f", avq_metric_name(metric),
+              bits, (int)reorder, r, floor);
+    avq_index_free(index);
+}
+
+TestSuite(index, .init = setup, .fini = teardown, .timeout = 120);
+
+Test(index, recall_dot_4bit_float) { expect_recall(AVQ_METRIC_DOT, 4, AVQ_REORDER_FLOAT, 0.90); }
+Test(index, recall_cos_4bit_float) { expect_recall(AVQ_METRIC_COSINE, 4, AVQ_REORDER_FLOAT, 0.90); }
+Test(index, recall_l2_4bit_float) { expect_recall(AVQ_METRIC_L2, 4, AVQ_REORDER_FLOAT, 0.85); }
+Test(index, recall_cos_4bit_int8) { expect_recall(AVQ_METRIC_COSINE, 4, AVQ_REORDER_INT8, 0.85); }
+Test(index, recall_l2_8bit_int8) { expect_recall(AVQ_METRIC_L2, 8, AVQ_REORDER_INT8, 0.85); }
+Test(index, recall_dot_8bit_float) { expect_recall(AVQ_METRIC_DOT, 8, AVQ_REORDER_FLOAT, 0.90); }
+Test(index, recall_cos_4bit_none) { expect_recall(AVQ_METRIC_COSINE, 4, AVQ_REORDER_NONE, 0.30); }
+
+Test(index, all_leaves_with_full_reorder_is_nearly_exact) {
+    avq_index *index = build(AVQ_METRIC_DOT, 4, AVQ_REORDER_FLOAT, 40);
+    double r = index_recall(index, AVQ_METRIC_DOT, 40, 2000);
+    cr_expect(r >= 0.995, "recall %.4f", r);
+    avq_index_free(index);
+}
+
+Test(index, brute_force_tier_is_exact) {
+    avq_build_params p;
+    avq_build_params_init(&p, AVQ_METRIC_L2);
+    avq_index *index = NULL;
+    cr_assert_eq(avq_index_build(base, 5000, DIM, &p, &index), AVQ_OK);
+    int64_t truth[K], got[K];
+    float ts[K], gs[K];
+    avq_search_params sp;
+    avq_search_params_init(&sp);
+    for (size_t q = 0; q < 20; q++) {
+        cr_assert_eq(avq_exact_search(base, 5000, DIM, queries + q * DIM, 1, AVQ_METRIC_L2, K, 1, truth, ts, NULL, NULL), AVQ_OK);
+        cr_assert_eq(avq_index_search(index, queries + q * DIM, &sp, got, gs), AVQ_OK);
+        for (int i = 0; i < K; i++) {
+            cr_assert_eq(got[i], truth[i]);
+            cr_assert_float_eq(gs[i], ts[i], 1e-3f * (1 + ts[i]));
+        }
+    }
+    avq_index_free(index);
+}
+
+Test(index, batch_equals_single) {
+    avq_index *index = build(AVQ_METRIC_COSINE, 4, AVQ_REORDER_FLOAT, 40);
+    avq_search_params sp;
+    avq_search_params_init(&sp);
+    sp.leaves_to_search = 7;
+    int64_t *batch = malloc(NQ * K * sizeof *batch), one[K];
+    float *bs = malloc(NQ * K * sizeof *bs), os[K];
+    cr_assert_eq(avq_index_search_batch(index, queries, NQ, &sp, 2, batch, bs), AVQ_OK);
+    for (size_t q = 0; q < NQ; q++) {
+        cr_assert_eq(avq_index_search(index, queries + q * DIM, &sp, one, os), AVQ_OK);
+        for (int i = 0; i < K; i++) {
+            cr_assert_eq(one[i], batch[q * K + i]);
+            cr_assert_eq(os[i], bs[q * K + i]);
+        }
+    }
+    free(batch);
+    free(bs);
+    avq_index_free(index);
+}
+
+typedef struct {
+    avq_index *index;
+    int64_t *out;
+} thread_arg;
+
+static void *search_all(void *p) {
+    thread_arg *a = p;
+    avq_search_params sp;
+    avq_search_params_init(&sp);
+    for (size_t q = 0; q < NQ; q++)
+        if (avq_index_search(a->index, queries + q * DIM, &sp, a->out + q * K, NULL) != AVQ_OK) return p;
+    return NULL;
+}
+
+Test(index, concurrent_searches_match_sequential) {
+    avq_index *index = build(AVQ_METRIC_DOT, 4, AVQ_REORDER_FLOAT, 40);
+    enum { T = 4 };
+    pthread_t tid[T];
+    thread_arg args[T];
+    int64_t *seq = malloc(NQ * K * sizeof *seq);
+    thread_arg s = {index, seq};
+    cr_assert_null(search_all(&s));
+    for (int t = 0; t < T; t++) {
+        args[t] = (thread_arg){index, malloc(NQ * K * sizeof(int64_t))};
+        pthread_create(&tid[t], NULL, search_all, &args[t]);
+    }
+    for (int t = 0; t < T; t++) {
+        void *ret;
+        pthread_join(tid[t], &ret);
+        cr_assert_null(ret);
+        cr_assert_arr_eq(args[t].out, seq, NQ * K * sizeof *seq);
+        free(args[t].out);
+    }
+    free(seq);
+    avq_index_free(index);
+}
+
+Test(index, invalid_parameters) {
+    avq_index *index = build(AVQ_METRIC_DOT, 4, AVQ_REORDER_FLOAT, 40);
+    avq_search_params sp;
+    avq_search_params_init(&sp);
+    int64_t ids[K];
+    sp.k = 0;
+    cr_assert_eq(avq_index_search(index, queries, &sp, ids, NULL), AVQ_ERR_INVALID);
+    sp.k = K;
+    sp.leaves_to_search = 41;
+    cr_assert_eq(avq_index_search(index, queries, &sp, ids, NULL), AVQ_ERR_INVALID);
+    cr_assert(strstr(avq_last_error(), "leaves_to_search") != NULL, "%s", avq_last_error());
+    sp.leaves_to_search = 0;
+    float q[DIM] = {0};
+    q[3] = NAN;
+    cr_assert_eq(avq_index_search(index, q, &sp, ids, NULL), AVQ_ERR_INVALID);
+    avq_index_free(index);
+
+    avq_build_params p;
+    avq_build_params_init(&p, AVQ_METRIC_DOT);
+    p.bits = 5;
+    cr_assert_eq(avq_index_build(base, N, DIM, &p, &index), AVQ_ERR_INVALID);
+    cr_assert_null(index);
+    avq_build_params_init(&p, AVQ_METRIC_DOT);
+    p.dims_per_block = DIM + 1;
+    cr_assert_eq(avq_index_build(base, N, DIM, &p, &index), AVQ_ERR_INVALID);
+    avq_build_params_init(&p, AVQ_METRIC_DOT);
+    p.num_leaves = N + 1;
+    cr_assert_eq(avq_index_build(base, N, DIM, &p, &index), AVQ_ERR_INVALID);
+}
+
+/* ---- persistence ---- */
+
+static char *temp_path(const char *name) {
+    static char dir[64];
+    if (!dir[0]) {
+        snprintf(dir, sizeof dir, "/tmp/avq-test-XXXXXX");
+        cr_assert_not_null(mkdtemp(dir));
+    }
+    char *p = malloc(128);
+    snprintf(p, 128, "%s/%s", dir, name);
+    return p;
+}
+
+static void expect_same_results(avq_index *a, avq_index *b) {
+    avq_search_params sp;
+    avq_search_params_init(&sp);
+    int64_t ia[K], ib[K];
+    float sa[K], sb[K];
+    for (size_t q = 0; q < NQ; q++) {
+        cr_assert_eq(avq_index_search(a, queries + q * DIM, &sp, ia, sa), AVQ_OK);
+        cr_assert_eq(avq_index_search(b, queries + q * DIM, &sp, ib, sb), AVQ_OK, "%s", avq_last_error());
+        cr_assert_arr_eq(ia, ib, sizeof ia);
+        cr_assert_arr_eq(sa, sb, sizeof sa);
+    }
+}
+
+static void round_trip(avq_metric metric, int bits, avq_reorder reorder) {
+    avq_index *index = build(metric, bits, reorder, 40), *loaded = NULL;
+    char *path = temp_path("rt.avq");
+    cr_assert_eq(avq_index_save(index, path), AVQ_OK, "%s", avq_last_error());
+    unsigned modes[] = {AVQ_LOAD_COPY, AVQ_LOAD_MMAP, AVQ_LOAD_MMAP | AVQ_LOAD_SKIP_CHECKSUMS};
+    for (int m = 0; m < 3; m++) {
+        cr_assert_eq(avq_index_load(path, modes[m], &loaded), AVQ_OK, "%s", avq_last_error());
+        cr_assert_eq(avq_index_size(loaded), (size_t)N);
+        cr_assert_eq(avq_index_memory_bytes(loaded), avq_index_memory_bytes(index));
+        expect_same_results(index, loaded);
+        avq_index_free(loaded);
+    }
+    unlink(path);
+    free(path);
+    avq_index_free(index);
+}
+
+Test(index, save_load_round_trip_cos_4bit) { round_trip(AVQ_METRIC_COSINE, 4, AVQ_REORDER_FLOAT); }
+Test(index, save_load_round_trip_l2_8bit_int8) { round_trip(AVQ_METRIC_L2, 8, AVQ_REORDER_INT8); }
+
+static void write_bytes(const char *path, const unsigned char *data, size_t len) {
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(data, 1, len, f), len);
+    fclose(f);
+}
+
+Test(index, corrupt_files_are_rejected) {
+    avq_build_params p;
+    avq_build_params_init(&p, AVQ_METRIC_DOT);
+    p.brute_force_below = 100;
+    p.num_leaves = 4;
+    avq_index *index = NULL, *loaded = NULL;
+    cr_assert_eq(avq_index_build(base, 600, DIM, &p, &index), AVQ_OK, "%s", avq_last_error());
+    char *path = temp_path("good.avq"), *bad = temp_path("bad.avq");
+    cr_assert_eq(avq_index_save(index, path), AVQ_OK);
+    FILE *f = fopen(path, "rb");
+    fseek(f, 0, SEEK_END);
+    size_t size = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *data = malloc(size), *copy = malloc(size);
+    cr_assert_eq(fread(data, 1, size, f), size);
+    fclose(f);
+    /* truncation anywhere */
+    for (size_t cut = 0; cut < size; cut += 1 + cut / 3) {
+        write_bytes(bad, data, cut);
+        int st = avq_index_load(bad, AVQ_LOAD_COPY, &loaded);
+        cr_assert(st == AVQ_ERR_FORMAT, "truncated at %zu: status %d", cut, st);
+        cr_assert_null(loaded);
+    }
+    /* a flipped bit anywhere is caught (header checksum or section CRC) */
+    for (size_t at = 0; at < size; at += 1 + at / 5) {
+        memcpy(copy, data, size);
+        copy[at] ^= (unsigned char)(1u << (at % 8));
+        write_bytes(bad, copy, size);
+        int st = avq_index_load(bad, AVQ_LOAD_COPY, &loaded);
+        /* a flip in zero padding between sections is harmless */
+        if (st == AVQ_OK) {
+            avq_index_free(loaded);
+            continue;
+        }
+        cr_assert_eq(st, AVQ_ERR_FORMAT, "flip at %zu: status %d", at, st);
+    }
+    cr_assert_eq(avq_index_load(temp_path("missing.avq"), 0, &loaded), AVQ_ERR_IO);
+    unlink(bad);
+    unlink(path);
+    free(data);
+    free(copy);
+    free(path);
+    free(bad);
+    avq_index_free(index);
+}
