@@ -11,6 +11,7 @@ packages=(
   libhdf5-dev                      # ann-benchmarks HDF5 files
   python3-numpy python3-pytest     # data preparation, CLI/Python tests
   python3-matplotlib               # plots
+  python3-h5py                     # ann-benchmarks HDF5 files from scripts/data.py
   python3-dev python3-setuptools   # the Python extension module
   libhnswlib-dev libfaiss-dev      # baselines in bench/
   python3-hnswlib python3-faiss    # baselines in the ann-benchmarks runner
