@@ -131,19 +131,21 @@ static void score_all_points(const avq_index *idx, const avq_kernels *kern, sear
         avq_topk_push(out, point_distance(idx, s->scores[i], i), idx->ids[i]);
 }
 
-/* Step 2: the best `count` leaves, best first. */
+/* Step 2: the best `count` leaves, best first, into s->leaves. */
 static void select_leaves(const avq_index *idx, const avq_kernels *kern, search_scratch *s,
                           size_t count) {
     size_t L = idx->num_leaves;
-    kern->dot_rows(s->q, idx->centers, L, idx->dim, s->scores);
-    for (size_t l = 0; l < L; l++) {
-        float dot = s->scores[l];
-        float cn = idx->center_norms[l];
-        s->leaves[l].dist = idx->params.metric == AVQ_METRIC_L2 ? cn * cn - 2.0f * dot : -dot;
-        s->leaves[l].id = (int64_t)l;
+    float *dist = s->scores;
+    kern->dot_rows(s->q, idx->centers, L, idx->dim, dist);
+    if (idx->params.metric == AVQ_METRIC_L2) {
+        for (size_t l = 0; l < L; l++) {
+            float cn = idx->center_norms[l];
+            dist[l] = cn * cn - 2.0f * dist[l];
+        }
+    } else {
+        for (size_t l = 0; l < L; l++) dist[l] = -dist[l];
     }
-    if (count < L) avq_neighbors_select(s->leaves, L, count);
-    avq_neighbors_sort(s->leaves, count);
+    avq_smallest_of(dist, L, count, s->leaves);
 }
 
 /* Steps 3-4: quantized LUT and the fast scan into `cand`. */

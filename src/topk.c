@@ -118,3 +118,31 @@ size_t avq_topk_finish(avq_topk *t) {
     }
     return t->size;
 }
+
+/* Max-heap on (dist, id): the root is the worst of the kept. */
+static void sift_down(avq_neighbor *h, size_t n, size_t i) {
+    for (;;) {
+        size_t l = 2 * i + 1, worst = i;
+        if (l < n && less(&h[worst], &h[l])) worst = l;
+        if (l + 1 < n && less(&h[worst], &h[l + 1])) worst = l + 1;
+        if (worst == i) return;
+        swap(&h[i], &h[worst]);
+        i = worst;
+    }
+}
+
+size_t avq_smallest_of(const float *dist, size_t n, size_t m, avq_neighbor *out) {
+    if (m > n) m = n;
+    if (m == 0) return 0;
+    for (size_t i = 0; i < m; i++) out[i] = (avq_neighbor){dist[i], (int64_t)i};
+    for (size_t i = m / 2; i-- > 0;) sift_down(out, m, i);
+    for (size_t i = m; i < n; i++) {
+        /* ids grow with i, so an equal distance never displaces the root */
+        if (dist[i] < out[0].dist) {
+            out[0] = (avq_neighbor){dist[i], (int64_t)i};
+            sift_down(out, m, 0);
+        }
+    }
+    avq_neighbors_sort(out, m);
+    return m;
+}

@@ -62,4 +62,10 @@ void avq_neighbors_sort(avq_neighbor *v, size_t n);
  * particular order (k < n). */
 void avq_neighbors_select(avq_neighbor *v, size_t n, size_t k);
 
+/* The m smallest of dist[0..n) as (dist, index) pairs in ascending order,
+ * written to out (m entries); returns min(m, n).  A bounded max-heap: one
+ * comparison per element once the heap holds m, so selecting 40 leaves out
+ * of 2000 costs little more than reading the scores. */
+size_t avq_smallest_of(const float *dist, size_t n, size_t m, avq_neighbor *out);
+
 #endif
