@@ -166,7 +166,8 @@ int cmd_build(int argc, char **argv) {
 }
 
 static void info_usage(FILE *out) {
-    fprintf(out, "usage: avq info INDEX\n\nDescribe an index file: sizes, parameters, memory.\n");
+    fprintf(out, "usage: avq info INDEX\n\nDescribe an index file: sizes, parameters, memory, load time.\n"
+                 "  --help   this text\n");
 }
 
 int cmd_info(int argc, char **argv) {
