@@ -35,13 +35,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { SIMPSON_INTERVALS = 256, ENCODE_CHUNK = 256 };
+enum { SIMPSON_INTERVALS = 512, ENCODE_CHUNK = 256 };
 
 static double eta_exact_ratio(double norm2, size_t d, double T) {
     double c = T / sqrt(norm2);
     double a = acos(c), s = sin(a);
     double beta = (double)(d - 1) * c / s; /* decay rate of the integrand at a */
-    double lo = beta > 0.0 && 60.0 / beta < a ? a - 60.0 / beta : 0.0;
+    double lo = beta > 0.0 && 40.0 / beta < a ? a - 40.0 / beta : 0.0;
     double h = (a - lo) / SIMPSON_INTERVALS, sum = 0.0;
     double log_s = log(s);
     for (int i = 0; i <= SIMPSON_INTERVALS; i++) {

@@ -4,10 +4,10 @@
  * Requirements per table are exactly the -m flags its file is compiled with
  * (the compiler may use any of them anywhere in that file):
  *   avx2    AVX2, FMA, BMI1, BMI2, POPCNT; XCR0 saves SSE and AVX state
- *   avx512  the above + AVX-512 F, BW, VL, DQ, VBMI; XCR0 also saves the
- *           opmask and both halves of the ZMM state
- * So a Skylake-X (no VBMI) runs the avx2 table; Ice Lake, Zen 4/5 the avx512
- * one.  Checking XCR0 (via xgetbv, only after cpuid reports OSXSAVE) matters:
+ *   avx512  the above + AVX-512 F, BW, VL, DQ, VBMI, VNNI; XCR0 also saves
+ *           the opmask and both halves of the ZMM state
+ * So a Skylake-X or Cascade Lake (no VBMI) runs the avx2 table; Ice Lake and
+ * later, Zen 4/5 the avx512 one.  Checking XCR0 (via xgetbv, only after cpuid reports OSXSAVE) matters:
  * a CPU can have AVX-512 that the kernel or hypervisor has not enabled, and
  * using it would fault.
  *
@@ -48,9 +48,9 @@ static isa_support detect(void) {
     bool avx2 = b & (1u << 5), bmi1 = b & (1u << 3), bmi2 = b & (1u << 8);
     s.avx2 = avx2 && bmi1 && bmi2;
     bool f = b & (1u << 16), dq = b & (1u << 17), bw = b & (1u << 30), vl = b & (1u << 31),
-         vbmi = c & (1u << 1);
+         vbmi = c & (1u << 1), vnni = c & (1u << 11);
     bool zmm_state = (xcr0 & 0xE0) == 0xE0; /* opmask, ZMM_Hi256, Hi16_ZMM */
-    s.avx512 = s.avx2 && f && dq && bw && vl && vbmi && zmm_state;
+    s.avx512 = s.avx2 && f && dq && bw && vl && vbmi && vnni && zmm_state;
     return s;
 }
 #endif

@@ -1,27 +1,33 @@
 /*
- * scan_avx512.c -- the fast-scan kernels for AVX-512 (F, BW, VL, DQ, VBMI).
+ * scan_avx512.c -- the fast-scan kernels for AVX-512 (F, BW, VL, DQ, VBMI,
+ * VNNI).
  *
- * The same packed layout as AVX2 (pack.h), read four blocks per 64-byte
- * load: vpshufb works within 128-bit lanes, so lane j of a load is block
- * m+j and lane j of the next 64 LUT bytes is that block's table -- again no
- * shuffling of codes or tables.  The accumulation trick is the AVX2 one
- * (16-bit lanes modulo 2^16, a separate accumulator for odd bytes, chunks of
- * <= 256 blocks); see scan_avx2.c for the arithmetic.  What AVX-512 adds:
- *   - twice the lookups per instruction, and 32 vector registers, so a
- *     3-query batch keeps its 12 accumulators in registers;
- *   - masked loads for the 1..3 trailing blocks (the masked-off bytes read as
- *     zero and are never fetched, so nothing beyond a group or the LUT is
- *     touched and a zero table lane adds nothing);
- *   - the 32 sums of a group end up in ONE register in point order (a 4x4
- *     transpose of 128-bit lanes with vshufi64x2), compared with one
- *     vpcmpw into a 32-bit mask: no packs, no bit reordering.
- * The alternative "wide swizzle" (128 points per vpshufb) would need a
- * different packed layout for the same number of lookups per instruction;
- * it only saves the per-group reduction (~16 instructions per 32 points
- * against ~11 per 4 blocks), so the shared layout was kept.
+ * Same packed layout as every other ISA (pack.h), read four blocks per
+ * 64-byte load, but NOT the pshufb scheme of scan_avx2.c.  Per load:
+ *   1. one vpermb transposes the 64 code bytes so that bytes 4s..4s+3 hold
+ *      point s's codes for the 4 blocks (shared by all queries of a batch);
+ *   2. nibble | 16*block gives a 6-bit index into the 64-byte LUT of those 4
+ *      blocks, which is exactly lut8 + 16m (no table rearrangement); one
+ *      vpermb per nibble half looks up 64 entries;
+ *   3. one vpdpbusd per half adds each point's 4 bytes into its int32 lane.
+ * That is 4 shared + 4 per-query instructions per 128 lookups, against
+ * 3 + 8 for the pshufb / 16-bit-accumulator scheme (which was the first
+ * version of this file: on the Zen 5 development machine both ran at the
+ * same speed, on Intel cores, where shuffles and vector ALU ops share two
+ * ports, the shorter sequence should win; the batch case gains most).  The
+ * sums are exact int32 for any K: no modulo-2^16 reasoning, no 256-block
+ * chunks, and the 32 sums of a group come out in point order in two
+ * registers, compared with vpcmpd straight into a 32-bit mask.
+ * A "wide swizzle" layout would save nothing here: the transposition is one
+ * instruction per load, shared by the queries.
  *
- * LUT256 keeps the scalar kernel (see scan_avx2.c: gathers are not faster
- * than scalar loads here).  Float kernels: 16-wide FMA, masked tails.
+ * Tails: the 1..7 trailing blocks are read with masked loads (masked-off
+ * bytes read as zero and are never fetched), and a zero LUT slot adds
+ * nothing, so no load reaches beyond a group or the LUT.
+ *
+ * LUT256 keeps the scalar kernel (gathers are not faster than scalar loads
+ * on current cores and would over-read the table).  Float kernels: 16-wide
+ * FMA, masked tails.
  */
 #include "scan.h"
 
@@ -32,93 +38,101 @@
 
 #define INLINE static inline __attribute__((always_inline))
 
+/* Byte p = 4s + j of a transposed 64-byte code load is byte 16j + s of the
+ * load: point s (low nibble) / s+16 (high nibble) for block m+j.  slot[p]
+ * = 16j selects block j's 16 entries in the 64-byte table of 4 blocks. */
+INLINE __m512i transpose_index(void) {
+    return _mm512_set_epi8(63, 47, 31, 15, 62, 46, 30, 14, 61, 45, 29, 13, 60, 44, 28, 12,
+                           59, 43, 27, 11, 58, 42, 26, 10, 57, 41, 25, 9, 56, 40, 24, 8,
+                           55, 39, 23, 7, 54, 38, 22, 6, 53, 37, 21, 5, 52, 36, 20, 4,
+                           51, 35, 19, 3, 50, 34, 18, 2, 49, 33, 17, 1, 48, 32, 16, 0);
+}
+
+INLINE __m512i slot_offsets(void) { return _mm512_set1_epi32(0x30201000); }
+
+/* vpdpbusd (AVX512-VNNI) is not among the Makefile's AVX-512 flags, but
+ * every CPU with VBMI that matters has it (Ice Lake and later, Zen 4 and
+ * later), so cpu.c requires it for this table and the LUT16 functions enable
+ * it locally.  With -mavx512vnni in the flags the attribute is a no-op. */
+#if defined(__AVX512VNNI__)
+#define WITH_VNNI
+#else
+#define WITH_VNNI __attribute__((target("avx512vnni")))
+#endif
+
+/* Sum each 4 consecutive table bytes (one point, 4 blocks) into its int32
+ * lane: u8 x s8(1) products, summed in groups of four and accumulated. */
+WITH_VNNI INLINE __m512i add_quads(__m512i acc, __m512i bytes) {
+    return _mm512_dpbusd_epi32(acc, bytes, _mm512_set1_epi8(1));
+}
+
+/* One query's int32 accumulators, two sets alternating by step so that the
+ * dependency chain of the accumulate does not limit a single-query scan. */
 typedef struct {
-    __m512i wide_lo, odd_lo;  /* points 0..15  */
-    __m512i wide_hi, odd_hi;  /* points 16..31 */
-} acc16;
+    __m512i lo_a, hi_a, lo_b, hi_b; /* points 0..15 and 16..31 */
+} acc32;
 
-INLINE void acc_zero(acc16 *a) {
-    a->wide_lo = a->odd_lo = a->wide_hi = a->odd_hi = _mm512_setzero_si512();
+INLINE void acc_zero(acc32 *a) {
+    a->lo_a = a->hi_a = a->lo_b = a->hi_b = _mm512_setzero_si512();
 }
 
-INLINE void acc_add(acc16 *a, __m512i lut, __m512i lo_nibbles, __m512i hi_nibbles) {
-    __m512i v_lo = _mm512_shuffle_epi8(lut, lo_nibbles);
-    __m512i v_hi = _mm512_shuffle_epi8(lut, hi_nibbles);
-    a->wide_lo = _mm512_add_epi16(a->wide_lo, v_lo);
-    a->odd_lo = _mm512_add_epi16(a->odd_lo, _mm512_srli_epi16(v_lo, 8));
-    a->wide_hi = _mm512_add_epi16(a->wide_hi, v_hi);
-    a->odd_hi = _mm512_add_epi16(a->odd_hi, _mm512_srli_epi16(v_hi, 8));
+WITH_VNNI INLINE void acc_step(__m512i *lo, __m512i *hi, __m512i lut, __m512i idx_lo, __m512i idx_hi) {
+    *lo = add_quads(*lo, _mm512_permutexvar_epi8(idx_lo, lut));
+    *hi = add_quads(*hi, _mm512_permutexvar_epi8(idx_hi, lut));
 }
 
-/* Reduce the four block lanes and order the 32 sums by point. */
-INLINE __m512i finish(const acc16 *a, __m512i minus_bias) {
-    __m512i even_lo = _mm512_sub_epi16(a->wide_lo, _mm512_slli_epi16(a->odd_lo, 8));
-    __m512i even_hi = _mm512_sub_epi16(a->wide_hi, _mm512_slli_epi16(a->odd_hi, 8));
-    __m512i p0 = _mm512_unpacklo_epi16(even_lo, a->odd_lo);  /* points 0..7 per lane */
-    __m512i p8 = _mm512_unpackhi_epi16(even_lo, a->odd_lo);  /* 8..15 */
-    __m512i p16 = _mm512_unpacklo_epi16(even_hi, a->odd_hi); /* 16..23 */
-    __m512i p24 = _mm512_unpackhi_epi16(even_hi, a->odd_hi); /* 24..31 */
-    __m512i s01 = _mm512_add_epi16(_mm512_shuffle_i64x2(p0, p8, 0x44),
-                                   _mm512_shuffle_i64x2(p0, p8, 0xEE));
-    __m512i s23 = _mm512_add_epi16(_mm512_shuffle_i64x2(p16, p24, 0x44),
-                                   _mm512_shuffle_i64x2(p16, p24, 0xEE));
-    __m512i sum = _mm512_add_epi16(_mm512_shuffle_i64x2(s01, s23, 0x88),
-                                   _mm512_shuffle_i64x2(s01, s23, 0xDD));
-    return _mm512_add_epi16(sum, minus_bias);
-}
-
-/* int16 sums (minus 128 per block) of blocks [first, first+blocks) of one
- * group for nq queries, 32 points in point order per query.  Queries are
- * spelled out rather than looped over, for the reason given in
- * scan_avx2.c. */
-INLINE void chunk_sums(const uint8_t *codes, const uint8_t *const *luts, size_t first,
-                       size_t blocks, int nq, __m512i out[AVQ_SCAN_MAX_BATCH]) {
+/* vpermb indexes of one 64-byte code load: (transposed low nibble | slot)
+ * and (transposed high nibble | slot).  vpternlog 0xEA = (A & B) | C. */
+INLINE void code_indexes(__m512i codes, __m512i *idx_lo, __m512i *idx_hi) {
     const __m512i low4 = _mm512_set1_epi8(0x0F);
-    acc16 a0, a1, a2;
+    __m512i t = _mm512_permutexvar_epi8(transpose_index(), codes);
+    *idx_lo = _mm512_ternarylogic_epi32(t, low4, slot_offsets(), 0xEA);
+    *idx_hi = _mm512_ternarylogic_epi32(_mm512_srli_epi16(t, 4), low4, slot_offsets(), 0xEA);
+}
+
+/* int32 sums (minus 128 per block) of a whole group for nq queries:
+ * out[q][0] = points 0..15, out[q][1] = points 16..31.  Exact for any K.
+ * Queries are spelled out rather than looped over, for the reason given in
+ * scan_avx2.c. */
+WITH_VNNI INLINE void group_sums(const uint8_t *group, size_t K, const uint8_t *const *luts, int nq,
+                       __m512i out[AVQ_SCAN_MAX_BATCH][2]) {
+    acc32 a0, a1, a2;
     acc_zero(&a0);
     acc_zero(&a1);
     acc_zero(&a2);
-    const uint8_t *l0 = luts[0] + 16 * first;
-    const uint8_t *l1 = nq > 1 ? luts[1] + 16 * first : l0;
-    const uint8_t *l2 = nq > 2 ? luts[2] + 16 * first : l0;
+    const uint8_t *l0 = luts[0], *l1 = nq > 1 ? luts[1] : l0, *l2 = nq > 2 ? luts[2] : l0;
+    __m512i lo, hi;
     size_t m = 0;
-    for (; m + 4 <= blocks; m += 4) {
-        __m512i c = _mm512_loadu_si512(codes + 16 * m);
-        __m512i lo = _mm512_and_si512(c, low4);
-        __m512i hi = _mm512_and_si512(_mm512_srli_epi16(c, 4), low4);
-        acc_add(&a0, _mm512_loadu_si512(l0 + 16 * m), lo, hi);
-        if (nq > 1) acc_add(&a1, _mm512_loadu_si512(l1 + 16 * m), lo, hi);
-        if (nq > 2) acc_add(&a2, _mm512_loadu_si512(l2 + 16 * m), lo, hi);
+    for (; m + 8 <= K; m += 8) {
+        code_indexes(_mm512_loadu_si512(group + 16 * m), &lo, &hi);
+        acc_step(&a0.lo_a, &a0.hi_a, _mm512_loadu_si512(l0 + 16 * m), lo, hi);
+        if (nq > 1) acc_step(&a1.lo_a, &a1.hi_a, _mm512_loadu_si512(l1 + 16 * m), lo, hi);
+        if (nq > 2) acc_step(&a2.lo_a, &a2.hi_a, _mm512_loadu_si512(l2 + 16 * m), lo, hi);
+        code_indexes(_mm512_loadu_si512(group + 16 * m + 64), &lo, &hi);
+        acc_step(&a0.lo_b, &a0.hi_b, _mm512_loadu_si512(l0 + 16 * m + 64), lo, hi);
+        if (nq > 1) acc_step(&a1.lo_b, &a1.hi_b, _mm512_loadu_si512(l1 + 16 * m + 64), lo, hi);
+        if (nq > 2) acc_step(&a2.lo_b, &a2.hi_b, _mm512_loadu_si512(l2 + 16 * m + 64), lo, hi);
     }
-    if (m < blocks) {
-        __mmask64 keep = (__mmask64)((1ull << (16 * (blocks - m))) - 1);
-        __m512i c = _mm512_maskz_loadu_epi8(keep, codes + 16 * m);
-        __m512i lo = _mm512_and_si512(c, low4);
-        __m512i hi = _mm512_and_si512(_mm512_srli_epi16(c, 4), low4);
-        acc_add(&a0, _mm512_maskz_loadu_epi8(keep, l0 + 16 * m), lo, hi);
-        if (nq > 1) acc_add(&a1, _mm512_maskz_loadu_epi8(keep, l1 + 16 * m), lo, hi);
-        if (nq > 2) acc_add(&a2, _mm512_maskz_loadu_epi8(keep, l2 + 16 * m), lo, hi);
+    for (; m < K; m += 4) {
+        /* 1..7 trailing blocks; masked-off bytes read as zero and are not
+         * fetched, and a zero table slot adds nothing */
+        size_t left = K - m < 4 ? K - m : 4;
+        __mmask64 keep = left == 4 ? ~(__mmask64)0 : (__mmask64)((1ull << (16 * left)) - 1);
+        code_indexes(_mm512_maskz_loadu_epi8(keep, group + 16 * m), &lo, &hi);
+        acc_step(&a0.lo_a, &a0.hi_a, _mm512_maskz_loadu_epi8(keep, l0 + 16 * m), lo, hi);
+        if (nq > 1) acc_step(&a1.lo_a, &a1.hi_a, _mm512_maskz_loadu_epi8(keep, l1 + 16 * m), lo, hi);
+        if (nq > 2) acc_step(&a2.lo_a, &a2.hi_a, _mm512_maskz_loadu_epi8(keep, l2 + 16 * m), lo, hi);
     }
-    const __m512i minus_bias = _mm512_set1_epi16((short)(-128 * (int)blocks));
-    out[0] = finish(&a0, minus_bias);
-    if (nq > 1) out[1] = finish(&a1, minus_bias);
-    if (nq > 2) out[2] = finish(&a2, minus_bias);
-}
-
-/* int32 sums of a whole group for any K: out[q][0] = points 0..15, [1] = 16..31. */
-INLINE void group_sums32(const uint8_t *group, size_t K, const uint8_t *const *luts, int nq,
-                         __m512i out[AVQ_SCAN_MAX_BATCH][2]) {
-    __m512i part[AVQ_SCAN_MAX_BATCH];
-    for (int q = 0; q < nq; q++) out[q][0] = out[q][1] = _mm512_setzero_si512();
-    for (size_t first = 0; first < K; first += AVQ_SCAN_CHUNK_BLOCKS) {
-        size_t blocks = K - first < AVQ_SCAN_CHUNK_BLOCKS ? K - first : AVQ_SCAN_CHUNK_BLOCKS;
-        chunk_sums(group + 16 * first, luts, first, blocks, nq, part);
-        for (int q = 0; q < nq; q++) {
-            __m512i lo = _mm512_cvtepi16_epi32(_mm512_castsi512_si256(part[q]));
-            __m512i hi = _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(part[q], 1));
-            out[q][0] = _mm512_add_epi32(out[q][0], lo);
-            out[q][1] = _mm512_add_epi32(out[q][1], hi);
-        }
+    const __m512i minus_bias = _mm512_set1_epi32(-128 * (int32_t)K);
+    out[0][0] = _mm512_add_epi32(_mm512_add_epi32(a0.lo_a, a0.lo_b), minus_bias);
+    out[0][1] = _mm512_add_epi32(_mm512_add_epi32(a0.hi_a, a0.hi_b), minus_bias);
+    if (nq > 1) {
+        out[1][0] = _mm512_add_epi32(_mm512_add_epi32(a1.lo_a, a1.lo_b), minus_bias);
+        out[1][1] = _mm512_add_epi32(_mm512_add_epi32(a1.hi_a, a1.hi_b), minus_bias);
+    }
+    if (nq > 2) {
+        out[2][0] = _mm512_add_epi32(_mm512_add_epi32(a2.lo_a, a2.lo_b), minus_bias);
+        out[2][1] = _mm512_add_epi32(_mm512_add_epi32(a2.hi_a, a2.hi_b), minus_bias);
     }
 }
 
@@ -128,28 +142,32 @@ INLINE __mmask32 valid_points(size_t n, size_t g) {
 
 /* ---- all sums ----------------------------------------------------------- */
 
-INLINE void sums16_nq(const uint8_t *packed, size_t n, size_t K, int nq,
+WITH_VNNI INLINE void sums16_nq(const uint8_t *packed, size_t n, size_t K, int nq,
                       const uint8_t *const *luts, int16_t *const *sums) {
-    __m512i out[AVQ_SCAN_MAX_BATCH];
+    __m512i out[AVQ_SCAN_MAX_BATCH][2];
     for (size_t g = 0; g < (n + 31) / 32; g++) {
-        chunk_sums(packed + g * 16 * K, luts, 0, K, nq, out);
+        group_sums(packed + g * 16 * K, K, luts, nq, out);
         __mmask32 keep = valid_points(n, g);
-        for (int q = 0; q < nq; q++) _mm512_mask_storeu_epi16(sums[q] + 32 * g, keep, out[q]);
+        for (int q = 0; q < nq; q++) {
+            __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi32_epi16(out[q][0])),
+                                              _mm512_cvtepi32_epi16(out[q][1]), 1);
+            _mm512_mask_storeu_epi16(sums[q] + 32 * g, keep, both);
+        }
     }
 }
 
-static void lut16_sums16_avx512(const uint8_t *packed, size_t n, size_t K, size_t nq,
+WITH_VNNI static void lut16_sums16_avx512(const uint8_t *packed, size_t n, size_t K, size_t nq,
                                 const uint8_t *const *luts, int16_t *const *sums) {
     if (nq == 1) sums16_nq(packed, n, K, 1, luts, sums);
     else if (nq == 2) sums16_nq(packed, n, K, 2, luts, sums);
     else sums16_nq(packed, n, K, 3, luts, sums);
 }
 
-INLINE void sums32_nq(const uint8_t *packed, size_t n, size_t K, int nq,
+WITH_VNNI INLINE void sums32_nq(const uint8_t *packed, size_t n, size_t K, int nq,
                       const uint8_t *const *luts, int32_t *const *sums) {
     __m512i out[AVQ_SCAN_MAX_BATCH][2];
     for (size_t g = 0; g < (n + 31) / 32; g++) {
-        group_sums32(packed + g * 16 * K, K, luts, nq, out);
+        group_sums(packed + g * 16 * K, K, luts, nq, out);
         __mmask32 keep = valid_points(n, g);
         for (int q = 0; q < nq; q++) {
             _mm512_mask_storeu_epi32(sums[q] + 32 * g, (__mmask16)keep, out[q][0]);
@@ -158,7 +176,7 @@ INLINE void sums32_nq(const uint8_t *packed, size_t n, size_t K, int nq,
     }
 }
 
-static void lut16_sums32_avx512(const uint8_t *packed, size_t n, size_t K, size_t nq,
+WITH_VNNI static void lut16_sums32_avx512(const uint8_t *packed, size_t n, size_t K, size_t nq,
                                 const uint8_t *const *luts, int32_t *const *sums) {
     if (nq == 1) sums32_nq(packed, n, K, 1, luts, sums);
     else if (nq == 2) sums32_nq(packed, n, K, 2, luts, sums);
@@ -167,69 +185,39 @@ static void lut16_sums32_avx512(const uint8_t *packed, size_t n, size_t K, size_
 
 /* ---- thresholded top-k -------------------------------------------------- */
 
-INLINE void topk16_nq(const avq_scan_leaf *leaf, int nq, const avq_scan_query *queries) {
+WITH_VNNI INLINE void topk_nq(const avq_scan_leaf *leaf, int nq, const avq_scan_query *queries) {
     size_t K = leaf->K, n = leaf->n;
     avq_scan_threshold thr[AVQ_SCAN_MAX_BATCH];
     __m512i thr_v[AVQ_SCAN_MAX_BATCH];
     const uint8_t *luts[AVQ_SCAN_MAX_BATCH];
     for (int q = 0; q < nq; q++) {
         avq_scan_threshold_init(&thr[q], &queries[q], K);
-        thr_v[q] = _mm512_set1_epi16((short)thr[q].thr);
-        luts[q] = queries[q].lut8;
-    }
-    __m512i out[AVQ_SCAN_MAX_BATCH];
-    for (size_t g = 0; g < (n + 31) / 32; g++) {
-        chunk_sums(leaf->codes + g * 16 * K, luts, 0, K, nq, out);
-        for (int q = 0; q < nq; q++) {
-            __mmask32 mask = _mm512_cmplt_epi16_mask(out[q], thr_v[q]);
-            if (!mask) continue;
-            mask &= valid_points(n, g);
-            int16_t tmp[32];
-            _mm512_storeu_si512(tmp, out[q]);
-            avq_scan_push_mask16(&thr[q], leaf, 32 * g, (uint32_t)mask, tmp);
-            avq_scan_threshold_refresh(&thr[q]);
-            thr_v[q] = _mm512_set1_epi16((short)thr[q].thr);
-        }
-    }
-}
-
-INLINE void topk32_nq(const avq_scan_leaf *leaf, int nq, const avq_scan_query *queries) {
-    size_t K = leaf->K, n = leaf->n;
-    avq_scan_threshold thr[AVQ_SCAN_MAX_BATCH];
-    const uint8_t *luts[AVQ_SCAN_MAX_BATCH];
-    for (int q = 0; q < nq; q++) {
-        avq_scan_threshold_init(&thr[q], &queries[q], K);
+        thr_v[q] = _mm512_set1_epi32(thr[q].thr);
         luts[q] = queries[q].lut8;
     }
     __m512i out[AVQ_SCAN_MAX_BATCH][2];
     for (size_t g = 0; g < (n + 31) / 32; g++) {
-        group_sums32(leaf->codes + g * 16 * K, K, luts, nq, out);
+        group_sums(leaf->codes + g * 16 * K, K, luts, nq, out);
         for (int q = 0; q < nq; q++) {
-            __m512i t = _mm512_set1_epi32(thr[q].thr);
-            uint32_t mask = (uint32_t)_mm512_cmplt_epi32_mask(out[q][0], t) |
-                            (uint32_t)_mm512_cmplt_epi32_mask(out[q][1], t) << 16;
-            mask &= (uint32_t)valid_points(n, g);
+            uint32_t mask = (uint32_t)_mm512_cmplt_epi32_mask(out[q][0], thr_v[q]) |
+                            (uint32_t)_mm512_cmplt_epi32_mask(out[q][1], thr_v[q]) << 16;
             if (!mask) continue;
+            mask &= (uint32_t)valid_points(n, g);
             int32_t tmp[32];
             _mm512_storeu_si512(tmp, out[q][0]);
             _mm512_storeu_si512(tmp + 16, out[q][1]);
             avq_scan_push_mask(&thr[q], leaf, 32 * g, mask, tmp);
             avq_scan_threshold_refresh(&thr[q]);
+            thr_v[q] = _mm512_set1_epi32(thr[q].thr);
         }
     }
 }
 
-static void lut16_topk_avx512(const avq_scan_leaf *leaf, size_t nq,
+WITH_VNNI static void lut16_topk_avx512(const avq_scan_leaf *leaf, size_t nq,
                               const avq_scan_query *queries) {
-    if (leaf->K > AVQ_SCAN_CHUNK_BLOCKS) {
-        if (nq == 1) topk32_nq(leaf, 1, queries);
-        else if (nq == 2) topk32_nq(leaf, 2, queries);
-        else topk32_nq(leaf, 3, queries);
-    } else {
-        if (nq == 1) topk16_nq(leaf, 1, queries);
-        else if (nq == 2) topk16_nq(leaf, 2, queries);
-        else topk16_nq(leaf, 3, queries);
-    }
+    if (nq == 1) topk_nq(leaf, 1, queries);
+    else if (nq == 2) topk_nq(leaf, 2, queries);
+    else topk_nq(leaf, 3, queries);
 }
 
 /* ---- float kernels ------------------------------------------------------ */

@@ -1,0 +1,495 @@
+/*
+ * test_scan.c -- lookup tables (suite lut) and the fast-scan kernels (suite
+ * scan).
+ *
+ * The integer kernels of every ISA this CPU supports are compared bit for bit
+ * with a naive sum computed here from the UNPACKED codes (so the scalar
+ * kernel is tested too, not trusted), over the shapes that break SIMD code:
+ * partial groups, n < 32, odd K, K = 1, K > 256, 1..3 queries, tables of all
+ * 0 and all 255.  The thresholded scans must return exactly the top-k of an
+ * exact sort of the reference distances, with thresholds that admit none,
+ * some or all points.  Float kernels are checked against double precision.
+ */
+#include <criterion/criterion.h>
+
+#include "avq_internal.h"
+#include "cpu.h"
+#include "lut.h"
+#include "pack.h"
+#include "scan.h"
+#include "topk.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const ISAS[] = {"scalar", "avx2", "avx512"};
+enum { N_ISAS = 3 };
+
+/* ---- fixtures ----------------------------------------------------------- */
+
+typedef struct {
+    size_t n, K, C;
+    uint8_t *codes;  /* n x K unpacked */
+    uint8_t *packed; /* 4-bit layout (C = 16 only) */
+} leaf_data;
+
+static leaf_data make_leaf(size_t n, size_t K, size_t C, uint64_t seed) {
+    leaf_data L = {n, K, C, malloc(n * K + 1), NULL};
+    cr_assert(L.codes);
+    for (size_t i = 0; i < n * K; i++) L.codes[i] = (uint8_t)(avq_rng_next(&seed) % C);
+    if (C == 16) {
+        L.packed = malloc(avq_pack4_size(n, K) + 1);
+        cr_assert(L.packed);
+        cr_assert_eq(avq_pack4(L.codes, n, K, L.packed), AVQ_OK);
+    }
+    return L;
+}
+
+static void free_leaf(leaf_data *L) {
+    free(L->codes);
+    free(L->packed);
+}
+
+/* fill: -1 random bytes, else that constant */
+static uint8_t *make_lut8(size_t K, size_t C, int fill, uint64_t seed) {
+    uint8_t *lut = malloc(K * C);
+    cr_assert(lut);
+    for (size_t i = 0; i < K * C; i++)
+        lut[i] = fill < 0 ? (uint8_t)avq_rng_next(&seed) : (uint8_t)fill;
+    return lut;
+}
+
+static int32_t naive_sum(const leaf_data *L, const uint8_t *lut8, size_t i) {
+    int32_t s = 0;
+    for (size_t m = 0; m < L->K; m++) s += lut8[m * L->C + L->codes[i * L->K + m]];
+    return s - 128 * (int32_t)L->K;
+}
+
+/* ---- all-sums kernels --------------------------------------------------- */
+
+static void check_sums(const leaf_data *L, size_t nq, const uint8_t *const *luts) {
+    int32_t *want[3], *got32[3];
+    int16_t *got16[3];
+    for (size_t q = 0; q < nq; q++) {
+        want[q] = malloc(L->n * sizeof(int32_t) + 4);
+        got32[q] = malloc(L->n * sizeof(int32_t) + 4);
+        got16[q] = malloc(L->n * sizeof(int16_t) + 4);
+        for (size_t i = 0; i < L->n; i++) want[q][i] = naive_sum(L, luts[q], i);
+    }
+    for (int a = 0; a < N_ISAS; a++) {
+        const avq_kernels *k = avq_kernels_for(ISAS[a]);
+        if (!k) continue;
+        for (size_t q = 0; q < nq; q++) memset(got32[q], 0x5A, L->n * sizeof(int32_t));
+        if (L->C == 16) k->lut16_sums32(L->packed, L->n, L->K, nq, luts, got32);
+        else k->lut256_sums32(L->codes, L->n, L->K, nq, luts, got32);
+        for (size_t q = 0; q < nq; q++)
+            for (size_t i = 0; i < L->n; i++)
+                cr_assert_eq(got32[q][i], want[q][i], "%s C=%zu sums32 n=%zu K=%zu nq=%zu q=%zu i=%zu",
+                             ISAS[a], L->C, L->n, L->K, nq, q, i);
+        if (L->C != 16 || L->K > AVQ_SCAN_CHUNK_BLOCKS) continue;
+        k->lut16_sums16(L->packed, L->n, L->K, nq, luts, got16);
+        for (size_t q = 0; q < nq; q++)
+            for (size_t i = 0; i < L->n; i++)
+                cr_assert_eq(got16[q][i], want[q][i], "%s sums16 n=%zu K=%zu nq=%zu q=%zu i=%zu",
+                             ISAS[a], L->n, L->K, nq, q, i);
+    }
+    for (size_t q = 0; q < nq; q++) {
+        free(want[q]);
+        free(got32[q]);
+        free(got16[q]);
+    }
+}
+
+static void sums_case(size_t n, size_t K, size_t C, size_t nq, int fill, uint64_t seed) {
+    leaf_data L = make_leaf(n, K, C, seed);
+    uint8_t *luts[3];
+    for (size_t q = 0; q < nq; q++) luts[q] = make_lut8(K, C, fill, seed * 3 + q);
+    check_sums(&L, nq, (const uint8_t *const *)luts);
+    for (size_t q = 0; q < nq; q++) free(luts[q]);
+    free_leaf(&L);
+}
+
+Test(scan, lut16_sums_all_isas_match_reference) {
+    static const size_t ns[] = {1, 7, 31, 32, 33, 95, 160, 1001};
+    static const size_t Ks[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 25, 50, 63, 64, 100, 255, 256};
+    uint64_t seed = 1;
+    for (size_t a = 0; a < sizeof ns / sizeof *ns; a++)
+        for (size_t b = 0; b < sizeof Ks / sizeof *Ks; b++)
+            for (size_t nq = 1; nq <= 3; nq++) sums_case(ns[a], Ks[b], 16, nq, -1, seed++);
+}
+
+Test(scan, lut16_sums_more_than_256_blocks) {
+    static const size_t Ks[] = {257, 258, 300, 511, 512, 513, 777};
+    for (size_t b = 0; b < sizeof Ks / sizeof *Ks; b++)
+        for (size_t nq = 1; nq <= 3; nq++) {
+            sums_case(45, Ks[b], 16, nq, -1, 100 + b);
+            sums_case(64, Ks[b], 16, nq, 255, 200 + b);
+            sums_case(13, Ks[b], 16, nq, 0, 300 + b);
+        }
+}
+
+Test(scan, lut16_sums_extreme_tables) {
+    static const size_t Ks[] = {1, 3, 128, 255, 256};
+    for (size_t b = 0; b < sizeof Ks / sizeof *Ks; b++)
+        for (size_t nq = 1; nq <= 3; nq++) {
+            sums_case(70, Ks[b], 16, nq, 0, 400 + b);   /* -128K: -32768 at K=256 */
+            sums_case(70, Ks[b], 16, nq, 255, 500 + b); /* 127K: 32512 at K=256 */
+        }
+}
+
+Test(scan, lut256_sums_all_isas_match_reference) {
+    static const size_t Ks[] = {1, 3, 8, 25, 64, 257};
+    for (size_t b = 0; b < sizeof Ks / sizeof *Ks; b++)
+        for (size_t nq = 1; nq <= 3; nq++) {
+            sums_case(77, Ks[b], 256, nq, -1, 600 + b);
+            sums_case(5, Ks[b], 256, nq, 255, 700 + b);
+        }
+}
+
+/* ---- thresholded top-k -------------------------------------------------- */
+
+static int cmp_nb(const void *a, const void *b) {
+    const avq_neighbor *x = a, *y = b;
+    if (x->dist != y->dist) return x->dist < y->dist ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+typedef struct {
+    double base, scale;
+    float prefill;  /* distance of k pre-filled entries; NAN: none */
+    size_t k;
+} topk_case;
+
+/* Pre-fill with k entries at `prefill` (ids -1..-k) and compact, so the
+ * buffer's threshold starts there: the way to make a threshold admit none,
+ * some or all of the leaf. */
+static void start_topk(avq_topk *t, avq_neighbor *storage, const topk_case *c) {
+    avq_topk_init(t, c->k, storage, 2 * c->k + 1);
+    if (isnan(c->prefill)) return;
+    for (size_t j = 0; j < c->k + 1; j++) avq_topk_push(t, c->prefill, -(int64_t)j - 1);
+    avq_topk_compact(t);
+}
+
+/* The expected result: the exact sort of every candidate ever offered. */
+static size_t expected_topk(const leaf_data *L, const uint8_t *lut8, const topk_case *c,
+                            const int64_t *ids, avq_neighbor *out) {
+    size_t total = 0;
+    avq_neighbor *all = malloc((L->n + c->k + 1) * sizeof *all);
+    if (!isnan(c->prefill))
+        for (size_t j = 0; j < c->k + 1; j++) all[total++] = (avq_neighbor){c->prefill, -(int64_t)j - 1};
+    for (size_t i = 0; i < L->n; i++)
+        all[total++] = (avq_neighbor){avq_lut8_dist(c->base, c->scale, naive_sum(L, lut8, i)),
+                                      ids ? ids[i] : 1000 + (int64_t)i};
+    qsort(all, total, sizeof *all, cmp_nb);
+    size_t k = total < c->k ? total : c->k;
+    memcpy(out, all, k * sizeof *all);
+    free(all);
+    return k;
+}
+
+static void check_topk(const leaf_data *L, size_t nq, uint8_t *const *luts,
+                       const topk_case *cases, const int64_t *ids) {
+    for (int a = 0; a < N_ISAS; a++) {
+        const avq_kernels *kern = avq_kernels_for(ISAS[a]);
+        if (!kern) continue;
+        avq_topk topk[3];
+        avq_neighbor *storage[3];
+        avq_scan_query queries[3];
+        for (size_t q = 0; q < nq; q++) {
+            storage[q] = malloc((2 * cases[q].k + 1) * sizeof(avq_neighbor));
+            start_topk(&topk[q], storage[q], &cases[q]);
+            queries[q] = (avq_scan_query){luts[q], cases[q].base, cases[q].scale, &topk[q]};
+        }
+        avq_scan_leaf leaf = {L->C == 16 ? L->packed : L->codes, L->n, L->K, ids, 1000};
+        if (L->C == 16) kern->lut16_topk(&leaf, nq, queries);
+        else kern->lut256_topk(&leaf, nq, queries);
+        for (size_t q = 0; q < nq; q++) {
+            avq_neighbor want[64];
+            size_t nw = expected_topk(L, luts[q], &cases[q], ids, want);
+            size_t ng = avq_topk_finish(&topk[q]);
+            cr_assert_eq(ng, nw, "%s n=%zu K=%zu q=%zu: %zu results, want %zu", ISAS[a], L->n,
+                         L->K, q, ng, nw);
+            for (size_t j = 0; j < nw; j++) {
+                cr_assert_eq(topk[q].items[j].id, want[j].id,
+                             "%s C=%zu n=%zu K=%zu nq=%zu q=%zu rank %zu", ISAS[a], L->C, L->n,
+                             L->K, nq, q, j);
+                cr_assert_eq(topk[q].items[j].dist, want[j].dist);
+            }
+            free(storage[q]);
+        }
+    }
+}
+
+/* A prefill at the distance of the reference sum of rank `rank` (in sorted
+ * order) makes the threshold admit about that many points. */
+static float dist_at_rank(const leaf_data *L, const uint8_t *lut8, double base, double scale,
+                          size_t rank) {
+    float *d = malloc(L->n * sizeof(float));
+    for (size_t i = 0; i < L->n; i++) d[i] = avq_lut8_dist(base, scale, naive_sum(L, lut8, i));
+    for (size_t i = 1; i < L->n; i++) /* insertion sort: n is small here */
+        for (size_t j = i; j > 0 && d[j] < d[j - 1]; j--) {
+            float t = d[j];
+            d[j] = d[j - 1];
+            d[j - 1] = t;
+        }
+    float v = d[rank < L->n ? rank : L->n - 1];
+    free(d);
+    return v;
+}
+
+static void topk_shapes(size_t C) {
+    static const size_t ns[] = {1, 9, 32, 33, 100, 517};
+    static const size_t Ks[] = {1, 2, 3, 5, 8, 25, 50, 64, 256, 257, 300};
+    uint64_t seed = 77;
+    for (size_t a = 0; a < sizeof ns / sizeof *ns; a++)
+        for (size_t b = 0; b < sizeof Ks / sizeof *Ks; b++)
+            for (size_t nq = 1; nq <= 3; nq++) {
+                if (C == 256 && Ks[b] > 64 && ns[a] > 100) continue; /* keep it quick */
+                leaf_data L = make_leaf(ns[a], Ks[b], C, seed++);
+                uint8_t *luts[3];
+                topk_case cases[3];
+                int64_t *ids = malloc(L.n * sizeof(int64_t));
+                for (size_t i = 0; i < L.n; i++) ids[i] = (int64_t)(L.n - i) * 7; /* reversed */
+                for (size_t q = 0; q < nq; q++) {
+                    luts[q] = make_lut8(L.K, C, -1, seed * 5 + q);
+                    /* small scales make many float ties: the id order must decide */
+                    double scale = q == 2 ? 1.0 / 64 : 0.013;
+                    double base = q == 1 ? 12345.678 : -3.5;
+                    size_t k = 1 + (seed + q) % 20;
+                    float prefill;
+                    switch ((seed + q) % 4) {
+                    case 0: prefill = NAN; break;                        /* admits all */
+                    case 1: prefill = -1e30f; break;                      /* admits none */
+                    case 2: prefill = 1e30f; break;                       /* admits all, full */
+                    default: prefill = dist_at_rank(&L, luts[q], base, scale, L.n / 3); /* some */
+                    }
+                    cases[q] = (topk_case){base, scale, prefill, k};
+                }
+                check_topk(&L, nq, luts, cases, NULL);
+                check_topk(&L, nq, luts, cases, ids);
+                for (size_t q = 0; q < nq; q++) free(luts[q]);
+                free(ids);
+                free_leaf(&L);
+            }
+}
+
+Test(scan, lut16_topk_equals_exact_sort) { topk_shapes(16); }
+
+Test(scan, lut256_topk_equals_exact_sort) { topk_shapes(256); }
+
+Test(scan, lut16_topk_counts_admitted_points) {
+    /* With k >= n and the buffer never compacting, every point is pushed. */
+    leaf_data L = make_leaf(70, 9, 16, 5);
+    uint8_t *lut = make_lut8(9, 16, -1, 6);
+    for (int a = 0; a < N_ISAS; a++) {
+        const avq_kernels *kern = avq_kernels_for(ISAS[a]);
+        if (!kern) continue;
+        avq_neighbor storage[200];
+        avq_topk t;
+        avq_topk_init(&t, 100, storage, 200);
+        avq_scan_query q = {lut, 0.0, 1.0, &t};
+        avq_scan_leaf leaf = {L.packed, L.n, L.K, NULL, 0};
+        kern->lut16_topk(&leaf, 1, &q);
+        cr_assert_eq(t.size, 70, "%s pushed %zu", ISAS[a], t.size);
+        cr_assert_eq(avq_topk_finish(&t), 70);
+    }
+    free(lut);
+    free_leaf(&L);
+}
+
+/* ---- float kernels ------------------------------------------------------ */
+
+Test(scan, float_dot_kernels_match_double) {
+    static const size_t ds[] = {1, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 100, 128, 300};
+    uint64_t seed = 9;
+    size_t n = 13;
+    for (size_t a = 0; a < sizeof ds / sizeof *ds; a++) {
+        size_t d = ds[a];
+        float *q = malloc(d * sizeof(float)), *rows = malloc(n * d * sizeof(float));
+        int8_t *rows8 = malloc(n * d);
+        for (size_t t = 0; t < d; t++) q[t] = (float)(avq_rng_uniform(&seed) * 2 - 1);
+        for (size_t t = 0; t < n * d; t++) {
+            rows[t] = (float)(avq_rng_uniform(&seed) * 2 - 1);
+            rows8[t] = (int8_t)((int)(avq_rng_next(&seed) % 255) - 127);
+        }
+        int64_t index[5] = {12, 0, 7, 7, 3};
+        for (int i = 0; i < N_ISAS; i++) {
+            const avq_kernels *k = avq_kernels_for(ISAS[i]);
+            if (!k) continue;
+            float out[13], out8[13], outi[5], outi8[5];
+            k->dot_rows(q, rows, n, d, out);
+            k->dot_rows_i8(q, rows8, n, d, out8);
+            k->dot_index(q, rows, d, index, 5, outi);
+            k->dot_index_i8(q, rows8, d, index, 5, outi8);
+            for (size_t r = 0; r < n; r++) {
+                double want = 0, want8 = 0, mag = 0, mag8 = 0;
+                for (size_t t = 0; t < d; t++) {
+                    want += (double)q[t] * rows[r * d + t];
+                    want8 += (double)q[t] * rows8[r * d + t];
+                    mag += fabs((double)q[t] * rows[r * d + t]);
+                    mag8 += fabs((double)q[t] * rows8[r * d + t]);
+                }
+                cr_assert(fabs(out[r] - want) <= 1e-5 * mag + 1e-6, "%s d=%zu f32 %g vs %g",
+                          ISAS[i], d, out[r], want);
+                cr_assert(fabs(out8[r] - want8) <= 1e-5 * mag8 + 1e-6, "%s d=%zu i8 %g vs %g",
+                          ISAS[i], d, out8[r], want8);
+                for (size_t j = 0; j < 5; j++)
+                    if ((size_t)index[j] == r) {
+                        cr_assert(fabs(outi[j] - want) <= 1e-5 * mag + 1e-6);
+                        cr_assert(fabs(outi8[j] - want8) <= 1e-5 * mag8 + 1e-6);
+                    }
+            }
+        }
+        free(q);
+        free(rows);
+        free(rows8);
+    }
+}
+
+Test(scan, dispatch) {
+    const char *isa = avq_isa();
+    cr_assert(strcmp(isa, "scalar") == 0 || strcmp(isa, "avx2") == 0 || strcmp(isa, "avx512") == 0);
+    cr_assert_str_eq(avq_kernels_get()->isa, isa);
+    cr_assert_not_null(avq_kernels_for("scalar"));
+    cr_assert_null(avq_kernels_for("sse9"));
+    cr_assert_null(avq_kernels_for(NULL));
+    /* the chosen ISA is one the CPU supports, and honours AVQ_ISA if it can */
+    cr_assert(avq_cpu_supports(isa));
+    const char *want = getenv("AVQ_ISA");
+    if (want && avq_cpu_supports(want)) cr_assert_str_eq(isa, want);
+    for (int a = 0; a < N_ISAS; a++) {
+        const avq_kernels *k = avq_kernels_for(ISAS[a]);
+        cr_assert_eq(k != NULL, avq_cpu_supports(ISAS[a]));
+        if (k) cr_assert_str_eq(k->isa, ISAS[a]);
+    }
+}
+
+/* ---- LUT construction and quantization (suite lut) ---------------------- */
+
+Test(lut, build_matches_definition) {
+    size_t d = 7, dpb = 2, K = 4;
+    uint64_t seed = 3;
+    float q[7], book[256 * 7], lut[4 * 256];
+    for (size_t t = 0; t < d; t++) q[t] = (float)avq_rng_uniform(&seed) - 0.5f;
+    for (size_t t = 0; t < 256 * d; t++) book[t] = (float)avq_rng_uniform(&seed) - 0.5f;
+    cr_assert_eq(avq_lut_blocks(d, dpb), K);
+    static const size_t Cs[] = {16, 256};
+    for (size_t c = 0; c < 2; c++)
+        for (int metric = 0; metric < 2; metric++) {
+            size_t C = Cs[c];
+            cr_assert_eq(avq_lut_build(q, d, dpb, book, C, metric ? AVQ_METRIC_L2 : AVQ_METRIC_DOT, lut),
+                         AVQ_OK);
+            for (size_t m = 0; m < K; m++) {
+                size_t len = m == K - 1 ? 1 : 2; /* last block is short */
+                for (size_t j = 0; j < C; j++) {
+                    const float *center = book + C * m * dpb + j * len;
+                    double want = 0;
+                    for (size_t t = 0; t < len; t++) {
+                        double e = metric ? (double)q[m * dpb + t] - center[t] : 0;
+                        want += metric ? e * e : -(double)q[m * dpb + t] * center[t];
+                    }
+                    cr_assert(fabs(lut[m * C + j] - want) < 1e-6, "C=%zu m=%zu j=%zu", C, m, j);
+                }
+            }
+        }
+    cr_assert_eq(avq_lut_build(q, d, 0, book, 16, AVQ_METRIC_DOT, lut), AVQ_ERR_INVALID);
+    cr_assert_eq(avq_lut_build(q, d, 2, book, 16, (avq_metric)9, lut), AVQ_ERR_INVALID);
+}
+
+/* The estimate from the quantized table is within K/2 integer units (plus
+ * float rounding) of the float sum, in both modes. */
+Test(lut, quantization_error_is_bounded) {
+    uint64_t seed = 11;
+    static const size_t Ks[] = {1, 8, 50, 300};
+    for (size_t b = 0; b < 4; b++)
+        for (int mode = 0; mode < 2; mode++)
+            for (int shift = 0; shift < 2; shift++) {
+                size_t K = Ks[b], C = 16;
+                float *lut = malloc(K * C * sizeof(float));
+                uint8_t *lut8 = malloc(K * C);
+                for (size_t i = 0; i < K * C; i++)
+                    lut[i] = (float)(avq_rng_uniform(&seed) * 2 - 1) * (float)(1 + i % 3) +
+                             (shift ? 5.0f : 0.0f); /* L2-like: all positive */
+                avq_lut8_info info;
+                cr_assert_eq(avq_lut_quantize(lut, K, C, (avq_lut8_mode)mode, lut8, &info), AVQ_OK);
+                cr_assert_eq(info.sum_min, -128 * (int32_t)K);
+                cr_assert_eq(info.sum_max, 127 * (int32_t)K);
+                cr_assert_eq(info.scale, (double)(float)info.scale);
+                for (int trial = 0; trial < 50; trial++) {
+                    double exact = 0;
+                    int32_t sum = 0;
+                    for (size_t m = 0; m < K; m++) {
+                        size_t j = avq_rng_next(&seed) % C;
+                        exact += lut[m * C + j];
+                        sum += lut8[m * C + j];
+                    }
+                    sum -= 128 * (int32_t)K;
+                    double est = avq_lut8_dist(info.offset, info.scale, sum);
+                    cr_assert(fabs(est - exact) <= 0.5001 * K * info.scale + 1e-4 * fabs(exact),
+                              "mode %d K=%zu: %g vs %g", mode, K, est, exact);
+                }
+                free(lut);
+                free(lut8);
+            }
+}
+
+Test(lut, quantize_edge_cases) {
+    float zeros[32] = {0};
+    uint8_t lut8[32];
+    avq_lut8_info info;
+    for (int mode = 0; mode < 2; mode++) {
+        cr_assert_eq(avq_lut_quantize(zeros, 2, 16, (avq_lut8_mode)mode, lut8, &info), AVQ_OK);
+        cr_assert_eq(info.scale, 1.0);
+        /* every code estimates exactly 0 */
+        int32_t sum = lut8[3] + lut8[16 + 9] - 256;
+        cr_assert_eq(avq_lut8_dist(info.offset, info.scale, sum), 0.0f);
+    }
+    /* symmetric mode: the DESIGN.md formula exactly */
+    float v[16];
+    for (int j = 0; j < 16; j++) v[j] = (float)(j - 8) * 0.25f; /* max |v| = 2 */
+    cr_assert_eq(avq_lut_quantize(v, 1, 16, AVQ_LUT8_SYMMETRIC, lut8, &info), AVQ_OK);
+    cr_assert_eq(info.scale, (double)(float)(2.0 / 127));
+    for (int j = 0; j < 16; j++)
+        cr_assert_eq(lut8[j], (uint8_t)(floor(v[j] / info.scale + 0.5) + 128), "j=%d", j);
+    cr_assert_eq(avq_lut_quantize(v, 1, 16, AVQ_LUT8_BLOCK_MIN, lut8, &info), AVQ_OK);
+    cr_assert_eq(lut8[0], 0);
+    cr_assert_eq(lut8[15], 255);
+    v[5] = NAN;
+    cr_assert_eq(avq_lut_quantize(v, 1, 16, AVQ_LUT8_SYMMETRIC, lut8, &info), AVQ_ERR_INVALID);
+    v[5] = INFINITY;
+    cr_assert_eq(avq_lut_quantize(v, 1, 16, AVQ_LUT8_BLOCK_MIN, lut8, &info), AVQ_ERR_INVALID);
+    cr_assert_eq(avq_lut_quantize(v, 0, 16, AVQ_LUT8_BLOCK_MIN, lut8, &info), AVQ_ERR_INVALID);
+}
+
+/* The integer threshold admits exactly the sums whose distance is <= eps,
+ * checked against every possible sum. */
+static void check_threshold(float eps, double base, double scale, int32_t lo, int32_t hi) {
+    int32_t thr = avq_lut8_threshold(eps, base, scale, lo, hi);
+    cr_assert(thr >= lo && thr <= hi + 1);
+    for (int32_t s = lo; s <= hi; s++)
+        cr_assert_eq(s < thr, avq_lut8_dist(base, scale, s) <= eps,
+                     "eps=%.9g base=%.17g scale=%.17g s=%d thr=%d", eps, base, scale, s, thr);
+}
+
+Test(lut, threshold_is_exact) {
+    uint64_t seed = 21;
+    check_threshold(INFINITY, 0.0, 0.01, -128, 127);
+    check_threshold(-INFINITY, 0.0, 0.01, -128, 127);
+    check_threshold(NAN, 0.0, 0.01, -128, 127);
+    check_threshold(-1e30f, 0.0, 0.01, -32768, 32512);
+    check_threshold(1e30f, 0.0, 0.01, -32768, 32512);
+    /* huge base: the float steps are coarser than the integer steps (ties) */
+    check_threshold(1.0e6f, 1.0e6, 1.0 / 1024, -32768, 32512);
+    check_threshold(1.0e6f + 0.0625f, 1.0e6, 1.0 / 1024, -32768, 32512);
+    for (int trial = 0; trial < 300; trial++) {
+        int32_t K = 1 + (int32_t)(avq_rng_next(&seed) % 256);
+        double scale = (double)(float)(avq_rng_uniform(&seed) * 0.1 + 1e-4);
+        double base = (avq_rng_uniform(&seed) - 0.5) * 100;
+        int32_t s = -128 * K + (int32_t)(avq_rng_next(&seed) % (uint64_t)(255 * K + 1));
+        /* eps exactly on a representable distance, or between two */
+        float eps = avq_lut8_dist(base, scale, s);
+        if (trial % 2) eps = nextafterf(eps, trial % 4 == 1 ? INFINITY : -INFINITY);
+        check_threshold(eps, base, scale, -128 * K, 127 * K);
+    }
+}

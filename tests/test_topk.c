@@ -1,0 +1,136 @@
+/*
+ * test_topk.c -- the bounded top-k buffer (src/topk.c) against a full qsort:
+ * random streams, heavy ties (order must be by (dist, id) whatever the push
+ * order), k = 1, the smallest legal capacity (k + 1), reuse after finish.
+ */
+#include <criterion/criterion.h>
+
+#include "avq_internal.h"
+#include "topk.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int cmp_ref(const void *a, const void *b) {
+    const avq_neighbor *x = a, *y = b;
+    if (x->dist != y->dist) return x->dist < y->dist ? -1 : 1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+/* Push `n` candidates into a buffer of (k, capacity) and compare with the
+ * first k of a sorted copy.  `levels` > 0 quantizes distances to that many
+ * values (ties); ids are a shuffled permutation, so ties arrive in any order. */
+static void run_case(size_t n, size_t k, size_t capacity, unsigned levels, uint64_t seed) {
+    avq_neighbor *all = malloc(n * sizeof *all), *storage = malloc(capacity * sizeof *storage);
+    cr_assert(all && storage);
+    for (size_t i = 0; i < n; i++) {
+        double u = avq_rng_uniform(&seed);
+        all[i].dist = levels ? (float)(avq_rng_next(&seed) % levels) : (float)(u * 2 - 1);
+        all[i].id = (int64_t)i;
+    }
+    for (size_t i = n; i > 1; i--) { /* shuffle ids */
+        size_t j = avq_rng_next(&seed) % i;
+        int64_t t = all[i - 1].id;
+        all[i - 1].id = all[j].id;
+        all[j].id = t;
+    }
+    avq_topk t;
+    avq_topk_init(&t, k, storage, capacity);
+    for (size_t i = 0; i < n; i++) avq_topk_push(&t, all[i].dist, all[i].id);
+    size_t got = avq_topk_finish(&t);
+    qsort(all, n, sizeof *all, cmp_ref);
+    size_t want = n < k ? n : k;
+    cr_assert_eq(got, want, "n=%zu k=%zu cap=%zu: %zu results", n, k, capacity, got);
+    for (size_t j = 0; j < want; j++) {
+        cr_assert_eq(t.items[j].id, all[j].id, "n=%zu k=%zu cap=%zu levels=%u rank %zu", n, k,
+                     capacity, levels, j);
+        cr_assert_eq(t.items[j].dist, all[j].dist);
+    }
+    if (got == k) { /* the threshold is the k-th best */
+        cr_assert_eq(t.worst_dist, all[k - 1].dist);
+        cr_assert_eq(t.worst_id, all[k - 1].id);
+    }
+    free(all);
+    free(storage);
+}
+
+Test(topk, random_against_qsort) {
+    static const size_t ks[] = {1, 2, 5, 10, 100};
+    static const size_t ns[] = {0, 1, 3, 10, 99, 1000, 20000};
+    uint64_t seed = 1;
+    for (size_t a = 0; a < 5; a++)
+        for (size_t b = 0; b < 7; b++) {
+            run_case(ns[b], ks[a], 2 * ks[a] + 1, 0, seed++);
+            run_case(ns[b], ks[a], ks[a] + 1, 0, seed++); /* smallest capacity */
+            run_case(ns[b], ks[a], 8 * ks[a], 0, seed++);
+        }
+}
+
+Test(topk, ties_go_to_lower_id) {
+    uint64_t seed = 2;
+    static const unsigned levels[] = {1, 2, 7};
+    for (size_t l = 0; l < 3; l++)
+        for (size_t k = 1; k <= 33; k += 8) {
+            run_case(500, k, k + 1, levels[l], seed++);
+            run_case(500, k, 3 * k, levels[l], seed++);
+        }
+}
+
+Test(topk, k1_keeps_the_minimum) {
+    avq_neighbor storage[2];
+    avq_topk t;
+    avq_topk_init(&t, 1, storage, 2);
+    float d[] = {3, 1, 4, 1, 5, 9, 2, 6, 0.5f, 0.5f};
+    for (int i = 0; i < 10; i++) avq_topk_push(&t, d[i], 100 - i);
+    cr_assert_eq(avq_topk_finish(&t), 1);
+    cr_assert_eq(t.items[0].dist, 0.5f);
+    cr_assert_eq(t.items[0].id, 91); /* of ids 92 and 91 at 0.5, the lower */
+}
+
+Test(topk, threshold_rejects_and_admits_ties) {
+    avq_neighbor storage[3];
+    avq_topk t;
+    avq_topk_init(&t, 2, storage, 3);
+    cr_assert(avq_topk_admits(&t, INFINITY, 0)); /* nothing yet: everything */
+    avq_topk_push(&t, 1.0f, 10);
+    avq_topk_push(&t, 2.0f, 20);
+    avq_topk_push(&t, 3.0f, 30); /* full: compacts to {1, 2} */
+    cr_assert_eq(t.size, 2);
+    cr_assert_eq(t.worst_dist, 2.0f);
+    cr_assert_eq(t.worst_id, 20);
+    cr_assert(!avq_topk_admits(&t, 2.5f, 0));
+    cr_assert(!avq_topk_admits(&t, 2.0f, 21));
+    cr_assert(avq_topk_admits(&t, 2.0f, 19));
+    cr_assert(!avq_topk_admits(&t, NAN, 0));
+    avq_topk_push(&t, NAN, 1); /* ignored */
+    cr_assert_eq(t.size, 2);
+}
+
+Test(topk, reset_and_reuse_after_finish) {
+    avq_neighbor storage[7];
+    avq_topk t;
+    avq_topk_init(&t, 3, storage, 7);
+    for (int i = 0; i < 20; i++) avq_topk_push(&t, (float)(i % 5), i);
+    cr_assert_eq(avq_topk_finish(&t), 3);
+    /* pushing after finish continues the same search */
+    avq_topk_push(&t, -1.0f, 99);
+    cr_assert_eq(avq_topk_finish(&t), 3);
+    cr_assert_eq(t.items[0].id, 99);
+    cr_assert_eq(t.items[1].id, 0);
+    cr_assert_eq(t.items[2].id, 5);
+    avq_topk_reset(&t);
+    cr_assert_eq(avq_topk_finish(&t), 0);
+    cr_assert(isinf(t.worst_dist));
+}
+
+Test(topk, select_and_sort_helpers) {
+    uint64_t seed = 5;
+    avq_neighbor v[200], ref[200];
+    for (int i = 0; i < 200; i++) v[i] = (avq_neighbor){(float)(avq_rng_next(&seed) % 17), i};
+    memcpy(ref, v, sizeof v);
+    qsort(ref, 200, sizeof *ref, cmp_ref);
+    avq_neighbors_select(v, 200, 37);
+    avq_neighbors_sort(v, 37);
+    for (int j = 0; j < 37; j++) cr_assert_eq(v[j].id, ref[j].id, "rank %d", j);
+}
