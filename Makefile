@@ -31,7 +31,7 @@ LDLIBS_LIB = -lopenblas -lpthread -lm
 ARCH := $(shell $(CC) -dumpmachine)
 ifneq (,$(findstring x86_64,$(ARCH)))
   AVX2_FLAGS   = -mavx2 -mfma -mbmi -mbmi2 -mpopcnt
-  AVX512_FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vbmi -mfma -mbmi -mbmi2 -mpopcnt
+  AVX512_FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vbmi -mavx512vnni -mfma -mbmi -mbmi2 -mpopcnt
   SIMD_SRC = $(wildcard src/simd/*_avx2.c) $(wildcard src/simd/*_avx512.c)
 else
   SIMD_SRC =

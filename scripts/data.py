@@ -33,15 +33,14 @@ build/avq next to this script's repository).  `make data` sets both.
 """
 
 import argparse
+import importlib.util
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import time
-import warnings
 
 import numpy as np
 
@@ -151,6 +150,15 @@ def build(ctx, dataset, params, source, steps, force):
     ctx.counts.update(old.get("counts", {}) if old else {})
     files, changed, ran = {}, set(), []
     t0 = time.monotonic()
+
+    def save():
+        # Only steps visited in this run are recorded: a later step's old
+        # entry may describe a file made from inputs rebuilt since.
+        write_manifest(manifest_path, {
+            "manifest_version": MANIFEST_VERSION, "dataset": dataset, "params": params,
+            "source": source, "counts": ctx.counts, "files": files,
+            "made_by": "scripts/data.py"})
+
     for step in steps:
         stale_inputs = [i for i in step.inputs if i in changed]
         if not stale_inputs and all(file_ok(ctx, o, recorded) for o in step.outputs):
@@ -167,14 +175,12 @@ def build(ctx, dataset, params, source, steps, force):
             if recorded.get(o) != entry:
                 changed.add(o)
             files[o] = entry
-        write_manifest(manifest_path, {
-            "manifest_version": MANIFEST_VERSION, "dataset": dataset, "params": params,
-            "source": source, "counts": ctx.counts, "files": files,
-            "made_by": "scripts/data.py"})
+        save()
     if not ran:
         log(ctx.tag, f"up to date ({len(files)} files verified in "
                      f"{time.monotonic() - t0:.1f} s): {ctx.out_dir}")
     else:
+        save()  # the steps skipped after the last one that ran
         log(ctx.tag, f"built {', '.join(ran)} in {time.monotonic() - t0:.1f} s: {ctx.out_dir}")
     return files
 
@@ -196,11 +202,7 @@ def run_gt(ctx, metric, ids_name, dist_name, base="base.fvecs", query="query.fve
 
 
 def have_h5py():
-    try:
-        import h5py  # noqa: F401
-        return True
-    except ImportError:
-        return False
+    return importlib.util.find_spec("h5py") is not None
 
 
 def write_hdf5(ctx, name, datasets, attrs):
@@ -271,49 +273,6 @@ def read_glove_json(tarball):
         return member.read()
 
 
-NUMERIC_LIST = re.compile(rb'":\[([-+0-9.eE,]*)\]')
-
-
-def parse_glove_fast(text):
-    """(meta, words, rows) without building ~35M Python floats: the words
-    array is decoded with json, the vectors are found by a regex for
-    numeric lists and parsed by numpy.  Each vector carries its own word
-    index, so their order in the text does not matter.  Returns None if the
-    text does not look exactly as expected; the caller then falls back to
-    the json module (slow but sure)."""
-    head = text[:4096].decode("utf-8", "replace")
-    try:
-        meta, _ = json.JSONDecoder().raw_decode(head[:head.index(',"words":')] + "}")
-        start = text.index(b'"words":') + len(b'"words":')
-        window = text[start:start + (64 << 20)].decode("utf-8", "replace")
-        words, end = json.JSONDecoder().raw_decode(window)
-    except ValueError:
-        return None
-    vectors_at = start + len(window[:end].encode("utf-8"))
-    # The vectors object ends at the first "]}" (a list closing, then the
-    # object); "unkVector" and any other fields follow it.
-    vectors_end = text.find(b"]}", vectors_at) + 1
-    bodies = NUMERIC_LIST.findall(text, vectors_at, vectors_end if vectors_end > 0 else len(text))
-    dim = int(meta.get("dimensions", 0))
-    if dim <= 0 or len(bodies) != len(words):
-        return None
-    # fromstring's text mode parses without a Python object per number; it
-    # stops early on a malformed number, which the size check below catches.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        flat = np.fromstring(b",".join(bodies).decode("ascii"), dtype=np.float64, sep=",")
-    if flat.size != len(words) * (dim + 2):
-        return None
-    full = flat.reshape(len(words), dim + 2)
-    index_at = int(meta.get("wordIndex", dim + 1))
-    idx = full[:, index_at].astype(np.int64)
-    if not np.array_equal(np.sort(idx), np.arange(len(words))):
-        return None
-    rows = np.empty_like(full)
-    rows[idx] = full
-    return meta, words, rows
-
-
 def parse_glove_json(text):
     doc = json.loads(text)
     words, vectors = doc["words"], doc["vectors"]
@@ -332,11 +291,8 @@ def parse_glove(ctx, tarball):
     """(words, float32 matrix) in the package's word order."""
     with Timer(ctx.tag, f"reading {GLOVE_JSON} (~300 MB of JSON)"):
         text = read_glove_json(tarball)
-    with Timer(ctx.tag, "parsing it"):
-        parsed = parse_glove_fast(text)
-        if parsed is None:
-            log(ctx.tag, "unexpected layout; parsing with the json module instead (slow)")
-            parsed = parse_glove_json(text)
+    with Timer(ctx.tag, "parsing it with the json module"):
+        parsed = parse_glove_json(text)
         del text
     meta, words, full = parsed
     dim = int(meta["dimensions"])

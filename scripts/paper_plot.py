@@ -49,8 +49,12 @@ def main(argv):
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
     for ax, (bits, series) in zip(axes[0], panels.items()):
         for label, ys in series:
-            style = "--" if label.startswith("reconstruction") else "-"
-            ax.plot(ns, ys, style, label=label, linewidth=1.6)
+            if label.startswith("reconstruction"):
+                # drawn on top, dashed black: at eta = 1 an anisotropic curve
+                # coincides with it and must not hide it
+                ax.plot(ns, ys, "k--", label=label, linewidth=1.8, zorder=5)
+            else:
+                ax.plot(ns, ys, "-", label=label, linewidth=1.6)
         ax.set_xscale("log")
         ax.set_xlabel("N")
         ax.set_ylabel("Recall1@N")

@@ -31,6 +31,8 @@
  */
 #include "aniso.h"
 
+#include "partition.h" /* avq_cholesky */
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -277,4 +279,126 @@ double avq_aniso_loss(const float *y, const float *x, const uint8_t *code,
     if (norm2 > 0.0) par /= sqrt(norm2);
     else par = 0.0;
     return eta * par * par + (r2 - par * par);
+}
+
+/* ---- anisotropic codebook update ---------------------------------------- */
+
+enum { UPDATE_MAX_UNKNOWNS = 4096 };
+
+typedef struct {
+    const float *y, *x;
+    size_t n;
+    const avq_pq_shape *s;
+    const uint8_t *codes;
+    const double *inv_norm, *eta1; /* per point: 1/|x| (0 for x = 0), eta - 1 */
+    uint16_t *index;               /* n x d: position in theta of each dimension */
+    size_t P;                      /* unknowns, C*d */
+    double *M, *b;                 /* P x P system (lower triangle used), rhs */
+} update_job;
+
+/* index[i][dim] = where dimension dim of point i's decoded vector sits in
+ * theta (= the codebook offset).  Computed once: the accumulation below
+ * reads it d times per dimension. */
+static int theta_indices(void *ctx, size_t begin, size_t end, int worker) {
+    (void)worker;
+    const update_job *job = ctx;
+    const avq_pq_shape *s = job->s;
+    size_t d = s->dim, K = avq_pq_num_blocks(s);
+    for (size_t i = begin; i < end; i++) {
+        const uint8_t *code = job->codes + i * K;
+        uint16_t *idx = job->index + i * d;
+        for (size_t m = 0; m < K; m++) {
+            size_t start = avq_pq_block_start(s, m), len = avq_pq_block_len(s, m);
+            size_t base = s->num_centers * m * s->dims_per_block + code[m] * len;
+            for (size_t t = 0; t < len; t++) idx[start + t] = (uint16_t)(base + t);
+        }
+    }
+    return AVQ_OK;
+}
+
+/* Rows of the system that belong to blocks [begin, end): every unknown of
+ * block m lives in one contiguous range of theta, so a worker owning whole
+ * blocks owns whole rows and no sum is ever shared between threads (the
+ * result does not depend on the thread count). */
+static int update_rows(void *ctx, size_t begin, size_t end, int worker) {
+    (void)worker;
+    const update_job *job = ctx;
+    const avq_pq_shape *s = job->s;
+    size_t d = s->dim, P = job->P;
+    size_t lo = avq_pq_block_start(s, begin), hi = end < avq_pq_num_blocks(s)
+                                                       ? avq_pq_block_start(s, end) : d;
+    for (size_t i = 0; i < job->n; i++) {
+        const float *y = job->y + i * d, *x = job->x + i * d;
+        const uint16_t *idx = job->index + i * d;
+        double w = job->eta1[i], inv = job->inv_norm[i];
+        double xy = w > 0.0 ? avq_dot_f64(x, y, d) * inv : 0.0;
+        for (size_t t = lo; t < hi; t++) {
+            size_t r = idx[t];
+            double *row = job->M + r * P;
+            row[r] += 1.0;
+            job->b[r] += y[t];
+            if (w <= 0.0) continue;
+            double xt = w * x[t] * inv; /* (eta - 1) x^_t */
+            job->b[r] += xt * xy;
+            xt *= inv;
+            for (size_t u = 0; u < d; u++) row[idx[u]] += xt * x[u];
+        }
+    }
+    return AVQ_OK;
+}
+
+int avq_aniso_update_codebook(const float *y, const float *x, size_t n,
+                              const avq_pq_shape *shape, const uint8_t *codes,
+                              const avq_aniso_params *p, float *codebook) {
+    int st = check_encode_args(y, x, n, shape, codebook, p, codes);
+    if (st != AVQ_OK) return st;
+    size_t P = shape->num_centers * shape->dim, K = avq_pq_num_blocks(shape), d = shape->dim;
+    if (P > UPDATE_MAX_UNKNOWNS)
+        return avq_fail(AVQ_ERR_UNSUPPORTED,
+                        "codebook update: %zu unknowns (C=%zu x d=%zu), at most %d supported", P,
+                        shape->num_centers, d, UPDATE_MAX_UNKNOWNS);
+    for (size_t i = 0; i < n * K; i++)
+        if (codes[i] >= shape->num_centers)
+            return avq_fail(AVQ_ERR_INVALID, "codebook update: code %u >= %zu at row %zu",
+                            (unsigned)codes[i], shape->num_centers, i / K);
+    double *M = calloc(P * P, sizeof *M), *b = calloc(P, sizeof *b);
+    double *per_point = malloc(2 * (n ? n : 1) * sizeof *per_point);
+    uint16_t *index = malloc((n ? n : 1) * d * sizeof *index);
+    if (!M || !b || !per_point || !index) {
+        st = avq_fail_nomem("codebook update system", P * P * sizeof(double));
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        double norm2 = avq_norm2_f64(x + i * d, d);
+        per_point[i] = norm2 > 0.0 ? 1.0 / sqrt(norm2) : 0.0;
+        per_point[n + i] = norm2 > 0.0 ? point_eta(p, norm2, d) - 1.0 : 0.0;
+    }
+    update_job job = {y, x, n, shape, codes, per_point, per_point + n, index, P, M, b};
+    st = avq_parallel_for(n, 1024, p->threads, theta_indices, &job, NULL, NULL, "codebook update");
+    if (st == AVQ_OK)
+        st = avq_parallel_for(K, 1, p->threads, update_rows, &job, NULL, NULL, "codebook update");
+    if (st != AVQ_OK) goto done;
+    /* each worker filled whole rows, so M is complete and symmetric; the
+     * factorisation reads its lower triangle */
+    /* ridge toward the current codebook: unused centers stay put, and the
+     * system is positive definite even when some center has no points */
+    double trace = 0.0;
+    for (size_t r = 0; r < P; r++) trace += M[r * P + r];
+    double ridge = 1e-9 * (trace / (double)P) + 1e-12;
+    for (size_t r = 0; r < P; r++) {
+        M[r * P + r] += ridge;
+        b[r] += ridge * codebook[r];
+    }
+    if (!avq_cholesky(M, P)) {
+        st = avq_fail(AVQ_ERR_INTERNAL, "codebook update: system not positive definite");
+        goto done;
+    }
+    avq_cholesky_solve(M, P, b);
+    for (size_t r = 0; r < P; r++) codebook[r] = (float)b[r];
+done:
+    free(M);
+    free(b);
+    free(per_point);
+    free(index);
+    return st;
 }

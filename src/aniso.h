@@ -66,6 +66,23 @@ int avq_aniso_encode(const float *y, const float *x, size_t n, const avq_pq_shap
                      const float *codebook, const avq_aniso_params *p, uint8_t *codes,
                      avq_progress_fn progress, void *progress_user);
 
+/* The paper's anisotropic codebook update (Guo et al. §4.2; DESIGN.md §2
+ * step 4, optional): with the codes fixed, re-solve ALL codebook entries
+ * theta (the C*d floats, in codebook layout) in one least-squares problem
+ *   [sum_i B_i^T B_i + sum_i (eta_i - 1) u_i u_i^T] theta
+ *       = sum_i B_i^T y_i + (eta_i - 1) u_i <x^_i, y_i>,   u_i = B_i^T x^_i,
+ * x^_i = x_i/|x_i|, B_i the selection matrix of code i (B_i theta = decoded
+ * vector).  That is the minimiser of sum_i eta_i par_i² + |r_i|² - par_i²
+ * (divided by h_perp).  A tiny ridge toward the current codebook keeps
+ * unused centers where they are.  The system has C*d unknowns and is dense:
+ * only C*d <= 4096 is supported (4-bit codes up to d = 256), else
+ * AVQ_ERR_UNSUPPORTED.  Multi-threaded and deterministic (each worker owns
+ * whole rows of the system); no BLAS.  eta per point as in
+ * avq_aniso_encode (p->threshold / p->eta). */
+int avq_aniso_update_codebook(const float *y, const float *x, size_t n,
+                              const avq_pq_shape *shape, const uint8_t *codes,
+                              const avq_aniso_params *p, float *codebook);
+
 /* The anisotropic loss of one coded vector (double): r = y - decode(code),
  * par = <r, x>/|x| (0 when x = 0).  For tests and diagnostics. */
 double avq_aniso_loss(const float *y, const float *x, const uint8_t *code,

@@ -54,6 +54,7 @@ int avq_pack4(const uint8_t *codes, size_t n, size_t K, uint8_t *packed) {
                         (const void *)codes, (void *)packed);
     if (avq_pack4_size(n, K) == SIZE_MAX)
         return avq_fail(AVQ_ERR_INVALID, "pack4: n=%zu x K=%zu is too large", n, K);
+    if (n == 0) return AVQ_OK;
     for (size_t i = 0; i < n; i++) {
         int st = check_codes(codes + i * K, K, i);
         if (st != AVQ_OK) return st;

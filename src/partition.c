@@ -66,9 +66,7 @@ void avq_partition_group(const int32_t *assign, size_t n, size_t L, size_t *offs
 
 /* ---- Cholesky ---------------------------------------------------------- */
 
-/* In place A = L Lᵀ (lower triangle of the row-major d x d A); false if A
- * is not (numerically) positive definite. */
-static bool cholesky(double *A, size_t d) {
+bool avq_cholesky(double *A, size_t d) {
     for (size_t j = 0; j < d; j++) {
         double s = A[j * d + j];
         for (size_t k = 0; k < j; k++) s -= A[j * d + k] * A[j * d + k];
@@ -84,8 +82,7 @@ static bool cholesky(double *A, size_t d) {
     return true;
 }
 
-/* Solve L Lᵀ z = b in place of b. */
-static void cholesky_solve(const double *Lm, size_t d, double *b) {
+void avq_cholesky_solve(const double *Lm, size_t d, double *b) {
     for (size_t i = 0; i < d; i++) {
         double t = b[i];
         for (size_t k = 0; k < i; k++) t -= Lm[i * d + k] * b[k];
@@ -150,8 +147,8 @@ static int avq_leaves(void *ctx, size_t begin, size_t end, int worker) {
         float *c = job->centers + l * d;
         if (lo < hi) {
             avq_system(job, lo, hi, A, b, sum_x);
-            if (cholesky(A, d)) {
-                cholesky_solve(A, d, b);
+            if (avq_cholesky(A, d)) {
+                avq_cholesky_solve(A, d, b);
                 for (size_t t = 0; t < d; t++) c[t] = (float)b[t];
             } else {
                 job->failed[l] = 1;

@@ -95,4 +95,12 @@ size_t avq_select_leaves_one(const float *centers, const float *cnorm2, size_t L
                              const float *query, avq_metric metric, size_t m,
                              avq_neighbor *scratch, int32_t *leaves, float *dists);
 
+/* Dense symmetric positive definite solves in double, for the AVQ centers
+ * and the anisotropic codebook update (no LAPACK dependency).
+ * avq_cholesky: in place A = L Lᵀ on the lower triangle of the row-major
+ * d x d A (the upper triangle is ignored); false if A is not numerically
+ * positive definite.  avq_cholesky_solve: solve L Lᵀ z = b in place of b. */
+bool avq_cholesky(double *A, size_t d);
+void avq_cholesky_solve(const double *L, size_t d, double *b);
+
 #endif

@@ -10,10 +10,10 @@
  *
  * Integer conventions (lut.h): a point's sum is
  *   sum = sum_m lut8[m*C + code_m] - 128*K,
- * exact in int16 when K <= 256.  For K > 256 the kernels re-accumulate in
- * int32 every 256 blocks, so any K is exact in the *32 variants and in the
- * top-k scans.  Everything is modulo 2^16 inside a 256-block chunk, which is
- * harmless because the chunk's final sum fits int16.
+ * exact in int16 when K <= 256.  Any K is exact in the *32 variants and in
+ * the top-k scans: the AVX2 kernel works modulo 2^16 inside chunks of <= 256
+ * blocks (harmless, the chunk's sum fits int16) and widens to int32 between
+ * chunks; scalar and AVX-512 accumulate in int32 throughout.
  *
  * Preconditions (checked by the callers, not in the hot path): K >= 1;
  * 1 <= nq <= AVQ_SCAN_MAX_BATCH; 4-bit codes < 16; every pointer valid for

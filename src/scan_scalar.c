@@ -17,18 +17,22 @@
 
 #include <string.h>
 
-/* The 32 sums of one packed group (points beyond the leaf are padding). */
+/* The 32 sums of one packed group (points beyond the leaf are padding).
+ * Point-major order (two points per byte column, all K blocks) keeps each
+ * sum in a register; a block-major loop over 32 accumulators makes the
+ * compiler keep them in memory or emulate gathers. */
 static void lut16_group_sums(const uint8_t *group, size_t K, const uint8_t *lut,
                              int32_t sums[32]) {
-    int32_t acc[32] = {0};
-    for (size_t m = 0; m < K; m++) {
-        const uint8_t *row = group + 16 * m, *table = lut + 16 * m;
-        for (int s = 0; s < 16; s++) {
-            acc[s] += table[row[s] & 15];
-            acc[s + 16] += table[row[s] >> 4];
+    for (int s = 0; s < 16; s++) {
+        int32_t lo = 0, hi = 0;
+        for (size_t m = 0; m < K; m++) {
+            uint8_t byte = group[16 * m + (size_t)s];
+            lo += lut[16 * m + (byte & 15)];
+            hi += lut[16 * m + (byte >> 4)];
         }
+        sums[s] = lo - 128 * (int32_t)K;
+        sums[s + 16] = hi - 128 * (int32_t)K;
     }
-    for (int s = 0; s < 32; s++) sums[s] = acc[s] - 128 * (int32_t)K;
 }
 
 static size_t group_count(size_t n) { return (n + 31) / 32; }

@@ -39,7 +39,7 @@
 enum { MAX_THRESHOLDS = 16, CURVE = 100, GT_K = 10, MAX_CONFIGS = 4 };
 
 typedef struct {
-    char name[32];
+    char name[48];
     size_t bits, dims_per_block;
     double threshold; /* NaN = reconstruction */
     double eta;       /* eta of a unit-norm point at this threshold */
@@ -49,12 +49,12 @@ typedef struct {
 
 typedef struct {
     const char *base_path, *query_path, *plot_path, *csv_path;
-    size_t queries, sample, iters;
+    size_t queries, sample, iters, cb_rounds;
     size_t dpb[MAX_CONFIGS], nconfigs;
     double thresholds[MAX_THRESHOLDS];
     size_t nthresholds;
     avq_eta_mode eta_mode;
-    int normalize;
+    int normalize, first;
     long threads;
     unsigned long seed;
 } paper_opts;
@@ -64,19 +64,24 @@ static void usage(FILE *out) {
             "usage: avq paper [--base B] [--query Q] [--queries N] [--plot FILE.png]\n"
             "                 [--csv FILE] [--thresholds 0.1,0.2,0.3,0.5] [--dims-per-block 4,2]\n"
             "                 [--eta-mode asymptotic|exact] [--sample S] [--iters I]\n"
-            "                 [--seed S] [--threads T] [--no-normalize]\n\n"
+            "                 [--seed S] [--threads T] [--no-normalize] [--first]\n\n"
             "Reproduce the quantization experiment of Guo et al. 2020 (Figure 3): 4-bit PQ\n"
             "of the whole base, codes chosen by reconstruction loss vs anisotropic loss at\n"
             "each threshold T, every query scored exactly against every code.\n"
             "  --base B           base vectors (default data/glove-100/base.fvecs)\n"
             "  --query Q          queries (default data/glove-100/query.fvecs)\n"
-            "  --queries N        use the first N queries (default 2000, 0 = all)\n"
+            "  --queries N        use N queries spread evenly over the file (default 2000,\n"
+            "                     0 = all): GloVe's query file is in word-frequency order,\n"
+            "                     so its first rows are the easiest (frequent words)\n"
+            "  --first            take the first N queries instead\n"
             "  --dims-per-block L one bit rate per value: d/L blocks x 4 bits (default 4,2:\n"
             "                     100 and 200 bits at d = 100)\n"
             "  --thresholds LIST  anisotropic thresholds T (default 0.1,0.2,0.3,0.5)\n"
             "  --eta-mode M       asymptotic (ScaNN, default) or exact (finite-d integral)\n"
             "  --sample S         codebook training sample (default 100000)\n"
             "  --iters I          k-means iterations per block (default 10)\n"
+            "  --codebook-update R  also run each threshold with R rounds of the paper's\n"
+            "                     anisotropic codebook update (re-solve codebook, re-encode)\n"
             "  --plot FILE.png    Recall1@N curves (needs /usr/bin/python3 + matplotlib;\n"
             "                     script: $AVQ_PAPER_PLOT or scripts/paper_plot.py)\n"
             "  --csv FILE         write the table as CSV\n"
@@ -108,7 +113,8 @@ static int parse_opts(int argc, char **argv, paper_opts *o) {
         {"dims-per-block", required_argument, 0, 'L'}, {"eta-mode", required_argument, 0, 'e'},
         {"sample", required_argument, 0, 's'},     {"iters", required_argument, 0, 'i'},
         {"seed", required_argument, 0, 'S'},       {"threads", required_argument, 0, 't'},
-        {"no-normalize", no_argument, 0, 'N'},     {"help", no_argument, 0, 'h'},
+        {"no-normalize", no_argument, 0, 'N'},     {"first", no_argument, 0, 'F'},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     *o = (paper_opts){.base_path = "data/glove-100/base.fvecs",
                       .query_path = "data/glove-100/query.fvecs",
@@ -128,6 +134,11 @@ static int parse_opts(int argc, char **argv, paper_opts *o) {
         case 'p': o->plot_path = optarg; break;
         case 'c': o->csv_path = optarg; break;
         case 'N': o->normalize = 0; break;
+        case 'F': o->first = 1; break;
+        case 'U':
+            if (!cli_parse_size(optarg, &o->cb_rounds) || o->cb_rounds > 100)
+                return cli_usage_error("paper", "--codebook-update must be 0..100, got '%s'", optarg);
+            break;
         case 'n':
             if (!cli_parse_size(optarg, &o->queries))
                 return cli_usage_error("paper", "--queries must be a count, got '%s'", optarg);
@@ -235,10 +246,11 @@ static int run_config(const paper_opts *o, const eval_setup *e, size_t dpb, vari
     if (avq_pq_check_shape(&shape, "paper") != AVQ_OK) return cli_fail("paper", AVQ_ERR_INVALID);
     size_t K = avq_pq_num_blocks(&shape);
     float *codebook = malloc(16 * e->d * sizeof(float));
+    float *cb_work = malloc(16 * e->d * sizeof(float));
     float *decoded = malloc(e->n * e->d * sizeof(float));
     uint8_t *codes = malloc(e->n * K);
     int rc = 0;
-    if (!codebook || !decoded || !codes) {
+    if (!codebook || !cb_work || !decoded || !codes) {
         rc = cli_error("paper", "out of memory for %zu decoded vectors", e->n);
         goto out;
     }
@@ -256,7 +268,11 @@ static int run_config(const paper_opts *o, const eval_setup *e, size_t dpb, vari
     }
     fprintf(stderr, "avq paper: %zu bits (%zu blocks x 4 bits, %zu dims/block): codebook in %.1f s\n",
             4 * K, K, dpb, cli_now() - t0);
-    for (size_t t = 0; t <= o->nthresholds && !rc; t++) {
+    size_t runs = 1 + o->nthresholds * (o->cb_rounds ? 2 : 1);
+    for (size_t r = 0; r < runs && !rc; r++) {
+        /* run 0: reconstruction; then per threshold: plain, [+ codebook update] */
+        size_t t = r == 0 ? 0 : 1 + (r - 1) / (o->cb_rounds ? 2 : 1);
+        size_t rounds = r > 0 && o->cb_rounds && (r - 1) % 2 == 1 ? o->cb_rounds : 0;
         variant *v = &out[(*nout)++];
         memset(v, 0, sizeof *v);
         v->bits = 4 * K;
@@ -264,17 +280,25 @@ static int run_config(const paper_opts *o, const eval_setup *e, size_t dpb, vari
         v->threshold = t == 0 ? NAN : o->thresholds[t - 1];
         v->eta = t == 0 ? 1.0 : avq_eta(1.0, e->d, v->threshold, o->eta_mode);
         if (t == 0) snprintf(v->name, sizeof v->name, "reconstruction");
-        else snprintf(v->name, sizeof v->name, "anisotropic T=%.2g", v->threshold);
+        else if (!rounds) snprintf(v->name, sizeof v->name, "anisotropic T=%.2g", v->threshold);
+        else snprintf(v->name, sizeof v->name, "aniso T=%.2g +cb x%zu", v->threshold, rounds);
         avq_aniso_params ap;
         avq_aniso_default_params(&ap);
         ap.threshold = v->threshold;
         ap.eta_mode = o->eta_mode;
         ap.threads = e->threads;
+        memcpy(cb_work, codebook, 16 * e->d * sizeof(float));
         double start = cli_now();
-        st = avq_aniso_encode(e->base, e->base, e->n, &shape, codebook, &ap, codes,
+        st = avq_aniso_encode(e->base, e->base, e->n, &shape, cb_work, &ap, codes,
                               cli_progress, NULL);
+        for (size_t u = 0; u < rounds && st == AVQ_OK; u++) {
+            st = avq_aniso_update_codebook(e->base, e->base, e->n, &shape, codes, &ap, cb_work);
+            if (st == AVQ_OK)
+                st = avq_aniso_encode(e->base, e->base, e->n, &shape, cb_work, &ap, codes,
+                                      cli_progress, NULL);
+        }
         v->encode_s = cli_now() - start;
-        if (st == AVQ_OK) st = avq_pq_decode(codes, e->n, &shape, codebook, decoded);
+        if (st == AVQ_OK) st = avq_pq_decode(codes, e->n, &shape, cb_work, decoded);
         if (st != AVQ_OK) {
             rc = cli_fail("paper", st);
             break;
@@ -287,6 +311,7 @@ static int run_config(const paper_opts *o, const eval_setup *e, size_t dpb, vari
     }
 out:
     free(codebook);
+    free(cb_work);
     free(decoded);
     free(codes);
     return rc;
@@ -360,6 +385,15 @@ static int write_plot(const char *png, const variant *v, size_t nv) {
 
 /* ---- main -------------------------------------------------------------- */
 
+/* Move nq rows spread evenly over the matrix (row i*rows/nq) to its front,
+ * in order: a representative subset of a file sorted by anything. */
+static void spread_rows(float_matrix *m, size_t nq) {
+    for (size_t i = 0; i < nq; i++) {
+        size_t src = (size_t)((double)i * (double)m->rows / (double)nq);
+        if (src != i) memmove(m->data + i * m->cols, m->data + src * m->cols, m->cols * sizeof(float));
+    }
+}
+
 int cmd_paper(int argc, char **argv) {
     paper_opts o;
     int rc = parse_opts(argc, argv, &o);
@@ -368,6 +402,7 @@ int cmd_paper(int argc, char **argv) {
     rc = cli_load_base_query("paper", o.base_path, o.query_path, &base, &query);
     if (rc) return rc;
     size_t nq = o.queries && o.queries < query.rows ? o.queries : query.rows;
+    if (!o.first) spread_rows(&query, nq);
     if (o.normalize) {
         avq_normalize_rows(base.data, base.rows, base.cols);
         avq_normalize_rows(query.data, nq, query.cols);
@@ -375,7 +410,7 @@ int cmd_paper(int argc, char **argv) {
     eval_setup e = {base.data, query.data, base.rows, base.cols, nq,
                     base.rows < CURVE ? base.rows : CURVE, base.rows < GT_K ? base.rows : GT_K,
                     NULL, (int)o.threads};
-    variant *vars = calloc(MAX_CONFIGS * (MAX_THRESHOLDS + 1), sizeof *vars);
+    variant *vars = calloc(MAX_CONFIGS * (2 * MAX_THRESHOLDS + 1), sizeof *vars);
     int64_t *gt = malloc(nq * e.k_gt * sizeof *gt);
     if (!vars || !gt) {
         rc = cli_error("paper", "out of memory");
@@ -394,7 +429,8 @@ int cmd_paper(int argc, char **argv) {
     size_t nv = 0;
     for (size_t c = 0; c < o.nconfigs && !rc; c++) rc = run_config(&o, &e, o.dpb[c], vars, &nv);
     if (!rc) {
-        printf("# avq paper: %s, %zu queries, eta mode %s, total %.1f s\n", o.base_path, nq,
+        printf("# avq paper: %s, %zu %s queries, eta mode %s, total %.1f s\n", o.base_path, nq,
+               nq == query.rows ? "(all)" : o.first ? "first" : "evenly spread",
                o.eta_mode == AVQ_ETA_EXACT ? "exact" : "asymptotic", cli_now() - t0);
         print_table(stdout, vars, nv);
     }
