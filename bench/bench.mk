@@ -2,10 +2,11 @@
 # and turn every CSV in bench/out/ into the recall/QPS table and plot.
 #
 # Included by the top-level Makefile (its last line), so it sees $(BUILD),
-# $(LDLIBS_LIB), $(PYTHON) and $(DATA_DIR).  It is a separate fragment because the baselines are C++ and
-# need -march=native, -fopenmp and libfaiss, none of which belong in the
-# library's build.  The program is bench/baselines.cpp (not .c) so that the
-# Makefile's $(BUILD)/bench/% pattern rule for C benchmarks never matches it.
+# $(LDLIBS_LIB), $(PYTHON) and $(DATA_DIR).  It is a separate fragment
+# because the baselines are C++ and need -march=native, -fopenmp and
+# libfaiss, none of which belong in the library's build.  The program is
+# bench/baselines.cpp (not .c) so that the Makefile's $(BUILD)/bench/%
+# pattern rule for C benchmarks never matches it.
 #
 #   make bench-baselines   build + run hnswlib and FAISS on GloVe-100
 #                          -> bench/out/baselines.csv (about 10 minutes)

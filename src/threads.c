@@ -101,6 +101,9 @@ int avq_parallel_for(size_t n, size_t chunk, int threads, avq_range_fn fn,
     }
     for (int w = 1; w < started; w++) pthread_join(tids[w], NULL);
     int status = atomic_load(&job.status);
-    if (status == AVQ_OK && progress) progress(progress_user, stage, n, n);
+    /* The final report may still cancel: with small jobs the other workers
+     * can finish every chunk before this thread reports once. */
+    if (status == AVQ_OK && progress && progress(progress_user, stage, n, n) != 0)
+        status = avq_fail(AVQ_ERR_CANCELLED, "%s: cancelled by the progress callback", stage);
     return status;
 }

@@ -64,7 +64,8 @@ static void usage(FILE *out) {
             "usage: avq paper [--base B] [--query Q] [--queries N] [--plot FILE.png]\n"
             "                 [--csv FILE] [--thresholds 0.1,0.2,0.3,0.5] [--dims-per-block 4,2]\n"
             "                 [--eta-mode asymptotic|exact] [--sample S] [--iters I]\n"
-            "                 [--seed S] [--threads T] [--no-normalize] [--first]\n\n"
+            "                 [--seed S] [--threads T] [--no-normalize] [--first]\n"
+            "                 [--codebook-update R]\n\n"
             "Reproduce the quantization experiment of Guo et al. 2020 (Figure 3): 4-bit PQ\n"
             "of the whole base, codes chosen by reconstruction loss vs anisotropic loss at\n"
             "each threshold T, every query scored exactly against every code.\n"
@@ -114,7 +115,7 @@ static int parse_opts(int argc, char **argv, paper_opts *o) {
         {"sample", required_argument, 0, 's'},     {"iters", required_argument, 0, 'i'},
         {"seed", required_argument, 0, 'S'},       {"threads", required_argument, 0, 't'},
         {"no-normalize", no_argument, 0, 'N'},     {"first", no_argument, 0, 'F'},
-        {"help", no_argument, 0, 'h'},
+        {"codebook-update", required_argument, 0, 'U'}, {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     *o = (paper_opts){.base_path = "data/glove-100/base.fvecs",
                       .query_path = "data/glove-100/query.fvecs",
