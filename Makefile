@@ -52,7 +52,7 @@ SHARED_LIB = $(BUILD)/libavq.so
 CLI        = $(BUILD)/avq
 TEST_BIN   = $(BUILD)/test_avq
 
-.PHONY: all test unit-test py-test check bench demo data install clean paper fuzz python
+.PHONY: all test unit-test py-test check bench bench-micro bench-avq demo data install clean paper fuzz python
 
 all: $(STATIC_LIB) $(SHARED_LIB) $(CLI)
 
@@ -98,8 +98,15 @@ py-test: $(CLI) $(SHARED_LIB)
 check:
 	$(MAKE) BUILD=build-sanitize SANITIZE="-fsanitize=address,undefined -fno-omit-frame-pointer" OPT="-O1 -g" test
 
-bench: $(BENCH_BIN) $(CLI)
+# The whole comparison takes a while (hnswlib builds dominate); each part
+# can be run alone: bench-micro, bench-avq, bench-baselines, bench-report.
+bench: bench-micro bench-avq bench-baselines bench-report
+
+bench-micro: $(BENCH_BIN)
 	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
+
+bench-avq: $(CLI) data
+	AVQ_BIN=$(abspath $(CLI)) $(PYTHON) bench/avq_sweep.py --csv bench/out/avq.csv
 
 data: $(CLI)
 	AVQ_BIN=$(abspath $(CLI)) DATA_DIR=$(DATA_DIR) $(PYTHON) scripts/data.py glove
