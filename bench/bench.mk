@@ -9,7 +9,8 @@
 # pattern rule for C benchmarks never matches it.
 #
 #   make bench-baselines   build + run hnswlib and FAISS on GloVe-100
-#                          -> bench/out/baselines.csv (about 10 minutes)
+#                          -> bench/out/baselines.csv (10-17 minutes: 17 on a
+#                          busy 2-core box, mostly the two hnswlib builds)
 #   make bench-report      every bench/out/*.csv -> bench/out/table.md and
 #                          bench/out/recall_qps.png (QPS at fixed recall@10,
 #                          ratios to "avq")
