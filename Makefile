@@ -11,7 +11,7 @@
 #
 # The library is compiled for baseline x86-64 (or any other CPU); only the
 # files in src/simd/ get ISA flags (-mavx2, -mavx512*), and the kernel is
-# chosen at run time (src/cpu.c).  Never add -march=native here.
+# chosen at run time (src/cpu.c).  Never add a build-machine -march flag here.
 
 CC      ?= gcc
 PYTHON  ?= /usr/bin/python3
