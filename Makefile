@@ -92,7 +92,7 @@ test: unit-test py-test
 unit-test: $(TEST_BIN) $(CLI)
 	$(TEST_BIN) --jobs=2
 
-py-test: $(CLI) $(SHARED_LIB)
+py-test: $(CLI) $(SHARED_LIB) python
 	AVQ_BIN=$(abspath $(CLI)) $(PYTHON) -m pytest -q tests
 
 check:
@@ -132,3 +132,8 @@ clean:
 # Benchmarks against other libraries (C++ parts, baselines) live in their own
 # fragment so they can evolve without touching the core build.
 -include bench/bench.mk
+
+# The Python extension module (python/python.mk: target `python`) and the
+# loader fuzzer (fuzz/fuzz.mk: target `fuzz`) each own their fragment.
+include python/python.mk
+include fuzz/fuzz.mk

@@ -1,0 +1,2 @@
+# Python extension module: placeholder until the binding lands (issue 8).
+python:
