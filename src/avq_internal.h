@@ -26,6 +26,16 @@ int avq_fail(int status, const char *fmt, ...)
 /* Shorthand for an allocation failure of `bytes` while doing `what`. */
 int avq_fail_nomem(const char *what, size_t bytes);
 
+/* ---- memory hints ------------------------------------------------------ */
+
+/* Ask for the cache line holding `p` ahead of use (a no-op where the
+ * compiler has no builtin).  Never faults, so any address is allowed. */
+#if defined(__GNUC__) || defined(__clang__)
+#define AVQ_PREFETCH(p) __builtin_prefetch((p), 0, 3)
+#else
+#define AVQ_PREFETCH(p) ((void)(p))
+#endif
+
 /* ---- allocation -------------------------------------------------------- */
 
 /* 64-byte aligned allocation (cache line / AVX-512 width); NULL on failure or

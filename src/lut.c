@@ -65,6 +65,15 @@ static uint8_t to_byte(double units) {
     return (uint8_t)(r < 0.0 ? 0.0 : (r > 255.0 ? 255.0 : r));
 }
 
+/* to_byte for units >= 0, the block-min case (every entry is at least its
+ * block's minimum).  Truncation of a non-negative value is floor, and this
+ * spelling stays inline on baseline x86-64, where floor() is a libm call:
+ * the LUT is quantized once per query, so it is on the query path. */
+static uint8_t to_byte_nonneg(double units) {
+    double r = units + 0.5;
+    return r >= 255.0 ? 255 : (uint8_t)(uint32_t)r;
+}
+
 static void quantize_symmetric(const float *lut, size_t K, size_t C, uint8_t *lut8,
                                avq_lut8_info *info) {
     size_t total = K * C;
@@ -76,25 +85,34 @@ static void quantize_symmetric(const float *lut, size_t K, size_t C, uint8_t *lu
     info->offset = 0.0;
 }
 
+/* Entries are finite (checked by the caller), so plain comparisons replace
+ * fminf/fmaxf, which are out-of-line calls without -ffast-math. */
+static float block_min(const float *v, size_t C) {
+    float lo = v[0];
+    for (size_t j = 1; j < C; j++) lo = v[j] < lo ? v[j] : lo;
+    return lo;
+}
+
+static float block_max(const float *v, size_t C) {
+    float hi = v[0];
+    for (size_t j = 1; j < C; j++) hi = v[j] > hi ? v[j] : hi;
+    return hi;
+}
+
 static void quantize_block_min(const float *lut, size_t K, size_t C, uint8_t *lut8,
                                avq_lut8_info *info) {
     float widest = 0.0f;
     double min_sum = 0.0;
     for (size_t m = 0; m < K; m++) {
-        float lo = lut[m * C], hi = lut[m * C];
-        for (size_t j = 1; j < C; j++) {
-            lo = fminf(lo, lut[m * C + j]);
-            hi = fmaxf(hi, lut[m * C + j]);
-        }
-        widest = fmaxf(widest, hi - lo);
+        float lo = block_min(lut + m * C, C), width = block_max(lut + m * C, C) - lo;
+        widest = width > widest ? width : widest;
         min_sum += lo;
     }
     double scale = widest > 0.0f ? (double)(float)((double)widest / 255.0) : 1.0;
     for (size_t m = 0; m < K; m++) {
-        float lo = lut[m * C];
-        for (size_t j = 1; j < C; j++) lo = fminf(lo, lut[m * C + j]);
+        float lo = block_min(lut + m * C, C);
         for (size_t j = 0; j < C; j++)
-            lut8[m * C + j] = to_byte(((double)lut[m * C + j] - lo) / scale);
+            lut8[m * C + j] = to_byte_nonneg(((double)lut[m * C + j] - lo) / scale);
     }
     info->scale = scale;
     info->offset = min_sum + 128.0 * (double)K * scale;

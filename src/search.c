@@ -148,6 +148,18 @@ static void select_leaves(const avq_index *idx, const avq_kernels *kern, search_
     avq_smallest_of(dist, L, count, s->leaves);
 }
 
+/* The next leaf's first code groups are requested while this leaf is
+ * scanned: a leaf is only a few KB, so the hardware prefetcher, which needs a
+ * few misses to detect a stream, would otherwise start every leaf cold. */
+enum { LEAF_PREFETCH_BYTES = 1024 };
+
+static void prefetch_leaf_start(const avq_index *idx, size_t leaf) {
+    const char *p = (const char *)(idx->codes + idx->code_offsets[leaf]);
+    uint64_t bytes = idx->code_offsets[leaf + 1] - idx->code_offsets[leaf];
+    if (bytes > LEAF_PREFETCH_BYTES) bytes = LEAF_PREFETCH_BYTES;
+    for (uint64_t b = 0; b < bytes; b += 64) AVQ_PREFETCH(p + b);
+}
+
 /* Steps 3-4: quantized LUT and the fast scan into `cand`. */
 static int scan_leaves(const avq_index *idx, const avq_kernels *kern, search_scratch *s,
                        size_t count, avq_topk *cand) {
@@ -165,6 +177,7 @@ static int scan_leaves(const avq_index *idx, const avq_kernels *kern, search_scr
         /* dot/cosine: score = <q, c> + <q, r>, so the leaf adds -<q,c>,
          * which is exactly the leaf's selection distance; L2 has no bias */
         double bias = idx->params.metric == AVQ_METRIC_L2 ? 0.0 : (double)s->leaves[i].dist;
+        if (i + 1 < count) prefetch_leaf_start(idx, (size_t)s->leaves[i + 1].id);
         avq_scan_leaf leaf = {idx->codes + idx->code_offsets[l], (size_t)n, K, NULL,
                               (int64_t)first};
         avq_scan_query query = {s->lut8, bias + info.offset, info.scale, cand};
@@ -182,7 +195,19 @@ static void reorder_candidates(const avq_index *idx, const avq_kernels *kern,
             avq_topk_push(out, c[i].dist, idx->ids[c[i].id]);
         return;
     }
-    for (size_t i = 0; i < count; i++) s->positions[i] = c[i].id;
+    /* The candidates' rows are scattered over the whole index (one cache miss
+     * per line); requesting all of them before the first dot product lets the
+     * misses overlap instead of being paid one row at a time. */
+    size_t row_bytes = idx->dim * (idx->reorder == AVQ_REORDER_FLOAT ? sizeof(float) : 1);
+    const char *rows = idx->reorder == AVQ_REORDER_FLOAT ? (const char *)idx->vectors
+                                                        : (const char *)idx->vectors_i8;
+    for (size_t i = 0; i < count; i++) {
+        s->positions[i] = c[i].id;
+        const char *row = rows + (size_t)c[i].id * row_bytes;
+        for (size_t b = 0; b < row_bytes; b += 64) AVQ_PREFETCH(row + b);
+        AVQ_PREFETCH(row + row_bytes - 1);
+        AVQ_PREFETCH(&idx->ids[c[i].id]);
+    }
     if (idx->reorder == AVQ_REORDER_FLOAT)
         kern->dot_index(s->q, idx->vectors, idx->dim, s->positions, count, s->exact);
     else
@@ -223,7 +248,7 @@ static int search_with_scratch(const avq_index *idx, const avq_kernels *kern,
         select_leaves(idx, kern, s, r->leaves);
         st = scan_leaves(idx, kern, s, r->leaves, &cand);
         if (st != AVQ_OK) return st;
-        size_t count = avq_topk_finish(&cand);
+        size_t count = avq_topk_take(&cand);
         reorder_candidates(idx, kern, s, cand.items, count, &out);
     }
     write_output(idx, &out, qnorm2, r->k, ids, scores);

@@ -8,9 +8,12 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
+/* Bitwise rather than short-circuit operators: the comparison feeds the
+ * branch-free partition below, and scan order makes its outcome random. */
 static inline int less(const avq_neighbor *a, const avq_neighbor *b) {
-    return a->dist < b->dist || (a->dist == b->dist && a->id < b->id);
+    return (a->dist < b->dist) | ((a->dist == b->dist) & (a->id < b->id));
 }
 
 static inline void swap(avq_neighbor *a, avq_neighbor *b) {
@@ -32,6 +35,33 @@ void avq_topk_reset(avq_topk *t) {
     t->worst_id = INT64_MAX;
 }
 
+/* Lomuto partition of v[lo+1..hi) around `pivot` without a data-dependent
+ * branch: every element is swapped with the first not-smaller one and the
+ * boundary advances by the comparison's 0/1.  (An element that is not
+ * smaller swaps with another not-smaller one, so the invariant holds.)  The
+ * branchy version mispredicted about half its comparisons: candidates from a
+ * scan arrive in no useful order.  Returns the boundary. */
+static size_t partition_lomuto(avq_neighbor *v, size_t lo, size_t hi, avq_neighbor pivot) {
+    /* Elements move as two 8-byte words: the element stored at v[store] is
+     * often loaded again by the next iteration, and a 16-byte load of data
+     * written by narrower stores (what the compiler makes of a struct copy)
+     * defeats store-to-load forwarding, which tripled the cost of this loop. */
+    uint64_t(*w)[2] = (uint64_t(*)[2])(void *)v;
+    size_t store = lo + 1;
+    for (size_t i = lo + 1; i < hi; i++) {
+        uint64_t x0 = w[i][0], x1 = w[i][1];
+        avq_neighbor x;
+        memcpy(&x, &w[i], sizeof x);
+        size_t smaller = (size_t)less(&x, &pivot);
+        w[i][0] = w[store][0];
+        w[i][1] = w[store][1];
+        w[store][0] = x0;
+        w[store][1] = x1;
+        store += smaller;
+    }
+    return store;
+}
+
 void avq_neighbors_select(avq_neighbor *v, size_t n, size_t k) {
     size_t lo = 0, hi = n; /* the k-th smallest lies in [lo, hi) */
     while (hi - lo > 1) {
@@ -41,10 +71,7 @@ void avq_neighbors_select(avq_neighbor *v, size_t n, size_t k) {
         if (less(&v[hi - 1], &v[lo])) swap(&v[hi - 1], &v[lo]);
         if (less(&v[hi - 1], &v[mid])) swap(&v[hi - 1], &v[mid]);
         swap(&v[lo], &v[mid]);
-        avq_neighbor pivot = v[lo];
-        size_t store = lo + 1;
-        for (size_t i = lo + 1; i < hi; i++)
-            if (less(&v[i], &pivot)) swap(&v[i], &v[store++]);
+        size_t store = partition_lomuto(v, lo, hi, v[lo]);
         swap(&v[lo], &v[store - 1]);
         size_t p = store - 1; /* pivot's final position */
         if (p == k) return;
@@ -119,30 +146,72 @@ size_t avq_topk_finish(avq_topk *t) {
     return t->size;
 }
 
-/* Max-heap on (dist, id): the root is the worst of the kept. */
-static void sift_down(avq_neighbor *h, size_t n, size_t i) {
-    for (;;) {
-        size_t l = 2 * i + 1, worst = i;
-        if (l < n && less(&h[worst], &h[l])) worst = l;
-        if (l + 1 < n && less(&h[worst], &h[l + 1])) worst = l + 1;
-        if (worst == i) return;
-        swap(&h[i], &h[worst]);
-        i = worst;
+size_t avq_topk_take(avq_topk *t) {
+    if (t->size > t->k) {
+        avq_neighbors_select(t->items, t->size, t->k);
+        t->size = t->k;
     }
+    return t->size;
 }
 
-size_t avq_smallest_of(const float *dist, size_t n, size_t m, avq_neighbor *out) {
+/* Select the m smallest of all n, sorted (the general path). */
+static size_t smallest_by_select(const float *dist, size_t n, size_t m, avq_neighbor *work) {
+    for (size_t i = 0; i < n; i++) work[i] = (avq_neighbor){dist[i], (int64_t)i};
+    if (m < n) avq_neighbors_select(work, n, m);
+    avq_neighbors_sort(work, m);
+    return m;
+}
+
+/* The m-th smallest of few floats, by repeated branch-free selection. */
+static float nth_smallest(float *v, size_t n, size_t rank) {
+    size_t lo = 0, hi = n;
+    while (hi - lo > 1) {
+        float pivot = v[lo + (hi - lo) / 2];
+        v[lo + (hi - lo) / 2] = v[lo];
+        v[lo] = pivot;
+        size_t store = lo + 1;
+        for (size_t i = lo + 1; i < hi; i++) {
+            float x = v[i];
+            size_t smaller = (size_t)(x < pivot);
+            v[i] = v[store];
+            v[store] = x;
+            store += smaller;
+        }
+        v[lo] = v[store - 1];
+        v[store - 1] = pivot;
+        size_t p = store - 1;
+        if (p == rank) break;
+        if (p < rank) lo = p + 1;
+        else hi = p;
+    }
+    return v[rank];
+}
+
+/* Leaf selection picks a few (tens) of thousands of scores.  A strided
+ * sample of 128 scores gives a threshold that about 2m + 4 * n / 128 of them
+ * pass; one branch-free pass keeps those, and only they are selected and
+ * sorted.  Leaf scores are in k-means order, which is unrelated to any query,
+ * so the stride is as good as a random sample; if too few pass anyway (a
+ * skewed distribution, ties, NaN), the general path runs. */
+enum { SMALLEST_SAMPLE = 128 };
+
+size_t avq_smallest_of(const float *dist, size_t n, size_t m, avq_neighbor *work) {
     if (m > n) m = n;
     if (m == 0) return 0;
-    for (size_t i = 0; i < m; i++) out[i] = (avq_neighbor){dist[i], (int64_t)i};
-    for (size_t i = m / 2; i-- > 0;) sift_down(out, m, i);
-    for (size_t i = m; i < n; i++) {
-        /* ids grow with i, so an equal distance never displaces the root */
-        if (dist[i] < out[0].dist) {
-            out[0] = (avq_neighbor){dist[i], (int64_t)i};
-            sift_down(out, m, 0);
-        }
+    if (n < 4 * SMALLEST_SAMPLE || m * 8 > n) return smallest_by_select(dist, n, m, work);
+    float sample[SMALLEST_SAMPLE];
+    size_t stride = n / SMALLEST_SAMPLE;
+    for (size_t j = 0; j < SMALLEST_SAMPLE; j++) sample[j] = dist[j * stride];
+    size_t rank = 2 * ((m * SMALLEST_SAMPLE + n - 1) / n) + 4;
+    if (rank >= SMALLEST_SAMPLE) return smallest_by_select(dist, n, m, work);
+    float limit = nth_smallest(sample, SMALLEST_SAMPLE, rank);
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        work[kept] = (avq_neighbor){dist[i], (int64_t)i};
+        kept += (size_t)(dist[i] <= limit);
     }
-    avq_neighbors_sort(out, m);
+    if (kept < m) return smallest_by_select(dist, n, m, work);
+    if (kept > m) avq_neighbors_select(work, kept, m);
+    avq_neighbors_sort(work, m);
     return m;
 }

@@ -62,10 +62,15 @@ void avq_neighbors_sort(avq_neighbor *v, size_t n);
  * particular order (k < n). */
 void avq_neighbors_select(avq_neighbor *v, size_t n, size_t k);
 
-/* The m smallest of dist[0..n) as (dist, index) pairs in ascending order,
- * written to out (m entries); returns min(m, n).  A bounded max-heap: one
- * comparison per element once the heap holds m, so selecting 40 leaves out
- * of 2000 costs little more than reading the scores. */
-size_t avq_smallest_of(const float *dist, size_t n, size_t m, avq_neighbor *out);
+/* Like avq_topk_finish, but the best min(k, size) are left in no particular
+ * order (for candidate lists whose order does not matter: cheaper). */
+size_t avq_topk_take(avq_topk *t);
+
+/* The m smallest of dist[0..n) as (dist, index) pairs in ascending (dist,
+ * index) order at work[0..m); returns min(m, n).  `work` must have room for
+ * n entries (it is scratch beyond the first m).  Linear time: a sampled
+ * threshold keeps the candidates, so selecting 40 leaves of 2000 costs
+ * little more than reading the scores. */
+size_t avq_smallest_of(const float *dist, size_t n, size_t m, avq_neighbor *work);
 
 #endif

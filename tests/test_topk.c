@@ -134,3 +134,41 @@ Test(topk, select_and_sort_helpers) {
     avq_neighbors_sort(v, 37);
     for (int j = 0; j < 37; j++) cr_assert_eq(v[j].id, ref[j].id, "rank %d", j);
 }
+
+/* avq_smallest_of (leaf selection) against a full sort: both of its paths
+ * (direct selection for small n or large m, sampled threshold otherwise),
+ * continuous scores, heavy ties, and a sorted input whose strided sample is
+ * the worst case for the threshold. */
+static void check_smallest_of(size_t n, size_t m, int mode, uint64_t seed) {
+    float *dist = malloc(n * sizeof *dist);
+    avq_neighbor *work = malloc(n * sizeof *work), *ref = malloc(n * sizeof *ref);
+    cr_assert(dist && work && ref);
+    for (size_t i = 0; i < n; i++) {
+        if (mode == 0) dist[i] = (float)avq_rng_uniform(&seed);
+        else if (mode == 1) dist[i] = (float)(avq_rng_next(&seed) % 7);
+        else dist[i] = (float)(n - i); /* descending: the best are at the end */
+        ref[i] = (avq_neighbor){dist[i], (int64_t)i};
+    }
+    qsort(ref, n, sizeof *ref, cmp_ref);
+    size_t got = avq_smallest_of(dist, n, m, work);
+    size_t want = m < n ? m : n;
+    cr_assert_eq(got, want, "n=%zu m=%zu", n, m);
+    for (size_t j = 0; j < want; j++) {
+        cr_assert_eq(work[j].id, ref[j].id, "n=%zu m=%zu mode=%d rank %zu", n, m, mode, j);
+        cr_assert_eq(work[j].dist, ref[j].dist);
+    }
+    free(dist);
+    free(work);
+    free(ref);
+}
+
+Test(topk, smallest_of_matches_sort) {
+    const size_t ns[] = {1, 5, 100, 511, 512, 2000, 4097, 20000};
+    const size_t ms[] = {1, 3, 40, 64, 400, 5000};
+    uint64_t seed = 11;
+    for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
+        for (size_t b = 0; b < sizeof ms / sizeof ms[0]; b++)
+            for (int mode = 0; mode < 3; mode++)
+                check_smallest_of(ns[a], ms[b], mode, seed++);
+    cr_assert_eq(avq_smallest_of(NULL, 0, 5, NULL), 0);
+}
