@@ -1,2 +1,54 @@
-# Python extension module: placeholder until the binding lands (issue 8).
+# python/python.mk -- the Python extension module, included by the top Makefile.
+#
+#   make python      build the `avq` package in place, importable from
+#                    $(BUILD)/python (the tests put that directory on sys.path):
+#                      $(BUILD)/python/avq/_avq<EXT_SUFFIX>   the compiled core
+#                      $(BUILD)/python/avq/*.py, *.pyi, py.typed   symlinks to python/avq/
+#   make py-wheel    a wheel in $(BUILD)/python/dist (pip, offline, no build isolation)
+#
+# The extension is C11 against the CPython and NumPy C APIs, compiled with
+# the project's warnings at -O2 (no CPU-specific flags: the SIMD kernels are
+# chosen at run time inside libavq) and linked with the static libavq.a
+# (built -fPIC), whose symbols are kept private (--exclude-libs).
+#
+# Sanitizer builds (make check: SANITIZE set) cannot be loaded into a normal
+# /usr/bin/python3 (the ASan runtime must come first), so there the module is
+# built from the regular, unsanitized build/ tree; the tests find it there.
+
+PY_EXT_SUFFIX := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX") or ".so")' 2>/dev/null)
+# recursive on purpose: numpy is only imported when the module is compiled
+PY_INCLUDES   = $(shell $(PYTHON) -c 'import sysconfig, numpy; print("-isystem", sysconfig.get_paths()["include"], "-isystem", numpy.get_include())')
+PY_CFLAGS     = -std=c11 -D_GNU_SOURCE -O2 -g $(WARN) -fPIC -fvisibility=hidden -Iinclude $(PY_INCLUDES)
+PY_FILES      = __init__.py __init__.pyi py.typed
+
+.PHONY: python py-wheel python-clean
+
+ifeq ($(strip $(SANITIZE)),)
+PY_BUILD = $(BUILD)/python
+PY_EXT   = $(PY_BUILD)/avq/_avq$(PY_EXT_SUFFIX)
+PY_LINKS = $(addprefix $(PY_BUILD)/avq/,$(PY_FILES))
+
+python: $(PY_EXT) $(PY_LINKS)
+
+$(PY_BUILD)/_avq.o: python/avq/_avq.c include/avq.h python/python.mk
+	@mkdir -p $(dir $@)
+	$(CC) $(PY_CFLAGS) -c $< -o $@
+
+$(PY_EXT): $(PY_BUILD)/_avq.o $(STATIC_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) -shared -o $@ $< $(STATIC_LIB) -Wl,--exclude-libs,ALL $(LDLIBS_LIB)
+
+$(PY_BUILD)/avq/%: python/avq/%
+	@mkdir -p $(dir $@)
+	ln -srf $< $@
+else
 python:
+	$(MAKE) BUILD=build SANITIZE= OPT="-O2 -g" python
+endif
+
+py-wheel: python
+	cd python && $(PYTHON) -m pip wheel --no-build-isolation --no-deps --no-index \
+	    -w $(abspath $(BUILD))/python/dist .
+
+python-clean:
+	rm -rf $(BUILD)/python python/build python/*.egg-info

@@ -1,0 +1,1184 @@
+/*
+ * _avq.c -- the CPython extension behind the `avq` Python package.
+ *
+ * A thin layer over include/avq.h written against the CPython and NumPy C
+ * APIs: numpy arrays in and out, the GIL released around every call into
+ * the library that can take time, and every avq status turned into the
+ * Python exception a user expects (see raise_status).  The pure-Python parts
+ * (the ScaNN-style builder, recall, the progress bar helper) live in
+ * __init__.py.
+ *
+ * Lifetime of an index under threads.  Searches run with the GIL released,
+ * so another thread may call close() while a search is in flight.  Every
+ * call that uses the C index first "acquires" it (index_acquire: fails with
+ * ValueError once closed, else counts one more user) and "releases" it when
+ * done (index_release).  close() marks the object closed; the C index is
+ * freed at once when nobody uses it, otherwise by the last running call
+ * when it releases.  The counter and the flag are only touched with the GIL
+ * held, which is what makes them safe without a lock (the module does not
+ * declare itself free-threading safe, so CPython keeps the GIL on for it).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+#include <numpy/arrayobject.h>
+
+#include "avq.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+/* ------------------------------------------------------------------------- */
+/* Exceptions                                                                */
+/* ------------------------------------------------------------------------- */
+
+static PyObject *AvqError;        /* avq.Error(Exception)           */
+static PyObject *AvqFormatError;  /* avq.FormatError(avq.Error)     */
+
+/* errno values whose strerror() text the library puts in its IO messages;
+ * finding one in the message lets OSError pick its subclass
+ * (FileNotFoundError, PermissionError, IsADirectoryError, ...). */
+static const int known_errnos[] = {ENOENT, EACCES, EPERM,  EISDIR, ENOTDIR, ENOSPC,
+                                   EROFS,  EEXIST, ENAMETOOLONG, ELOOP, EMFILE,
+                                   ENFILE, EDQUOT, EFBIG,  EIO,     EBUSY, ETXTBSY};
+
+static int errno_from_message(const char *msg, int saved_errno) {
+    if (saved_errno > 0 && strstr(msg, strerror(saved_errno))) return saved_errno;
+    for (size_t i = 0; i < sizeof known_errnos / sizeof known_errnos[0]; i++)
+        if (strstr(msg, strerror(known_errnos[i]))) return known_errnos[i];
+    return 0;
+}
+
+/* Raise the Python exception for a failed avq call and return NULL.
+ * `path` (may be NULL) names the file of an IO error; `saved_errno` is errno
+ * right after the call.  An exception already set (by a progress callback
+ * that cancelled the call, or by Ctrl-C) wins over the avq status. */
+static PyObject *raise_status(int st, const char *path, int saved_errno) {
+    if (PyErr_Occurred()) return NULL;
+    const char *msg = avq_last_error();
+    if (!msg || !msg[0]) msg = avq_strerror(st);
+    switch (st) {
+    case AVQ_ERR_INVALID: PyErr_SetString(PyExc_ValueError, msg); break;
+    case AVQ_ERR_NOMEM: PyErr_SetString(PyExc_MemoryError, msg); break;
+    case AVQ_ERR_FORMAT: PyErr_SetString(AvqFormatError, msg); break;
+    case AVQ_ERR_IO: {
+        int e = errno_from_message(msg, saved_errno);
+        PyObject *exc;
+        if (e) {
+            /* OSError(errno, text, filename): str() gives
+             * "[Errno 2] No such file or directory: 'x.avq'".  The library's
+             * message starts with the path; drop it since filename says it. */
+            const char *text = msg;
+            size_t plen = path ? strlen(path) : 0;
+            if (path && strncmp(msg, path, plen) == 0 && strncmp(msg + plen, ": ", 2) == 0)
+                text = msg + plen + 2;
+            PyObject *fname = path ? PyUnicode_DecodeFSDefault(path) : NULL;
+            if (fname) exc = PyObject_CallFunction(PyExc_OSError, "isO", e, text, fname);
+            else exc = path ? NULL : PyObject_CallFunction(PyExc_OSError, "is", e, text);
+            Py_XDECREF(fname);
+        } else {
+            exc = PyObject_CallFunction(PyExc_OSError, "s", msg);
+        }
+        if (exc) {
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_DECREF(exc);
+        }
+        break;
+    }
+    default: /* CANCELLED without a Python exception, UNSUPPORTED, INTERNAL */
+        PyErr_Format(AvqError, "%s (%s)", msg, avq_strerror(st));
+        break;
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Argument helpers                                                          */
+/* ------------------------------------------------------------------------- */
+
+/* An array of native-endian float32, C-contiguous and aligned: `obj` itself
+ * (new reference) when it already is one, else a converted copy.  Integer
+ * and float dtypes convert; bool, complex, strings, objects, dates raise
+ * TypeError (never a silent cast that drops information). */
+static PyArrayObject *as_float32(PyObject *obj, const char *what) {
+    PyArrayObject *arr;
+    if (PyArray_Check(obj)) {
+        arr = (PyArrayObject *)obj;
+        if (PyArray_TYPE(arr) == NPY_FLOAT32 && PyArray_ISCARRAY_RO(arr) &&
+            PyArray_ISNOTSWAPPED(arr)) {
+            Py_INCREF(arr);
+            return arr;
+        }
+        Py_INCREF(arr);
+    } else {
+        arr = (PyArrayObject *)PyArray_FromAny(obj, NULL, 0, 0, 0, NULL);
+        if (!arr) {
+            if (PyErr_ExceptionMatches(PyExc_ValueError)) {
+                /* ragged nested sequences: keep ValueError, add context */
+                PyObject *type, *value, *tb;
+                PyErr_Fetch(&type, &value, &tb);
+                PyErr_Format(PyExc_ValueError, "%s: cannot make an array of it (%S)", what,
+                             value ? value : Py_None);
+                Py_XDECREF(type);
+                Py_XDECREF(value);
+                Py_XDECREF(tb);
+            }
+            return NULL;
+        }
+    }
+    char kind = PyArray_DESCR(arr)->kind;
+    if (kind != 'f' && kind != 'i' && kind != 'u') {
+        PyErr_Format(PyExc_TypeError,
+                     "%s must be an array of real numbers (float or int), got dtype %S", what,
+                     (PyObject *)PyArray_DESCR(arr));
+        Py_DECREF(arr);
+        return NULL;
+    }
+    PyArrayObject *out = (PyArrayObject *)PyArray_FromArray(
+        arr, PyArray_DescrFromType(NPY_FLOAT32), NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST);
+    Py_DECREF(arr);
+    return out;
+}
+
+/* A non-negative size from a Python int (or anything with __index__). */
+static int get_size(PyObject *o, const char *name, size_t *out) {
+    if (PyBool_Check(o) || !PyIndex_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "%s must be an int, got %.100s", name, Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    Py_ssize_t v = PyNumber_AsSsize_t(o, PyExc_OverflowError);
+    if (v == -1 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_ValueError, "%s is out of range", name);
+        }
+        return -1;
+    }
+    if (v < 0) {
+        PyErr_Format(PyExc_ValueError, "%s must be >= 0, got %zd", name, v);
+        return -1;
+    }
+    *out = (size_t)v;
+    return 0;
+}
+
+/* A positive size, or 0 for None (the library's "use the default"). */
+static int get_positive_or_none(PyObject *o, const char *name, size_t *out) {
+    if (o == NULL || o == Py_None) {
+        *out = 0;
+        return 0;
+    }
+    if (get_size(o, name, out) < 0) return -1;
+    if (*out == 0) {
+        PyErr_Format(PyExc_ValueError, "%s must be >= 1 (or None for the default), got 0", name);
+        return -1;
+    }
+    return 0;
+}
+
+static int get_int_range(PyObject *o, const char *name, long lo, long hi, int *out) {
+    if (PyIndex_Check(o) && !PyBool_Check(o)) {
+        Py_ssize_t s = PyNumber_AsSsize_t(o, NULL);
+        if (s == -1 && PyErr_Occurred()) return -1;
+        if (s < lo || s > hi) {
+            PyErr_Format(PyExc_ValueError, "%s must be in [%ld, %ld], got %zd", name, lo, hi, s);
+            return -1;
+        }
+        *out = (int)s;
+        return 0;
+    }
+    PyErr_Format(PyExc_TypeError, "%s must be an int, got %.100s", name, Py_TYPE(o)->tp_name);
+    return -1;
+}
+
+static int get_float(PyObject *o, const char *name, float *out) {
+    if (PyBool_Check(o) || !(PyFloat_Check(o) || PyLong_Check(o) || PyIndex_Check(o) ||
+                             PyNumber_Check(o))) {
+        PyErr_Format(PyExc_TypeError, "%s must be a number, got %.100s", name,
+                     Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    double d = PyFloat_AsDouble(o);
+    if (d == -1.0 && PyErr_Occurred()) return -1;
+    *out = (float)d;
+    return 0;
+}
+
+/* Worker threads: None -> 0 (one per CPU), else an int >= 0. */
+static int get_threads(PyObject *o, int *out) {
+    if (o == NULL || o == Py_None) {
+        *out = 0;
+        return 0;
+    }
+    return get_int_range(o, "threads", 0, 256, out);
+}
+
+static int get_metric(PyObject *o, avq_metric *out) {
+    if (!PyUnicode_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "metric must be a str, got %.100s", Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    const char *name = PyUnicode_AsUTF8(o);
+    if (!name) return -1;
+    if (avq_metric_parse(name, out) != AVQ_OK) {
+        PyErr_SetString(PyExc_ValueError, avq_last_error());
+        return -1;
+    }
+    return 0;
+}
+
+/* path: str, bytes or os.PathLike -> bytes (new reference in *out). */
+static int get_path(PyObject *o, PyObject **out) {
+    *out = NULL;
+    if (!PyUnicode_FSConverter(o, out)) return -1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Fast keyword parsing for the hot methods (METH_FASTCALL | METH_KEYWORDS)   */
+/* ------------------------------------------------------------------------- */
+
+/* Fill values[0..nnames) from positional args and keywords; missing ones are
+ * left NULL.  names[] are interned at module init, so keyword lookups are
+ * usually a pointer comparison. */
+static int parse_fast(const char *fname, PyObject *const *args, Py_ssize_t nargs,
+                      PyObject *kwnames, PyObject *const *names, Py_ssize_t nnames,
+                      Py_ssize_t nrequired, PyObject **values) {
+    for (Py_ssize_t i = 0; i < nnames; i++) values[i] = NULL;
+    if (nargs > nnames) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %zd arguments (%zd given)", fname,
+                     nnames, nargs);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++) values[i] = args[i];
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t j = 0; j < nkw; j++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, j);
+        Py_ssize_t slot = -1;
+        for (Py_ssize_t i = 0; i < nnames && slot < 0; i++)
+            if (key == names[i]) slot = i;
+        for (Py_ssize_t i = 0; i < nnames && slot < 0; i++) {
+            int eq = PyUnicode_Compare(key, names[i]);
+            if (eq == -1 && PyErr_Occurred()) return -1;
+            if (eq == 0) slot = i;
+        }
+        if (slot < 0) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", fname,
+                         key);
+            return -1;
+        }
+        if (values[slot]) {
+            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%U'", fname,
+                         key);
+            return -1;
+        }
+        values[slot] = args[nargs + j];
+    }
+    for (Py_ssize_t i = 0; i < nrequired; i++)
+        if (!values[i]) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%U'", fname,
+                         names[i]);
+            return -1;
+        }
+    return 0;
+}
+
+enum { S_Q, S_K, S_LEAVES, S_PRE, S_THREADS, S_COUNT };
+static PyObject *search_names[S_COUNT]; /* "q", "k", "leaves_to_search", "pre_reorder", "threads" */
+static PyObject *batched_names[S_COUNT]; /* same with "queries" first */
+
+/* k: a positive int. */
+static int get_k(PyObject *o, size_t *out) {
+    if (o == NULL) {
+        *out = 10;
+        return 0;
+    }
+    if (PyLong_CheckExact(o)) {
+        Py_ssize_t v = PyLong_AsSsize_t(o);
+        if (v == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_ValueError, "k is out of range");
+            return -1;
+        }
+        if (v < 1) {
+            PyErr_Format(PyExc_ValueError, "k must be >= 1, got %zd", v);
+            return -1;
+        }
+        *out = (size_t)v;
+        return 0;
+    }
+    if (get_size(o, "k", out) < 0) return -1;
+    if (*out < 1) {
+        PyErr_SetString(PyExc_ValueError, "k must be >= 1, got 0");
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Progress callback: Ctrl-C and the user's callback during long calls      */
+/* ------------------------------------------------------------------------- */
+
+typedef struct {
+    PyThreadState *ts;   /* saved when the GIL was released for the call */
+    PyObject *callback;  /* the user's callable, or NULL                  */
+    int cancelled;
+    double last_time;
+    char last_stage[64];
+} progress_ctx;
+
+static double monotonic_seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Called by the library from the thread that released the GIL.  At most
+ * ~20 times a second (plus at every change of stage and at every stage's
+ * end) it takes the GIL back, runs pending signal handlers (Ctrl-C raises
+ * KeyboardInterrupt there) and the user's callback(stage, done, total).  An
+ * exception from either cancels the operation; it is re-raised when the
+ * call returns. */
+static int progress_trampoline(void *user, const char *stage, size_t done, size_t total) {
+    progress_ctx *c = user;
+    if (c->cancelled) return 1;
+    double now = monotonic_seconds();
+    int new_stage = strncmp(stage, c->last_stage, sizeof c->last_stage - 1) != 0;
+    if (!new_stage && done < total && now - c->last_time < 0.05) return 0;
+    c->last_time = now;
+    snprintf(c->last_stage, sizeof c->last_stage, "%s", stage);
+    PyEval_RestoreThread(c->ts);
+    int cancel = 0;
+    if (PyErr_CheckSignals() < 0) {
+        cancel = 1;
+    } else if (c->callback) {
+        PyObject *r = PyObject_CallFunction(c->callback, "snn", stage, (Py_ssize_t)done,
+                                            (Py_ssize_t)total);
+        if (r) Py_DECREF(r);
+        else cancel = 1;
+    }
+    c->ts = PyEval_SaveThread();
+    c->cancelled = cancel;
+    return cancel;
+}
+
+static int check_callback(PyObject *progress) {
+    if (progress && progress != Py_None && !PyCallable_Check(progress)) {
+        PyErr_Format(PyExc_TypeError, "progress must be callable(stage, done, total) or None, got %.100s",
+                     Py_TYPE(progress)->tp_name);
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------- */
+/* The Index type                                                            */
+/* ------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    avq_index *index;     /* NULL once freed                                */
+    int closed;           /* close() was called: refuse new calls           */
+    Py_ssize_t users;     /* calls running on `index` with the GIL released */
+    int mapped;           /* loaded with mmap=True                          */
+    PyObject *weakrefs;
+} IndexObject;
+
+static PyTypeObject IndexType;
+
+static avq_index *index_acquire(IndexObject *self) {
+    if (self->closed || !self->index) {
+        PyErr_SetString(PyExc_ValueError, "operation on a closed avq.Index");
+        return NULL;
+    }
+    self->users++;
+    return self->index;
+}
+
+static void free_index_nogil(avq_index *ix) {
+    Py_BEGIN_ALLOW_THREADS
+    avq_index_free(ix);
+    Py_END_ALLOW_THREADS
+}
+
+static void index_release(IndexObject *self) {
+    if (--self->users == 0 && self->closed && self->index) {
+        avq_index *ix = self->index;
+        self->index = NULL;
+        free_index_nogil(ix);
+    }
+}
+
+static PyObject *index_wrap(avq_index *ix, int mapped) {
+    IndexObject *self = PyObject_New(IndexObject, &IndexType);
+    if (!self) {
+        avq_index_free(ix);
+        return NULL;
+    }
+    self->index = ix;
+    self->closed = 0;
+    self->users = 0;
+    self->mapped = mapped;
+    self->weakrefs = NULL;
+    return (PyObject *)self;
+}
+
+static void Index_dealloc(IndexObject *self) {
+    if (self->weakrefs) PyObject_ClearWeakRefs((PyObject *)self);
+    /* users is 0 here: every running call holds a reference to self */
+    if (self->index) {
+        avq_index *ix = self->index;
+        self->index = NULL;
+        free_index_nogil(ix);
+    }
+    PyObject_Free(self);
+}
+
+/* --- build --------------------------------------------------------------- */
+
+PyDoc_STRVAR(Index_build_doc,
+"build(data, metric='dot_product', *, num_leaves=0, training_sample=0,\n"
+"      kmeans_iterations=12, spherical=None, avq_center_eta=0.0,\n"
+"      dims_per_block=2, bits=4, threshold=<metric default>, eta=0.0,\n"
+"      reorder='float', brute_force_below=20000, threads=None, seed=42,\n"
+"      progress=None)\n"
+"--\n"
+"\n"
+"Build an index over the rows of `data` (an (n, dim) array-like of real\n"
+"numbers; row i gets id i).\n"
+"\n"
+"`data` is used without a copy when it is a C-contiguous float32 ndarray;\n"
+"anything else (float64, int, non-contiguous, lists) is converted once.\n"
+"The library copies what it keeps, so `data` may be freed afterwards.\n"
+"\n"
+"metric: 'dot_product' (maximum inner product), 'squared_l2' or 'cosine'\n"
+"    (aliases: 'ip', 'dot', 'l2', 'euclidean', 'cos', 'angular').\n"
+"\n"
+"The keyword arguments are the fields of avq_build_params (include/avq.h);\n"
+"an argument left out keeps the library's default for the metric:\n"
+"  num_leaves          k-means leaves; 0 = auto (one leaf below 100k points,\n"
+"                      about sqrt(n) above)\n"
+"  training_sample     rows sampled to train k-means and the codebooks; 0 = auto\n"
+"  kmeans_iterations   1..1000 (12)\n"
+"  spherical           unit-norm leaf centers; None = auto (True for cosine)\n"
+"  avq_center_eta      > 0: anisotropic leaf centers with this eta (0 = off)\n"
+"  dims_per_block      dimensions per PQ code (2)\n"
+"  bits                4 (16 centers, SIMD fast scan) or 8\n"
+"  threshold           anisotropic threshold T (ScaNN's\n"
+"                      anisotropic_quantization_threshold; 0.2 for dot/cosine);\n"
+"                      None = reconstruction loss (plain PQ); ignored for L2\n"
+"  eta                 > 0: fixed eta instead of deriving it from threshold\n"
+"  reorder             'float' (exact re-ranking), 'int8' or 'none'\n"
+"  brute_force_below   below this many points the index scores every point\n"
+"                      exactly and trains nothing (20000); 0 = always quantize\n"
+"  threads             worker threads; None or 0 = one per CPU\n"
+"  seed                all sampling is reproducible from it (42)\n"
+"  progress            callable(stage: str, done: int, total: int), called\n"
+"                      from the calling thread at most ~20 times a second and\n"
+"                      at the end of every stage; its return value is\n"
+"                      ignored; an exception it raises cancels the build and\n"
+"                      is re-raised\n"
+"\n"
+"The GIL is released while the index is built.  Ctrl-C (in the main thread)\n"
+"cancels the build within a fraction of a second and raises\n"
+"KeyboardInterrupt.\n"
+"\n"
+"Raises ValueError (empty data, a wrong shape, a NaN or infinite value, a\n"
+"parameter out of range: the message names it), TypeError (a dtype that is\n"
+"not real numbers, a parameter of the wrong type), MemoryError.");
+
+static PyObject *Index_build(PyObject *cls, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"data",      "metric",       "num_leaves",    "training_sample",
+                             "kmeans_iterations", "spherical", "avq_center_eta", "dims_per_block",
+                             "bits",      "threshold",    "eta",           "reorder",
+                             "brute_force_below", "threads", "seed",        "progress",
+                             NULL};
+    PyObject *data, *metric_o = NULL, *num_leaves = NULL, *training_sample = NULL,
+             *kmeans_iterations = NULL, *spherical = NULL, *avq_center_eta = NULL,
+             *dims_per_block = NULL, *bits = NULL, *threshold = NULL, *eta = NULL,
+             *reorder = NULL, *brute_force_below = NULL, *threads = NULL, *seed = NULL,
+             *progress = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O$OOOOOOOOOOOOOO:build", kwlist, &data,
+                                     &metric_o, &num_leaves, &training_sample,
+                                     &kmeans_iterations, &spherical, &avq_center_eta,
+                                     &dims_per_block, &bits, &threshold, &eta, &reorder,
+                                     &brute_force_below, &threads, &seed, &progress))
+        return NULL;
+    avq_metric metric = AVQ_METRIC_DOT;
+    if (metric_o && get_metric(metric_o, &metric) < 0) return NULL;
+    avq_build_params p;
+    avq_build_params_init(&p, metric);
+    if (num_leaves && get_size(num_leaves, "num_leaves", &p.num_leaves) < 0) return NULL;
+    if (training_sample && get_size(training_sample, "training_sample", &p.training_sample) < 0)
+        return NULL;
+    if (kmeans_iterations &&
+        get_int_range(kmeans_iterations, "kmeans_iterations", 1, 1000, &p.kmeans_iterations) < 0)
+        return NULL;
+    if (spherical && spherical != Py_None) {
+        int truth = PyObject_IsTrue(spherical);
+        if (truth < 0) return NULL;
+        p.spherical = truth;
+    }
+    if (avq_center_eta && get_float(avq_center_eta, "avq_center_eta", &p.avq_center_eta) < 0)
+        return NULL;
+    if (dims_per_block &&
+        get_int_range(dims_per_block, "dims_per_block", 1, 1 << 20, &p.dims_per_block) < 0)
+        return NULL;
+    if (bits && get_int_range(bits, "bits", 0, 64, &p.bits) < 0) return NULL;
+    if (threshold) {
+        if (threshold == Py_None) p.threshold = NAN;
+        else if (get_float(threshold, "threshold", &p.threshold) < 0) return NULL;
+    }
+    if (eta && get_float(eta, "eta", &p.eta) < 0) return NULL;
+    if (reorder && reorder != Py_None) {
+        const char *r = PyUnicode_Check(reorder) ? PyUnicode_AsUTF8(reorder) : NULL;
+        if (!r) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_TypeError, "reorder must be 'float', 'int8' or 'none', got %.100s",
+                             Py_TYPE(reorder)->tp_name);
+            return NULL;
+        }
+        if (!strcmp(r, "float") || !strcmp(r, "float32")) p.reorder = AVQ_REORDER_FLOAT;
+        else if (!strcmp(r, "int8")) p.reorder = AVQ_REORDER_INT8;
+        else if (!strcmp(r, "none")) p.reorder = AVQ_REORDER_NONE;
+        else {
+            PyErr_Format(PyExc_ValueError, "reorder must be 'float', 'int8' or 'none', got '%s'", r);
+            return NULL;
+        }
+    } else if (reorder == Py_None) {
+        p.reorder = AVQ_REORDER_NONE;
+    }
+    if (brute_force_below &&
+        get_size(brute_force_below, "brute_force_below", &p.brute_force_below) < 0)
+        return NULL;
+    if (get_threads(threads, &p.threads) < 0) return NULL;
+    if (seed) {
+        if (PyBool_Check(seed) || !PyIndex_Check(seed)) {
+            PyErr_Format(PyExc_TypeError, "seed must be an int, got %.100s", Py_TYPE(seed)->tp_name);
+            return NULL;
+        }
+        PyObject *as_int = PyNumber_Index(seed);
+        if (!as_int) return NULL;
+        unsigned long long s = PyLong_AsUnsignedLongLong(as_int);
+        Py_DECREF(as_int);
+        if (s == (unsigned long long)-1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_ValueError, "seed must be in [0, 2**64)");
+            return NULL;
+        }
+        p.seed = (uint64_t)s;
+    }
+    if (check_callback(progress) < 0) return NULL;
+
+    PyArrayObject *arr = as_float32(data, "data");
+    if (!arr) return NULL;
+    if (PyArray_NDIM(arr) != 2) {
+        PyErr_Format(PyExc_ValueError, "data must be 2-D (n, dim), got %d dimension(s)",
+                     PyArray_NDIM(arr));
+        Py_DECREF(arr);
+        return NULL;
+    }
+    size_t n = (size_t)PyArray_DIM(arr, 0), dim = (size_t)PyArray_DIM(arr, 1);
+    if (n == 0 || dim == 0) {
+        PyErr_Format(PyExc_ValueError, "data is empty: shape (%zu, %zu)", n, dim);
+        Py_DECREF(arr);
+        return NULL;
+    }
+    progress_ctx ctx = {NULL, progress == Py_None ? NULL : progress, 0, 0.0, {0}};
+    ctx.last_time = monotonic_seconds();
+    p.progress = progress_trampoline;
+    p.progress_user = &ctx;
+    avq_index *ix = NULL;
+    ctx.ts = PyEval_SaveThread();
+    int st = avq_index_build((const float *)PyArray_DATA(arr), n, dim, &p, &ix);
+    PyEval_RestoreThread(ctx.ts);
+    Py_DECREF(arr);
+    if (st == AVQ_OK && PyErr_Occurred()) { /* cancelled at the very end */
+        avq_index_free(ix);
+        return NULL;
+    }
+    if (st != AVQ_OK) return raise_status(st, NULL, 0);
+    (void)cls;
+    return index_wrap(ix, 0);
+}
+
+/* --- search -------------------------------------------------------------- */
+
+PyDoc_STRVAR(Index_search_doc,
+"search(q, k=10, leaves_to_search=None, pre_reorder=None)\n"
+"--\n"
+"\n"
+"The k best database vectors for one query `q` (a 1-D array-like of length\n"
+"dim).  Returns (ids, scores): ids an int64 array of shape (k,), scores a\n"
+"float32 array of shape (k,), best first.  For 'dot_product' and 'cosine'\n"
+"the scores are similarities (larger is better); for 'squared_l2' they are\n"
+"squared distances (smaller is better).  Ties go to the lower id.  When\n"
+"fewer than k results exist the tail has id -1 and score NaN.\n"
+"\n"
+"leaves_to_search: leaves scanned (None = the index default, see\n"
+"    default_search_params); pre_reorder: candidates re-scored exactly before\n"
+"    the final top-k (None = the default, 100).\n"
+"\n"
+"The GIL is released during the search, so several Python threads can\n"
+"search one index in parallel.  A C-contiguous float32 query is used\n"
+"without a copy.\n"
+"\n"
+"Raises ValueError (wrong length or shape, NaN/infinite values, k < 1,\n"
+"leaves_to_search larger than num_leaves, closed index), TypeError (not an\n"
+"array of real numbers).");
+
+static PyObject *Index_search(IndexObject *self, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames) {
+    PyObject *v[S_COUNT];
+    if (parse_fast("search", args, nargs, kwnames, search_names, S_THREADS, 1, v) < 0)
+        return NULL;
+    avq_search_params sp;
+    if (get_k(v[S_K], &sp.k) < 0 ||
+        get_positive_or_none(v[S_LEAVES], "leaves_to_search", &sp.leaves_to_search) < 0 ||
+        get_positive_or_none(v[S_PRE], "pre_reorder", &sp.pre_reorder) < 0)
+        return NULL;
+    avq_index *ix = index_acquire(self);
+    if (!ix) return NULL;
+    PyObject *ids = NULL, *scores = NULL, *result = NULL;
+    PyArrayObject *q = as_float32(v[S_Q], "q");
+    if (!q) goto done;
+    size_t dim = avq_index_dim(ix);
+    if (PyArray_NDIM(q) != 1 || (size_t)PyArray_DIM(q, 0) != dim) {
+        if (PyArray_NDIM(q) == 2)
+            PyErr_Format(PyExc_ValueError,
+                         "q must be one query of shape (%zu,), got a 2-D array: use search_batched",
+                         dim);
+        else if (PyArray_NDIM(q) != 1)
+            PyErr_Format(PyExc_ValueError, "q must be 1-D of length %zu, got %d dimensions", dim,
+                         PyArray_NDIM(q));
+        else
+            PyErr_Format(PyExc_ValueError, "q has length %zd, the index has dimension %zu",
+                         PyArray_DIM(q, 0), dim);
+        goto done;
+    }
+    npy_intp kk = (npy_intp)sp.k;
+    ids = PyArray_SimpleNew(1, &kk, NPY_INT64);
+    scores = PyArray_SimpleNew(1, &kk, NPY_FLOAT32);
+    if (!ids || !scores) goto done;
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    st = avq_index_search(ix, (const float *)PyArray_DATA(q), &sp,
+                          (int64_t *)PyArray_DATA((PyArrayObject *)ids),
+                          (float *)PyArray_DATA((PyArrayObject *)scores));
+    Py_END_ALLOW_THREADS
+    if (st != AVQ_OK) {
+        raise_status(st, NULL, 0);
+        goto done;
+    }
+    result = PyTuple_New(2);
+    if (result) {
+        PyTuple_SET_ITEM(result, 0, ids);
+        PyTuple_SET_ITEM(result, 1, scores);
+        ids = scores = NULL;
+    }
+done:
+    Py_XDECREF(q);
+    Py_XDECREF(ids);
+    Py_XDECREF(scores);
+    index_release(self);
+    return result;
+}
+
+PyDoc_STRVAR(Index_search_batched_doc,
+"search_batched(queries, k=10, leaves_to_search=None, pre_reorder=None, threads=None)\n"
+"--\n"
+"\n"
+"Search every row of `queries` (an (nq, dim) array-like) on `threads`\n"
+"worker threads (None or 0 = one per CPU).  Returns (ids, scores) of shapes\n"
+"(nq, k): int64 and float32, row i being exactly what search(queries[i], ...)\n"
+"returns.  nq = 0 gives two empty (0, k) arrays.\n"
+"\n"
+"The GIL is released; long batches are cut into pieces of 4096 queries\n"
+"and Ctrl-C is honoured between pieces (KeyboardInterrupt).\n"
+"\n"
+"Raises as search().");
+
+enum { BATCH_PIECE = 4096 };
+
+static PyObject *Index_search_batched(IndexObject *self, PyObject *const *args,
+                                      Py_ssize_t nargs, PyObject *kwnames) {
+    PyObject *v[S_COUNT];
+    if (parse_fast("search_batched", args, nargs, kwnames, batched_names, S_COUNT, 1, v) < 0)
+        return NULL;
+    avq_search_params sp;
+    int threads;
+    if (get_k(v[S_K], &sp.k) < 0 ||
+        get_positive_or_none(v[S_LEAVES], "leaves_to_search", &sp.leaves_to_search) < 0 ||
+        get_positive_or_none(v[S_PRE], "pre_reorder", &sp.pre_reorder) < 0 ||
+        get_threads(v[S_THREADS], &threads) < 0)
+        return NULL;
+    avq_index *ix = index_acquire(self);
+    if (!ix) return NULL;
+    PyObject *ids = NULL, *scores = NULL, *result = NULL;
+    PyArrayObject *q = as_float32(v[S_Q], "queries");
+    if (!q) goto done;
+    size_t dim = avq_index_dim(ix);
+    if (PyArray_NDIM(q) != 2 || (size_t)PyArray_DIM(q, 1) != dim) {
+        if (PyArray_NDIM(q) != 2)
+            PyErr_Format(PyExc_ValueError, "queries must be 2-D (nq, %zu), got %d dimension(s)",
+                         dim, PyArray_NDIM(q));
+        else
+            PyErr_Format(PyExc_ValueError, "queries have dimension %zd, the index has %zu",
+                         PyArray_DIM(q, 1), dim);
+        goto done;
+    }
+    size_t nq = (size_t)PyArray_DIM(q, 0);
+    npy_intp shape[2] = {(npy_intp)nq, (npy_intp)sp.k};
+    ids = PyArray_SimpleNew(2, shape, NPY_INT64);
+    scores = PyArray_SimpleNew(2, shape, NPY_FLOAT32);
+    if (!ids || !scores) goto done;
+    const float *qd = PyArray_DATA(q);
+    int64_t *id = PyArray_DATA((PyArrayObject *)ids);
+    float *sc = PyArray_DATA((PyArrayObject *)scores);
+    for (size_t first = 0; first < nq; first += BATCH_PIECE) {
+        size_t count = nq - first < BATCH_PIECE ? nq - first : BATCH_PIECE;
+        int st;
+        Py_BEGIN_ALLOW_THREADS
+        st = avq_index_search_batch(ix, qd + first * dim, count, &sp, threads, id + first * sp.k,
+                                    sc + first * sp.k);
+        Py_END_ALLOW_THREADS
+        if (st != AVQ_OK) {
+            if (first > 0 && st == AVQ_ERR_INVALID) {
+                /* the library's message counts queries from the piece */
+                PyErr_Format(PyExc_ValueError, "%s (piece starting at query %zu)",
+                             avq_last_error(), first);
+            } else {
+                raise_status(st, NULL, 0);
+            }
+            goto done;
+        }
+        if (first + count < nq && PyErr_CheckSignals() < 0) goto done;
+    }
+    result = PyTuple_New(2);
+    if (result) {
+        PyTuple_SET_ITEM(result, 0, ids);
+        PyTuple_SET_ITEM(result, 1, scores);
+        ids = scores = NULL;
+    }
+done:
+    Py_XDECREF(q);
+    Py_XDECREF(ids);
+    Py_XDECREF(scores);
+    index_release(self);
+    return result;
+}
+
+/* --- save / close / context manager ------------------------------------- */
+
+PyDoc_STRVAR(Index_save_doc,
+"save(path)\n"
+"--\n"
+"\n"
+"Write the index to one file (format: doc/FORMAT.md).  The file is written\n"
+"beside `path`, flushed and renamed over it, so a crash never leaves a\n"
+"half-written index at `path`.  The GIL is released.  Raises OSError (with\n"
+"the errno subclass, e.g. FileNotFoundError for a missing directory).");
+
+static PyObject *Index_save(IndexObject *self, PyObject *arg) {
+    PyObject *path = NULL;
+    if (get_path(arg, &path) < 0) return NULL;
+    avq_index *ix = index_acquire(self);
+    if (!ix) {
+        Py_DECREF(path);
+        return NULL;
+    }
+    const char *p = PyBytes_AS_STRING(path);
+    int st, saved_errno;
+    Py_BEGIN_ALLOW_THREADS
+    st = avq_index_save(ix, p);
+    saved_errno = errno;
+    Py_END_ALLOW_THREADS
+    index_release(self);
+    PyObject *r = st == AVQ_OK ? Py_NewRef(Py_None) : raise_status(st, p, saved_errno);
+    Py_DECREF(path);
+    return r;
+}
+
+PyDoc_STRVAR(Index_close_doc,
+"close()\n"
+"--\n"
+"\n"
+"Release the index's memory (or unmap its file).  Afterwards every method\n"
+"and property except `closed` raises ValueError.  Calling close() again is\n"
+"a no-op.  close() never blocks: searches already running in other threads\n"
+"finish normally, and the memory is released when the last of them\n"
+"returns.");
+
+static PyObject *Index_close(IndexObject *self, PyObject *unused) {
+    if (!self->closed) {
+        self->closed = 1;
+        if (self->users == 0 && self->index) {
+            avq_index *ix = self->index;
+            self->index = NULL;
+            free_index_nogil(ix);
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Index_enter(IndexObject *self, PyObject *unused) {
+    if (self->closed) {
+        PyErr_SetString(PyExc_ValueError, "operation on a closed avq.Index");
+        return NULL;
+    }
+    return Py_NewRef(self);
+}
+
+static PyObject *Index_exit(IndexObject *self, PyObject *args) {
+    return Index_close(self, NULL);
+}
+
+/* --- properties ---------------------------------------------------------- */
+
+static avq_index *live(IndexObject *self) {
+    if (self->closed || !self->index) {
+        PyErr_SetString(PyExc_ValueError, "operation on a closed avq.Index");
+        return NULL;
+    }
+    return self->index;
+}
+
+static PyObject *Index_get_size(IndexObject *self, void *c) {
+    avq_index *ix = live(self);
+    return ix ? PyLong_FromSize_t(avq_index_size(ix)) : NULL;
+}
+
+static PyObject *Index_get_dim(IndexObject *self, void *c) {
+    avq_index *ix = live(self);
+    return ix ? PyLong_FromSize_t(avq_index_dim(ix)) : NULL;
+}
+
+static PyObject *Index_get_metric(IndexObject *self, void *c) {
+    avq_index *ix = live(self);
+    return ix ? PyUnicode_FromString(avq_metric_name(avq_index_metric(ix))) : NULL;
+}
+
+static PyObject *Index_get_nbytes(IndexObject *self, void *c) {
+    avq_index *ix = live(self);
+    return ix ? PyLong_FromSize_t(avq_index_memory_bytes(ix)) : NULL;
+}
+
+static PyObject *Index_get_num_leaves(IndexObject *self, void *c) {
+    avq_index *ix = live(self);
+    return ix ? PyLong_FromSize_t(avq_index_num_leaves(ix)) : NULL;
+}
+
+static PyObject *Index_get_isa(IndexObject *self, void *c) {
+    avq_index *ix = live(self);
+    return ix ? PyUnicode_FromString(avq_isa()) : NULL;
+}
+
+static PyObject *Index_get_closed(IndexObject *self, void *c) {
+    return PyBool_FromLong(self->closed);
+}
+
+static PyObject *Index_get_mmap(IndexObject *self, void *c) {
+    avq_index *ix = live(self);
+    return ix ? PyBool_FromLong(self->mapped) : NULL;
+}
+
+static PyObject *Index_get_default_search_params(IndexObject *self, void *c) {
+    avq_index *ix = live(self);
+    if (!ix) return NULL;
+    avq_search_params sp;
+    avq_index_default_search_params(ix, &sp);
+    return Py_BuildValue("{s:n,s:n,s:n}", "k", (Py_ssize_t)sp.k, "leaves_to_search",
+                         (Py_ssize_t)sp.leaves_to_search, "pre_reorder",
+                         (Py_ssize_t)sp.pre_reorder);
+}
+
+static PyObject *Index_get_build_params(IndexObject *self, void *c) {
+    avq_index *ix = live(self);
+    if (!ix) return NULL;
+    avq_build_params p;
+    avq_index_build_params(ix, &p);
+    const char *reorder = p.reorder == AVQ_REORDER_FLOAT ? "float"
+                          : p.reorder == AVQ_REORDER_INT8 ? "int8"
+                                                          : "none";
+    PyObject *spherical = p.spherical < 0 ? Py_None : p.spherical ? Py_True : Py_False;
+    PyObject *threshold = isnan(p.threshold) ? Py_NewRef(Py_None)
+                                             : PyFloat_FromDouble((double)p.threshold);
+    if (!threshold) return NULL;
+    PyObject *d = Py_BuildValue(
+        "{s:s,s:n,s:n,s:i,s:O,s:d,s:i,s:i,s:N,s:d,s:s,s:n,s:i,s:K}", "metric",
+        avq_metric_name(p.metric), "num_leaves", (Py_ssize_t)p.num_leaves, "training_sample",
+        (Py_ssize_t)p.training_sample, "kmeans_iterations", p.kmeans_iterations, "spherical",
+        spherical, "avq_center_eta", (double)p.avq_center_eta, "dims_per_block",
+        p.dims_per_block, "bits", p.bits, "threshold", threshold, "eta", (double)p.eta,
+        "reorder", reorder, "brute_force_below", (Py_ssize_t)p.brute_force_below, "threads",
+        p.threads, "seed", (unsigned long long)p.seed);
+    return d;
+}
+
+static PyObject *Index_repr(IndexObject *self) {
+    if (self->closed || !self->index) return PyUnicode_FromString("<avq.Index (closed)>");
+    avq_index *ix = self->index;
+    return PyUnicode_FromFormat("<avq.Index size=%zu dim=%zu metric=%s num_leaves=%zu%s>",
+                                avq_index_size(ix), avq_index_dim(ix),
+                                avq_metric_name(avq_index_metric(ix)), avq_index_num_leaves(ix),
+                                self->mapped ? " mmap" : "");
+}
+
+static PyMethodDef Index_methods[] = {
+    {"build", (PyCFunction)(void (*)(void))Index_build, METH_CLASS | METH_VARARGS | METH_KEYWORDS,
+     Index_build_doc},
+    {"search", (PyCFunction)(void (*)(void))Index_search, METH_FASTCALL | METH_KEYWORDS,
+     Index_search_doc},
+    {"search_batched", (PyCFunction)(void (*)(void))Index_search_batched,
+     METH_FASTCALL | METH_KEYWORDS, Index_search_batched_doc},
+    {"save", (PyCFunction)Index_save, METH_O, Index_save_doc},
+    {"close", (PyCFunction)Index_close, METH_NOARGS, Index_close_doc},
+    {"__enter__", (PyCFunction)Index_enter, METH_NOARGS,
+     "__enter__($self, /)\n--\n\nReturn self (raises ValueError if closed)."},
+    {"__exit__", (PyCFunction)Index_exit, METH_VARARGS,
+     "__exit__($self, /, *exc_info)\n--\n\nclose() the index."},
+    {NULL, NULL, 0, NULL}};
+
+static PyGetSetDef Index_getset[] = {
+    {"size", (getter)Index_get_size, NULL, "Number of database vectors (int).", NULL},
+    {"dim", (getter)Index_get_dim, NULL, "Dimension of the vectors (int).", NULL},
+    {"metric", (getter)Index_get_metric, NULL,
+     "'dot_product', 'squared_l2' or 'cosine' (str).", NULL},
+    {"nbytes", (getter)Index_get_nbytes, NULL,
+     "Bytes of memory (or mapped file) the index holds: codes, centers, codebooks,\n"
+     "re-ranking data and ids, excluding allocator overhead (int).",
+     NULL},
+    {"num_leaves", (getter)Index_get_num_leaves, NULL,
+     "Number of leaves (k-means partitions) the index really has (int).", NULL},
+    {"isa", (getter)Index_get_isa, NULL,
+     "SIMD kernel set the searches use: 'avx512', 'avx2' or 'scalar' (str).", NULL},
+    {"closed", (getter)Index_get_closed, NULL, "True after close() (bool).", NULL},
+    {"mmap", (getter)Index_get_mmap, NULL,
+     "True when the index was loaded with mmap=True (bool).", NULL},
+    {"default_search_params", (getter)Index_get_default_search_params, NULL,
+     "The search settings used when an argument is None: dict with k,\n"
+     "leaves_to_search, pre_reorder.",
+     NULL},
+    {"build_params", (getter)Index_get_build_params, NULL,
+     "The parameters the index was built with (dict; keys as Index.build's).", NULL},
+    {NULL, NULL, NULL, NULL, NULL}};
+
+PyDoc_STRVAR(Index_doc,
+"An avq index: a k-means partition, an anisotropic 4-bit product quantizer\n"
+"with a SIMD fast scan, and exact re-ranking (include/avq.h).\n"
+"\n"
+"Create one with Index.build(data, metric, ...) or avq.load(path).  It is\n"
+"immutable: any number of threads may search it at once, with the GIL\n"
+"released.  Release it with close() or a `with` block (it is also\n"
+"released when garbage collected).");
+
+static PyTypeObject IndexType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "avq.Index",
+    .tp_basicsize = sizeof(IndexObject),
+    .tp_dealloc = (destructor)Index_dealloc,
+    .tp_repr = (reprfunc)Index_repr,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = Index_doc,
+    .tp_weaklistoffset = offsetof(IndexObject, weakrefs),
+    .tp_methods = Index_methods,
+    .tp_getset = Index_getset,
+};
+
+/* ------------------------------------------------------------------------- */
+/* Module functions                                                          */
+/* ------------------------------------------------------------------------- */
+
+PyDoc_STRVAR(load_doc,
+"load(path, mmap=False, verify_checksums=True)\n"
+"--\n"
+"\n"
+"Load an index written by Index.save (or by `avq build`).\n"
+"\n"
+"mmap=False reads the file into memory owned by the index.  mmap=True maps\n"
+"it read-only: near-instant, pages come from the page cache on first use,\n"
+"several processes share them; the file must not be modified in place\n"
+"while mapped (Index.save replaces files by renaming, which is safe).\n"
+"verify_checksums=False skips the data sections' CRC32C (sizes and headers\n"
+"are still validated) for files you wrote yourself.\n"
+"\n"
+"Raises FileNotFoundError / PermissionError / OSError, avq.FormatError for\n"
+"a truncated, corrupt or newer-version file (message names the section and\n"
+"the reason).  The GIL is released while loading.");
+
+static PyObject *avq_py_load(PyObject *module, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"path", "mmap", "verify_checksums", NULL};
+    PyObject *path_o, *path = NULL;
+    int use_mmap = 0, verify = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|pp:load", kwlist, &path_o, &use_mmap,
+                                     &verify))
+        return NULL;
+    if (get_path(path_o, &path) < 0) return NULL;
+    unsigned flags = (use_mmap ? AVQ_LOAD_MMAP : AVQ_LOAD_COPY) |
+                     (verify ? 0u : AVQ_LOAD_SKIP_CHECKSUMS);
+    const char *p = PyBytes_AS_STRING(path);
+    avq_index *ix = NULL;
+    int st, saved_errno;
+    Py_BEGIN_ALLOW_THREADS
+    st = avq_index_load(p, flags, &ix);
+    saved_errno = errno;
+    Py_END_ALLOW_THREADS
+    PyObject *r = st == AVQ_OK ? index_wrap(ix, use_mmap) : raise_status(st, p, saved_errno);
+    Py_DECREF(path);
+    return r;
+}
+
+PyDoc_STRVAR(exact_search_doc,
+"exact_search(base, queries, k=10, metric='dot_product', threads=None, progress=None)\n"
+"--\n"
+"\n"
+"Brute-force k nearest neighbours of `queries` among the rows of `base`:\n"
+"the ground truth to check an index against, and the right tool below\n"
+"~20k vectors.  Returns (ids, scores), int64 and float32 of shape (nq, k)\n"
+"-- or (k,) when `queries` is 1-D.  Scores and order follow the same\n"
+"conventions as Index.search; ties go to the lower id; k > len(base) pads\n"
+"with id -1 / score NaN.  The result does not depend on `threads`.\n"
+"\n"
+"The GIL is released; Ctrl-C cancels (KeyboardInterrupt); `progress` is\n"
+"called as for Index.build.  Raises ValueError, TypeError, MemoryError.");
+
+static PyObject *avq_py_exact_search(PyObject *module, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"base", "queries", "k", "metric", "threads", "progress", NULL};
+    PyObject *base_o, *queries_o, *k_o = NULL, *metric_o = NULL, *threads_o = NULL,
+             *progress = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|OOOO:exact_search", kwlist, &base_o,
+                                     &queries_o, &k_o, &metric_o, &threads_o, &progress))
+        return NULL;
+    size_t k;
+    int threads;
+    avq_metric metric = AVQ_METRIC_DOT;
+    if (get_k(k_o, &k) < 0 || get_threads(threads_o, &threads) < 0 ||
+        (metric_o && get_metric(metric_o, &metric) < 0) || check_callback(progress) < 0)
+        return NULL;
+    PyArrayObject *base = NULL, *queries = NULL;
+    PyObject *ids = NULL, *scores = NULL, *result = NULL;
+    base = as_float32(base_o, "base");
+    if (!base) goto done;
+    queries = as_float32(queries_o, "queries");
+    if (!queries) goto done;
+    if (PyArray_NDIM(base) != 2 || PyArray_DIM(base, 0) == 0 || PyArray_DIM(base, 1) == 0) {
+        PyErr_SetString(PyExc_ValueError, "base must be a non-empty 2-D array (n, dim)");
+        goto done;
+    }
+    size_t n = (size_t)PyArray_DIM(base, 0), dim = (size_t)PyArray_DIM(base, 1);
+    int one = PyArray_NDIM(queries) == 1;
+    if ((PyArray_NDIM(queries) != 1 && PyArray_NDIM(queries) != 2) ||
+        (size_t)PyArray_DIM(queries, PyArray_NDIM(queries) - 1) != dim) {
+        PyErr_Format(PyExc_ValueError,
+                     "queries must be of shape (nq, %zu) or (%zu,) to match base", dim, dim);
+        goto done;
+    }
+    size_t nq = one ? 1 : (size_t)PyArray_DIM(queries, 0);
+    npy_intp shape[2] = {(npy_intp)nq, (npy_intp)k};
+    ids = one ? PyArray_SimpleNew(1, shape + 1, NPY_INT64) : PyArray_SimpleNew(2, shape, NPY_INT64);
+    scores = one ? PyArray_SimpleNew(1, shape + 1, NPY_FLOAT32)
+                 : PyArray_SimpleNew(2, shape, NPY_FLOAT32);
+    if (!ids || !scores) goto done;
+    if (nq > 0) {
+        progress_ctx ctx = {NULL, progress == Py_None ? NULL : progress, 0, 0.0, {0}};
+        ctx.last_time = monotonic_seconds();
+        ctx.ts = PyEval_SaveThread();
+        int st = avq_exact_search(PyArray_DATA(base), n, dim, PyArray_DATA(queries), nq, metric,
+                                  k, threads, PyArray_DATA((PyArrayObject *)ids),
+                                  PyArray_DATA((PyArrayObject *)scores), progress_trampoline,
+                                  &ctx);
+        PyEval_RestoreThread(ctx.ts);
+        if (st != AVQ_OK || PyErr_Occurred()) {
+            raise_status(st, NULL, 0);
+            goto done;
+        }
+    }
+    result = PyTuple_New(2);
+    if (result) {
+        PyTuple_SET_ITEM(result, 0, ids);
+        PyTuple_SET_ITEM(result, 1, scores);
+        ids = scores = NULL;
+    }
+done:
+    Py_XDECREF(base);
+    Py_XDECREF(queries);
+    Py_XDECREF(ids);
+    Py_XDECREF(scores);
+    return result;
+}
+
+PyDoc_STRVAR(isa_doc,
+"isa()\n--\n\n"
+"The SIMD kernel set this process uses: 'avx512', 'avx2' or 'scalar'.  Chosen\n"
+"from the CPU at first use; the environment variable AVQ_ISA forces one.");
+
+static PyObject *avq_py_isa(PyObject *module, PyObject *unused) {
+    return PyUnicode_FromString(avq_isa());
+}
+
+static PyMethodDef module_methods[] = {
+    {"load", (PyCFunction)(void (*)(void))avq_py_load, METH_VARARGS | METH_KEYWORDS, load_doc},
+    {"exact_search", (PyCFunction)(void (*)(void))avq_py_exact_search,
+     METH_VARARGS | METH_KEYWORDS, exact_search_doc},
+    {"isa", avq_py_isa, METH_NOARGS, isa_doc},
+    {NULL, NULL, 0, NULL}};
+
+PyDoc_STRVAR(module_doc,
+"avq._avq -- the compiled core of the avq package (use `import avq`).");
+
+static struct PyModuleDef avq_module = {
+    PyModuleDef_HEAD_INIT, "avq._avq", module_doc, -1, module_methods, NULL, NULL, NULL, NULL};
+
+static int intern_names(PyObject **slots, const char *const *names, int count) {
+    for (int i = 0; i < count; i++) {
+        slots[i] = PyUnicode_InternFromString(names[i]);
+        if (!slots[i]) return -1;
+    }
+    return 0;
+}
+
+PyMODINIT_FUNC PyInit__avq(void) {
+    import_array();
+    if (avq_version_number() != AVQ_VERSION_NUMBER) {
+        PyErr_Format(PyExc_ImportError, "avq: compiled against avq.h %d but linked with %s",
+                     AVQ_VERSION_NUMBER, avq_version());
+        return NULL;
+    }
+    static const char *const sn[S_COUNT] = {"q", "k", "leaves_to_search", "pre_reorder",
+                                            "threads"};
+    static const char *const bn[S_COUNT] = {"queries", "k", "leaves_to_search", "pre_reorder",
+                                            "threads"};
+    if (intern_names(search_names, sn, S_COUNT) < 0 ||
+        intern_names(batched_names, bn, S_COUNT) < 0)
+        return NULL;
+    if (PyType_Ready(&IndexType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&avq_module);
+    if (!m) return NULL;
+    AvqError = PyErr_NewExceptionWithDoc(
+        "avq.Error",
+        "Base class of avq's own errors: corrupt files (FormatError), an\n"
+        "operation this build or CPU cannot serve, an internal error.  Bad\n"
+        "arguments raise ValueError / TypeError, files OSError, memory\n"
+        "MemoryError; the message is the C library's (avq_last_error()).",
+        NULL, NULL);
+    if (!AvqError) goto fail;
+    AvqFormatError = PyErr_NewExceptionWithDoc(
+        "avq.FormatError",
+        "A file is not an avq index, is truncated or corrupt (checksum mismatch),\n"
+        "or was written by a newer format version.  Subclass of avq.Error.",
+        AvqError, NULL);
+    if (!AvqFormatError) goto fail;
+    if (PyModule_AddObjectRef(m, "Error", AvqError) < 0 ||
+        PyModule_AddObjectRef(m, "FormatError", AvqFormatError) < 0 ||
+        PyModule_AddObjectRef(m, "Index", (PyObject *)&IndexType) < 0 ||
+        PyModule_AddStringConstant(m, "__version__", avq_version()) < 0 ||
+        PyModule_AddIntConstant(m, "VERSION_NUMBER", (long)avq_version_number()) < 0)
+        goto fail;
+    return m;
+fail:
+    Py_DECREF(m);
+    return NULL;
+}
