@@ -137,25 +137,25 @@ static void encode_conf(const avq_index *x, uint8_t *out) {
     for (int i = 0; i < CF_COUNT; i++) put_u64(out + 8 * i, v[i]);
 }
 
-static int decode_conf(const uint8_t *in, size_t len, avq_index *x) {
+static int decode_conf(const uint8_t *in, size_t len, avq_index *x, const char *path) {
     if (len < 8 * CF_COUNT)
-        return avq_fail(AVQ_ERR_FORMAT, "section CONF: %zu bytes, expected at least %d", len,
+        return avq_fail(AVQ_ERR_FORMAT, "%s: section CONF: %zu bytes, expected at least %d", path, len,
                         8 * CF_COUNT);
     uint64_t v[CF_COUNT];
     for (int i = 0; i < CF_COUNT; i++) v[i] = get_u64(in + 8 * i);
     if (v[CF_METRIC] > AVQ_METRIC_COSINE || v[CF_MODE] > AVQ_MODE_PQ ||
         v[CF_REORDER] > AVQ_REORDER_NONE || (v[CF_BITS] != 4 && v[CF_BITS] != 8))
-        return avq_fail(AVQ_ERR_FORMAT, "section CONF: unknown metric, mode, reorder or bits");
+        return avq_fail(AVQ_ERR_FORMAT, "%s: section CONF: unknown metric, mode, reorder or bits", path);
     if (v[CF_N] == 0 || v[CF_N] > INT32_MAX || v[CF_DIM] == 0 || v[CF_DIM] > (1u << 20) ||
         v[CF_LEAVES] == 0 || v[CF_LEAVES] > v[CF_N] || v[CF_DPB] == 0 || v[CF_DPB] > v[CF_DIM])
-        return avq_fail(AVQ_ERR_FORMAT, "section CONF: sizes out of range (n=%llu dim=%llu leaves=%llu)",
-                        (unsigned long long)v[CF_N], (unsigned long long)v[CF_DIM],
+        return avq_fail(AVQ_ERR_FORMAT, "%s: section CONF: sizes out of range (n=%llu dim=%llu leaves=%llu)",
+                        path, (unsigned long long)v[CF_N], (unsigned long long)v[CF_DIM],
                         (unsigned long long)v[CF_LEAVES]);
     if (v[CF_BLOCKS] != (v[CF_DIM] + v[CF_DPB] - 1) / v[CF_DPB] ||
         v[CF_CENTERS] != (v[CF_BITS] == 4 ? 16u : 256u))
-        return avq_fail(AVQ_ERR_FORMAT, "section CONF: block or center count inconsistent");
+        return avq_fail(AVQ_ERR_FORMAT, "%s: section CONF: block or center count inconsistent", path);
     if (v[CF_DEF_LEAVES] == 0 || v[CF_DEF_LEAVES] > v[CF_LEAVES] || v[CF_DEF_REORDER] > (1u << 22))
-        return avq_fail(AVQ_ERR_FORMAT, "section CONF: default search parameters out of range");
+        return avq_fail(AVQ_ERR_FORMAT, "%s: section CONF: default search parameters out of range", path);
     avq_build_params *p = &x->params;
     avq_build_params_init(p, (avq_metric)v[CF_METRIC]);
     p->num_leaves = v[CF_LEAVES];
@@ -517,7 +517,7 @@ static int load_from_bytes(avq_index *x, const uint8_t *file, size_t size, unsig
     if (st == AVQ_OK && !conf) st = avq_fail(AVQ_ERR_FORMAT, "%s: no CONF section", path);
     bool check = !(flags & AVQ_LOAD_SKIP_CHECKSUMS) || !(flags & AVQ_LOAD_MMAP);
     if (st == AVQ_OK && check) st = verify_checksums(file, secs, count, path);
-    if (st == AVQ_OK) st = decode_conf(file + conf->offset, conf->length, x);
+    if (st == AVQ_OK) st = decode_conf(file + conf->offset, conf->length, x, path);
     if (st == AVQ_OK) st = attach_arrays(x, file, secs, count, !(flags & AVQ_LOAD_MMAP), path);
     if (st == AVQ_OK) st = check_contents(x, path);
     return st;
