@@ -74,47 +74,60 @@ static int resolve_params(const avq_index *idx, const avq_search_params *p,
 
 static size_t align64(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
 
+/* Carve one 64-byte aligned allocation into `count` arrays of sizes[i] bytes,
+ * storing each array's address through slots[i]; returns the block (free it
+ * with avq_free_aligned) or NULL after recording the error. */
+static void *carve_block(const size_t *sizes, void **const *slots, size_t count,
+                         const char *what) {
+    size_t total = 0;
+    for (size_t i = 0; i < count; i++) total += align64(sizes[i]);
+    char *p = avq_alloc_aligned(total);
+    if (!p) {
+        avq_fail_nomem(what, total);
+        return NULL;
+    }
+    void *block = p;
+    for (size_t i = 0; i < count; i++) {
+        *slots[i] = p;
+        p += align64(sizes[i]);
+    }
+    return block;
+}
+
 static int scratch_init(search_scratch *s, const avq_index *idx, const resolved_params *r) {
     size_t d = idx->dim, KC = idx->num_blocks * idx->num_centers;
     size_t nscores = idx->mode == AVQ_MODE_BRUTE ? idx->n : idx->num_leaves;
     s->cand_capacity = 2 * r->pre_reorder + 1;
-    size_t sizes[] = {
+    const size_t sizes[] = {
         d * sizeof(float),           d * sizeof(float),
         KC * sizeof(float),          KC,
         nscores * sizeof(float),     idx->num_leaves * sizeof(avq_neighbor),
         s->cand_capacity * sizeof(avq_neighbor), r->pre_reorder * sizeof(int64_t),
         r->pre_reorder * sizeof(float), (2 * r->k + 1) * sizeof(avq_neighbor),
     };
-    size_t total = 0;
-    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) total += align64(sizes[i]);
-    char *p = avq_alloc_aligned(total);
-    if (!p) return avq_fail_nomem("search scratch", total);
-    s->block = p;
-    void **slots[] = {(void **)&s->q,      (void **)&s->q_i8,   (void **)&s->lut,
-                      (void **)&s->lut8,   (void **)&s->scores, (void **)&s->leaves,
-                      (void **)&s->cand,   (void **)&s->positions, (void **)&s->exact,
-                      (void **)&s->final};
-    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
-        *slots[i] = p;
-        p += align64(sizes[i]);
-    }
-    return AVQ_OK;
+    void **const slots[] = {(void **)&s->q,      (void **)&s->q_i8,   (void **)&s->lut,
+                            (void **)&s->lut8,   (void **)&s->scores, (void **)&s->leaves,
+                            (void **)&s->cand,   (void **)&s->positions, (void **)&s->exact,
+                            (void **)&s->final};
+    s->block = carve_block(sizes, slots, sizeof sizes / sizeof sizes[0], "search scratch");
+    return s->block ? AVQ_OK : AVQ_ERR_NOMEM;
 }
 
 static void scratch_free(search_scratch *s) { avq_free_aligned(s->block); }
 
-/* Step 1.  Returns |q|² (needed to report L2 distances). */
-static int prepare_query(const avq_index *idx, const float *query, search_scratch *s,
+/* Step 1: the query as searched into q (and q_i8 for int8 re-ranking).
+ * Returns |q|² (needed to report L2 distances). */
+static int prepare_query(const avq_index *idx, const float *query, float *q, float *q_i8,
                          double *qnorm2) {
     size_t d = idx->dim;
     size_t bad = avq_first_non_finite(query, d);
     if (bad < d)
         return avq_fail(AVQ_ERR_INVALID, "search: query value %zu is not a finite number", bad);
-    memcpy(s->q, query, d * sizeof(float));
-    if (idx->params.metric == AVQ_METRIC_COSINE) avq_normalize_rows(s->q, 1, d);
-    *qnorm2 = avq_norm2_f64(s->q, d);
+    memcpy(q, query, d * sizeof(float));
+    if (idx->params.metric == AVQ_METRIC_COSINE) avq_normalize_rows(q, 1, d);
+    *qnorm2 = avq_norm2_f64(q, d);
     if (idx->reorder == AVQ_REORDER_INT8 && idx->vectors_i8)
-        for (size_t j = 0; j < d; j++) s->q_i8[j] = s->q[j] * idx->i8_scale[j];
+        for (size_t j = 0; j < d; j++) q_i8[j] = q[j] * idx->i8_scale[j];
     return AVQ_OK;
 }
 
@@ -131,12 +144,13 @@ static void score_all_points(const avq_index *idx, const avq_kernels *kern, sear
         avq_topk_push(out, point_distance(idx, s->scores[i], i), idx->ids[i]);
 }
 
-/* Step 2: the best `count` leaves, best first, into s->leaves. */
-static void select_leaves(const avq_index *idx, const avq_kernels *kern, search_scratch *s,
-                          size_t count) {
+/* Step 2: the best `count` leaves of query q, best first, into s->leaves
+ * (dist = the leaf's selection distance, which is also its scan bias). */
+static void select_leaves(const avq_index *idx, const avq_kernels *kern, const float *q,
+                          search_scratch *s, size_t count) {
     size_t L = idx->num_leaves;
     float *dist = s->scores;
-    kern->dot_rows(s->q, idx->centers, L, idx->dim, dist);
+    kern->dot_rows(q, idx->centers, L, idx->dim, dist);
     if (idx->params.metric == AVQ_METRIC_L2) {
         for (size_t l = 0; l < L; l++) {
             float cn = idx->center_norms[l];
@@ -146,6 +160,35 @@ static void select_leaves(const avq_index *idx, const avq_kernels *kern, search_
         for (size_t l = 0; l < L; l++) dist[l] = -dist[l];
     }
     avq_smallest_of(dist, L, count, s->leaves);
+}
+
+/* Bias a leaf adds to every point's LUT distance: dot/cosine score
+ * <q, c> + <q, r>, so the leaf adds -<q, c>, exactly its selection distance;
+ * L2 (codes of raw vectors) has none. */
+static inline double leaf_bias(const avq_index *idx, const avq_neighbor *leaf) {
+    return idx->params.metric == AVQ_METRIC_L2 ? 0.0 : (double)leaf->dist;
+}
+
+static inline avq_scan_leaf scan_leaf_of(const avq_index *idx, size_t l) {
+    uint64_t first = idx->leaf_offsets[l];
+    avq_scan_leaf leaf = {idx->codes + idx->code_offsets[l],
+                          (size_t)(idx->leaf_offsets[l + 1] - first), idx->num_blocks, NULL,
+                          (int64_t)first};
+    return leaf;
+}
+
+/* Step 3: the query's float LUT (in s->lut) quantized into lut8. */
+static int build_lut8(const avq_index *idx, const float *q, search_scratch *s, uint8_t *lut8,
+                      avq_lut8_info *info) {
+    int st = avq_lut_build(q, idx->dim, idx->dims_per_block, idx->codebook, idx->num_centers,
+                           idx->params.metric, s->lut);
+    if (st != AVQ_OK) return st;
+    return avq_lut_quantize(s->lut, idx->num_blocks, idx->num_centers, AVQ_LUT8_BLOCK_MIN,
+                            lut8, info);
+}
+
+static inline avq_topk_scan_fn topk_kernel(const avq_index *idx, const avq_kernels *kern) {
+    return idx->bits == 4 ? kern->lut16_topk : kern->lut256_topk;
 }
 
 /* The next leaf's first code groups are requested while this leaf is
@@ -160,36 +203,29 @@ static void prefetch_leaf_start(const avq_index *idx, size_t leaf) {
     for (uint64_t b = 0; b < bytes; b += 64) AVQ_PREFETCH(p + b);
 }
 
-/* Steps 3-4: quantized LUT and the fast scan into `cand`. */
+/* Steps 3-4: quantized LUT and the fast scan of the chosen leaves, best
+ * first, into `cand`. */
 static int scan_leaves(const avq_index *idx, const avq_kernels *kern, search_scratch *s,
                        size_t count, avq_topk *cand) {
-    size_t K = idx->num_blocks, C = idx->num_centers;
-    int st = avq_lut_build(s->q, idx->dim, idx->dims_per_block, idx->codebook, C,
-                           idx->params.metric, s->lut);
     avq_lut8_info info;
-    if (st == AVQ_OK) st = avq_lut_quantize(s->lut, K, C, AVQ_LUT8_BLOCK_MIN, s->lut8, &info);
+    int st = build_lut8(idx, s->q, s, s->lut8, &info);
     if (st != AVQ_OK) return st;
-    avq_topk_scan_fn scan = idx->bits == 4 ? kern->lut16_topk : kern->lut256_topk;
+    avq_topk_scan_fn scan = topk_kernel(idx, kern);
     for (size_t i = 0; i < count; i++) {
-        size_t l = (size_t)s->leaves[i].id;
-        uint64_t first = idx->leaf_offsets[l], n = idx->leaf_offsets[l + 1] - first;
-        if (n == 0) continue;
-        /* dot/cosine: score = <q, c> + <q, r>, so the leaf adds -<q,c>,
-         * which is exactly the leaf's selection distance; L2 has no bias */
-        double bias = idx->params.metric == AVQ_METRIC_L2 ? 0.0 : (double)s->leaves[i].dist;
+        avq_scan_leaf leaf = scan_leaf_of(idx, (size_t)s->leaves[i].id);
+        if (leaf.n == 0) continue;
         if (i + 1 < count) prefetch_leaf_start(idx, (size_t)s->leaves[i + 1].id);
-        avq_scan_leaf leaf = {idx->codes + idx->code_offsets[l], (size_t)n, K, NULL,
-                              (int64_t)first};
-        avq_scan_query query = {s->lut8, bias + info.offset, info.scale, cand};
+        avq_scan_query query = {s->lut8, leaf_bias(idx, &s->leaves[i]) + info.offset,
+                                info.scale, cand};
         scan(&leaf, 1, &query);
     }
     return AVQ_OK;
 }
 
 /* Step 5: exact re-scoring of the candidates (positions) into `out`. */
-static void reorder_candidates(const avq_index *idx, const avq_kernels *kern,
-                               search_scratch *s, const avq_neighbor *c, size_t count,
-                               avq_topk *out) {
+static void reorder_candidates(const avq_index *idx, const avq_kernels *kern, const float *q,
+                               const float *q_i8, search_scratch *s, const avq_neighbor *c,
+                               size_t count, avq_topk *out) {
     if (idx->reorder == AVQ_REORDER_NONE) {
         for (size_t i = 0; i < count; i++)
             avq_topk_push(out, c[i].dist, idx->ids[c[i].id]);
@@ -209,9 +245,9 @@ static void reorder_candidates(const avq_index *idx, const avq_kernels *kern,
         AVQ_PREFETCH(&idx->ids[c[i].id]);
     }
     if (idx->reorder == AVQ_REORDER_FLOAT)
-        kern->dot_index(s->q, idx->vectors, idx->dim, s->positions, count, s->exact);
+        kern->dot_index(q, idx->vectors, idx->dim, s->positions, count, s->exact);
     else
-        kern->dot_index_i8(s->q_i8, idx->vectors_i8, idx->dim, s->positions, count, s->exact);
+        kern->dot_index_i8(q_i8, idx->vectors_i8, idx->dim, s->positions, count, s->exact);
     for (size_t i = 0; i < count; i++)
         avq_topk_push(out, point_distance(idx, s->exact[i], (size_t)c[i].id), idx->ids[c[i].id]);
 }
@@ -236,7 +272,7 @@ static int search_with_scratch(const avq_index *idx, const avq_kernels *kern,
                                const resolved_params *r, search_scratch *s,
                                const float *query, int64_t *ids, float *scores) {
     double qnorm2 = 0.0;
-    int st = prepare_query(idx, query, s, &qnorm2);
+    int st = prepare_query(idx, query, s->q, s->q_i8, &qnorm2);
     if (st != AVQ_OK) return st;
     avq_topk out;
     avq_topk_init(&out, r->k, s->final, 2 * r->k + 1);
@@ -245,11 +281,11 @@ static int search_with_scratch(const avq_index *idx, const avq_kernels *kern,
     } else {
         avq_topk cand;
         avq_topk_init(&cand, r->pre_reorder, s->cand, s->cand_capacity);
-        select_leaves(idx, kern, s, r->leaves);
+        select_leaves(idx, kern, s->q, s, r->leaves);
         st = scan_leaves(idx, kern, s, r->leaves, &cand);
         if (st != AVQ_OK) return st;
         size_t count = avq_topk_take(&cand);
-        reorder_candidates(idx, kern, s, cand.items, count, &out);
+        reorder_candidates(idx, kern, s->q, s->q_i8, s, cand.items, count, &out);
     }
     write_output(idx, &out, qnorm2, r->k, ids, scores);
     return AVQ_OK;
@@ -270,28 +306,186 @@ int avq_index_search(const avq_index *idx, const float *query, const avq_search_
     return st;
 }
 
+/* ---- batched search -------------------------------------------------------
+ *
+ * Queries are handed to the workers in chunks of up to BATCH_CHUNK.  Within a
+ * chunk every query first gets its leaves and its LUT; the (leaf, query)
+ * pairs are then bucketed by leaf, and each leaf's codes are read once for up
+ * to AVQ_SCAN_MAX_BATCH queries at a time (the batched kernels load a code
+ * byte once and look it up in 2-3 LUTs).  Leaves are visited in order of
+ * their best rank in any query's list -- every query's own first choice comes
+ * before anyone's second -- so the thresholds still tighten early.
+ *
+ * The candidate top-k keeps "the best pre_reorder by (distance, position)",
+ * which does not depend on the order in which leaves are scanned (the scan's
+ * integer threshold never rejects a point that would be kept), so a batch
+ * returns exactly what one-at-a-time searches return.
+ */
+enum { BATCH_CHUNK = 96 };
+
+typedef struct {
+    search_scratch s;       /* LUT floats, leaf scores, reorder buffers      */
+    float *q, *q_i8;        /* chunk x dim                                   */
+    double *qnorm2;         /* chunk                                         */
+    uint8_t *lut8;          /* chunk x K x C                                 */
+    avq_lut8_info *info;    /* chunk                                         */
+    avq_neighbor *leaves;   /* chunk x leaves: each query's leaves, best first */
+    avq_neighbor *cand_items; /* chunk x cand_capacity                       */
+    avq_topk *cand;         /* chunk                                         */
+    uint32_t *bucket;       /* num_leaves + 1: start of each leaf's pairs    */
+    uint32_t *pairs;        /* chunk x leaves: j * leaves + rank, by leaf    */
+    uint32_t *visited;      /* num_leaves: chunk serial of the last scan     */
+    uint32_t serial;
+    void *block;
+} chunk_scratch;
+
+static int chunk_scratch_init(chunk_scratch *c, const avq_index *idx, const resolved_params *r) {
+    memset(c, 0, sizeof *c);
+    int st = scratch_init(&c->s, idx, r);
+    if (st != AVQ_OK || idx->mode == AVQ_MODE_BRUTE) return st;
+    size_t B = BATCH_CHUNK, d = idx->dim, L = idx->num_leaves, m = r->leaves;
+    size_t KC = idx->num_blocks * idx->num_centers;
+    const size_t sizes[] = {
+        B * d * sizeof(float),      B * d * sizeof(float),
+        B * sizeof(double),         B * KC,
+        B * sizeof(avq_lut8_info),  B * m * sizeof(avq_neighbor),
+        B * c->s.cand_capacity * sizeof(avq_neighbor), B * sizeof(avq_topk),
+        (L + 1) * sizeof(uint32_t), B * m * sizeof(uint32_t),
+        L * sizeof(uint32_t),
+    };
+    void **const slots[] = {(void **)&c->q,      (void **)&c->q_i8,   (void **)&c->qnorm2,
+                            (void **)&c->lut8,   (void **)&c->info,   (void **)&c->leaves,
+                            (void **)&c->cand_items, (void **)&c->cand, (void **)&c->bucket,
+                            (void **)&c->pairs,  (void **)&c->visited};
+    c->block = carve_block(sizes, slots, sizeof sizes / sizeof sizes[0], "batch scratch");
+    if (!c->block) return AVQ_ERR_NOMEM; /* the caller frees c->s */
+    memset(c->visited, 0, L * sizeof(uint32_t));
+    return AVQ_OK;
+}
+
+static void chunk_scratch_free(chunk_scratch *c) {
+    if (c->block) avq_free_aligned(c->block);
+    scratch_free(&c->s);
+}
+
 typedef struct {
     const avq_index *idx;
     const avq_kernels *kern;
     resolved_params r;
-    search_scratch *scratch; /* one per worker */
+    chunk_scratch *scratch; /* one per worker */
     const float *queries;
     int64_t *ids;
     float *scores;
 } batch_job;
 
-static int search_range(void *ctx, size_t begin, size_t end, int worker) {
+static int query_failed(int st, size_t q) {
+    char why[256];
+    snprintf(why, sizeof why, "%s", avq_last_error());
+    return avq_fail(st, "query %zu: %s", q, why);
+}
+
+/* Per query of the chunk: prepare, choose leaves, build the LUT. */
+static int chunk_prepare(const batch_job *job, chunk_scratch *c, size_t begin, size_t count) {
+    const avq_index *idx = job->idx;
+    size_t d = idx->dim, m = job->r.leaves, KC = idx->num_blocks * idx->num_centers;
+    for (size_t j = 0; j < count; j++) {
+        float *q = c->q + j * d;
+        int st = prepare_query(idx, job->queries + (begin + j) * d, q, c->q_i8 + j * d,
+                               &c->qnorm2[j]);
+        if (st == AVQ_OK) {
+            select_leaves(idx, job->kern, q, &c->s, m);
+            memcpy(c->leaves + j * m, c->s.leaves, m * sizeof(avq_neighbor));
+            st = build_lut8(idx, q, &c->s, c->lut8 + j * KC, &c->info[j]);
+        }
+        if (st != AVQ_OK) return query_failed(st, begin + j);
+        avq_topk_init(&c->cand[j], job->r.pre_reorder, c->cand_items + j * c->s.cand_capacity,
+                      c->s.cand_capacity);
+    }
+    return AVQ_OK;
+}
+
+/* Counting sort of the chunk's (query, rank) pairs by leaf into c->pairs,
+ * with c->bucket[l] .. c->bucket[l+1] the pairs of leaf l. */
+static void chunk_bucket_by_leaf(const avq_index *idx, chunk_scratch *c, size_t count,
+                                 size_t m) {
+    size_t L = idx->num_leaves;
+    memset(c->bucket, 0, (L + 1) * sizeof(uint32_t));
+    for (size_t p = 0; p < count * m; p++) c->bucket[c->leaves[p].id + 1]++;
+    for (size_t l = 0; l < L; l++) c->bucket[l + 1] += c->bucket[l];
+    /* bucket[l + 1] is the end of leaf l's pairs; filling each bucket from
+     * its end (pairs in descending order, so each bucket ends up ascending)
+     * leaves bucket[l + 1] at the start of leaf l: shift down by one */
+    for (size_t p = count * m; p-- > 0;) {
+        size_t l = (size_t)c->leaves[p].id;
+        c->pairs[--c->bucket[l + 1]] = (uint32_t)p;
+    }
+    memmove(c->bucket, c->bucket + 1, L * sizeof(uint32_t));
+    c->bucket[L] = (uint32_t)(count * m);
+}
+
+/* Scan leaf l once for every query of the chunk that chose it. */
+static void chunk_scan_leaf(const batch_job *job, chunk_scratch *c, size_t l) {
+    const avq_index *idx = job->idx;
+    avq_scan_leaf leaf = scan_leaf_of(idx, l);
+    if (leaf.n == 0) return;
+    size_t m = job->r.leaves, KC = idx->num_blocks * idx->num_centers;
+    avq_topk_scan_fn scan = topk_kernel(idx, job->kern);
+    avq_scan_query group[AVQ_SCAN_MAX_BATCH];
+    size_t g = 0;
+    for (uint32_t i = c->bucket[l]; i < c->bucket[l + 1]; i++) {
+        size_t p = c->pairs[i], j = p / m;
+        group[g++] = (avq_scan_query){c->lut8 + j * KC,
+                                      leaf_bias(idx, &c->leaves[p]) + c->info[j].offset,
+                                      c->info[j].scale, &c->cand[j]};
+        if (g == AVQ_SCAN_MAX_BATCH) {
+            scan(&leaf, g, group);
+            g = 0;
+        }
+    }
+    if (g) scan(&leaf, g, group);
+}
+
+static int chunk_search(void *ctx, size_t begin, size_t end, int worker) {
+    batch_job *job = ctx;
+    const avq_index *idx = job->idx;
+    chunk_scratch *c = &job->scratch[worker];
+    size_t count = end - begin, m = job->r.leaves, d = idx->dim, k = job->r.k;
+    int st = chunk_prepare(job, c, begin, count);
+    if (st != AVQ_OK) return st;
+    chunk_bucket_by_leaf(idx, c, count, m);
+    if (++c->serial == 0) { /* wrapped: forget every mark */
+        memset(c->visited, 0, idx->num_leaves * sizeof(uint32_t));
+        c->serial = 1;
+    }
+    for (size_t rank = 0; rank < m; rank++)
+        for (size_t j = 0; j < count; j++) {
+            size_t l = (size_t)c->leaves[j * m + rank].id;
+            if (c->visited[l] == c->serial) continue;
+            c->visited[l] = c->serial;
+            chunk_scan_leaf(job, c, l);
+        }
+    for (size_t j = 0; j < count; j++) {
+        avq_topk out;
+        avq_topk_init(&out, k, c->s.final, 2 * k + 1);
+        size_t found = avq_topk_take(&c->cand[j]);
+        reorder_candidates(idx, job->kern, c->q + j * d, c->q_i8 + j * d, &c->s,
+                           c->cand[j].items, found, &out);
+        size_t q = begin + j;
+        write_output(idx, &out, c->qnorm2[j], k, job->ids + q * k,
+                     job->scores ? job->scores + q * k : NULL);
+    }
+    return AVQ_OK;
+}
+
+/* The brute-force tier has no leaves to share: one query at a time. */
+static int brute_search(void *ctx, size_t begin, size_t end, int worker) {
     batch_job *job = ctx;
     size_t d = job->idx->dim, k = job->r.k;
     for (size_t q = begin; q < end; q++) {
-        int st = search_with_scratch(job->idx, job->kern, &job->r, &job->scratch[worker],
+        int st = search_with_scratch(job->idx, job->kern, &job->r, &job->scratch[worker].s,
                                      job->queries + q * d, job->ids + q * k,
                                      job->scores ? job->scores + q * k : NULL);
-        if (st != AVQ_OK) {
-            char why[256];
-            snprintf(why, sizeof why, "%s", avq_last_error());
-            return avq_fail(st, "query %zu: %s", q, why);
-        }
+        if (st != AVQ_OK) return query_failed(st, q);
     }
     return AVQ_OK;
 }
@@ -306,18 +500,20 @@ int avq_index_search_batch(const avq_index *idx, const float *queries, size_t nq
     int st = resolve_params(idx, p, &job.r);
     if (st != AVQ_OK) return st;
     threads = avq_resolve_threads(threads);
-    if ((size_t)threads > nq) threads = (int)nq;
+    /* chunks: as large as BATCH_CHUNK allows while every worker gets work */
+    size_t chunk = (nq + (size_t)threads - 1) / (size_t)threads;
+    if (chunk > BATCH_CHUNK) chunk = BATCH_CHUNK;
+    if ((size_t)threads > (nq + chunk - 1) / chunk) threads = (int)((nq + chunk - 1) / chunk);
     job.scratch = calloc((size_t)threads, sizeof *job.scratch);
     if (!job.scratch) return avq_fail_nomem("batch scratch", (size_t)threads * sizeof *job.scratch);
     int made = 0;
-    for (; made < threads && st == AVQ_OK; made++) st = scratch_init(&job.scratch[made], idx, &job.r);
-    if (st == AVQ_OK) {
-        /* small chunks: dynamic balance, and a failing query stops the rest */
-        size_t chunk = nq / ((size_t)threads * 8);
-        st = avq_parallel_for(nq, chunk < 1 ? 1 : (chunk > 64 ? 64 : chunk), threads,
-                              search_range, &job, NULL, NULL, "search");
-    }
-    for (int w = 0; w < made; w++) scratch_free(&job.scratch[w]);
+    for (; made < threads && st == AVQ_OK; made++)
+        st = chunk_scratch_init(&job.scratch[made], idx, &job.r);
+    if (st == AVQ_OK)
+        st = avq_parallel_for(nq, chunk, threads,
+                              idx->mode == AVQ_MODE_BRUTE ? brute_search : chunk_search, &job,
+                              NULL, NULL, "search");
+    for (int w = 0; w < made; w++) chunk_scratch_free(&job.scratch[w]);
     free(job.scratch);
     return st;
 }

@@ -128,24 +128,37 @@ Test(index, brute_force_tier_is_exact) {
     avq_index_free(index);
 }
 
-Test(index, batch_equals_single) {
-    avq_index *index = build(AVQ_METRIC_COSINE, 4, AVQ_REORDER_FLOAT, 40);
+/* The batched path groups queries by leaf (and scans a leaf once for up to
+ * three of them); the answer must still be exactly the one-at-a-time one,
+ * ids and scores, for every code width, metric and reorder kind, any thread
+ * count and partial chunks. */
+static void check_batch_equals_single(avq_metric metric, int bits, avq_reorder reorder,
+                                      size_t leaves_to_search, int threads, size_t nq) {
+    avq_index *index = build(metric, bits, reorder, 40);
     avq_search_params sp;
     avq_search_params_init(&sp);
-    sp.leaves_to_search = 7;
-    int64_t *batch = malloc(NQ * K * sizeof *batch), one[K];
-    float *bs = malloc(NQ * K * sizeof *bs), os[K];
-    cr_assert_eq(avq_index_search_batch(index, queries, NQ, &sp, 2, batch, bs), AVQ_OK);
-    for (size_t q = 0; q < NQ; q++) {
+    sp.leaves_to_search = leaves_to_search;
+    int64_t *batch = malloc(nq * K * sizeof *batch), one[K];
+    float *bs = malloc(nq * K * sizeof *bs), os[K];
+    cr_assert_eq(avq_index_search_batch(index, queries, nq, &sp, threads, batch, bs), AVQ_OK);
+    for (size_t q = 0; q < nq; q++) {
         cr_assert_eq(avq_index_search(index, queries + q * DIM, &sp, one, os), AVQ_OK);
         for (int i = 0; i < K; i++) {
-            cr_assert_eq(one[i], batch[q * K + i]);
+            cr_assert_eq(one[i], batch[q * K + i], "metric %d bits %d query %zu rank %d",
+                         (int)metric, bits, q, i);
             cr_assert_eq(os[i], bs[q * K + i]);
         }
     }
     free(batch);
     free(bs);
     avq_index_free(index);
+}
+
+Test(index, batch_equals_single) {
+    check_batch_equals_single(AVQ_METRIC_COSINE, 4, AVQ_REORDER_FLOAT, 7, 2, NQ);
+    check_batch_equals_single(AVQ_METRIC_DOT, 4, AVQ_REORDER_NONE, 12, 3, NQ - 3);
+    check_batch_equals_single(AVQ_METRIC_L2, 8, AVQ_REORDER_INT8, 5, 1, NQ);
+    check_batch_equals_single(AVQ_METRIC_COSINE, 4, AVQ_REORDER_INT8, 40, 2, 1);
 }
 
 typedef struct {
