@@ -212,7 +212,7 @@ int main(int argc, char **argv) {
     size_t zp = sizes[6], zi = sizes[4], zb = sizes[1];
     damaged("bad_truncated_half.avq", pq, zp, zp / 2, NULL, 0);
     damaged("bad_truncated_size_fixed.avq", pq, zp, zp - 100, NULL, AVQF_FIX_ALL);
-    damaged("bad_bitflip_no_crc_fix.avq", pq, zp, zp, bit_flip, 0);
+    damaged("badcrc_bitflip_in_data.avq", pq, zp, zp, bit_flip, 0);
     damaged("mut_bitflip_crc_fixed.avq", i8, zi, zi, bit_flip, AVQF_FIX_ALL);
     damaged("bad_conf_n_huge.avq", pq, zp, zp, conf_n_huge, AVQF_FIX_ALL);
     damaged("bad_conf_leaves_over_n.avq", pq, zp, zp, conf_leaves_over_n, AVQF_FIX_ALL);
