@@ -43,8 +43,8 @@ def main():
 
     if not os.path.exists(index) or os.path.getmtime(index) < os.path.getmtime(base):
         t0 = time.time()
-        run([AVQ, "build", "--base", base, "--metric", "cos", "--leaves", "2000",
-             "--threshold", "0.2", "--out", index])
+        run([AVQ, "build", "--base", base, "--metric", "cos", "--threshold", "0.2",
+             "--out", index])
         print(f"built in {time.time() - t0:.1f} s")
     else:
         print(f"(reusing {index}; delete it to rebuild)")
@@ -52,7 +52,7 @@ def main():
 
     result = os.path.join(g, "demo_result.ivecs")
     out = run([AVQ, "search", "--index", index, "--query", query, "--k", "10",
-               "--leaves-to-search", "40", "--reorder", "100", "--out", result], capture=True)
+               "--leaves-to-search", "20", "--reorder", "80", "--out", result], capture=True)
     qps = float(out.split()[1])
     out = run([AVQ, "eval", "--result", result, "--gt", os.path.join(g, "gt_cos.ivecs"),
                "--k", "10", "--recall1-at", "10"], capture=True)

@@ -272,11 +272,12 @@ fail:
 
 static void set_search_defaults(avq_index *idx) {
     size_t L = idx->num_leaves;
-    /* About 2 % of the leaves: recall@10 ~0.9 on GloVe-100 with 2000 leaves
-     * (see doc/RESULTS.md); at least 1. */
-    size_t leaves = (L * 2 + 99) / 100;
+    /* About 3.5 % of the leaves and 80 candidates: recall@10 ~0.91 on
+     * GloVe-100 with the default sqrt(n) = 576 leaves (doc/RESULTS.md); at
+     * least 1. */
+    size_t leaves = (L * 7 + 199) / 200;
     idx->default_leaves_to_search = leaves < 1 ? 1 : leaves;
-    idx->default_pre_reorder = 100;
+    idx->default_pre_reorder = 80;
 }
 
 int avq_index_build(const float *data, size_t n, size_t dim, const avq_build_params *params,
