@@ -620,7 +620,7 @@ PyDoc_STRVAR(Index_search_doc,
 "\n"
 "leaves_to_search: leaves scanned (None = the index default, see\n"
 "    default_search_params); pre_reorder: candidates re-scored exactly before\n"
-"    the final top-k (None = the default, 100).\n"
+"    the final top-k (None = the index's default).\n"
 "\n"
 "The GIL is released during the search, so several Python threads can\n"
 "search one index in parallel.  A C-contiguous float32 query is used\n"
@@ -703,6 +703,14 @@ PyDoc_STRVAR(Index_search_batched_doc,
 
 enum { BATCH_PIECE = 4096 };
 
+/* The first row holding a NaN or an infinity, or `rows` (error path only). */
+static size_t first_non_finite_row(const float *x, size_t rows, size_t dim) {
+    for (size_t i = 0; i < rows; i++)
+        for (size_t j = 0; j < dim; j++)
+            if (!isfinite(x[i * dim + j])) return i;
+    return rows;
+}
+
 static PyObject *Index_search_batched(IndexObject *self, PyObject *const *args,
                                       Py_ssize_t nargs, PyObject *kwnames) {
     PyObject *v[S_COUNT];
@@ -746,10 +754,13 @@ static PyObject *Index_search_batched(IndexObject *self, PyObject *const *args,
                                     sc + first * sp.k);
         Py_END_ALLOW_THREADS
         if (st != AVQ_OK) {
-            if (first > 0 && st == AVQ_ERR_INVALID) {
-                /* the library's message counts queries from the piece */
-                PyErr_Format(PyExc_ValueError, "%s (piece starting at query %zu)",
-                             avq_last_error(), first);
+            size_t bad = first_non_finite_row(qd + first * dim, count, dim);
+            if (st == AVQ_ERR_INVALID && bad < count) {
+                /* name the row in the caller's numbering (the library may
+                 * number it within the piece, or not at all) */
+                const char *msg = avq_last_error();
+                if (strncmp(msg, "query ", 6) == 0 && strstr(msg, ": ")) msg = strstr(msg, ": ") + 2;
+                PyErr_Format(PyExc_ValueError, "query %zu: %s", first + bad, msg);
             } else {
                 raise_status(st, NULL, 0);
             }

@@ -1,0 +1,171 @@
+# Type stub of the avq package (the compiled core avq._avq is re-exported
+# here; docstrings are on the real objects: help(avq.Index.search)).
+import os
+from typing import Any, Callable, Dict, Literal, Optional, Tuple, Union
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+VERSION_NUMBER: int
+METRICS: Tuple[str, str, str]
+
+Metric = Literal["dot_product", "squared_l2", "cosine", "ip", "dot", "l2", "euclidean", "cos",
+                 "angular"]
+ArrayLike = npt.ArrayLike
+PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+Progress = Optional[Callable[[str, int, int], Any]]
+Ids = npt.NDArray[np.int64]
+Scores = npt.NDArray[np.float32]
+
+class Error(Exception): ...
+class FormatError(Error): ...
+
+class Index:
+    @classmethod
+    def build(
+        cls,
+        data: ArrayLike,
+        metric: Metric = "dot_product",
+        *,
+        num_leaves: int = 0,
+        training_sample: int = 0,
+        kmeans_iterations: int = 12,
+        spherical: Optional[bool] = None,
+        avq_center_eta: float = 0.0,
+        dims_per_block: int = 2,
+        bits: int = 4,
+        threshold: Optional[float] = ...,
+        eta: float = 0.0,
+        reorder: Optional[Literal["float", "float32", "int8", "none"]] = "float",
+        brute_force_below: int = 20000,
+        threads: Optional[int] = None,
+        seed: int = 42,
+        progress: Progress = None,
+    ) -> "Index": ...
+    def search(
+        self,
+        q: ArrayLike,
+        k: int = 10,
+        leaves_to_search: Optional[int] = None,
+        pre_reorder: Optional[int] = None,
+    ) -> Tuple[Ids, Scores]: ...
+    def search_batched(
+        self,
+        queries: ArrayLike,
+        k: int = 10,
+        leaves_to_search: Optional[int] = None,
+        pre_reorder: Optional[int] = None,
+        threads: Optional[int] = None,
+    ) -> Tuple[Ids, Scores]: ...
+    def save(self, path: PathLike) -> None: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> "Index": ...
+    def __exit__(self, *exc_info: Any) -> None: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def metric(self) -> Literal["dot_product", "squared_l2", "cosine"]: ...
+    @property
+    def nbytes(self) -> int: ...
+    @property
+    def num_leaves(self) -> int: ...
+    @property
+    def isa(self) -> Literal["avx512", "avx2", "scalar"]: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def mmap(self) -> bool: ...
+    @property
+    def default_search_params(self) -> Dict[str, int]: ...
+    @property
+    def build_params(self) -> Dict[str, Any]: ...
+
+def load(path: PathLike, mmap: bool = False, verify_checksums: bool = True) -> Index: ...
+def exact_search(
+    base: ArrayLike,
+    queries: ArrayLike,
+    k: int = 10,
+    metric: Metric = "dot_product",
+    threads: Optional[int] = None,
+    progress: Progress = None,
+) -> Tuple[Ids, Scores]: ...
+def isa() -> Literal["avx512", "avx2", "scalar"]: ...
+def recall(ids: ArrayLike, true_ids: ArrayLike, k: Optional[int] = None) -> float: ...
+def progress_bar(file: Any = None) -> Callable[[str, int, int], None]: ...
+
+def builder(
+    db: ArrayLike, num_neighbors: int,
+    distance_measure: Literal["dot_product", "squared_l2", "cosine"],
+) -> "ScannBuilder": ...
+
+class ScannBuilder:
+    def __init__(
+        self, db: ArrayLike, num_neighbors: int,
+        distance_measure: Literal["dot_product", "squared_l2", "cosine"],
+    ) -> None: ...
+    def tree(
+        self,
+        num_leaves: int,
+        num_leaves_to_search: int,
+        training_sample_size: int = 100000,
+        training_iterations: int = 12,
+        spherical: Optional[bool] = None,
+        avq: Optional[float] = None,
+    ) -> "ScannBuilder": ...
+    def score_ah(
+        self,
+        dimensions_per_block: int,
+        anisotropic_quantization_threshold: Optional[float] = 0.2,
+        training_sample_size: Optional[int] = None,
+        hash_type: Literal["lut16", "lut256"] = "lut16",
+    ) -> "ScannBuilder": ...
+    def score_brute_force(self, quantize: bool = False) -> "ScannBuilder": ...
+    def reorder(
+        self, reordering_num_neighbors: int, quantize: Literal["float32", "int8"] = "float32"
+    ) -> "ScannBuilder": ...
+    def set_n_training_threads(self, threads: int) -> "ScannBuilder": ...
+    def build_params(self) -> Dict[str, Any]: ...
+    def build(self, *, seed: int = 42, progress: Progress = None) -> "ScannSearcher": ...
+
+class ScannSearcher:
+    def __init__(
+        self,
+        index: Index,
+        num_neighbors: int = 10,
+        num_leaves_to_search: Optional[int] = None,
+        reordering_num_neighbors: Optional[int] = None,
+    ) -> None: ...
+    @property
+    def index(self) -> Index: ...
+    def search(
+        self,
+        q: ArrayLike,
+        final_num_neighbors: Optional[int] = None,
+        pre_reorder_num_neighbors: Optional[int] = None,
+        leaves_to_search: Optional[int] = None,
+    ) -> Tuple[Ids, Scores]: ...
+    def search_batched(
+        self,
+        queries: ArrayLike,
+        final_num_neighbors: Optional[int] = None,
+        pre_reorder_num_neighbors: Optional[int] = None,
+        leaves_to_search: Optional[int] = None,
+    ) -> Tuple[Ids, Scores]: ...
+    def search_batched_parallel(
+        self,
+        queries: ArrayLike,
+        final_num_neighbors: Optional[int] = None,
+        pre_reorder_num_neighbors: Optional[int] = None,
+        leaves_to_search: Optional[int] = None,
+        batch_size: int = 256,
+    ) -> Tuple[Ids, Scores]: ...
+    def set_num_threads(self, num_threads: int) -> None: ...
+    def serialize(self, artifacts_dir: Union[str, "os.PathLike[str]"]) -> None: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> "ScannSearcher": ...
+    def __exit__(self, *exc: Any) -> None: ...
+
+def load_searcher(artifacts_dir: Union[str, "os.PathLike[str]"], mmap: bool = False) -> ScannSearcher: ...

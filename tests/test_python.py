@@ -1,0 +1,842 @@
+"""Tests of the `avq` Python module (python/avq): the low-level Index API,
+the ScaNN-style builder, exact search and recall.
+
+The module is imported from the build tree: $AVQ_PYTHON_PATH if set, else
+the `python` directory beside $AVQ_BIN (set by `make py-test`), else
+build/python -- `make python` puts it there.  Data are small and generated
+from fixed seeds, so the whole file runs in a few seconds.  Speed targets
+(two-thread scaling, per-call overhead) are measured by benchmarks
+(python/bench_threads.py, python/bench_overhead.py), not asserted here; the
+tests only check that threads give the same answers and really overlap.
+"""
+
+import gc
+import glob
+import os
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REPO, assert_topk_equal, datalib, reference_topk
+
+
+def _module_dir():
+    if os.environ.get("AVQ_PYTHON_PATH"):
+        return os.environ["AVQ_PYTHON_PATH"]
+    candidates = []
+    if os.environ.get("AVQ_BIN"):
+        candidates.append(os.path.join(os.path.dirname(os.path.abspath(os.environ["AVQ_BIN"])),
+                                       "python"))
+    candidates.append(os.path.join(REPO, "build", "python"))
+    for c in candidates:
+        if glob.glob(os.path.join(c, "avq", "_avq*.so")):
+            return c
+    raise ImportError(f"the avq extension is not built (looked in {candidates}): run 'make python'")
+
+
+sys.path.insert(0, _module_dir())
+import avq  # noqa: E402
+
+METRICS = ["dot_product", "squared_l2", "cosine"]
+CLI_METRIC = {"dot_product": "ip", "squared_l2": "l2", "cosine": "cos"}
+REF_METRIC = {"dot_product": "ip", "squared_l2": "l2", "cosine": "cos"}
+
+# the PQ configuration used throughout: 16 leaves, quantization forced on
+PQ = dict(num_leaves=16, brute_force_below=0)
+SEARCH = dict(k=10, leaves_to_search=3, pre_reorder=40)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(2024)
+    base = (rng.standard_normal((3000, 24)) * rng.uniform(0.3, 2.0, (3000, 1))).astype(np.float32)
+    query = rng.standard_normal((40, 24)).astype(np.float32)
+    return base, query
+
+
+@pytest.fixture(scope="module")
+def indexes(data):
+    """One PQ index per metric, built once for the module."""
+    base, _ = data
+    built = {m: avq.Index.build(base, m, **PQ) for m in METRICS}
+    yield built
+    for ix in built.values():
+        ix.close()
+
+
+def rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+# --------------------------------------------------------------------------
+# module basics
+# --------------------------------------------------------------------------
+
+def test_module_surface(avq_bin):
+    out = subprocess.run([avq_bin, "--help"], capture_output=True, text=True).stdout
+    assert out.split()[1] == avq.__version__          # "avq 0.1.0 -- ..."
+    assert avq.isa() in ("avx512", "avx2", "scalar")
+    assert issubclass(avq.FormatError, avq.Error) and issubclass(avq.Error, Exception)
+    with pytest.raises(TypeError):
+        avq.Index()                                   # only build() / load() make one
+    for name in avq.__all__:
+        obj = getattr(avq, name)
+        if callable(obj):
+            assert obj.__doc__, f"{name} has no docstring"
+    for name in ("build", "search", "search_batched", "save", "close"):
+        assert getattr(avq.Index, name).__doc__
+    for name in ("size", "dim", "metric", "nbytes", "isa", "num_leaves"):
+        assert getattr(avq.Index, name).__doc__
+    stub = os.path.join(os.path.dirname(avq.__file__), "__init__.pyi")
+    assert os.path.exists(stub)
+
+
+def test_properties(indexes, data):
+    base, _ = data
+    ix = indexes["cosine"]
+    assert (ix.size, ix.dim, ix.metric, ix.num_leaves) == (3000, 24, "cosine", 16)
+    assert ix.isa == avq.isa() and not ix.closed and not ix.mmap
+    # 3000 float vectors for re-ranking alone take 3000*24*4 bytes
+    assert 3000 * 24 * 4 < ix.nbytes < 3 * 3000 * 24 * 4
+    d = ix.default_search_params
+    assert sorted(d) == ["k", "leaves_to_search", "pre_reorder"] and d["k"] == 10
+    assert 1 <= d["leaves_to_search"] <= 16 and d["pre_reorder"] >= 10
+    bp = ix.build_params
+    assert bp["metric"] == "cosine" and bp["num_leaves"] == 16 and bp["brute_force_below"] == 0
+    assert bp["reorder"] == "float" and bp["bits"] == 4 and bp["seed"] == 42
+    assert "size=3000 dim=24 metric=cosine num_leaves=16" in repr(ix)
+
+
+# --------------------------------------------------------------------------
+# answers: exact search, the brute-force tier, the C CLI
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_exact_search_matches_numpy(data, metric):
+    base, query = data
+    ids, scores = avq.exact_search(base, query, k=10, metric=metric)
+    assert ids.dtype == np.int64 and scores.dtype == np.float32 and ids.shape == (40, 10)
+    ref_ids, ref_scores = reference_topk(base, query, 11, REF_METRIC[metric])
+    assert_topk_equal(ids, scores, ref_ids, ref_scores)
+    one_ids, one_scores = avq.exact_search(base, query[5], k=10, metric=metric, threads=1)
+    assert one_ids.shape == (10,) and (one_ids == ids[5]).all()
+    np.testing.assert_allclose(one_scores, scores[5], rtol=1e-5)   # another GEMM shape
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_small_index_is_exact(data, metric):
+    """Below brute_force_below (20000 by default) the index scores every point."""
+    base, query = data
+    with avq.Index.build(base, metric) as ix:
+        ids, scores = ix.search_batched(query, 10)
+    ex_ids, ex_scores = avq.exact_search(base, query, 10, metric)
+    assert (ids == ex_ids).all()
+    np.testing.assert_allclose(scores, ex_scores, rtol=1e-5, atol=1e-5)
+
+
+def cli_build(run, path, fvecs, metric, extra=()):
+    r = run("build", "--base", fvecs, "--metric", CLI_METRIC[metric], "--out", path, *extra)
+    assert r.returncode == 0, r.stderr
+
+
+def cli_search(run, tmp, index_path, query_fvecs, k, leaves, reorder):
+    # .npy: a scanned leaf set can hold fewer than k points (id -1, score NaN)
+    out, sc = str(tmp / "r.npy"), str(tmp / "s.npy")
+    r = run("search", "--index", index_path, "--query", query_fvecs, "--k", k,
+            "--leaves-to-search", leaves, "--reorder", reorder, "--out", out, "--scores", sc)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("qps ")
+    return np.load(out).astype(np.int64), np.load(sc)
+
+
+def same(a, b):
+    return a.shape == b.shape and np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+
+
+# (cli options, Index.build keywords) describing the same index
+CONFIGS = {
+    "default": ([], {}),
+    "int8-8bit-plain": (["--reorder", "int8", "--bits", "8", "--dims-per-block", "3",
+                         "--threshold", "none", "--seed", "7", "--iterations", "5"],
+                        dict(reorder="int8", bits=8, dims_per_block=3, threshold=None, seed=7,
+                             kmeans_iterations=5)),
+    "eta-spherical-noreorder": (["--eta", "4", "--spherical", "1", "--reorder", "none",
+                                 "--training-sample", "2000"],
+                                dict(eta=4.0, spherical=True, reorder="none",
+                                     training_sample=2000)),
+}
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+@pytest.mark.parametrize("metric", METRICS)
+def test_same_as_cli(run_avq, tmp_path, data, metric, config):
+    """Index.build with the CLI's parameters writes the very same file, and
+    every way of searching gives the CLI's ids and scores."""
+    base, query = data
+    cli_opts, kwargs = CONFIGS[config]
+    fv_base, fv_query = str(tmp_path / "b.fvecs"), str(tmp_path / "q.fvecs")
+    datalib.write_fvecs(fv_base, base)
+    datalib.write_fvecs(fv_query, query)
+    cli_path = str(tmp_path / "cli.avq")
+    cli_build(run_avq, cli_path, fv_base, metric,
+              ["--leaves", "16", "--brute-force-below", "0", *cli_opts])
+    ref_ids, ref_scores = cli_search(run_avq, tmp_path, cli_path, fv_query, 10, 3, 40)
+
+    with avq.Index.build(base, metric, **PQ, **kwargs) as ix:
+        py_path = str(tmp_path / "py.avq")
+        ix.save(py_path)
+        assert open(py_path, "rb").read() == open(cli_path, "rb").read()
+        ids, scores = ix.search_batched(query, **SEARCH)
+        assert same(ids, ref_ids) and same(scores, ref_scores)
+        for i, q in enumerate(query):
+            one_ids, one_scores = ix.search(q, **SEARCH)
+            assert same(one_ids, ref_ids[i]) and same(one_scores, ref_scores[i])
+    for mmap in (False, True):
+        with avq.load(cli_path, mmap=mmap) as ix:
+            assert ix.mmap == mmap
+            ids, scores = ix.search_batched(query, **SEARCH, threads=2)
+            assert same(ids, ref_ids) and same(scores, ref_scores)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_builder_same_as_cli(run_avq, tmp_path, data, metric):
+    base, query = data
+    fv_base, fv_query = str(tmp_path / "b.fvecs"), str(tmp_path / "q.fvecs")
+    datalib.write_fvecs(fv_base, base)
+    datalib.write_fvecs(fv_query, query)
+    cli_path = str(tmp_path / "cli.avq")
+    cli_build(run_avq, cli_path, fv_base, metric,
+              ["--leaves", "16", "--brute-force-below", "0", "--threshold", "0.3"])
+    ref_ids, ref_scores = cli_search(run_avq, tmp_path, cli_path, fv_query, 7, 3, 40)
+    searcher = (avq.builder(base, 7, metric)
+                .tree(num_leaves=16, num_leaves_to_search=3)
+                .score_ah(2, anisotropic_quantization_threshold=0.3)
+                .reorder(40)
+                .build())
+    with searcher:
+        ids, scores = searcher.search_batched(query)
+        assert ids.shape == (40, 7)
+        assert same(ids, ref_ids) and same(scores, ref_scores)
+        ids, _ = searcher.search_batched_parallel(query)
+        assert same(ids, ref_ids)
+        for i in (0, 17, 39):
+            one, _ = searcher.search(query[i])
+            assert same(one, ref_ids[i])
+
+
+# --------------------------------------------------------------------------
+# save / load
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mmap", [False, True])
+@pytest.mark.parametrize("verify", [True, False])
+def test_save_load_round_trip(tmp_path, indexes, data, mmap, verify):
+    _, query = data
+    for metric, ix in indexes.items():
+        path = tmp_path / f"{metric}.avq"
+        ix.save(path)                                  # os.PathLike works
+        with avq.load(str(path), mmap=mmap, verify_checksums=verify) as back:
+            assert (back.size, back.dim, back.metric, back.num_leaves) == \
+                (ix.size, ix.dim, ix.metric, ix.num_leaves)
+            assert back.build_params == ix.build_params
+            assert back.default_search_params == ix.default_search_params
+            assert back.nbytes == ix.nbytes and back.mmap == mmap
+            a, b = ix.search_batched(query, 10), back.search_batched(query, 10)
+            assert (a[0] == b[0]).all() and (a[1] == b[1]).all()
+        # saving over an existing file replaces it atomically
+        ix.save(os.fsencode(str(path)))                # bytes paths work too
+        assert avq.load(path).size == ix.size
+
+
+def test_mmap_index_outlives_file_replacement(tmp_path, indexes, data):
+    _, query = data
+    path = tmp_path / "x.avq"
+    indexes["dot_product"].save(path)
+    mapped = avq.load(path, mmap=True)
+    expect = mapped.search_batched(query)
+    indexes["squared_l2"].save(path)                   # rename over the mapped file
+    got = mapped.search_batched(query)
+    assert (got[0] == expect[0]).all() and mapped.metric == "dot_product"
+    mapped.close()
+
+
+# --------------------------------------------------------------------------
+# input conversion
+# --------------------------------------------------------------------------
+
+def test_inputs_are_converted_once(indexes, data):
+    base, query = data
+    ix = indexes["dot_product"]
+    ref = ix.search_batched(query, 5)
+    variants = [
+        query.astype(np.float64),
+        np.asfortranarray(query),
+        query.astype(">f4"),                              # big-endian
+        query.tolist(),
+        np.ascontiguousarray(np.repeat(query, 2, axis=0)[::2]),
+    ]
+    strided = np.zeros((40, 48), np.float32)
+    strided[:, ::2] = query
+    variants.append(strided[:, ::2])                      # non-contiguous view
+    for v in variants:
+        ids, scores = ix.search_batched(v, 5)
+        assert (ids == ref[0]).all() and (scores == ref[1]).all()
+    q64 = query[3].astype(np.float64)
+    assert (ix.search(q64, 5)[0] == ref[0][3]).all()
+    assert (ix.search(list(query[3]), 5)[0] == ref[0][3]).all()
+    # integers are real numbers too
+    ints = np.rint(base[:200] * 10).astype(np.int32)
+    a = avq.Index.build(ints).search_batched(ints[:5], 3)
+    b = avq.Index.build(ints.astype(np.float32)).search_batched(ints[:5].astype(np.float32), 3)
+    assert (a[0] == b[0]).all()
+
+
+def test_inputs_are_not_modified_or_leaked(indexes, data):
+    _, query = data
+    ix = indexes["cosine"]
+    q = query.copy()
+    before = sys.getrefcount(q), sys.getrefcount(ix)
+    for _ in range(100):
+        ix.search(q[0], 10)
+        ix.search_batched(q, 10)
+        with pytest.raises(ValueError):
+            ix.search(q[0, :5])
+    assert (sys.getrefcount(q), sys.getrefcount(ix)) == before
+    assert (q == query).all()                            # cosine normalises a copy
+
+
+def test_k_larger_than_index_pads(data):
+    base, query = data
+    with avq.Index.build(base[:7], "squared_l2") as ix:
+        ids, scores = ix.search(query[0], k=10)
+    assert (ids[:7] >= 0).all() and (ids[7:] == -1).all()
+    assert np.isnan(scores[7:]).all() and not np.isnan(scores[:7]).any()
+    ids, scores = avq.exact_search(base[:3], query[:2], k=5)
+    assert (ids[:, 3:] == -1).all() and np.isnan(scores[:, 3:]).all()
+
+
+def test_empty_batch(indexes):
+    ids, scores = indexes["dot_product"].search_batched(np.zeros((0, 24), np.float32), 4)
+    assert ids.shape == scores.shape == (0, 4)
+
+
+# --------------------------------------------------------------------------
+# bad input raises the documented exception (and never crashes)
+# --------------------------------------------------------------------------
+
+def bad_inputs(base, query, ix):
+    q = query[0]
+    nan_q = q.copy()
+    nan_q[3] = np.nan
+    nan_base = base[:100].copy()
+    nan_base[5, 2] = np.nan
+    inf_base = base[:100].copy()
+    inf_base[7, 0] = np.inf
+    big = np.tile(query, (104, 1))                       # 4160 rows: two pieces of 4096
+    big[4097, 1] = np.inf
+    B = avq.Index.build
+    return [
+        # dtype that cannot be numbers
+        ("str data", lambda: B(np.array([["a", "b"], ["c", "d"]])), TypeError, "dtype"),
+        ("complex data", lambda: B(base[:10].astype(np.complex64)), TypeError, "dtype"),
+        ("object data", lambda: B([[1.0, None], [2.0, 3.0]]), TypeError, "dtype"),
+        ("bool data", lambda: B(np.ones((5, 3), bool)), TypeError, "dtype"),
+        ("str query", lambda: ix.search(np.array(["x"] * 24)), TypeError, "dtype"),
+        ("complex query", lambda: ix.search(q.astype(complex)), TypeError, "dtype"),
+        ("complex batch", lambda: ix.search_batched(query.astype(complex)), TypeError, "dtype"),
+        ("str exact", lambda: avq.exact_search(base, [["x"] * 24]), TypeError, "dtype"),
+        # shapes
+        ("1-D data", lambda: B(base[0]), ValueError, "2-D"),
+        ("3-D data", lambda: B(base.reshape(3000, 4, 6)), ValueError, "2-D"),
+        ("empty data", lambda: B(np.zeros((0, 24), np.float32)), ValueError, "empty"),
+        ("zero-dim data", lambda: B(np.zeros((10, 0), np.float32)), ValueError, "empty"),
+        ("empty list", lambda: B([]), ValueError, "2-D"),
+        ("ragged data", lambda: B([[1.0, 2.0], [3.0]]), ValueError, ""),
+        ("wrong dim", lambda: ix.search(q[:23]), ValueError, "dimension 24"),
+        ("empty query", lambda: ix.search(np.zeros(0, np.float32)), ValueError, "length 0"),
+        ("2-D query", lambda: ix.search(query), ValueError, "search_batched"),
+        ("scalar query", lambda: ix.search(1.0), ValueError, "1-D"),
+        ("batch wrong dim", lambda: ix.search_batched(query[:, :20]), ValueError, "dimension"),
+        ("1-D batch", lambda: ix.search_batched(q), ValueError, "2-D"),
+        ("exact wrong dim", lambda: avq.exact_search(base, query[:, :3]), ValueError, "shape"),
+        ("exact empty base", lambda: avq.exact_search(base[:0], query), ValueError, "non-empty"),
+        # values
+        ("NaN data", lambda: B(nan_base), ValueError, "not a finite number"),
+        ("inf data", lambda: B(inf_base), ValueError, "not a finite number"),
+        ("NaN query", lambda: ix.search(nan_q), ValueError, "not a finite number"),
+        ("NaN in batch", lambda: ix.search_batched(np.vstack([query, nan_q])), ValueError,
+         "query 40:"),
+        ("inf in 2nd piece", lambda: ix.search_batched(big), ValueError, "query 4097:"),
+        ("float64 overflow", lambda: ix.search(q.astype(np.float64) * 1e300), ValueError,
+         "not a finite number"),
+        ("NaN exact", lambda: avq.exact_search(base, nan_q), ValueError, "finite"),
+        # k and search parameters
+        ("k = 0", lambda: ix.search(q, k=0), ValueError, "k must be >= 1"),
+        ("k < 0", lambda: ix.search(q, k=-3), ValueError, "k must be >= 1"),
+        ("k = 0 batch", lambda: ix.search_batched(query, 0), ValueError, "k must be >= 1"),
+        ("k = 0 exact", lambda: avq.exact_search(base, query, 0), ValueError, "k must be >= 1"),
+        ("k float", lambda: ix.search(q, k=2.5), TypeError, "int"),
+        ("k huge", lambda: ix.search(q, k=1 << 70), ValueError, "range"),
+        ("leaves > num_leaves", lambda: ix.search(q, leaves_to_search=17), ValueError,
+         "exceeds"),
+        ("leaves 0", lambda: ix.search(q, leaves_to_search=0), ValueError, "leaves_to_search"),
+        ("pre_reorder < 0", lambda: ix.search(q, pre_reorder=-1), ValueError, "pre_reorder"),
+        ("threads < 0", lambda: ix.search_batched(query, threads=-1), ValueError, "threads"),
+        ("unknown kw", lambda: ix.search(q, kk=3), TypeError, "unexpected keyword"),
+        ("duplicate arg", lambda: ix.search(q, 3, k=3), TypeError, "multiple values"),
+        ("missing q", lambda: ix.search(), TypeError, "missing"),
+        # build parameters
+        ("metric", lambda: B(base[:100], "hamming"), ValueError, "unknown metric"),
+        ("metric type", lambda: B(base[:100], 3), TypeError, "metric"),
+        ("bits", lambda: B(base, bits=5, brute_force_below=0), ValueError, "bits"),
+        ("dims_per_block", lambda: B(base, dims_per_block=0), ValueError, "dims_per_block"),
+        ("dims_per_block > dim", lambda: B(base, dims_per_block=25), ValueError,
+         "dims_per_block"),
+        ("num_leaves > n", lambda: B(base[:50], num_leaves=51), ValueError, "num_leaves"),
+        ("num_leaves < 0", lambda: B(base, num_leaves=-1), ValueError, "num_leaves"),
+        ("threshold < 0", lambda: B(base, threshold=-0.5), ValueError, "threshold"),
+        ("eta < 0", lambda: B(base, eta=-1.0), ValueError, "eta"),
+        ("reorder", lambda: B(base, reorder="half"), ValueError, "reorder"),
+        ("kmeans_iterations", lambda: B(base, kmeans_iterations=0), ValueError, "kmeans"),
+        ("seed < 0", lambda: B(base, seed=-1), ValueError, "seed"),
+        ("seed type", lambda: B(base, seed="x"), TypeError, "seed"),
+        ("progress", lambda: B(base, progress=5), TypeError, "callable"),
+        ("unknown build kw", lambda: B(base, leaves=3), TypeError, "leaves"),
+    ]
+
+
+def test_bad_inputs_raise(indexes, data):
+    base, query = data
+    ix = indexes["squared_l2"]
+    for name, call, exc, needle in bad_inputs(base, query, ix):
+        with pytest.raises(exc) as info, np.errstate(over="ignore"):
+            call()
+        assert needle.lower() in str(info.value).lower(), f"{name}: {info.value!r}"
+        assert type(info.value) is exc, f"{name}: {type(info.value)}"
+    # the index is still fine afterwards
+    assert ix.search(query[0])[0].shape == (10,)
+
+
+def test_closed_index(data):
+    base, query = data
+    ix = avq.Index.build(base[:500], "cosine")
+    ix.close()
+    ix.close()                                           # idempotent
+    assert ix.closed and "closed" in repr(ix)
+    for call in (lambda: ix.search(query[0]), lambda: ix.search_batched(query),
+                 lambda: ix.save("/tmp/never.avq"), lambda: ix.size, lambda: ix.dim,
+                 lambda: ix.metric, lambda: ix.nbytes, lambda: ix.isa,
+                 lambda: ix.num_leaves, lambda: ix.build_params, lambda: ix.__enter__()):
+        with pytest.raises(ValueError, match="closed"):
+            call()
+    with avq.Index.build(base[:500]) as ix2:
+        ix2.search(query[0])
+    assert ix2.closed
+    with pytest.raises(ValueError, match="closed"):
+        ix2.search(query[0])
+
+
+def corrupt_copy(src, dst, how):
+    blob = bytearray(open(src, "rb").read())
+    if how == "flip":                     # one bit in the middle of the largest section
+        nsec = struct.unpack_from("<I", blob, 16)[0]
+        sections = [struct.unpack_from("<4sIQQ", blob, 64 + 32 * i) for i in range(nsec)]
+        _, _, off, length = max(sections, key=lambda s: s[3])
+        blob[off + length // 2] ^= 0x10
+    elif how == "truncate":
+        blob = blob[: len(blob) // 2]
+    elif how == "header":
+        blob[9] ^= 0xFF                   # the format version
+    elif how == "garbage":
+        blob = bytearray(os.urandom(4096))
+    elif how == "empty":
+        blob = bytearray()
+    with open(dst, "wb") as f:
+        f.write(blob)
+
+
+@pytest.mark.parametrize("how", ["flip", "truncate", "header", "garbage", "empty"])
+@pytest.mark.parametrize("mmap", [False, True])
+def test_corrupt_file(tmp_path, indexes, how, mmap):
+    good = tmp_path / "good.avq"
+    indexes["dot_product"].save(good)
+    bad = tmp_path / "bad.avq"
+    corrupt_copy(good, bad, how)
+    with pytest.raises(avq.FormatError) as info:
+        avq.load(bad, mmap=mmap)
+    assert "bad.avq" in str(info.value)
+    if how == "flip":
+        assert "checksum" in str(info.value)
+        # unchecked, the flipped bit loads and is searched without a crash
+        # (the library skips checksums only for mapped loads: a copy is
+        # always verified, so FormatError is fine there too)
+        try:
+            ix = avq.load(bad, mmap=mmap, verify_checksums=False)
+        except avq.FormatError:
+            assert not mmap
+        else:
+            ix.search(np.ones(24, np.float32))
+            ix.close()
+
+
+def test_file_errors(tmp_path, indexes):
+    with pytest.raises(FileNotFoundError) as info:
+        avq.load(tmp_path / "missing.avq")
+    assert info.value.filename == str(tmp_path / "missing.avq")
+    with pytest.raises(FileNotFoundError):
+        avq.load(str(tmp_path / "missing.avq"), mmap=True)
+    with pytest.raises(OSError):
+        avq.load(tmp_path)                               # a directory
+    with pytest.raises(FileNotFoundError):
+        indexes["cosine"].save(tmp_path / "no" / "such" / "dir.avq")
+    with pytest.raises(TypeError):
+        avq.load(12)
+    if os.geteuid() != 0:                                # root reads everything
+        p = tmp_path / "secret.avq"
+        indexes["cosine"].save(p)
+        os.chmod(p, 0)
+        with pytest.raises(PermissionError):
+            avq.load(p)
+
+
+# --------------------------------------------------------------------------
+# progress, cancellation, Ctrl-C
+# --------------------------------------------------------------------------
+
+def test_progress_callback(data):
+    base, _ = data
+    calls = []
+    ix = avq.Index.build(base, "cosine", **PQ, progress=lambda *a: calls.append(a))
+    assert calls, "no progress reported"
+    stages = []
+    for stage, done, total in calls:
+        assert isinstance(stage, str) and 0 <= done <= total
+        if not stages or stages[-1] != stage:
+            stages.append(stage)
+    assert {"kmeans", "codebooks", "encode"} <= set(stages)
+    last = {}
+    for stage, done, total in calls:
+        last[stage] = (done, total)
+    assert all(d == t for d, t in last.values()), last  # every stage reports its end
+    ix.close()
+    # the ready-made bar (text fallback without tqdm) writes to the given file
+    import io
+    buf = io.StringIO()
+    avq.Index.build(base[:2000], num_leaves=4, brute_force_below=0,
+                    progress=avq.progress_bar(buf)).close()
+    assert "encode" in buf.getvalue()
+
+
+class Stop(Exception):
+    pass
+
+
+def test_progress_exception_cancels(data):
+    base, query = data
+    seen = []
+
+    def cb(stage, done, total):
+        seen.append(stage)
+        if stage == "codebooks":
+            raise Stop("enough")
+
+    with pytest.raises(Stop, match="enough"):
+        avq.Index.build(base, "dot_product", **PQ, progress=cb)
+    assert seen[-1] == "codebooks" and "encode" not in seen   # nothing after the cancel
+
+    def interrupt(stage, done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        avq.Index.build(base, **PQ, progress=interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        avq.exact_search(base, query, progress=interrupt)
+    # the return value is ignored (tqdm's update() returns True)
+    avq.Index.build(base[:1000], **PQ, progress=lambda *a: True).close()
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
+                    reason="signals are delivered to the main thread")
+def test_ctrl_c_interrupts_build():
+    """A real SIGINT during a long build: the build stops early and raises
+    KeyboardInterrupt from the build call itself."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((60000, 32)).astype(np.float32)
+    where = None
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    timer = threading.Timer(0.15, os.kill, (os.getpid(), signal.SIGINT))
+    t0 = time.perf_counter()
+    try:
+        timer.start()
+        try:
+            avq.Index.build(x, num_leaves=300, kmeans_iterations=50)
+            where = "finished"
+        except KeyboardInterrupt:
+            where = "build"
+        elapsed = time.perf_counter() - t0
+        timer.join()
+        if where == "finished":
+            time.sleep(1.0)                              # absorb the late signal
+    except KeyboardInterrupt:
+        where = "late"
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, old)
+    assert where == "build"
+    assert elapsed < 5.0
+
+
+# --------------------------------------------------------------------------
+# threads and the GIL
+# --------------------------------------------------------------------------
+
+def test_threads_same_results(indexes, data):
+    """Two Python threads searching one index get exactly the sequential answers."""
+    _, query = data
+    ix = indexes["dot_product"]
+    expect = [ix.search(q, **SEARCH) for q in query]
+    results = {}
+
+    def worker(name):
+        out = []
+        for _ in range(5):
+            out.append([ix.search(q, **SEARCH) for q in query])
+        results[name] = out
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for out in results.values():
+        for rep in out:
+            for (i, s), (ei, es) in zip(rep, expect):
+                assert (i == ei).all() and (s == es).all()
+
+
+def _overlaps(long_call):
+    """Run long_call() in a thread while this thread keeps executing Python;
+    True when this thread ran in the middle of the call (the GIL was free)."""
+    span, ticks = {}, []
+
+    def run():
+        span["start"] = time.perf_counter()
+        long_call()
+        span["end"] = time.perf_counter()
+
+    t = threading.Thread(target=run)
+    t.start()
+    while t.is_alive():
+        ticks.append(time.perf_counter())
+    t.join()
+    a, b = span["start"], span["end"]
+    mid = [x for x in ticks if a + 0.3 * (b - a) < x < b - 0.1 * (b - a)]
+    return len(mid) > 0, b - a
+
+
+def test_gil_released_during_search_and_build():
+    rng = np.random.default_rng(9)
+    base = rng.standard_normal((19000, 64)).astype(np.float32)   # brute-force tier
+    queries = rng.standard_normal((600, 64)).astype(np.float32)
+    ix = avq.Index.build(base)
+    ok, secs = _overlaps(lambda: ix.search_batched(queries, 10, threads=1))
+    assert ok, f"no Python ran during a {secs:.3f} s search_batched"
+    ok, secs = _overlaps(lambda: avq.Index.build(base, num_leaves=64, brute_force_below=0))
+    assert ok, f"no Python ran during a {secs:.3f} s build"
+
+
+def test_close_during_search_is_safe():
+    rng = np.random.default_rng(10)
+    base = rng.standard_normal((19000, 64)).astype(np.float32)
+    queries = rng.standard_normal((800, 64)).astype(np.float32)
+    ix = avq.Index.build(base)
+    expect = ix.search_batched(queries[:5], 10)
+    out, started = {}, threading.Event()
+
+    def run():
+        started.set()
+        out["r"] = ix.search_batched(queries, 10, threads=1)
+
+    t = threading.Thread(target=run)
+    t.start()
+    started.wait()
+    time.sleep(0.02)
+    t0 = time.perf_counter()
+    ix.close()                                           # never blocks
+    close_s = time.perf_counter() - t0
+    t.join()
+    assert ix.closed
+    assert (out["r"][0][:5] == expect[0]).all()          # the running search finished normally
+    assert close_s < 0.05
+    with pytest.raises(ValueError, match="closed"):
+        ix.search(queries[0])
+
+
+# --------------------------------------------------------------------------
+# memory
+# --------------------------------------------------------------------------
+
+def test_no_rss_growth_over_20000_searches(indexes, data):
+    base, query = data
+    ix = indexes["cosine"]
+    qs = [np.ascontiguousarray(q) for q in query]
+    qlist = query[0].tolist()
+
+    def loop(n):
+        for i in range(n):
+            ix.search(qs[i % 40], 10, leaves_to_search=2)
+            if i % 50 == 0:
+                ix.search(qlist, 5)                      # converted input
+                ix.search_batched(query[:4], 10)
+                try:
+                    ix.search(qs[0][:3])                 # error path
+                except ValueError:
+                    pass
+
+    loop(3000)                                           # warm up allocator caches
+    gc.collect()
+    before = rss_bytes()
+    loop(20000)
+    gc.collect()
+    grown = rss_bytes() - before
+    assert grown < 1 << 20, f"RSS grew by {grown} bytes over 20,000 searches"
+
+
+def test_no_rss_growth_over_builds_and_loads(tmp_path, data):
+    base, _ = data
+    path = tmp_path / "m.avq"
+    avq.Index.build(base[:2000], num_leaves=4, brute_force_below=0).save(path)
+
+    def loop(n):
+        for _ in range(n):
+            avq.Index.build(base[:300]).close()
+            avq.load(path).close()
+            avq.load(path, mmap=True)                    # released by garbage collection
+            try:
+                avq.load(tmp_path / "missing.avq")
+            except FileNotFoundError:
+                pass
+
+    loop(30)
+    gc.collect()
+    before = rss_bytes()
+    loop(300)
+    gc.collect()
+    grown = rss_bytes() - before
+    assert grown < 2 << 20, f"RSS grew by {grown} bytes over 300 build/load cycles"
+
+
+# --------------------------------------------------------------------------
+# the ScaNN-style builder
+# --------------------------------------------------------------------------
+
+def test_builder_maps_to_index_build(data):
+    base, query = data
+    b = (avq.builder(base, 5, "dot_product").tree(16, 4, training_sample_size=2000,
+                                                   training_iterations=6, spherical=True, avq=2.5)
+         .score_ah(3, anisotropic_quantization_threshold=0.25, hash_type="lut256")
+         .reorder(30, quantize="int8").set_n_training_threads(1))
+    p = b.build_params()
+    assert p == dict(metric="dot_product", threads=1, brute_force_below=0, dims_per_block=3,
+                     bits=8, threshold=0.25, num_leaves=16, kmeans_iterations=6, spherical=True,
+                     avq_center_eta=2.5, training_sample=2000, reorder="int8")
+    s = b.build()
+    kw = dict(p)
+    with avq.Index.build(base, kw.pop("metric"), **kw) as ix:
+        ids, scores = ix.search_batched(query, 5, 4, 30)
+    got = s.search_batched(query)
+    assert (got[0] == ids).all() and (got[1] == scores).all()
+    assert s.index.build_params["bits"] == 8 and s.index.build_params["reorder"] == "int8"
+    # per-call overrides use ScaNN's names
+    ids10, _ = s.search(query[0], final_num_neighbors=10, pre_reorder_num_neighbors=50,
+                        leaves_to_search=16)
+    assert ids10.shape == (10,)
+    s.close()
+
+
+def test_builder_variants(data):
+    base, query = data
+    # no tree: one leaf; no reorder: quantized scores as they are
+    p = avq.builder(base, 10, "squared_l2").score_ah(2).build_params()
+    assert p["num_leaves"] == 1 and p["reorder"] == "none" and "training_sample" not in p
+    p = avq.builder(base, 10, "cosine").score_ah(2, None).build_params()
+    assert p["threshold"] is None
+    p = avq.builder(base, 10, "cosine").score_ah(2, float("nan")).build_params()
+    assert p["threshold"] is None
+    # brute force: exact
+    s = avq.builder(base, 8, "cosine").score_brute_force().build()
+    ids, scores = s.search_batched(query)
+    ex_ids, _ = avq.exact_search(base, query, 8, "cosine")
+    assert (ids == ex_ids).all()
+    with pytest.raises(ValueError, match="tree"):
+        avq.builder(base, 8, "cosine").tree(16, 2).score_brute_force().build()
+    with pytest.raises(ValueError, match="scoring"):
+        avq.builder(base, 8, "cosine").tree(16, 2).build()
+    with pytest.raises(ValueError, match="distance_measure"):
+        avq.builder(base, 8, "angular")
+    with pytest.raises(ValueError, match="num_leaves_to_search"):
+        avq.builder(base, 8, "cosine").tree(4, 5)
+    with pytest.raises(ValueError, match="num_neighbors"):
+        avq.builder(base, 0, "cosine")
+    with pytest.raises(ValueError, match="hash_type"):
+        avq.builder(base, 8, "cosine").score_ah(2, hash_type="lut8")
+    with pytest.raises(ValueError, match="quantize"):
+        avq.builder(base, 8, "cosine").reorder(10, quantize="bfloat16")
+    with pytest.raises(ValueError, match="training sample"):
+        avq.builder(base, 8, "cosine").tree(4, 2, training_sample_size=1000) \
+            .score_ah(2, training_sample_size=500).build()
+    with pytest.raises(TypeError):
+        avq.builder(base, 8, "cosine").tree(4, 2, min_partition_size=5)
+
+
+def test_searcher_serialize(tmp_path, data):
+    base, query = data
+    s = avq.builder(base, 6, "dot_product").tree(16, 3).score_ah(2).reorder(25).build()
+    s.serialize(tmp_path / "art")
+    assert sorted(os.listdir(tmp_path / "art")) == ["index.avq", "searcher.json"]
+    for mmap in (False, True):
+        with avq.load_searcher(tmp_path / "art", mmap=mmap) as back:
+            a, b = s.search_batched(query), back.search_batched(query)
+            assert a[0].shape == (40, 6) and (a[0] == b[0]).all() and (a[1] == b[1]).all()
+    (tmp_path / "art" / "searcher.json").write_text("{not json")
+    with pytest.raises(avq.FormatError):
+        avq.load_searcher(tmp_path / "art")
+    with pytest.raises(FileNotFoundError):
+        avq.load_searcher(tmp_path / "nothing")
+    s.close()
+
+
+# --------------------------------------------------------------------------
+# recall
+# --------------------------------------------------------------------------
+
+def test_recall():
+    truth = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
+    assert avq.recall(truth, truth) == 1.0
+    found = np.array([[4, 3, 9, 9], [5, -1, -1, -1]])
+    assert avq.recall(found, truth) == pytest.approx(3 / 8)
+    assert avq.recall(found[:, :2], truth) == pytest.approx(1 / 4)   # k = 2: {4,3}&{1,2}, {5}&{5,6}
+    assert avq.recall(truth[0], truth[0], k=2) == 1.0
+    assert avq.recall(np.array([[2, 1]]), np.array([[1, 2, 3]]), k=1) == 0.0
+    with pytest.raises(ValueError):
+        avq.recall(truth, truth[:1])
+    with pytest.raises(ValueError):
+        avq.recall(truth, truth, k=5)
+    with pytest.raises(TypeError):
+        avq.recall(truth.astype(float), truth)
+
+
+def test_recall_of_index_against_exact(indexes, data):
+    base, query = data
+    true_ids, _ = avq.exact_search(base, query, 10, "cosine")
+    ids, _ = indexes["cosine"].search_batched(query, 10, leaves_to_search=16, pre_reorder=200)
+    assert avq.recall(ids, true_ids) >= 0.97
+    ids, _ = indexes["cosine"].search_batched(query, 10, leaves_to_search=1, pre_reorder=10)
+    assert 0.2 < avq.recall(ids, true_ids) < 1.0
