@@ -17,11 +17,14 @@ typedef struct {
 } avq_neighbor;
 
 /* The buffer appends candidates that beat the threshold; when it is full it
- * keeps the best k by partial selection (quickselect, O(capacity)) and raises
- * the threshold to the k-th best.  With capacity = 2k a push costs O(1)
- * amortised, and the threshold is tight enough to let a scan skip most
- * candidates without ever pushing them.  No allocation: the caller provides
- * `storage` of `capacity` entries (capacity > k). */
+ * drops candidates that can no longer be among the best k and lowers the
+ * threshold: exactly to the k-th best (quickselect, O(capacity)), or, for
+ * larger buffers, to a sampled estimate that keeps a little more than k
+ * (cheaper: two branch-free passes; see topk.c).  With capacity = 2k a push
+ * costs O(1) amortised, and the threshold is tight enough to let a scan skip
+ * most candidates without ever pushing them.  Either way the final answer is
+ * the exact best k.  No allocation: the caller provides `storage` of
+ * `capacity` entries (capacity > k). */
 typedef struct {
     avq_neighbor *items;
     size_t size, capacity, k;

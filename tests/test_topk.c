@@ -56,10 +56,10 @@ static void run_case(size_t n, size_t k, size_t capacity, unsigned levels, uint6
 }
 
 Test(topk, random_against_qsort) {
-    static const size_t ks[] = {1, 2, 5, 10, 100};
+    static const size_t ks[] = {1, 2, 5, 10, 80, 100, 500};
     static const size_t ns[] = {0, 1, 3, 10, 99, 1000, 20000};
     uint64_t seed = 1;
-    for (size_t a = 0; a < 5; a++)
+    for (size_t a = 0; a < 7; a++)
         for (size_t b = 0; b < 7; b++) {
             run_case(ns[b], ks[a], 2 * ks[a] + 1, 0, seed++);
             run_case(ns[b], ks[a], ks[a] + 1, 0, seed++); /* smallest capacity */
@@ -75,6 +75,12 @@ Test(topk, ties_go_to_lower_id) {
             run_case(500, k, k + 1, levels[l], seed++);
             run_case(500, k, 3 * k, levels[l], seed++);
         }
+    /* buffers large enough for the sampled compaction, with ties */
+    for (size_t l = 0; l < 3; l++) {
+        run_case(5000, 100, 201, levels[l], seed++);
+        run_case(5000, 80, 161, levels[l], seed++);
+        run_case(3000, 300, 1200, levels[l], seed++);
+    }
 }
 
 Test(topk, k1_keeps_the_minimum) {
