@@ -20,6 +20,7 @@ static const command commands[] = {
     {"gt", cmd_gt, "exact top-k ground truth of queries against a base set"},
     {"search", cmd_search, "search queries (exact brute force, or an index)"},
     {"eval", cmd_eval, "recall of search results against ground truth"},
+    {"tune", cmd_tune, "fastest search settings for a target recall"},
     {"paper", cmd_paper, "reproduce the paper's quantization experiment (Fig. 3)"},
 };
 

@@ -19,6 +19,7 @@ int cmd_search(int argc, char **argv);
 int cmd_build(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_paper(int argc, char **argv);
+int cmd_tune(int argc, char **argv);
 
 /* Print "avq CMD: error: <message>" to stderr; returns 1. */
 int cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
