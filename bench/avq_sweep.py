@@ -27,8 +27,11 @@ import datalib  # noqa: E402
 
 AVQ = os.environ.get("AVQ_BIN", os.path.join(ROOT, "build", "avq"))
 RECALL_QPS = os.environ.get("AVQ_RECALL_QPS", os.path.join(ROOT, "build", "bench", "recall_qps"))
-SETTINGS = [(4, 40), (6, 50), (8, 60), (10, 60), (12, 80), (15, 80), (18, 80), (20, 80),
-            (25, 100), (30, 100), (40, 150), (60, 200), (100, 300), (150, 400)]
+# (leaves_to_search, pre_reorder) grid around the frontier of the default
+# sqrt(n) = 576 leaves (fewer candidates with more leaves tends to win; see
+# `avq tune`).
+SETTINGS = [(l, r) for l in (4, 6, 8, 10, 13, 16, 20, 25, 30, 40, 50, 65, 80, 100, 150)
+            for r in (30, 50, 80, 150)]
 BATCH_SETTING = (20, 80)
 
 
@@ -67,7 +70,7 @@ def main():
     gt = os.path.join(a.data, "gt_cos.ivecs")
     n = datalib.read_fvecs(base).shape[0]
     variants = [("avq", "0.2")] + ([] if a.quick else [("avq-recon", "none")])
-    settings = SETTINGS[::3] if a.quick else SETTINGS
+    settings = SETTINGS[::7] if a.quick else SETTINGS
     rows = []
     for system, threshold in variants:
         index = os.path.join(os.path.dirname(a.csv), f"{system}.avq")
