@@ -782,6 +782,64 @@ done:
     return result;
 }
 
+/* --- benchmarking aid ---------------------------------------------------- */
+
+PyDoc_STRVAR(Index_c_search_loop_doc,
+"_c_search_loop(queries, k, leaves_to_search, pre_reorder, cpu_time)\n"
+"--\n"
+"\n"
+"Benchmarking aid (python/bench_overhead.py), not API: call the C function\n"
+"avq_index_search once per row of `queries` (a C-contiguous float32 (nq,\n"
+"dim) array), results into one reused buffer, GIL released, and return the\n"
+"seconds per query -- thread CPU time if `cpu_time`, else wall time.  The\n"
+"in-process C baseline the Python loop is compared with.");
+
+static PyObject *Index_c_search_loop(IndexObject *self, PyObject *args) {
+    PyArrayObject *q;
+    Py_ssize_t k, leaves, pre;
+    int cpu;
+    if (!PyArg_ParseTuple(args, "O!nnnp:_c_search_loop", &PyArray_Type, &q, &k, &leaves, &pre,
+                          &cpu))
+        return NULL;
+    if (PyArray_TYPE(q) != NPY_FLOAT32 || !PyArray_ISCARRAY_RO(q) || PyArray_NDIM(q) != 2 ||
+        PyArray_DIM(q, 0) == 0 || k < 1 || leaves < 0 || pre < 0) {
+        PyErr_SetString(PyExc_ValueError, "_c_search_loop: bad arguments");
+        return NULL;
+    }
+    avq_index *ix = index_acquire(self);
+    if (!ix) return NULL;
+    size_t dim = avq_index_dim(ix), nq = (size_t)PyArray_DIM(q, 0);
+    if ((size_t)PyArray_DIM(q, 1) != dim) {
+        index_release(self);
+        PyErr_SetString(PyExc_ValueError, "_c_search_loop: dimension mismatch");
+        return NULL;
+    }
+    avq_search_params sp = {(size_t)k, (size_t)leaves, (size_t)pre};
+    int64_t *ids = PyMem_RawMalloc((size_t)k * sizeof *ids);
+    float *scores = PyMem_RawMalloc((size_t)k * sizeof *scores);
+    int st = AVQ_ERR_NOMEM;
+    double secs = 0.0;
+    if (ids && scores) {
+        const float *qd = PyArray_DATA(q);
+        clockid_t clock = cpu ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC;
+        Py_BEGIN_ALLOW_THREADS
+        struct timespec t0, t1;
+        clock_gettime(clock, &t0);
+        st = AVQ_OK;
+        for (size_t i = 0; i < nq && st == AVQ_OK; i++)
+            st = avq_index_search(ix, qd + i * dim, &sp, ids, scores);
+        clock_gettime(clock, &t1);
+        secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+        Py_END_ALLOW_THREADS
+    }
+    PyMem_RawFree(ids);
+    PyMem_RawFree(scores);
+    index_release(self);
+    if (st != AVQ_OK) return st == AVQ_ERR_NOMEM && !(ids && scores) ? PyErr_NoMemory()
+                                                                     : raise_status(st, NULL, 0);
+    return PyFloat_FromDouble(secs / (double)nq);
+}
+
 /* --- save / close / context manager ------------------------------------- */
 
 PyDoc_STRVAR(Index_save_doc,
@@ -946,6 +1004,7 @@ static PyMethodDef Index_methods[] = {
     {"search_batched", (PyCFunction)(void (*)(void))Index_search_batched,
      METH_FASTCALL | METH_KEYWORDS, Index_search_batched_doc},
     {"save", (PyCFunction)Index_save, METH_O, Index_save_doc},
+    {"_c_search_loop", (PyCFunction)Index_c_search_loop, METH_VARARGS, Index_c_search_loop_doc},
     {"close", (PyCFunction)Index_close, METH_NOARGS, Index_close_doc},
     {"__enter__", (PyCFunction)Index_enter, METH_NOARGS,
      "__enter__($self, /)\n--\n\nReturn self (raises ValueError if closed)."},
