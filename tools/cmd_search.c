@@ -205,8 +205,11 @@ int cmd_search(int argc, char **argv) {
         if (!rc) {
             double qps = (double)query.rows / (secs > 0 ? secs : 1e-9);
             printf("qps %.1f\n", qps);
-            fprintf(stderr, "avq search: exact %s, %zu queries in %.3f s (%.1f queries/s, %ld threads)\n",
-                    avq_metric_name(metric), query.rows, secs, qps, threads);
+            char workers[32] = "all CPUs";
+            if (threads > 0) snprintf(workers, sizeof workers, "%ld thread%s", threads,
+                                      threads == 1 ? "" : "s");
+            fprintf(stderr, "avq search: exact %s, %zu queries in %.3f s (%.1f queries/s, %s)\n",
+                    avq_metric_name(metric), query.rows, secs, qps, workers);
         }
     }
     free(ids);
