@@ -212,15 +212,15 @@ int main(int argc, char **argv) {
     size_t zp = sizes[6], zi = sizes[4], zb = sizes[1];
     damaged("bad_truncated_half.avq", pq, zp, zp / 2, NULL, 0);
     damaged("bad_truncated_size_fixed.avq", pq, zp, zp - 100, NULL, AVQF_FIX_ALL);
-    damaged("badcrc_bitflip_in_data.avq", pq, zp, zp, bit_flip, 0);
+    damaged("badchk_bitflip_in_data.avq", pq, zp, zp, bit_flip, 0);
     damaged("mut_bitflip_crc_fixed.avq", i8, zi, zi, bit_flip, AVQF_FIX_ALL);
     damaged("bad_conf_n_huge.avq", pq, zp, zp, conf_n_huge, AVQF_FIX_ALL);
     damaged("bad_conf_leaves_over_n.avq", pq, zp, zp, conf_leaves_over_n, AVQF_FIX_ALL);
     damaged("bad_conf_bits.avq", i8, zi, zi, conf_bits_wrong, AVQF_FIX_ALL);
     damaged("bad_loff_decreasing.avq", pq, zp, zp, loff_decreasing, AVQF_FIX_ALL);
     damaged("bad_coff.avq", i8, zi, zi, coff_off_by_one, AVQF_FIX_ALL);
-    damaged("bad_ids_repeated.avq", brute, zb, zb, ids_repeated, AVQF_FIX_ALL);
-    damaged("bad_ids_out_of_range.avq", pq, zp, zp, ids_out_of_range, AVQF_FIX_ALL);
+    damaged("badchk_ids_repeated.avq", brute, zb, zb, ids_repeated, AVQF_FIX_ALL);
+    damaged("badchk_ids_out_of_range.avq", pq, zp, zp, ids_out_of_range, AVQF_FIX_ALL);
     damaged("bad_code_length_huge.avq", pq, zp, zp, code_length_huge, AVQF_FIX_ALL);
     damaged("bad_offset_wraps.avq", pq, zp, zp, offset_wraps, AVQF_FIX_ALL);
     damaged("bad_unknown_required_tag.avq", pq, zp, zp, tag_unknown_required, AVQF_FIX_ALL);
