@@ -424,6 +424,20 @@ def test_bad_inputs_raise(indexes, data):
     assert ix.search(query[0])[0].shape == (10,)
 
 
+def test_batch_error_names_the_right_query(indexes, data):
+    """libavq keeps error messages per thread, so a failure in one of its
+    worker threads leaves the caller with an older message; the module
+    must name the query that really failed."""
+    _, query = data
+    ix = indexes["dot_product"]
+    batch = np.tile(query, (100, 1))                     # 4000 rows
+    for row in (100, 3999, 2500, 7):
+        q = batch.copy()
+        q[row, 5] = np.nan
+        with pytest.raises(ValueError, match=f"^query {row}: .*value 5 is not a finite"):
+            ix.search_batched(q, threads=2)
+
+
 def test_closed_index(data):
     base, query = data
     ix = avq.Index.build(base[:500], "cosine")

@@ -52,14 +52,31 @@ static int errno_from_message(const char *msg, int saved_errno) {
     return 0;
 }
 
+/* The calling thread's avq_last_error() before a multi-threaded call.  The
+ * library keeps messages in thread-local storage, and a failure inside one
+ * of its worker threads leaves its message in that worker's storage: the
+ * caller then still sees the message of some earlier failure (or "").
+ * Comparing with a snapshot taken before the call detects that. */
+typedef struct {
+    char text[512];
+} error_snapshot;
+
+static void take_snapshot(error_snapshot *snap) {
+    snprintf(snap->text, sizeof snap->text, "%s", avq_last_error());
+}
+
 /* Raise the Python exception for a failed avq call and return NULL.
  * `path` (may be NULL) names the file of an IO error; `saved_errno` is errno
- * right after the call.  An exception already set (by a progress callback
- * that cancelled the call, or by Ctrl-C) wins over the avq status. */
-static PyObject *raise_status(int st, const char *path, int saved_errno) {
+ * right after the call; `snap` (may be NULL) is the message before a
+ * multi-threaded call, so a stale message is never shown.  An exception
+ * already set (by a progress callback that cancelled the call, or by
+ * Ctrl-C) wins over the avq status. */
+static PyObject *raise_status_snap(int st, const char *path, int saved_errno,
+                                   const error_snapshot *snap) {
     if (PyErr_Occurred()) return NULL;
     const char *msg = avq_last_error();
-    if (!msg || !msg[0]) msg = avq_strerror(st);
+    if (!msg || !msg[0] || (snap && strncmp(msg, snap->text, sizeof snap->text - 1) == 0))
+        msg = avq_strerror(st);
     switch (st) {
     case AVQ_ERR_INVALID: PyErr_SetString(PyExc_ValueError, msg); break;
     case AVQ_ERR_NOMEM: PyErr_SetString(PyExc_MemoryError, msg); break;
@@ -93,6 +110,10 @@ static PyObject *raise_status(int st, const char *path, int saved_errno) {
         break;
     }
     return NULL;
+}
+
+static PyObject *raise_status(int st, const char *path, int saved_errno) {
+    return raise_status_snap(st, path, saved_errno, NULL);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -592,6 +613,8 @@ static PyObject *Index_build(PyObject *cls, PyObject *args, PyObject *kwargs) {
     p.progress = progress_trampoline;
     p.progress_user = &ctx;
     avq_index *ix = NULL;
+    error_snapshot snap;
+    take_snapshot(&snap);
     ctx.ts = PyEval_SaveThread();
     int st = avq_index_build((const float *)PyArray_DATA(arr), n, dim, &p, &ix);
     PyEval_RestoreThread(ctx.ts);
@@ -600,7 +623,7 @@ static PyObject *Index_build(PyObject *cls, PyObject *args, PyObject *kwargs) {
         avq_index_free(ix);
         return NULL;
     }
-    if (st != AVQ_OK) return raise_status(st, NULL, 0);
+    if (st != AVQ_OK) return raise_status_snap(st, NULL, 0, &snap);
     (void)cls;
     return index_wrap(ix, 0);
 }
@@ -703,12 +726,12 @@ PyDoc_STRVAR(Index_search_batched_doc,
 
 enum { BATCH_PIECE = 4096 };
 
-/* The first row holding a NaN or an infinity, or `rows` (error path only). */
-static size_t first_non_finite_row(const float *x, size_t rows, size_t dim) {
-    for (size_t i = 0; i < rows; i++)
-        for (size_t j = 0; j < dim; j++)
-            if (!isfinite(x[i * dim + j])) return i;
-    return rows;
+/* The first NaN or infinity in rows x dim floats: its index, or rows * dim
+ * (on the error path only). */
+static size_t first_non_finite(const float *x, size_t rows, size_t dim) {
+    for (size_t i = 0; i < rows * dim; i++)
+        if (!isfinite(x[i])) return i;
+    return rows * dim;
 }
 
 static PyObject *Index_search_batched(IndexObject *self, PyObject *const *args,
@@ -749,20 +772,22 @@ static PyObject *Index_search_batched(IndexObject *self, PyObject *const *args,
     for (size_t first = 0; first < nq; first += BATCH_PIECE) {
         size_t count = nq - first < BATCH_PIECE ? nq - first : BATCH_PIECE;
         int st;
+        error_snapshot snap;
+        take_snapshot(&snap);
         Py_BEGIN_ALLOW_THREADS
         st = avq_index_search_batch(ix, qd + first * dim, count, &sp, threads, id + first * sp.k,
                                     sc + first * sp.k);
         Py_END_ALLOW_THREADS
         if (st != AVQ_OK) {
-            size_t bad = first_non_finite_row(qd + first * dim, count, dim);
-            if (st == AVQ_ERR_INVALID && bad < count) {
-                /* name the row in the caller's numbering (the library may
-                 * number it within the piece, or not at all) */
-                const char *msg = avq_last_error();
-                if (strncmp(msg, "query ", 6) == 0 && strstr(msg, ": ")) msg = strstr(msg, ": ") + 2;
-                PyErr_Format(PyExc_ValueError, "query %zu: %s", first + bad, msg);
+            size_t bad = first_non_finite(qd + first * dim, count, dim);
+            if (st == AVQ_ERR_INVALID && bad < count * dim) {
+                /* our own words: the library numbers queries within the
+                 * piece, and its message is lost when a worker failed */
+                PyErr_Format(PyExc_ValueError,
+                             "query %zu: search: query value %zu is not a finite number",
+                             first + bad / dim, bad % dim);
             } else {
-                raise_status(st, NULL, 0);
+                raise_status_snap(st, NULL, 0, &snap);
             }
             goto done;
         }
@@ -1155,6 +1180,8 @@ static PyObject *avq_py_exact_search(PyObject *module, PyObject *args, PyObject 
     if (nq > 0) {
         progress_ctx ctx = {NULL, progress == Py_None ? NULL : progress, 0, 0.0, {0}};
         ctx.last_time = monotonic_seconds();
+        error_snapshot snap;
+        take_snapshot(&snap);
         ctx.ts = PyEval_SaveThread();
         int st = avq_exact_search(PyArray_DATA(base), n, dim, PyArray_DATA(queries), nq, metric,
                                   k, threads, PyArray_DATA((PyArrayObject *)ids),
@@ -1162,7 +1189,7 @@ static PyObject *avq_py_exact_search(PyObject *module, PyObject *args, PyObject 
                                   &ctx);
         PyEval_RestoreThread(ctx.ts);
         if (st != AVQ_OK || PyErr_Occurred()) {
-            raise_status(st, NULL, 0);
+            raise_status_snap(st, NULL, 0, &snap);
             goto done;
         }
     }
