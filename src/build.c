@@ -24,6 +24,7 @@
 #include "aniso.h"
 #include "avq_internal.h"
 #include "index.h"
+#include "partition.h"
 #include "kmeans.h"
 #include "pack.h"
 #include "pq.h"
@@ -137,17 +138,27 @@ static int partition_points(avq_index *idx, const float *x, int32_t *leaf_of) {
         memset(leaf_of, 0, n * sizeof *leaf_of);
         return AVQ_OK;
     }
-    avq_kmeans_params kp;
-    avq_kmeans_default_params(&kp, L);
-    kp.max_iter = (size_t)p->kmeans_iterations;
-    kp.training_sample = p->training_sample ? p->training_sample : 100000;
-    kp.spherical = p->spherical < 0 ? p->metric == AVQ_METRIC_COSINE : p->spherical;
-    kp.seed = p->seed;
-    kp.threads = p->threads;
-    st = avq_kmeans_train(x, n, d, &kp, idx->centers, NULL, p->progress, p->progress_user);
+    /* k-means with small leaves re-seeded (a 3-point leaf costs a scan
+     * call for nothing), then, if asked, anisotropic centers (inner-product
+     * metrics: the centers that minimise the score-aware loss of the leaf,
+     * DESIGN.md §2 step 2; points are not reassigned afterwards). */
+    avq_partition_params pp;
+    avq_partition_default_params(&pp);
+    pp.num_leaves = L;
+    pp.max_iter = (size_t)p->kmeans_iterations;
+    pp.training_sample = p->training_sample ? p->training_sample : 100000;
+    pp.spherical = p->spherical < 0 ? p->metric == AVQ_METRIC_COSINE : p->spherical;
+    pp.avq_eta = p->avq_center_eta > 0.0f && p->metric != AVQ_METRIC_L2
+                     ? (double)p->avq_center_eta : NAN;
+    pp.seed = p->seed;
+    pp.threads = p->threads;
+    avq_partition part;
+    st = avq_partition_train(x, n, d, &pp, &part, p->progress, p->progress_user);
     if (st != AVQ_OK) return st;
-    return avq_assign_nearest(x, n, d, idx->centers, L, AVQ_NEAREST_L2, p->threads, leaf_of,
-                              NULL, p->progress, p->progress_user, "assign");
+    memcpy(idx->centers, part.centers, L * d * sizeof(float));
+    memcpy(leaf_of, part.assignment, n * sizeof *leaf_of);
+    avq_partition_free(&part);
+    return AVQ_OK;
 }
 
 /* Counting sort of points by leaf: fills leaf_offsets and ids. */

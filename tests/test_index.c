@@ -101,6 +101,41 @@ Test(index, recall_l2_8bit_int8) { expect_recall(AVQ_METRIC_L2, 8, AVQ_REORDER_I
 Test(index, recall_dot_8bit_float) { expect_recall(AVQ_METRIC_DOT, 8, AVQ_REORDER_FLOAT, 0.90); }
 Test(index, recall_cos_4bit_none) { expect_recall(AVQ_METRIC_COSINE, 4, AVQ_REORDER_NONE, 0.30); }
 
+/* Anisotropic leaf centers change the partition's centers (and so the
+ * search) but must keep recall at the level of plain k-means centers. */
+Test(index, anisotropic_centers) {
+    avq_build_params p;
+    avq_build_params_init(&p, AVQ_METRIC_DOT);
+    p.num_leaves = 40;
+    p.threads = 2;
+    avq_index *plain = NULL, *aniso = NULL;
+    cr_assert_eq(avq_index_build(base, N, DIM, &p, &plain), AVQ_OK, "%s", avq_last_error());
+    p.avq_center_eta = 4.0f;
+    cr_assert_eq(avq_index_build(base, N, DIM, &p, &aniso), AVQ_OK, "%s", avq_last_error());
+    avq_build_params got;
+    avq_index_build_params(aniso, &got);
+    cr_assert_eq(got.avq_center_eta, 4.0f);
+    double r_plain = index_recall(plain, AVQ_METRIC_DOT, 16, 200);
+    double r_aniso = index_recall(aniso, AVQ_METRIC_DOT, 16, 200);
+    cr_expect(r_aniso >= 0.90 && r_aniso >= r_plain - 0.02, "recall %.4f (plain centers %.4f)",
+              r_aniso, r_plain);
+    /* the centers really differ: some query's results or scores change */
+    avq_search_params sp;
+    avq_search_params_init(&sp);
+    sp.leaves_to_search = 2;
+    sp.pre_reorder = 10;
+    int differ = 0;
+    for (size_t q = 0; q < NQ && !differ; q++) {
+        int64_t a[K], b[K];
+        cr_assert_eq(avq_index_search(plain, queries + q * DIM, &sp, a, NULL), AVQ_OK);
+        cr_assert_eq(avq_index_search(aniso, queries + q * DIM, &sp, b, NULL), AVQ_OK);
+        differ = memcmp(a, b, sizeof a) != 0;
+    }
+    cr_expect(differ, "avq_center_eta had no effect on any result");
+    avq_index_free(plain);
+    avq_index_free(aniso);
+}
+
 Test(index, all_leaves_with_full_reorder_is_nearly_exact) {
     avq_index *index = build(AVQ_METRIC_DOT, 4, AVQ_REORDER_FLOAT, 40);
     double r = index_recall(index, AVQ_METRIC_DOT, 40, 2000);

@@ -24,6 +24,8 @@ static void build_usage(FILE *out) {
             "  --training-sample N    rows used to train (default 100000)\n"
             "  --iterations N         k-means iterations (default 12)\n"
             "  --spherical 0|1        unit-norm leaf centers (default: 1 for cos)\n"
+            "  --center-eta E         anisotropic leaf centers with weight eta (ip/cos;\n"
+            "                         default off)\n"
             "  --dims-per-block N     dimensions per PQ code (default 2)\n"
             "  --bits 4|8             bits per code (default 4, the SIMD fast scan)\n"
             "  --threshold T|none     anisotropic threshold T (default 0.2; 'none' =\n"
@@ -74,6 +76,7 @@ int cmd_build(int argc, char **argv) {
         {"dims-per-block", required_argument, 0, 'D'},
         {"bits", required_argument, 0, 'B'},  {"threshold", required_argument, 0, 'T'},
         {"eta", required_argument, 0, 'E'},   {"reorder", required_argument, 0, 'R'},
+        {"center-eta", required_argument, 0, 'C'},
         {"brute-force-below", required_argument, 0, 'F'},
         {"threads", required_argument, 0, 't'}, {"seed", required_argument, 0, 's'},
         {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
@@ -138,6 +141,11 @@ int cmd_build(int argc, char **argv) {
             return cli_usage_error("build", "--eta must be a positive number, got '%s'", val['E']);
         p.eta = f;
     }
+    if (val['C']) {
+        if (!cli_parse_float(val['C'], &f) || f < 0)
+            return cli_usage_error("build", "--center-eta must be a number >= 0, got '%s'", val['C']);
+        p.avq_center_eta = f;
+    }
     if (val['R'] && !parse_reorder(val['R'], &p.reorder))
         return cli_usage_error("build", "--reorder must be float, int8 or none, got '%s'", val['R']);
 
@@ -192,7 +200,8 @@ int cmd_info(int argc, char **argv) {
            (double)file_bytes / (double)n);
     printf("vectors           %zu x %zu\n", n, avq_index_dim(index));
     printf("metric            %s\n", avq_metric_name(avq_index_metric(index)));
-    printf("leaves            %zu\n", avq_index_num_leaves(index));
+    printf("leaves            %zu%s\n", avq_index_num_leaves(index),
+           p.avq_center_eta > 0 ? " (anisotropic centers)" : "");
     printf("quantizer         %d-bit codes, %d dims per block, threshold %s%g, eta %g\n", p.bits,
            p.dims_per_block, isnan(p.threshold) ? "none/" : "", (double)p.threshold, (double)p.eta);
     printf("reorder           %s\n", reorder_name(p.reorder));
