@@ -321,7 +321,18 @@ int avq_index_search(const avq_index *idx, const float *query, const avq_search_
  * integer threshold never rejects a point that would be kept), so a batch
  * returns exactly what one-at-a-time searches return.
  */
-enum { BATCH_CHUNK = 96 };
+enum { BATCH_CHUNK = 96, BATCH_SCRATCH_BUDGET = 32 << 20 };
+
+/* Queries per chunk: BATCH_CHUNK, fewer if their per-query state would
+ * exceed BATCH_SCRATCH_BUDGET bytes per worker (huge leaves_to_search or
+ * pre_reorder), at least 1. */
+static size_t batch_chunk_size(const avq_index *idx, const resolved_params *r) {
+    size_t per_query = r->leaves * (sizeof(avq_neighbor) + sizeof(uint32_t)) +
+                       (2 * r->pre_reorder + 1) * sizeof(avq_neighbor) +
+                       idx->num_blocks * idx->num_centers + 2 * idx->dim * sizeof(float) + 64;
+    size_t chunk = BATCH_SCRATCH_BUDGET / per_query;
+    return chunk < 1 ? 1 : (chunk > BATCH_CHUNK ? BATCH_CHUNK : chunk);
+}
 
 typedef struct {
     search_scratch s;       /* LUT floats, leaf scores, reorder buffers      */
@@ -343,7 +354,7 @@ static int chunk_scratch_init(chunk_scratch *c, const avq_index *idx, const reso
     memset(c, 0, sizeof *c);
     int st = scratch_init(&c->s, idx, r);
     if (st != AVQ_OK || idx->mode == AVQ_MODE_BRUTE) return st;
-    size_t B = BATCH_CHUNK, d = idx->dim, L = idx->num_leaves, m = r->leaves;
+    size_t B = batch_chunk_size(idx, r), d = idx->dim, L = idx->num_leaves, m = r->leaves;
     size_t KC = idx->num_blocks * idx->num_centers;
     const size_t sizes[] = {
         B * d * sizeof(float),      B * d * sizeof(float),
@@ -502,7 +513,7 @@ int avq_index_search_batch(const avq_index *idx, const float *queries, size_t nq
     threads = avq_resolve_threads(threads);
     /* chunks: as large as BATCH_CHUNK allows while every worker gets work */
     size_t chunk = (nq + (size_t)threads - 1) / (size_t)threads;
-    if (chunk > BATCH_CHUNK) chunk = BATCH_CHUNK;
+    if (chunk > batch_chunk_size(idx, &job.r)) chunk = batch_chunk_size(idx, &job.r);
     if ((size_t)threads > (nq + chunk - 1) / chunk) threads = (int)((nq + chunk - 1) / chunk);
     job.scratch = calloc((size_t)threads, sizeof *job.scratch);
     if (!job.scratch) return avq_fail_nomem("batch scratch", (size_t)threads * sizeof *job.scratch);
