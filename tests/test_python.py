@@ -545,7 +545,31 @@ def test_progress_callback(data):
     buf = io.StringIO()
     avq.Index.build(base[:2000], num_leaves=4, brute_force_below=0,
                     progress=avq.progress_bar(buf)).close()
-    assert "encode" in buf.getvalue()
+    lines = buf.getvalue().splitlines()
+    assert any(l.startswith("avq: encode ") for l in lines)
+    assert len(lines) == len({l.split()[1] for l in lines})     # one line per stage
+
+
+def test_progress_bar_uses_tqdm_when_installed(data, monkeypatch):
+    import types
+    bars = []
+
+    class FakeTqdm:
+        def __init__(self, total, desc, file, leave):
+            self.total, self.desc, self.n, self.closed = total, desc, 0, False
+            bars.append(self)
+
+        def refresh(self):
+            assert 0 <= self.n <= self.total
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setitem(sys.modules, "tqdm", types.SimpleNamespace(tqdm=FakeTqdm))
+    base, _ = data
+    avq.Index.build(base, **PQ, progress=avq.progress_bar()).close()
+    assert {"kmeans", "codebooks", "encode"} <= {b.desc for b in bars}
+    assert all(b.closed and b.n == b.total for b in bars)
 
 
 class Stop(Exception):

@@ -118,7 +118,9 @@ def recall(ids, true_ids, k=None):
 # ---------------------------------------------------------------------------
 
 class _ProgressBar:
-    """callable(stage, done, total): one tqdm bar per stage, or text lines."""
+    """callable(stage, done, total): one tqdm bar per stage when tqdm is
+    installed; else one self-overwriting line on a terminal (at most ~5
+    updates a second), or one line per finished stage in a log file."""
 
     def __init__(self, file=None):
         try:
@@ -127,33 +129,46 @@ class _ProgressBar:
             tqdm = None
         self._tqdm = tqdm
         self._file = file
-        self._stage = None
+        self._stage = None               # the stage being shown
+        self._finished = None            # (stage, total) that last reported its end
         self._bar = None
+        self._since = None               # end of the previous stage: this one's start
+        self._shown = 0.0
 
     def __call__(self, stage, done, total):
+        import time
         out = self._file or sys.stderr
+        now = time.monotonic()
+        if self._since is None:
+            self._since = now
+        if self._stage is None and self._finished == (stage, total) and done >= total:
+            return                       # the same stage reporting its end again
         if stage != self._stage:
             self.close()
-            self._stage = stage
+            self._stage, self._shown = stage, 0.0
             if self._tqdm is not None:
                 self._bar = self._tqdm(total=total, desc=stage, file=out, leave=False)
         if self._bar is not None:
             self._bar.total = total
             self._bar.n = done
             self._bar.refresh()
-        else:
+        elif done >= total or (getattr(out, "isatty", lambda: False)() and now - self._shown > 0.2):
+            self._shown = now
             pct = 100.0 * done / total if total else 100.0
-            print(f"\ravq: {stage:<10s} {done}/{total} ({pct:5.1f} %)", end="", file=out,
-                  flush=True)
+            print(f"\ravq: {stage:<10s} {done}/{total} ({pct:5.1f} %) {now - self._since:6.1f} s",
+                  end="\n" if done >= total else "", file=out, flush=True)
         if done >= total:
-            self.close()
+            self._finished = (stage, total)
+            self._since = now
+            self.close(finished=True)
 
-    def close(self):
+    def close(self, finished=False):
+        """End the current stage's bar or line."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        elif self._stage is not None:
-            print(file=self._file or sys.stderr, flush=True)
+        elif self._stage is not None and not finished and self._shown:
+            print(file=self._file or sys.stderr, flush=True)      # end a cut-off line
         self._stage = None
 
 
