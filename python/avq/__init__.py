@@ -152,11 +152,16 @@ class _ProgressBar:
             self._bar.total = total
             self._bar.n = done
             self._bar.refresh()
-        elif done >= total or (getattr(out, "isatty", lambda: False)() and now - self._shown > 0.2):
+        else:
+            tty = getattr(out, "isatty", lambda: False)()
+            if not (done >= total or (tty and now - self._shown > 0.2)):
+                return
             self._shown = now
             pct = 100.0 * done / total if total else 100.0
-            print(f"\ravq: {stage:<10s} {done}/{total} ({pct:5.1f} %) {now - self._since:6.1f} s",
-                  end="\n" if done >= total else "", file=out, flush=True)
+            start = "\r" if tty else ""
+            print(f"{start}avq: {stage:<10s} {done}/{total} ({pct:5.1f} %) "
+                  f"{now - self._since:6.1f} s", end="\n" if done >= total else "", file=out,
+                  flush=True)
         if done >= total:
             self._finished = (stage, total)
             self._since = now
