@@ -557,15 +557,17 @@ static int verify_checksums(const uint8_t *file, const in_section *secs, size_t 
  * mapping (no page-table work), and leaves the mapping lazy -- pages come in
  * when search first needs them, as without verification. */
 static int verify_checksums_fd(int fd, const in_section *secs, size_t count, const char *path) {
-    enum { CHUNK = 256 << 10 };
-    uint8_t *buf = malloc(CHUNK);
-    if (!buf) return avq_fail_nomem("checksum buffer", CHUNK);
+    size_t chunk = 0; /* 256 KiB (stays in L2), or less for small files */
+    for (size_t i = 0; i < count; i++)
+        if (secs[i].length > chunk) chunk = secs[i].length > (256u << 10) ? 256u << 10 : secs[i].length;
+    uint8_t *buf = malloc(chunk ? chunk : 1);
+    if (!buf) return avq_fail_nomem("checksum buffer", chunk);
     int st = AVQ_OK;
     for (size_t i = 0; i < count && st == AVQ_OK; i++) {
         uint32_t c = 0xFFFFFFFFu;
         uint64_t at = secs[i].offset, left = secs[i].length;
         while (left > 0) {
-            size_t want = left < CHUNK ? (size_t)left : CHUNK;
+            size_t want = left < chunk ? (size_t)left : chunk;
             ssize_t got = pread(fd, buf, want, (off_t)at);
             if (got < 0 && errno == EINTR) continue;
             if (got <= 0) {
