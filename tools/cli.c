@@ -6,6 +6,7 @@
 #include "avq.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -105,4 +106,9 @@ int cli_progress(void *user, const char *stage, size_t done, size_t total) {
     if (finished) fputc('\n', stderr);
     fflush(stderr);
     return 0;
+}
+
+int cli_bad_option(const char *cmd, char **argv) {
+    const char *arg = optind > 0 ? argv[optind - 1] : "?";
+    return cli_usage_error(cmd, "unknown option or missing value: '%s'", arg);
 }

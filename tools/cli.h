@@ -30,6 +30,11 @@ int cli_fail(const char *cmd, int status);
 /* Print a usage error and a hint to use --help; returns 2. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* The usage error for getopt_long's '?' (call right after it, with
+ * opterr = 0 so getopt prints nothing itself): names the offending
+ * argument.  Returns 2. */
+int cli_bad_option(const char *cmd, char **argv);
+
 /* Strict number parsing: the whole string must be a number in range.
  * Return false (with no output written) otherwise. */
 bool cli_parse_size(const char *s, size_t *out);

@@ -65,6 +65,7 @@ int cmd_eval(int argc, char **argv) {
     size_t k = 10, n1 = 0;
     int c;
     optind = 1;
+    opterr = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'r': res_path = optarg; break;
@@ -79,7 +80,7 @@ int cmd_eval(int argc, char **argv) {
                                        optarg);
             break;
         case 'h': usage(stdout); return 0;
-        default: return cli_usage_error("eval", "unknown or incomplete option");
+        default: return cli_bad_option("eval", argv);
         }
     }
     if (optind < argc) return cli_usage_error("eval", "unexpected argument '%s'", argv[optind]);

@@ -67,6 +67,7 @@ int cmd_gt(int argc, char **argv) {
     long threads = 0;
     int c;
     optind = 1;
+    opterr = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'b': base_path = optarg; break;
@@ -83,7 +84,7 @@ int cmd_gt(int argc, char **argv) {
                 return cli_usage_error("gt", "--threads must be 0..256, got '%s'", optarg);
             break;
         case 'h': usage(stdout); return 0;
-        default: return cli_usage_error("gt", "unknown or incomplete option");
+        default: return cli_bad_option("gt", argv);
         }
     }
     if (optind < argc) return cli_usage_error("gt", "unexpected argument '%s'", argv[optind]);

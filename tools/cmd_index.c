@@ -85,13 +85,14 @@ int cmd_build(int argc, char **argv) {
     const char *val[128] = {0};
     int c;
     optind = 1;
+    opterr = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'b': base_path = optarg; break;
         case 'o': out_path = optarg; break;
         case 'm': metric_name = optarg; break;
         case 'h': build_usage(stdout); return 0;
-        case '?': return cli_usage_error("build", "unknown or incomplete option");
+        case '?': return cli_bad_option("build", argv);
         default: val[c] = optarg; break;
         }
     }

@@ -128,6 +128,7 @@ static int parse_opts(int argc, char **argv, paper_opts *o) {
     long v;
     int c;
     optind = 1;
+    opterr = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'b': o->base_path = optarg; break;
@@ -186,7 +187,7 @@ static int parse_opts(int argc, char **argv, paper_opts *o) {
             else return cli_usage_error("paper", "--eta-mode must be asymptotic or exact");
             break;
         case 'h': usage(stdout); return -1;
-        default: return cli_usage_error("paper", "unknown or incomplete option");
+        default: return cli_bad_option("paper", argv);
         }
     }
     if (optind < argc) return cli_usage_error("paper", "unexpected argument '%s'", argv[optind]);

@@ -138,6 +138,7 @@ int cmd_search(int argc, char **argv) {
     int exact = 0, batch = 0, use_mmap = 0, c;
     size_t leaves = 0, pre_reorder = 0;
     optind = 1;
+    opterr = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'x': exact = 1; break;
@@ -166,7 +167,7 @@ int cmd_search(int argc, char **argv) {
                 return cli_usage_error("search", "--threads must be 0..256, got '%s'", optarg);
             break;
         case 'h': usage(stdout); return 0;
-        default: return cli_usage_error("search", "unknown or incomplete option");
+        default: return cli_bad_option("search", argv);
         }
     }
     if (optind < argc) return cli_usage_error("search", "unexpected argument '%s'", argv[optind]);

@@ -186,8 +186,7 @@ static int parse_options(int argc, char **argv, tune_options *o) {
                 return cli_usage_error("tune", "--threads must be 0..256, got '%s'", optarg);
             break;
         case 'h': usage(stdout); return -1;
-        default: return cli_usage_error("tune", "unknown option or missing value: '%s'",
-                                        argv[optind - 1]);
+        default: return cli_bad_option("tune", argv);
         }
     }
     if (optind < argc) return cli_usage_error("tune", "unexpected argument '%s'", argv[optind]);
