@@ -13,15 +13,16 @@ on one thread:
   Python       `index.search(q, k, leaves, pre_reorder)` over row views of a
                C-contiguous float32 array (the zero-copy path)
 
-C (loop) and Python alternate for `--repeat` rounds and the best round of
-each is kept; by default they are timed in thread CPU time, which a busy
+C (loop) and Python alternate every 100 queries, `--repeat` rounds over
+all queries; by default they are timed in thread CPU time, which a busy
 shared machine disturbs far less than wall time (`--timer wall` to change).
 
-    overhead per query = best Python time/query - best C (loop) time/query
+    overhead per query = median over rounds of
+                         (Python time/query - C (loop) time/query)
 
 Two indexes: a tiny brute-force one (64 vectors of dimension 8, a search
 costs ~1 us, so the fixed cost of the call dominates) and the GloVe-100
-cosine index with 2000 leaves (the real workload).
+cosine index with the default ~sqrt(n) = 576 leaves (the real workload).
 
     /usr/bin/python3 python/bench_overhead.py [--nq 2000] [--repeat 7] [--timer cpu|wall]
 """
@@ -46,8 +47,11 @@ def cli_seconds_per_query(index_path, queries, k, leaves, reorder):
             args += ["--leaves-to-search", str(leaves)]
         if reorder:
             args += ["--reorder", str(reorder)]
-        out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
-    return 1.0 / float(out.split()[1])
+        r = subprocess.run(args, capture_output=True, text=True)
+    if r.returncode != 0 or not r.stdout.startswith("qps "):
+        print(f"  (the CLI failed, exit {r.returncode}: {r.stderr.strip()[:200]})")
+        return float("nan")
+    return 1.0 / float(r.stdout.split()[1])
 
 
 def py_seconds_per_query(index, rows, k, leaves, reorder, clock):
@@ -58,23 +62,36 @@ def py_seconds_per_query(index, rows, k, leaves, reorder, clock):
     return (clock() - t0) / len(rows)
 
 
-def measure(avq, name, index_path, queries, k, leaves, reorder, repeat, cpu):
+def measure(avq, name, index_path, queries, k, leaves, reorder, repeat, cpu, chunk=100):
+    """Alternate C and Python over chunks of `chunk` queries, `repeat`
+    rounds over all queries; a round's overhead is its Python time minus its
+    C time on the very same chunks, which cancels most of the drift of a
+    shared machine.  Reports the best round of each and the median paired
+    overhead."""
     clock = time.thread_time if cpu else time.perf_counter
     index = avq.load(index_path)
     rows = list(queries)                     # row views: C-contiguous float32, no copy
+    blocks = [(queries[a:a + chunk], rows[a:a + chunk]) for a in range(0, len(rows), chunk)]
     py_seconds_per_query(index, rows[:500], k, leaves, reorder, clock)       # warm up
     index._c_search_loop(queries[:500], k, leaves or 0, reorder or 0, cpu)
-    c = py = float("inf")
+    c_runs, py_runs = [], []
     for _ in range(repeat):
-        c = min(c, index._c_search_loop(queries, k, leaves or 0, reorder or 0, cpu))
-        py = min(py, py_seconds_per_query(index, rows, k, leaves, reorder, clock))
+        c_t = py_t = 0.0
+        for block, block_rows in blocks:
+            c_t += index._c_search_loop(block, k, leaves or 0, reorder or 0, cpu) * len(block)
+            py_t += py_seconds_per_query(index, block_rows, k, leaves, reorder, clock) * \
+                len(block_rows)
+        c_runs.append(c_t / len(rows))
+        py_runs.append(py_t / len(rows))
     index.close()
     cli = cli_seconds_per_query(index_path, queries, k, leaves, reorder)
-    over = (py - c) * 1e6
+    c, py = min(c_runs), min(py_runs)
+    over = float(np.median(np.array(py_runs) - np.array(c_runs))) * 1e6
     print(f"{name}  ({len(queries)} queries)")
     for label, t in (("C (CLI)", cli), ("C (loop)", c), ("Python", py)):
         print(f"  {label:9s} {t * 1e6:9.3f} us/query {1 / t:11.0f} qps")
-    print(f"  overhead  {over:+9.3f} us/query ({100 * (py - c) / c:+.1f} %)")
+    print(f"  overhead  {over:+9.3f} us/query (median of {repeat} paired rounds; "
+          f"best-vs-best {(py - c) * 1e6:+.3f})")
     return over
 
 
@@ -83,8 +100,8 @@ def main():
     ap.add_argument("--nq", type=int, default=2000, help="GloVe queries per round (default 2000)")
     ap.add_argument("--repeat", type=int, default=7, help="alternating rounds, best kept")
     ap.add_argument("--timer", choices=["cpu", "wall"], default="cpu")
-    ap.add_argument("--leaves-to-search", type=int, default=40)
-    ap.add_argument("--reorder", type=int, default=100)
+    ap.add_argument("--leaves-to-search", type=int, default=20)
+    ap.add_argument("--reorder", type=int, default=80)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--no-glove", action="store_true", help="only the tiny index")
     args = ap.parse_args()
