@@ -461,11 +461,11 @@ static void Index_dealloc(IndexObject *self) {
 /* --- build --------------------------------------------------------------- */
 
 PyDoc_STRVAR(Index_build_doc,
-"build(data, metric='dot_product', *, num_leaves=0, training_sample=0,\n"
-"      kmeans_iterations=12, spherical=None, avq_center_eta=0.0,\n"
-"      dims_per_block=2, bits=4, threshold=<metric default>, eta=0.0,\n"
-"      reorder='float', brute_force_below=20000, threads=None, seed=42,\n"
-"      progress=None)\n"
+"build($type, /, data, metric='dot_product', *, num_leaves=0,\n"
+"      training_sample=0, kmeans_iterations=12, spherical=None,\n"
+"      avq_center_eta=0.0, dims_per_block=2, bits=4, threshold=...,\n"
+"      eta=0.0, reorder='float', brute_force_below=20000, threads=None,\n"
+"      seed=42, progress=None)\n"
 "--\n"
 "\n"
 "Build an index over the rows of `data` (an (n, dim) array-like of real\n"
@@ -485,12 +485,14 @@ PyDoc_STRVAR(Index_build_doc,
 "  training_sample     rows sampled to train k-means and the codebooks; 0 = auto\n"
 "  kmeans_iterations   1..1000 (12)\n"
 "  spherical           unit-norm leaf centers; None = auto (True for cosine)\n"
-"  avq_center_eta      > 0: anisotropic leaf centers with this eta (0 = off)\n"
+"  avq_center_eta      > 0: anisotropic leaf centers with this eta (0 = off;\n"
+"                      stored, but libavq 0.1.0 does not apply it yet)\n"
 "  dims_per_block      dimensions per PQ code (2)\n"
 "  bits                4 (16 centers, SIMD fast scan) or 8\n"
 "  threshold           anisotropic threshold T (ScaNN's\n"
-"                      anisotropic_quantization_threshold; 0.2 for dot/cosine);\n"
-"                      None = reconstruction loss (plain PQ); ignored for L2\n"
+"                      anisotropic_quantization_threshold); left out: the\n"
+"                      metric's default (0.2 for dot/cosine); None =\n"
+"                      reconstruction loss (plain PQ); ignored for L2\n"
 "  eta                 > 0: fixed eta instead of deriving it from threshold\n"
 "  reorder             'float' (exact re-ranking), 'int8' or 'none'\n"
 "  brute_force_below   below this many points the index scores every point\n"
@@ -631,7 +633,7 @@ static PyObject *Index_build(PyObject *cls, PyObject *args, PyObject *kwargs) {
 /* --- search -------------------------------------------------------------- */
 
 PyDoc_STRVAR(Index_search_doc,
-"search(q, k=10, leaves_to_search=None, pre_reorder=None)\n"
+"search($self, /, q, k=10, leaves_to_search=None, pre_reorder=None)\n"
 "--\n"
 "\n"
 "The k best database vectors for one query `q` (a 1-D array-like of length\n"
@@ -711,7 +713,8 @@ done:
 }
 
 PyDoc_STRVAR(Index_search_batched_doc,
-"search_batched(queries, k=10, leaves_to_search=None, pre_reorder=None, threads=None)\n"
+"search_batched($self, /, queries, k=10, leaves_to_search=None, pre_reorder=None,\n"
+"               threads=None)\n"
 "--\n"
 "\n"
 "Search every row of `queries` (an (nq, dim) array-like) on `threads`\n"
@@ -810,7 +813,7 @@ done:
 /* --- benchmarking aid ---------------------------------------------------- */
 
 PyDoc_STRVAR(Index_c_search_loop_doc,
-"_c_search_loop(queries, k, leaves_to_search, pre_reorder, cpu_time)\n"
+"_c_search_loop($self, queries, k, leaves_to_search, pre_reorder, cpu_time, /)\n"
 "--\n"
 "\n"
 "Benchmarking aid (python/bench_overhead.py), not API: call the C function\n"
@@ -868,7 +871,7 @@ static PyObject *Index_c_search_loop(IndexObject *self, PyObject *args) {
 /* --- save / close / context manager ------------------------------------- */
 
 PyDoc_STRVAR(Index_save_doc,
-"save(path)\n"
+"save($self, path, /)\n"
 "--\n"
 "\n"
 "Write the index to one file (format: doc/FORMAT.md).  The file is written\n"
@@ -897,7 +900,7 @@ static PyObject *Index_save(IndexObject *self, PyObject *arg) {
 }
 
 PyDoc_STRVAR(Index_close_doc,
-"close()\n"
+"close($self, /)\n"
 "--\n"
 "\n"
 "Release the index's memory (or unmap its file).  Afterwards every method\n"
