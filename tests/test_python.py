@@ -90,8 +90,12 @@ def test_module_surface(avq_bin):
         obj = getattr(avq, name)
         if callable(obj):
             assert obj.__doc__, f"{name} has no docstring"
+    import inspect
     for name in ("build", "search", "search_batched", "save", "close"):
         assert getattr(avq.Index, name).__doc__
+        inspect.signature(getattr(avq.Index, name))      # a valid text signature
+    for f in (avq.load, avq.exact_search, avq.isa):
+        inspect.signature(f)
     for name in ("size", "dim", "metric", "nbytes", "isa", "num_leaves"):
         assert getattr(avq.Index, name).__doc__
     stub = os.path.join(os.path.dirname(avq.__file__), "__init__.pyi")
