@@ -9,13 +9,15 @@
  *   sections each starting on a 64-byte boundary, so that mmap'ed arrays
  *            are aligned for the SIMD kernels
  * Every section is a flat array of little-endian numbers; the index's arrays
- * simply point into the mapping in AVQ_LOAD_MMAP mode.
+ * simply point into the file's bytes: a read-only mapping of the file
+ * (AVQ_LOAD_MMAP) or of an anonymous copy of it (AVQ_LOAD_COPY).
  *
  * Validation order matters: (1) header fields and table entries against the
  * file size, (2) checksums, (3) the configuration's counts against every
  * section length, (4) the contents that later code indexes with (leaf and
- * code offsets monotone and in range, ids a permutation).  Only then is the
- * index handed out, so search code never meets an out-of-range offset.
+ * code offsets monotone and in range, ids a permutation unless the caller
+ * declared the data trusted).  Only then is the index handed out, so search
+ * code never meets an out-of-range offset.
  *
  * Forward compatibility: a reader skips sections it does not know unless
  * their REQUIRED flag is set, in which case it refuses the file and says so.
