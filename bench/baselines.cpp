@@ -35,6 +35,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <atomic>
+#include <fstream>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -78,6 +79,7 @@ struct Options {
     bool cpu_timer = false;  // single-thread rows timed by thread CPU time
     int nlist = 2048;
     bool quick = false;
+    std::string cache;   // directory for built hnswlib graphs ("" = none)
 };
 
 struct Data {
@@ -103,9 +105,11 @@ void usage() {
         "usage: baselines [--base F] [--query F] [--gt F] [--k N] [--csv OUT]\n"
         "                 [--systems hnsw,faiss] [--nq N] [--threads N]\n"
         "                 [--runs N] [--nlist N] [--timer wall|cpu] [--quick]\n"
+        "                 [--cache DIR]\n"
         "Benchmarks hnswlib and FAISS IVF-PQ fast-scan + refine on cosine\n"
         "similarity; writes system,params,recall,qps,build_s,bytes_per_vector,\n"
-        "threads,batched rows to --csv (and prints them).\n");
+        "threads,batched rows to --csv (and prints them).  --cache DIR keeps the\n"
+        "hnswlib graphs (minutes to build) between runs, with their build time.\n");
 }
 
 Options parse_args(int argc, char **argv) {
@@ -134,6 +138,7 @@ Options parse_args(int argc, char **argv) {
         else if (a == "--runs") o.runs = (int)num();
         else if (a == "--nlist") o.nlist = (int)num();
         else if (a == "--quick") o.quick = true;
+        else if (a == "--cache") o.cache = val();
         else if (a == "--timer") {
             std::string v = val();
             if (v != "wall" && v != "cpu") die("--timer takes wall or cpu");
@@ -342,25 +347,43 @@ void run_hnsw(const Options &o, const Data &d, CsvOut &out) {
         std::printf("# %s: building (M=%d efConstruction=%zu, %d threads, %zu x %zu)\n",
                     sys.c_str(), M, efC, o.threads, d.n, d.d);
         std::fflush(stdout);
-        auto t0 = Clock::now();
-        auto h = std::make_unique<hnswlib::HierarchicalNSW<float>>(&space, d.n, (size_t)M, efC, 100);
-        // The first point alone (it becomes the entry point), then the rest
-        // from a shared counter, in small chunks so the threads interleave.
-        h->addPoint(d.base.data(), 0);
-        std::atomic<size_t> next{1};
-        auto worker = [&]() {
-            const size_t chunk = 64;
-            for (;;) {
-                size_t s = next.fetch_add(chunk);
-                if (s >= d.n) break;
-                size_t e = std::min(d.n, s + chunk);
-                for (size_t i = s; i < e; i++) h->addPoint(d.base.data() + i * d.d, i);
+        // A cached graph (same data size, M, efC) is loaded instead of rebuilt;
+        // its build time was recorded next to it when it was built.
+        std::string cached = o.cache.empty() ? "" :
+            o.cache + "/hnswlib-M" + std::to_string(M) + "-efC" + std::to_string(efC) +
+            "-n" + std::to_string(d.n) + "-d" + std::to_string(d.d) + ".bin";
+        std::unique_ptr<hnswlib::HierarchicalNSW<float>> h;
+        double build_s = 0;
+        if (!cached.empty() && std::ifstream(cached) && std::ifstream(cached + ".build_s")) {
+            h = std::make_unique<hnswlib::HierarchicalNSW<float>>(&space, cached, false, d.n);
+            std::ifstream(cached + ".build_s") >> build_s;
+            std::printf("# %s: loaded %s (built earlier in %.1f s)\n", sys.c_str(),
+                        cached.c_str(), build_s);
+        } else {
+            auto t0 = Clock::now();
+            h = std::make_unique<hnswlib::HierarchicalNSW<float>>(&space, d.n, (size_t)M, efC, 100);
+            // The first point alone (it becomes the entry point), then the rest
+            // from a shared counter, in small chunks so the threads interleave.
+            h->addPoint(d.base.data(), 0);
+            std::atomic<size_t> next{1};
+            auto worker = [&]() {
+                const size_t chunk = 64;
+                for (;;) {
+                    size_t s = next.fetch_add(chunk);
+                    if (s >= d.n) break;
+                    size_t e = std::min(d.n, s + chunk);
+                    for (size_t i = s; i < e; i++) h->addPoint(d.base.data() + i * d.d, i);
+                }
+            };
+            std::vector<std::thread> pool;
+            for (int t = 0; t < o.threads; t++) pool.emplace_back(worker);
+            for (auto &t : pool) t.join();
+            build_s = seconds_since(t0);
+            if (!cached.empty()) {
+                h->saveIndex(cached);
+                std::ofstream(cached + ".build_s") << build_s << "\n";
             }
-        };
-        std::vector<std::thread> pool;
-        for (int t = 0; t < o.threads; t++) pool.emplace_back(worker);
-        for (auto &t : pool) t.join();
-        double build_s = seconds_since(t0);
+        }
         double bpv = (double)hnsw_serialized_bytes(*h) / (double)d.n;
         std::printf("# %s: built in %.1f s, %.1f bytes/vector\n", sys.c_str(), build_s, bpv);
 
