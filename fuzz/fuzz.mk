@@ -4,6 +4,7 @@
 #   make fuzz FUZZ_SECONDS=600     a longer run
 #   make fuzz-build                only build $(FUZZ_BUILD)/fuzz_load
 #   make fuzz-corpus               regenerate the seed corpus fuzz/corpus/ (deterministic)
+#   make fuzz-clean                remove $(FUZZ_BUILD) (objects, binary, working corpus)
 #
 # The library is rebuilt from the same sources as the main build (LIB_SRC,
 # with the per-ISA flags of src/simd/) by clang with ASan + UBSan and the
@@ -30,7 +31,7 @@ FUZZ_OBJ      = $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(LIB_SRC))
 FUZZ_BIN      = $(FUZZ_BUILD)/fuzz_load
 FUZZ_HEADERS  = $(wildcard include/*.h src/*.h)
 
-.PHONY: fuzz fuzz-build fuzz-corpus
+.PHONY: fuzz fuzz-build fuzz-corpus fuzz-clean
 
 $(FUZZ_BUILD)/src/%.o: src/%.c $(FUZZ_HEADERS)
 	@mkdir -p $(dir $@)
@@ -69,3 +70,6 @@ $(BUILD)/fuzz/make_corpus: fuzz/make_corpus.c fuzz/avq_file.h $(STATIC_LIB)
 fuzz-corpus: $(BUILD)/fuzz/make_corpus
 	@mkdir -p fuzz/corpus
 	$(BUILD)/fuzz/make_corpus fuzz/corpus
+
+fuzz-clean:
+	rm -rf $(FUZZ_BUILD)
