@@ -98,7 +98,7 @@ py-test: $(CLI) $(SHARED_LIB) python
 	AVQ_BIN=$(abspath $(CLI)) $(PYTHON) -m pytest -q tests
 
 check:
-	$(MAKE) BUILD=build-sanitize SANITIZE="-fsanitize=address,undefined -fno-omit-frame-pointer" OPT="-O1 -g" test
+	$(MAKE) BUILD=build-sanitize SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" OPT="-O1 -g" test
 
 # The whole comparison takes a while (hnswlib builds dominate); each part
 # can be run alone: bench-micro, bench-avq, bench-baselines, bench-report.
@@ -135,7 +135,7 @@ install: all avq.pc
 	install -m 644 $(BUILD)/avq.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
 
 clean:
-	rm -rf build build-sanitize build-clang
+	rm -rf build build-sanitize build-clang build-fuzz
 
 # Benchmarks against other libraries (C++ parts, baselines) live in their own
 # fragment so they can evolve without touching the core build.

@@ -19,12 +19,9 @@ FUZZ_CC      ?= clang
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_ARGS    ?=
-# Every UBSan check is fatal; float-cast-overflow is compiled recoverable only
-# so that fuzz/ubsan.supp can silence one known bug outside the loader
-# (halt_on_error=1 still makes any other report of it fatal).
-FUZZ_SAN      = -fsanitize=address,undefined -fno-sanitize-recover=all \
-                -fsanitize-recover=float-cast-overflow -fno-omit-frame-pointer
-FUZZ_ENV      = UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:suppressions=$(CURDIR)/fuzz/ubsan.supp
+# Every UBSan check is fatal.
+FUZZ_SAN      = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_ENV      = UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE -O1 -g $(WARN) -Wno-error -fPIC -fvisibility=hidden \
                 -Iinclude -Isrc $(FUZZ_SAN) -fsanitize=fuzzer-no-link
 FUZZ_OBJ      = $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(LIB_SRC))

@@ -304,7 +304,10 @@ AVQ_API int avq_index_save(const avq_index *index, const char *path);
                                      file must not be modified while mapped   */
 #define AVQ_LOAD_SKIP_CHECKSUMS 2u /* trust the data sections' CRC32C (headers and
                                      every size are still validated): for
-                                     files you wrote yourself                */
+                                     files you wrote yourself.  With MMAP the
+                                     stored ids are not checked either (a
+                                     corrupt file then cannot crash a search,
+                                     but may return wrong ids)               */
 
 /* Load an index saved by avq_index_save.  Every count and length is checked
  * against the file size and against each other before anything is

@@ -451,6 +451,9 @@ static size_t reseed_small(const float *x, size_t n, size_t d, size_t k, size_t 
             if (counts[largest] < 2) continue; /* nothing left to split */
             for (size_t r = 0; r < n; r++)
                 if ((size_t)assign[r] == largest) { row = r; break; }
+            /* counts are the pretend counts after earlier moves this round,
+             * so the largest may be a cluster no row is assigned to yet */
+            if (row == n) continue;
         }
         const float *src = x + row * d;
         float *c = centers + j * d;

@@ -79,7 +79,8 @@ static void quantize_symmetric(const float *lut, size_t K, size_t C, uint8_t *lu
     size_t total = K * C;
     float max_abs = 0.0f;
     for (size_t i = 0; i < total; i++) max_abs = fmaxf(max_abs, fabsf(lut[i]));
-    double scale = max_abs > 0.0f ? (double)(float)((double)max_abs / 127.0) : 1.0;
+    double scale = (double)(float)((double)max_abs / 127.0);
+    if (!(scale > 0.0)) scale = 1.0; /* all zero, or too small to resolve */
     for (size_t i = 0; i < total; i++) lut8[i] = to_byte((double)lut[i] / scale + 128.0);
     info->scale = scale;
     info->offset = 0.0;
@@ -108,7 +109,10 @@ static void quantize_block_min(const float *lut, size_t K, size_t C, uint8_t *lu
         widest = width > widest ? width : widest;
         min_sum += lo;
     }
-    double scale = widest > 0.0f ? (double)(float)((double)widest / 255.0) : 1.0;
+    /* A width so small (subnormal) that width / 255 rounds to zero in float
+     * is no spread at all: every entry quantizes to its block minimum. */
+    double scale = (double)(float)((double)widest / 255.0);
+    if (!(scale > 0.0)) scale = 1.0;
     for (size_t m = 0; m < K; m++) {
         float lo = block_min(lut + m * C, C);
         for (size_t j = 0; j < C; j++)

@@ -352,7 +352,9 @@ Test(index, corrupt_files_are_rejected) {
         }
         cr_assert_eq(st, AVQ_ERR_FORMAT, "flip at %zu: status %d", at, st);
     }
-    cr_assert_eq(avq_index_load(temp_path("missing.avq"), 0, &loaded), AVQ_ERR_IO);
+    char *missing = temp_path("missing.avq");
+    cr_assert_eq(avq_index_load(missing, 0, &loaded), AVQ_ERR_IO);
+    free(missing);
     unlink(bad);
     unlink(path);
     free(data);
