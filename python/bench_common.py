@@ -42,11 +42,12 @@ def write_fvecs(path, x):
     out.tofile(path)
 
 
-def glove_index(avq, path=None, num_leaves=2000):
+def glove_index(avq, path=None, num_leaves=0):
     """The cosine GloVe-100 index (k-means leaves + anisotropic PQ + float
-    reorder), built once with the library defaults and cached in
-    bench/out/python/."""
-    path = path or os.path.join(OUT, f"glove-100-cos-{num_leaves}.avq")
+    reorder), built once with the library defaults (num_leaves 0 = about
+    sqrt(n) = 576) and cached in bench/out/python/."""
+    name = f"glove-100-cos-{num_leaves or 'auto'}.avq"
+    path = path or os.path.join(OUT, name)
     base = os.path.join(GLOVE, "base.fvecs")
     if not os.path.exists(base):
         sys.exit(f"{base} is missing: run 'make data' first")
