@@ -302,9 +302,11 @@ AVQ_API int avq_index_save(const avq_index *index, const char *path);
 #define AVQ_LOAD_MMAP 1u          /* map the file read-only: near-instant, pages
                                      come from the page cache on first use; the
                                      file must not be modified while mapped   */
-#define AVQ_LOAD_SKIP_CHECKSUMS 2u /* trust the data sections' CRC32C (headers and
-                                     every size are still validated): for
-                                     files you wrote yourself.  With MMAP the
+#define AVQ_LOAD_SKIP_CHECKSUMS 2u /* with AVQ_LOAD_MMAP only (a copy always
+                                     verifies): trust the data sections'
+                                     CRC32C (headers and every size are still
+                                     validated): for files you wrote
+                                     yourself.  The
                                      stored ids are not checked either (a
                                      corrupt file then cannot crash a search,
                                      but may return wrong ids)               */

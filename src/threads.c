@@ -15,6 +15,7 @@
 #include "avq_internal.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -35,6 +36,10 @@ typedef struct {
     void *ctx;
     atomic_size_t next;
     atomic_int status; /* first error, AVQ_OK while none */
+    /* avq_last_error() is per thread: the failing worker copies its message
+     * here (only the first failure writes, after winning `status`), and the
+     * calling thread re-records it, so the caller sees why. */
+    char message[512];
 } parallel_job;
 
 typedef struct {
@@ -55,8 +60,8 @@ static bool take_chunk(parallel_job *job, size_t *begin, size_t *end) {
 
 static void record_status(parallel_job *job, int status) {
     int expected = AVQ_OK;
-    if (status != AVQ_OK)
-        atomic_compare_exchange_strong(&job->status, &expected, status);
+    if (status != AVQ_OK && atomic_compare_exchange_strong(&job->status, &expected, status))
+        snprintf(job->message, sizeof job->message, "%s", avq_last_error());
 }
 
 static void *worker_main(void *p) {
@@ -101,6 +106,7 @@ int avq_parallel_for(size_t n, size_t chunk, int threads, avq_range_fn fn,
     }
     for (int w = 1; w < started; w++) pthread_join(tids[w], NULL);
     int status = atomic_load(&job.status);
+    if (status != AVQ_OK) return avq_fail(status, "%s", job.message); /* joined: visible */
     /* The final report may still cancel: with small jobs the other workers
      * can finish every chunk before this thread reports once. */
     if (status == AVQ_OK && progress && progress(progress_user, stage, n, n) != 0)

@@ -248,6 +248,24 @@ Test(index, invalid_parameters) {
     float q[DIM] = {0};
     q[3] = NAN;
     cr_assert_eq(avq_index_search(index, q, &sp, ids, NULL), AVQ_ERR_INVALID);
+    /* in a batch the bad query is found by whichever worker takes it; the
+     * caller must still get the message naming it (messages are per thread) */
+    float *many = malloc(NQ * DIM * sizeof *many);
+    int64_t *many_ids = malloc(NQ * K * sizeof *many_ids);
+    memcpy(many, queries, NQ * DIM * sizeof *many);
+    many[(NQ - 7) * DIM + 5] = NAN;
+    avq_fail(AVQ_ERR_IO, "stale message");
+    for (int threads = 1; threads <= 3; threads++) {
+        cr_assert_eq(avq_index_search_batch(index, many, NQ, &sp, threads, many_ids, NULL),
+                     AVQ_ERR_INVALID);
+        char want[32];
+        snprintf(want, sizeof want, "query %d", NQ - 7);
+        cr_assert(strstr(avq_last_error(), want) != NULL, "threads %d: %s", threads,
+                  avq_last_error());
+        cr_assert(strstr(avq_last_error(), "finite") != NULL, "%s", avq_last_error());
+    }
+    free(many);
+    free(many_ids);
     avq_index_free(index);
 
     avq_build_params p;

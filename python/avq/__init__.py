@@ -251,8 +251,7 @@ class ScannBuilder:
         k-means iterations; ``spherical``: unit-norm centers (None = True
         for cosine, else False); ``avq``: anisotropic leaf centers with
         this eta (ScaNN's ``avq`` argument; dot_product/cosine only; passed
-        on as ``avq_center_eta``, which libavq 0.1.0 stores but does not
-        apply yet).
+        on as ``avq_center_eta``).
         """
         num_leaves = _positive_int(num_leaves, "num_leaves")
         num_leaves_to_search = _positive_int(num_leaves_to_search, "num_leaves_to_search")

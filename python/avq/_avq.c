@@ -486,7 +486,7 @@ PyDoc_STRVAR(Index_build_doc,
 "  kmeans_iterations   1..1000 (12)\n"
 "  spherical           unit-norm leaf centers; None = auto (True for cosine)\n"
 "  avq_center_eta      > 0: anisotropic leaf centers with this eta (0 = off;\n"
-"                      stored, but libavq 0.1.0 does not apply it yet)\n"
+"                      dot_product / cosine only)\n"
 "  dims_per_block      dimensions per PQ code (2)\n"
 "  bits                4 (16 centers, SIMD fast scan) or 8\n"
 "  threshold           anisotropic threshold T (ScaNN's\n"
