@@ -35,6 +35,18 @@
 /* Exceptions                                                                */
 /* ------------------------------------------------------------------------- */
 
+/* A new 2-tuple (a, b) that steals both references (NULLing the caller's
+ * pointers), or NULL with both left to the caller on failure. */
+static PyObject *steal_pair(PyObject **a, PyObject **b) {
+    PyObject *t = PyTuple_New(2);
+    if (t) {
+        PyTuple_SET_ITEM(t, 0, *a);
+        PyTuple_SET_ITEM(t, 1, *b);
+        *a = *b = NULL;
+    }
+    return t;
+}
+
 static PyObject *AvqError;        /* avq.Error(Exception)           */
 static PyObject *AvqFormatError;  /* avq.FormatError(avq.Error)     */
 
@@ -698,12 +710,7 @@ static PyObject *Index_search(IndexObject *self, PyObject *const *args, Py_ssize
         raise_status(st, NULL, 0);
         goto done;
     }
-    result = PyTuple_New(2);
-    if (result) {
-        PyTuple_SET_ITEM(result, 0, ids);
-        PyTuple_SET_ITEM(result, 1, scores);
-        ids = scores = NULL;
-    }
+    result = steal_pair(&ids, &scores);
 done:
     Py_XDECREF(q);
     Py_XDECREF(ids);
@@ -796,12 +803,7 @@ static PyObject *Index_search_batched(IndexObject *self, PyObject *const *args,
         }
         if (first + count < nq && PyErr_CheckSignals() < 0) goto done;
     }
-    result = PyTuple_New(2);
-    if (result) {
-        PyTuple_SET_ITEM(result, 0, ids);
-        PyTuple_SET_ITEM(result, 1, scores);
-        ids = scores = NULL;
-    }
+    result = steal_pair(&ids, &scores);
 done:
     Py_XDECREF(q);
     Py_XDECREF(ids);
@@ -1196,12 +1198,7 @@ static PyObject *avq_py_exact_search(PyObject *module, PyObject *args, PyObject 
             goto done;
         }
     }
-    result = PyTuple_New(2);
-    if (result) {
-        PyTuple_SET_ITEM(result, 0, ids);
-        PyTuple_SET_ITEM(result, 1, scores);
-        ids = scores = NULL;
-    }
+    result = steal_pair(&ids, &scores);
 done:
     Py_XDECREF(base);
     Py_XDECREF(queries);
