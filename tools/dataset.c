@@ -1179,53 +1179,41 @@ int dataset_read_int(const char *path, int_matrix *out) {
     return AVQ_OK;
 }
 
-int dataset_write_float(const char *path, const float *data, size_t rows, size_t cols) {
+/* The writers of both element types: one dispatch on the path's format.
+ * ints: int32 ids (.ivecs, HDF5 "neighbors"), else float32 vectors (.fvecs,
+ * HDF5 "train"); .npy takes either, .bvecs neither. */
+static int dataset_write(const char *path, const void *data, size_t rows, size_t cols,
+                         bool ints) {
     parsed_path pp;
     int st = parse_path(path, &pp);
     if (st) return st;
     st = check_write_shape(path, data, rows, cols);
+    file_format native = ints ? FMT_IVECS : FMT_FVECS;
     if (!st) {
-        switch (pp.format) {
-        case FMT_FVECS: st = vecs_write(pp.file, data, rows, cols); break;
-        case FMT_NPY: st = npy_write(pp.file, "<f4", data, rows, cols); break;
-        case FMT_HDF5:
-            st = hdf5_write(pp.file, pp.dataset ? pp.dataset : "train", false, data, rows, cols);
-            break;
-        case FMT_IVECS:
-        case FMT_BVECS:
+        if (pp.format == native) {
+            st = vecs_write(pp.file, data, rows, cols);
+        } else if (pp.format == FMT_NPY) {
+            st = npy_write(pp.file, ints ? "<i4" : "<f4", data, rows, cols);
+        } else if (pp.format == FMT_HDF5) {
+            const char *dset = pp.dataset ? pp.dataset : (ints ? "neighbors" : "train");
+            st = hdf5_write(pp.file, dset, ints, data, rows, cols);
+        } else {
             st = avq_fail(AVQ_ERR_INVALID,
-                          "%s: cannot write float vectors in this format (use .fvecs, .npy or "
-                          "HDF5)",
+                          ints ? "%s: cannot write integer ids in this format (use .ivecs, .npy "
+                                 "or HDF5)"
+                               : "%s: cannot write float vectors in this format (use .fvecs, "
+                                 ".npy or HDF5)",
                           path);
-            break;
         }
     }
     free(pp.file);
     return st;
 }
 
+int dataset_write_float(const char *path, const float *data, size_t rows, size_t cols) {
+    return dataset_write(path, data, rows, cols, false);
+}
+
 int dataset_write_int(const char *path, const int32_t *data, size_t rows, size_t cols) {
-    parsed_path pp;
-    int st = parse_path(path, &pp);
-    if (st) return st;
-    st = check_write_shape(path, data, rows, cols);
-    if (!st) {
-        switch (pp.format) {
-        case FMT_IVECS: st = vecs_write(pp.file, data, rows, cols); break;
-        case FMT_NPY: st = npy_write(pp.file, "<i4", data, rows, cols); break;
-        case FMT_HDF5:
-            st = hdf5_write(pp.file, pp.dataset ? pp.dataset : "neighbors", true, data, rows,
-                            cols);
-            break;
-        case FMT_FVECS:
-        case FMT_BVECS:
-            st = avq_fail(AVQ_ERR_INVALID,
-                          "%s: cannot write integer ids in this format (use .ivecs, .npy or "
-                          "HDF5)",
-                          path);
-            break;
-        }
-    }
-    free(pp.file);
-    return st;
+    return dataset_write(path, data, rows, cols, true);
 }
