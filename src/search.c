@@ -513,7 +513,8 @@ int avq_index_search_batch(const avq_index *idx, const float *queries, size_t nq
     threads = avq_resolve_threads(threads);
     /* chunks: as large as BATCH_CHUNK allows while every worker gets work */
     size_t chunk = (nq + (size_t)threads - 1) / (size_t)threads;
-    if (chunk > batch_chunk_size(idx, &job.r)) chunk = batch_chunk_size(idx, &job.r);
+    size_t max_chunk = batch_chunk_size(idx, &job.r); /* what chunk_scratch_init sizes for */
+    if (chunk > max_chunk) chunk = max_chunk;
     if ((size_t)threads > (nq + chunk - 1) / chunk) threads = (int)((nq + chunk - 1) / chunk);
     job.scratch = calloc((size_t)threads, sizeof *job.scratch);
     if (!job.scratch) return avq_fail_nomem("batch scratch", (size_t)threads * sizeof *job.scratch);

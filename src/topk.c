@@ -175,23 +175,19 @@ void avq_neighbors_sort(avq_neighbor *v, size_t n) {
     insertion_sort(v, n);
 }
 
-size_t avq_topk_finish(avq_topk *t) {
-    if (t->size > t->k) {
-        avq_neighbors_select(t->items, t->size, t->k);
-        t->size = t->k;
-    }
-    avq_neighbors_sort(t->items, t->size);
-    if (t->size == t->k && t->k > 0) {
-        t->worst_dist = t->items[t->k - 1].dist;
-        t->worst_id = t->items[t->k - 1].id;
-    }
-    return t->size;
-}
-
 size_t avq_topk_take(avq_topk *t) {
     if (t->size > t->k) {
         avq_neighbors_select(t->items, t->size, t->k);
         t->size = t->k;
+    }
+    return t->size;
+}
+
+size_t avq_topk_finish(avq_topk *t) {
+    avq_neighbors_sort(t->items, avq_topk_take(t));
+    if (t->size == t->k && t->k > 0) {
+        t->worst_dist = t->items[t->k - 1].dist;
+        t->worst_id = t->items[t->k - 1].id;
     }
     return t->size;
 }

@@ -69,12 +69,17 @@ static double recall_of(const tune_set *t) {
 }
 
 /* Recall of one setting (batched: the answer is the one-at-a-time answer). */
-static int measure_recall(const tune_set *t, size_t leaves, size_t pre, double *recall) {
+static avq_search_params setting(const tune_set *t, size_t leaves, size_t pre) {
     avq_search_params sp;
     avq_search_params_init(&sp);
     sp.k = t->k;
     sp.leaves_to_search = leaves;
     sp.pre_reorder = pre;
+    return sp;
+}
+
+static int measure_recall(const tune_set *t, size_t leaves, size_t pre, double *recall) {
+    avq_search_params sp = setting(t, leaves, pre);
     int st = avq_index_search_batch(t->index, t->queries, t->nq, &sp, t->threads, t->ids, NULL);
     if (st == AVQ_OK) *recall = recall_of(t);
     return st;
@@ -88,11 +93,7 @@ static double cpu_seconds(void) {
 
 /* Queries/second of one setting, one query at a time. */
 static int measure_qps(const tune_set *t, size_t leaves, size_t pre, int runs, double *qps) {
-    avq_search_params sp;
-    avq_search_params_init(&sp);
-    sp.k = t->k;
-    sp.leaves_to_search = leaves;
-    sp.pre_reorder = pre;
+    avq_search_params sp = setting(t, leaves, pre);
     double best = 1e30;
     for (int r = 0; r < runs; r++) {
         double c0 = cpu_seconds();
