@@ -15,6 +15,7 @@
  * Output: CSV on stdout: leaves,reorder,recall,qps_wall,qps_cpu
  */
 #include "avq.h"
+#include "cmd_common.h"
 #include "dataset.h"
 
 #include <stdio.h>
@@ -26,18 +27,6 @@ static double now(clockid_t clock) {
     struct timespec ts;
     clock_gettime(clock, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static double recall_at(const int64_t *ids, const int_matrix *gt, size_t nq, size_t k) {
-    size_t hits = 0;
-    for (size_t q = 0; q < nq; q++)
-        for (size_t i = 0; i < k; i++)
-            for (size_t j = 0; j < k; j++)
-                if (ids[q * k + i] == gt->data[q * gt->cols + j]) {
-                    hits++;
-                    break;
-                }
-    return (double)hits / (double)(nq * k);
 }
 
 /* One pass over the queries; returns 0 or an avq status. */
@@ -118,7 +107,7 @@ int main(int argc, char **argv) {
         /* with batch threads the process CPU clock counts every worker */
         double cpu_qps = batch > 0 ? (double)nq * batch / best_cpu : (double)nq / best_cpu;
         printf("%zu,%zu,%.4f,%.1f,%.1f\n", sp.leaves_to_search, sp.pre_reorder,
-               recall_at(ids, &gt, nq, k), (double)nq / best_wall, cpu_qps);
+               cli_recall_at_k(ids, nq, k, gt.data, gt.cols), (double)nq / best_wall, cpu_qps);
         fflush(stdout);
         s = *end == ',' ? end + 1 : end;
     }

@@ -19,4 +19,10 @@ int cli_load_base_query(const char *cmd, const char *base_path, const char *quer
 int cli_write_ids(const char *cmd, const char *path, const int64_t *ids, size_t rows,
                   size_t cols);
 
+/* recall@k of search results: ids (nq x k, -1 = none) against the true
+ * neighbours truth (nq rows of truth_cols >= k ids, best first), i.e. the
+ * mean over queries of |returned top-k ∩ true top-k| / k. */
+double cli_recall_at_k(const int64_t *ids, size_t nq, size_t k, const int32_t *truth,
+                       size_t truth_cols);
+
 #endif

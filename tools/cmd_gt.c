@@ -126,3 +126,16 @@ out:
     float_matrix_free(&query);
     return rc;
 }
+
+double cli_recall_at_k(const int64_t *ids, size_t nq, size_t k, const int32_t *truth,
+                       size_t truth_cols) {
+    size_t hits = 0;
+    for (size_t q = 0; q < nq; q++)
+        for (size_t i = 0; i < k; i++)
+            for (size_t j = 0; j < k; j++)
+                if (ids[q * k + i] == truth[q * truth_cols + j]) {
+                    hits++;
+                    break;
+                }
+    return nq ? (double)hits / (double)(nq * k) : 0.0;
+}

@@ -56,18 +56,6 @@ typedef struct {
     int64_t *ids; /* nq x k */
 } tune_set;
 
-static double recall_of(const tune_set *t) {
-    size_t hits = 0;
-    for (size_t q = 0; q < t->nq; q++)
-        for (size_t i = 0; i < t->k; i++)
-            for (size_t j = 0; j < t->k; j++)
-                if (t->ids[q * t->k + i] == t->truth[q * t->truth_cols + j]) {
-                    hits++;
-                    break;
-                }
-    return (double)hits / (double)(t->nq * t->k);
-}
-
 /* Recall of one setting (batched: the answer is the one-at-a-time answer). */
 static avq_search_params setting(const tune_set *t, size_t leaves, size_t pre) {
     avq_search_params sp;
@@ -81,7 +69,7 @@ static avq_search_params setting(const tune_set *t, size_t leaves, size_t pre) {
 static int measure_recall(const tune_set *t, size_t leaves, size_t pre, double *recall) {
     avq_search_params sp = setting(t, leaves, pre);
     int st = avq_index_search_batch(t->index, t->queries, t->nq, &sp, t->threads, t->ids, NULL);
-    if (st == AVQ_OK) *recall = recall_of(t);
+    if (st == AVQ_OK) *recall = cli_recall_at_k(t->ids, t->nq, t->k, t->truth, t->truth_cols);
     return st;
 }
 
