@@ -422,6 +422,20 @@ typedef struct {
 
 static PyTypeObject IndexType;
 
+/* A trained quantizer.  Immutable, so it needs no in-use counting.  Made by
+ * Quantizer.train / Quantizer.load (`owned`, freed with the object), or by
+ * Index.quantizer: the library lends an index's quantizer only for as long
+ * as that index lives, so the object then owns an empty index created from
+ * it (`holder`), which keeps a reference of its own. */
+typedef struct {
+    PyObject_HEAD
+    avq_quantizer *owned;
+    avq_index *holder;
+    const avq_quantizer *q;
+} QuantizerObject;
+
+static PyTypeObject QuantizerType;
+
 static avq_index *index_acquire(IndexObject *self) {
     if (self->closed || !self->index) {
         PyErr_SetString(PyExc_ValueError, "operation on a closed avq.Index");
@@ -525,121 +539,182 @@ PyDoc_STRVAR(Index_build_doc,
 "parameter out of range: the message names it), TypeError (a dtype that is\n"
 "not real numbers, a parameter of the wrong type), MemoryError.");
 
-static PyObject *Index_build(PyObject *cls, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"data",      "metric",       "num_leaves",    "training_sample",
-                             "kmeans_iterations", "spherical", "avq_center_eta", "dims_per_block",
-                             "bits",      "threshold",    "eta",           "reorder",
-                             "brute_force_below", "threads", "seed",        "progress",
-                             NULL};
-    PyObject *data, *metric_o = NULL, *num_leaves = NULL, *training_sample = NULL,
-             *kmeans_iterations = NULL, *spherical = NULL, *avq_center_eta = NULL,
-             *dims_per_block = NULL, *bits = NULL, *threshold = NULL, *eta = NULL,
-             *reorder = NULL, *brute_force_below = NULL, *threads = NULL, *seed = NULL,
-             *progress = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O$OOOOOOOOOOOOOO:build", kwlist, &data,
-                                     &metric_o, &num_leaves, &training_sample,
-                                     &kmeans_iterations, &spherical, &avq_center_eta,
-                                     &dims_per_block, &bits, &threshold, &eta, &reorder,
-                                     &brute_force_below, &threads, &seed, &progress))
-        return NULL;
-    avq_metric metric = AVQ_METRIC_DOT;
-    if (metric_o && get_metric(metric_o, &metric) < 0) return NULL;
-    avq_build_params p;
-    avq_build_params_init(&p, metric);
-    if (num_leaves && get_size(num_leaves, "num_leaves", &p.num_leaves) < 0) return NULL;
-    if (training_sample && get_size(training_sample, "training_sample", &p.training_sample) < 0)
-        return NULL;
-    if (kmeans_iterations &&
-        get_int_range(kmeans_iterations, "kmeans_iterations", 1, 1000, &p.kmeans_iterations) < 0)
-        return NULL;
-    if (spherical && spherical != Py_None) {
-        int truth = PyObject_IsTrue(spherical);
-        if (truth < 0) return NULL;
-        p.spherical = truth;
+/* The keyword parameters of Index.build, Quantizer.train and Index.retrain
+ * (the fields of avq_build_params); NULL = not given. */
+typedef struct {
+    PyObject *num_leaves, *training_sample, *kmeans_iterations, *spherical, *avq_center_eta,
+        *dims_per_block, *bits, *threshold, *eta, *reorder, *brute_force_below, *threads, *seed,
+        *progress;
+} build_kw;
+
+/* Apply the given keywords to *p (already initialised for its metric). */
+static int apply_build_kw(const build_kw *kw, avq_build_params *p) {
+    if (kw->num_leaves && get_size(kw->num_leaves, "num_leaves", &p->num_leaves) < 0) return -1;
+    if (kw->training_sample &&
+        get_size(kw->training_sample, "training_sample", &p->training_sample) < 0)
+        return -1;
+    if (kw->kmeans_iterations && get_int_range(kw->kmeans_iterations, "kmeans_iterations", 1,
+                                               1000, &p->kmeans_iterations) < 0)
+        return -1;
+    if (kw->spherical) {
+        if (kw->spherical == Py_None) {
+            p->spherical = -1;
+        } else {
+            int truth = PyObject_IsTrue(kw->spherical);
+            if (truth < 0) return -1;
+            p->spherical = truth;
+        }
     }
-    if (avq_center_eta && get_float(avq_center_eta, "avq_center_eta", &p.avq_center_eta) < 0)
-        return NULL;
-    if (dims_per_block &&
-        get_int_range(dims_per_block, "dims_per_block", 1, 1 << 20, &p.dims_per_block) < 0)
-        return NULL;
-    if (bits && get_int_range(bits, "bits", 0, 64, &p.bits) < 0) return NULL;
-    if (threshold) {
-        if (threshold == Py_None) p.threshold = NAN;
-        else if (get_float(threshold, "threshold", &p.threshold) < 0) return NULL;
+    if (kw->avq_center_eta &&
+        get_float(kw->avq_center_eta, "avq_center_eta", &p->avq_center_eta) < 0)
+        return -1;
+    if (kw->dims_per_block &&
+        get_int_range(kw->dims_per_block, "dims_per_block", 1, 1 << 20, &p->dims_per_block) < 0)
+        return -1;
+    if (kw->bits && get_int_range(kw->bits, "bits", 0, 64, &p->bits) < 0) return -1;
+    if (kw->threshold) {
+        if (kw->threshold == Py_None) p->threshold = NAN;
+        else if (get_float(kw->threshold, "threshold", &p->threshold) < 0) return -1;
     }
-    if (eta && get_float(eta, "eta", &p.eta) < 0) return NULL;
+    if (kw->eta && get_float(kw->eta, "eta", &p->eta) < 0) return -1;
+    PyObject *reorder = kw->reorder;
     if (reorder && reorder != Py_None) {
         const char *r = PyUnicode_Check(reorder) ? PyUnicode_AsUTF8(reorder) : NULL;
         if (!r) {
             if (!PyErr_Occurred())
-                PyErr_Format(PyExc_TypeError, "reorder must be 'float', 'int8' or 'none', got %.100s",
+                PyErr_Format(PyExc_TypeError,
+                             "reorder must be 'float', 'int8' or 'none', got %.100s",
                              Py_TYPE(reorder)->tp_name);
-            return NULL;
+            return -1;
         }
-        if (!strcmp(r, "float") || !strcmp(r, "float32")) p.reorder = AVQ_REORDER_FLOAT;
-        else if (!strcmp(r, "int8")) p.reorder = AVQ_REORDER_INT8;
-        else if (!strcmp(r, "none")) p.reorder = AVQ_REORDER_NONE;
+        if (!strcmp(r, "float") || !strcmp(r, "float32")) p->reorder = AVQ_REORDER_FLOAT;
+        else if (!strcmp(r, "int8")) p->reorder = AVQ_REORDER_INT8;
+        else if (!strcmp(r, "none")) p->reorder = AVQ_REORDER_NONE;
         else {
-            PyErr_Format(PyExc_ValueError, "reorder must be 'float', 'int8' or 'none', got '%s'", r);
-            return NULL;
+            PyErr_Format(PyExc_ValueError, "reorder must be 'float', 'int8' or 'none', got '%s'",
+                         r);
+            return -1;
         }
     } else if (reorder == Py_None) {
-        p.reorder = AVQ_REORDER_NONE;
+        p->reorder = AVQ_REORDER_NONE;
     }
-    if (brute_force_below &&
-        get_size(brute_force_below, "brute_force_below", &p.brute_force_below) < 0)
-        return NULL;
-    if (get_threads(threads, &p.threads) < 0) return NULL;
-    if (seed) {
+    if (kw->brute_force_below &&
+        get_size(kw->brute_force_below, "brute_force_below", &p->brute_force_below) < 0)
+        return -1;
+    if (kw->threads && get_threads(kw->threads, &p->threads) < 0) return -1;
+    if (kw->seed) {
+        PyObject *seed = kw->seed;
         if (PyBool_Check(seed) || !PyIndex_Check(seed)) {
-            PyErr_Format(PyExc_TypeError, "seed must be an int, got %.100s", Py_TYPE(seed)->tp_name);
-            return NULL;
+            PyErr_Format(PyExc_TypeError, "seed must be an int, got %.100s",
+                         Py_TYPE(seed)->tp_name);
+            return -1;
         }
         PyObject *as_int = PyNumber_Index(seed);
-        if (!as_int) return NULL;
+        if (!as_int) return -1;
         unsigned long long s = PyLong_AsUnsignedLongLong(as_int);
         Py_DECREF(as_int);
         if (s == (unsigned long long)-1 && PyErr_Occurred()) {
             PyErr_Clear();
             PyErr_SetString(PyExc_ValueError, "seed must be in [0, 2**64)");
-            return NULL;
+            return -1;
         }
-        p.seed = (uint64_t)s;
+        p->seed = (uint64_t)s;
     }
-    if (check_callback(progress) < 0) return NULL;
+    return check_callback(kw->progress);
+}
 
-    PyArrayObject *arr = as_float32(data, "data");
-    if (!arr) return NULL;
-    if (PyArray_NDIM(arr) != 2) {
+/* Parse (data, metric='dot_product', *, <build keywords>) for `fname`:
+ * *p is initialised for the metric with the keywords applied, *arr is data
+ * as a non-empty (n, dim) float32 array (new reference). */
+static int parse_training_call(PyObject *args, PyObject *kwargs, const char *fname,
+                               avq_build_params *p, build_kw *kw, PyArrayObject **arr) {
+    static char *kwlist[] = {"data",      "metric",       "num_leaves",    "training_sample",
+                             "kmeans_iterations", "spherical", "avq_center_eta", "dims_per_block",
+                             "bits",      "threshold",    "eta",           "reorder",
+                             "brute_force_below", "threads", "seed",        "progress",
+                             NULL};
+    char format[64];
+    snprintf(format, sizeof format, "O|O$OOOOOOOOOOOOOO:%s", fname);
+    PyObject *data, *metric_o = NULL;
+    memset(kw, 0, sizeof *kw);
+    *arr = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, format, kwlist, &data, &metric_o,
+                                     &kw->num_leaves, &kw->training_sample,
+                                     &kw->kmeans_iterations, &kw->spherical,
+                                     &kw->avq_center_eta, &kw->dims_per_block, &kw->bits,
+                                     &kw->threshold, &kw->eta, &kw->reorder,
+                                     &kw->brute_force_below, &kw->threads, &kw->seed,
+                                     &kw->progress))
+        return -1;
+    avq_metric metric = AVQ_METRIC_DOT;
+    if (metric_o && get_metric(metric_o, &metric) < 0) return -1;
+    avq_build_params_init(p, metric);
+    if (apply_build_kw(kw, p) < 0) return -1;
+    PyArrayObject *a = as_float32(data, "data");
+    if (!a) return -1;
+    if (PyArray_NDIM(a) != 2) {
         PyErr_Format(PyExc_ValueError, "data must be 2-D (n, dim), got %d dimension(s)",
-                     PyArray_NDIM(arr));
-        Py_DECREF(arr);
-        return NULL;
+                     PyArray_NDIM(a));
+        Py_DECREF(a);
+        return -1;
     }
-    size_t n = (size_t)PyArray_DIM(arr, 0), dim = (size_t)PyArray_DIM(arr, 1);
+    size_t n = (size_t)PyArray_DIM(a, 0), dim = (size_t)PyArray_DIM(a, 1);
     if (n == 0 || dim == 0) {
         PyErr_Format(PyExc_ValueError, "data is empty: shape (%zu, %zu)", n, dim);
-        Py_DECREF(arr);
-        return NULL;
+        Py_DECREF(a);
+        return -1;
     }
+    *arr = a;
+    return 0;
+}
+
+/* What run_training makes. */
+enum { TRAIN_INDEX, TRAIN_QUANTIZER, TRAIN_RETRAIN };
+
+/* Run a long training call with the GIL released, progress reported and
+ * Ctrl-C honoured: avq_index_build / avq_quantizer_train on `arr`, or
+ * avq_index_retrain of `source`.  Returns the new object (avq_index * or
+ * avq_quantizer *) or NULL with an exception set. */
+static void *run_training(int what, PyArrayObject *arr, const avq_index *source,
+                          avq_build_params *p, PyObject *progress) {
     progress_ctx ctx = {NULL, progress == Py_None ? NULL : progress, 0, 0.0, {0}};
     ctx.last_time = monotonic_seconds();
-    p.progress = progress_trampoline;
-    p.progress_user = &ctx;
+    p->progress = progress_trampoline;
+    p->progress_user = &ctx;
     avq_index *ix = NULL;
+    avq_quantizer *qz = NULL;
+    const float *data = arr ? (const float *)PyArray_DATA(arr) : NULL;
+    size_t n = arr ? (size_t)PyArray_DIM(arr, 0) : 0, dim = arr ? (size_t)PyArray_DIM(arr, 1) : 0;
     error_snapshot snap;
     take_snapshot(&snap);
     ctx.ts = PyEval_SaveThread();
-    int st = avq_index_build((const float *)PyArray_DATA(arr), n, dim, &p, &ix);
+    int st = what == TRAIN_INDEX       ? avq_index_build(data, n, dim, p, &ix)
+             : what == TRAIN_QUANTIZER ? avq_quantizer_train(data, n, dim, p, &qz)
+                                       : avq_index_retrain(source, p, &ix);
     PyEval_RestoreThread(ctx.ts);
-    Py_DECREF(arr);
+    p->progress = NULL;
+    p->progress_user = NULL;
     if (st == AVQ_OK && PyErr_Occurred()) { /* cancelled at the very end */
-        avq_index_free(ix);
+        free_index_nogil(ix);
+        avq_quantizer_free(qz);
         return NULL;
     }
-    if (st != AVQ_OK) return raise_status_snap(st, NULL, 0, &snap);
+    if (st != AVQ_OK) {
+        raise_status_snap(st, NULL, 0, &snap);
+        return NULL;
+    }
+    return what == TRAIN_QUANTIZER ? (void *)qz : (void *)ix;
+}
+
+static PyObject *Index_build(PyObject *cls, PyObject *args, PyObject *kwargs) {
+    avq_build_params p;
+    build_kw kw;
+    PyArrayObject *arr;
+    if (parse_training_call(args, kwargs, "build", &p, &kw, &arr) < 0) return NULL;
+    avq_index *ix = run_training(TRAIN_INDEX, arr, NULL, &p, kw.progress);
+    Py_DECREF(arr);
     (void)cls;
-    return index_wrap(ix, 0);
+    return ix ? index_wrap(ix, 0) : NULL;
 }
 
 /* --- search -------------------------------------------------------------- */
@@ -673,6 +748,7 @@ static PyObject *Index_search(IndexObject *self, PyObject *const *args, Py_ssize
     if (parse_fast("search", args, nargs, kwnames, search_names, S_THREADS, 1, v) < 0)
         return NULL;
     avq_search_params sp;
+    avq_search_params_init(&sp);
     if (get_k(v[S_K], &sp.k) < 0 ||
         get_positive_or_none(v[S_LEAVES], "leaves_to_search", &sp.leaves_to_search) < 0 ||
         get_positive_or_none(v[S_PRE], "pre_reorder", &sp.pre_reorder) < 0)
@@ -683,11 +759,17 @@ static PyObject *Index_search(IndexObject *self, PyObject *const *args, Py_ssize
     PyArrayObject *q = as_float32(v[S_Q], "q");
     if (!q) goto done;
     size_t dim = avq_index_dim(ix);
-    if (PyArray_NDIM(q) != 1 || (size_t)PyArray_DIM(q, 0) != dim) {
-        if (PyArray_NDIM(q) == 2)
+    /* one query as a (1, dim) row: results of shape (1, k), as search_batched */
+    int row = PyArray_NDIM(q) == 2 && PyArray_DIM(q, 0) == 1 && (size_t)PyArray_DIM(q, 1) == dim;
+    if (!row && (PyArray_NDIM(q) != 1 || (size_t)PyArray_DIM(q, 0) != dim)) {
+        if (PyArray_NDIM(q) == 2 && PyArray_DIM(q, 0) == 1)
+            PyErr_Format(PyExc_ValueError, "q has dimension %zd, the index has dimension %zu",
+                         PyArray_DIM(q, 1), dim);
+        else if (PyArray_NDIM(q) == 2)
             PyErr_Format(PyExc_ValueError,
-                         "q must be one query of shape (%zu,), got a 2-D array: use search_batched",
-                         dim);
+                         "q must be one query of shape (%zu,) or (1, %zu), got %zd rows: use "
+                         "search_batched",
+                         dim, dim, PyArray_DIM(q, 0));
         else if (PyArray_NDIM(q) != 1)
             PyErr_Format(PyExc_ValueError, "q must be 1-D of length %zu, got %d dimensions", dim,
                          PyArray_NDIM(q));
@@ -696,9 +778,9 @@ static PyObject *Index_search(IndexObject *self, PyObject *const *args, Py_ssize
                          PyArray_DIM(q, 0), dim);
         goto done;
     }
-    npy_intp kk = (npy_intp)sp.k;
-    ids = PyArray_SimpleNew(1, &kk, NPY_INT64);
-    scores = PyArray_SimpleNew(1, &kk, NPY_FLOAT32);
+    npy_intp shape[2] = {1, (npy_intp)sp.k};
+    ids = PyArray_SimpleNew(row ? 2 : 1, shape + !row, NPY_INT64);
+    scores = PyArray_SimpleNew(row ? 2 : 1, shape + !row, NPY_FLOAT32);
     if (!ids || !scores) goto done;
     int st;
     Py_BEGIN_ALLOW_THREADS
@@ -750,6 +832,7 @@ static PyObject *Index_search_batched(IndexObject *self, PyObject *const *args,
     if (parse_fast("search_batched", args, nargs, kwnames, batched_names, S_COUNT, 1, v) < 0)
         return NULL;
     avq_search_params sp;
+    avq_search_params_init(&sp);
     int threads;
     if (get_k(v[S_K], &sp.k) < 0 ||
         get_positive_or_none(v[S_LEAVES], "leaves_to_search", &sp.leaves_to_search) < 0 ||
@@ -812,6 +895,577 @@ done:
     return result;
 }
 
+/* --- the living index: add, upsert, remove, compact, get, stats ---------- */
+
+/* ids as a C-contiguous int64 array (new reference), 1-D -- or 0-d for a
+ * single id (*scalar set).  Any integer dtype or a list of Python ints;
+ * floats, bools and anything else raise TypeError (an id is never rounded),
+ * uint64 values above 2**63 - 1 ValueError.  An empty list (numpy makes it
+ * float64) is accepted as no ids. */
+static PyArrayObject *as_ids(PyObject *obj, const char *what, int *scalar) {
+    *scalar = 0;
+    PyArrayObject *arr;
+    if (obj == Py_None) {
+        PyErr_Format(PyExc_TypeError, "%s must be integers, got None", what);
+        return NULL;
+    }
+    if (PyArray_Check(obj)) {
+        arr = (PyArrayObject *)obj;
+        Py_INCREF(arr);
+    } else {
+        arr = (PyArrayObject *)PyArray_FromAny(obj, NULL, 0, 0, 0, NULL);
+        if (!arr) {
+            if (PyErr_ExceptionMatches(PyExc_ValueError)) {
+                PyObject *type, *value, *tb;
+                PyErr_Fetch(&type, &value, &tb);
+                PyErr_Format(PyExc_ValueError, "%s: cannot make an array of it (%S)", what,
+                             value ? value : Py_None);
+                Py_XDECREF(type);
+                Py_XDECREF(value);
+                Py_XDECREF(tb);
+            }
+            return NULL;
+        }
+    }
+    char kind = PyArray_DESCR(arr)->kind;
+    int nd = PyArray_NDIM(arr);
+    int empty_list = !PyArray_Check(obj) && nd == 1 && PyArray_SIZE(arr) == 0;
+    if (kind != 'i' && kind != 'u' && !empty_list) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s must be integers (an int or a 1-D array-like of ints), got dtype %S",
+                     what, (PyObject *)PyArray_DESCR(arr));
+        Py_DECREF(arr);
+        return NULL;
+    }
+    if (nd > 1) {
+        PyErr_Format(PyExc_ValueError, "%s must be 1-D, got %d dimensions", what, nd);
+        Py_DECREF(arr);
+        return NULL;
+    }
+    *scalar = nd == 0;
+    int wide_unsigned = kind == 'u' && PyArray_ITEMSIZE(arr) >= 8;
+    PyArrayObject *out = (PyArrayObject *)PyArray_FromArray(
+        arr, PyArray_DescrFromType(NPY_INT64), NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST);
+    Py_DECREF(arr);
+    if (!out) return NULL;
+    if (wide_unsigned) {
+        const int64_t *v = PyArray_DATA(out);
+        for (npy_intp i = 0; i < PyArray_SIZE(out); i++)
+            if (v[i] < 0) {
+                PyErr_Format(PyExc_ValueError, "%s: %llu is out of range (ids are int64)", what,
+                             (unsigned long long)v[i]);
+                Py_DECREF(out);
+                return NULL;
+            }
+    }
+    return out;
+}
+
+/* vectors for a writer: an (n, dim) array-like, or one (dim,) vector. */
+static PyArrayObject *as_rows(PyObject *obj, size_t dim, size_t *n) {
+    PyArrayObject *a = as_float32(obj, "vectors");
+    if (!a) return NULL;
+    int nd = PyArray_NDIM(a);
+    size_t last = nd >= 1 ? (size_t)PyArray_DIM(a, nd - 1) : 0;
+    if ((nd != 1 && nd != 2) || last != dim) {
+        if (nd != 1 && nd != 2)
+            PyErr_Format(PyExc_ValueError,
+                         "vectors must be of shape (n, %zu) or (%zu,), got %d dimension(s)", dim,
+                         dim, nd);
+        else
+            PyErr_Format(PyExc_ValueError, "vectors have dimension %zu, the index has %zu", last,
+                         dim);
+        Py_DECREF(a);
+        return NULL;
+    }
+    *n = nd == 1 ? 1 : (size_t)PyArray_DIM(a, 0);
+    return a;
+}
+
+static int check_same_count(PyArrayObject *ids, size_t n) {
+    if ((size_t)PyArray_SIZE(ids) != n) {
+        PyErr_Format(PyExc_ValueError, "%zd ids for %zu vectors: give one id per row",
+                     PyArray_SIZE(ids), n);
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(Index_add_doc,
+"add($self, /, vectors, ids=None, threads=0)\n"
+"--\n"
+"\n"
+"Add vectors (an (n, dim) array-like, or one (dim,) vector) under `ids`\n"
+"(n distinct int64 ids not in the index: any integer array-like, or an int\n"
+"for one vector), or under automatic ids when ids is None: the next free\n"
+"ones, one more than the largest id the index ever held.  Returns the ids\n"
+"used, an int64 array of shape (n,).\n"
+"\n"
+"The vectors are encoded with the index's quantizer (never retrained, see\n"
+"stats() and retrain()) on `threads` workers (None or 0 = one per CPU).\n"
+"All or nothing: on any error (a NaN/infinite row, a zero row with\n"
+"cosine, an id repeated in the call, an id already present -- use upsert\n"
+"-- or the id -1) nothing is added.  Searches in other threads go on\n"
+"meanwhile and see every leaf before or after the change.  The GIL is\n"
+"released.\n"
+"\n"
+"Raises ValueError (wrong shape or dimension, ids and vectors of\n"
+"different lengths, the rows above: the message names the row), TypeError\n"
+"(non-integer ids, vectors that are not real numbers).");
+
+static PyObject *Index_add(IndexObject *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"vectors", "ids", "threads", NULL};
+    PyObject *vec_o, *ids_o = Py_None, *threads_o = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OO:add", kwlist, &vec_o, &ids_o,
+                                     &threads_o))
+        return NULL;
+    int threads;
+    if (get_threads(threads_o, &threads) < 0) return NULL;
+    avq_index *ix = index_acquire(self);
+    if (!ix) return NULL;
+    PyArrayObject *vec = NULL, *ids = NULL;
+    PyObject *out = NULL, *result = NULL;
+    size_t n;
+    int scalar;
+    vec = as_rows(vec_o, avq_index_dim(ix), &n);
+    if (!vec) goto done;
+    if (ids_o != Py_None) {
+        ids = as_ids(ids_o, "ids", &scalar);
+        if (!ids || check_same_count(ids, n) < 0) goto done;
+    }
+    npy_intp nn = (npy_intp)n;
+    out = PyArray_SimpleNew(1, &nn, NPY_INT64);
+    if (!out) goto done;
+    error_snapshot snap;
+    take_snapshot(&snap);
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    st = avq_index_add(ix, (const float *)PyArray_DATA(vec), n,
+                       ids ? (const int64_t *)PyArray_DATA(ids) : NULL, threads,
+                       (int64_t *)PyArray_DATA((PyArrayObject *)out));
+    Py_END_ALLOW_THREADS
+    if (st != AVQ_OK) {
+        raise_status_snap(st, NULL, 0, &snap);
+        goto done;
+    }
+    result = out;
+    out = NULL;
+done:
+    Py_XDECREF(vec);
+    Py_XDECREF(ids);
+    Py_XDECREF(out);
+    index_release(self);
+    return result;
+}
+
+PyDoc_STRVAR(Index_upsert_doc,
+"upsert($self, /, ids, vectors, threads=0)\n"
+"--\n"
+"\n"
+"Insert or replace: the vectors of ids already in the index are replaced,\n"
+"the others are added.  `ids` and `vectors` as for add() (ids required).\n"
+"Returns how many ids were present (replaced).  All or nothing, GIL\n"
+"released, raises as add().");
+
+static PyObject *Index_upsert(IndexObject *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"ids", "vectors", "threads", NULL};
+    PyObject *ids_o, *vec_o, *threads_o = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O:upsert", kwlist, &ids_o, &vec_o,
+                                     &threads_o))
+        return NULL;
+    int threads;
+    if (get_threads(threads_o, &threads) < 0) return NULL;
+    avq_index *ix = index_acquire(self);
+    if (!ix) return NULL;
+    PyArrayObject *vec = NULL, *ids = NULL;
+    PyObject *result = NULL;
+    size_t n, replaced = 0;
+    int scalar;
+    ids = as_ids(ids_o, "ids", &scalar);
+    if (!ids) goto done;
+    vec = as_rows(vec_o, avq_index_dim(ix), &n);
+    if (!vec || check_same_count(ids, n) < 0) goto done;
+    error_snapshot snap;
+    take_snapshot(&snap);
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    st = avq_index_upsert(ix, (const float *)PyArray_DATA(vec), n,
+                          (const int64_t *)PyArray_DATA(ids), threads, &replaced);
+    Py_END_ALLOW_THREADS
+    if (st != AVQ_OK) {
+        raise_status_snap(st, NULL, 0, &snap);
+        goto done;
+    }
+    result = PyLong_FromSize_t(replaced);
+done:
+    Py_XDECREF(vec);
+    Py_XDECREF(ids);
+    index_release(self);
+    return result;
+}
+
+PyDoc_STRVAR(Index_remove_doc,
+"remove($self, ids, /)\n"
+"--\n"
+"\n"
+"Remove the vectors with these ids (an int or an array-like of ints).  Ids\n"
+"not in the index are not an error.  Returns how many were present.  No\n"
+"search started after this returns finds them.  A leaf whose share of\n"
+"dead slots passes the compaction threshold (0.5 by default, see\n"
+"set_compact_threshold) is compacted at once.  The GIL is released.");
+
+static PyObject *Index_remove(IndexObject *self, PyObject *arg) {
+    avq_index *ix = index_acquire(self);
+    if (!ix) return NULL;
+    PyObject *result = NULL;
+    int scalar;
+    size_t removed = 0;
+    PyArrayObject *ids = as_ids(arg, "ids", &scalar);
+    if (!ids) goto done;
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    st = avq_index_remove(ix, (const int64_t *)PyArray_DATA(ids), (size_t)PyArray_SIZE(ids),
+                          &removed);
+    Py_END_ALLOW_THREADS
+    if (st != AVQ_OK) {
+        raise_status(st, NULL, 0);
+        goto done;
+    }
+    result = PyLong_FromSize_t(removed);
+done:
+    Py_XDECREF(ids);
+    index_release(self);
+    return result;
+}
+
+static int get_fraction(PyObject *o, const char *name, double *out) {
+    if (PyBool_Check(o) || !(PyFloat_Check(o) || PyIndex_Check(o) || PyNumber_Check(o))) {
+        PyErr_Format(PyExc_TypeError, "%s must be a number, got %.100s", name,
+                     Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    double d = PyFloat_AsDouble(o);
+    if (d == -1.0 && PyErr_Occurred()) return -1;
+    *out = d;
+    return 0;
+}
+
+PyDoc_STRVAR(Index_compact_doc,
+"compact($self, /, min_dead_fraction=0.0)\n"
+"--\n"
+"\n"
+"Rewrite every leaf whose share of dead (removed) slots is at least\n"
+"min_dead_fraction (0 = every leaf with any) without them, reclaiming\n"
+"their memory.  Returns the number of leaves rewritten.  The GIL is\n"
+"released.  Raises ValueError for a fraction outside [0, 1].");
+
+static PyObject *Index_compact(IndexObject *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"min_dead_fraction", NULL};
+    PyObject *frac_o = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:compact", kwlist, &frac_o)) return NULL;
+    double frac = 0.0;
+    if (frac_o && get_fraction(frac_o, "min_dead_fraction", &frac) < 0) return NULL;
+    avq_index *ix = index_acquire(self);
+    if (!ix) return NULL;
+    size_t compacted = 0;
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    st = avq_index_compact(ix, frac, &compacted);
+    Py_END_ALLOW_THREADS
+    index_release(self);
+    if (st != AVQ_OK) return raise_status(st, NULL, 0);
+    return PyLong_FromSize_t(compacted);
+}
+
+PyDoc_STRVAR(Index_set_compact_threshold_doc,
+"set_compact_threshold($self, fraction, /)\n"
+"--\n"
+"\n"
+"The dead share at which remove() compacts a leaf by itself: in (0, 1], or\n"
+"0 to turn automatic compaction off.  Default 0.5.");
+
+static PyObject *Index_set_compact_threshold(IndexObject *self, PyObject *arg) {
+    double frac;
+    if (get_fraction(arg, "fraction", &frac) < 0) return NULL;
+    avq_index *ix = index_acquire(self);
+    if (!ix) return NULL;
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    st = avq_index_set_compact_threshold(ix, frac);
+    Py_END_ALLOW_THREADS
+    index_release(self);
+    if (st != AVQ_OK) return raise_status(st, NULL, 0);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(Index_get_doc,
+"get($self, ids, /)\n"
+"--\n"
+"\n"
+"The stored vectors of these ids: a float32 array of shape (n, dim), or\n"
+"(dim,) for a single int id.  They are the vectors the index keeps for\n"
+"re-ranking: exact with reorder='float' (normalised for cosine),\n"
+"dequantized with 'int8'.  Raises ValueError if an id is not in the index\n"
+"(the message names it), avq.Error for an index built with\n"
+"reorder='none' (it keeps no vectors).  The GIL is released.");
+
+static PyObject *Index_get(IndexObject *self, PyObject *arg) {
+    avq_index *ix = index_acquire(self);
+    if (!ix) return NULL;
+    PyObject *out = NULL, *result = NULL;
+    int scalar;
+    PyArrayObject *ids = as_ids(arg, "ids", &scalar);
+    if (!ids) goto done;
+    size_t n = (size_t)PyArray_SIZE(ids);
+    npy_intp shape[2] = {(npy_intp)n, (npy_intp)avq_index_dim(ix)};
+    out = scalar ? PyArray_SimpleNew(1, shape + 1, NPY_FLOAT32)
+                 : PyArray_SimpleNew(2, shape, NPY_FLOAT32);
+    if (!out) goto done;
+    if (n > 0) {
+        int st;
+        Py_BEGIN_ALLOW_THREADS
+        st = avq_index_get(ix, (const int64_t *)PyArray_DATA(ids), n,
+                           (float *)PyArray_DATA((PyArrayObject *)out));
+        Py_END_ALLOW_THREADS
+        if (st != AVQ_OK) {
+            raise_status(st, NULL, 0);
+            goto done;
+        }
+    }
+    result = out;
+    out = NULL;
+done:
+    Py_XDECREF(ids);
+    Py_XDECREF(out);
+    index_release(self);
+    return result;
+}
+
+PyDoc_STRVAR(Index_stats_doc,
+"stats($self, /)\n"
+"--\n"
+"\n"
+"What the index holds and how its leaves have drifted from training, as a\n"
+"dict: live (searchable vectors, = len(index)), dead (removed slots not\n"
+"yet compacted away), leaves, empty_leaves, min_leaf / max_leaf (live\n"
+"vectors of the smallest / largest leaf), mean_leaf, leaf_cv (standard\n"
+"deviation / mean of the leaf sizes: 0 = even; it grows as added data\n"
+"drifts from the training sample -- retrain() is the remedy),\n"
+"max_leaf_dead (largest dead share of a leaf), memory_bytes (= nbytes),\n"
+"next_id (the id the next automatic add uses).");
+
+static PyObject *Index_stats(IndexObject *self, PyObject *unused) {
+    avq_index *ix = index_acquire(self);
+    if (!ix) return NULL;
+    avq_index_stats s;
+    memset(&s, 0, sizeof s);
+    s.struct_size = sizeof s;
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    st = avq_index_get_stats(ix, &s);
+    Py_END_ALLOW_THREADS
+    index_release(self);
+    if (st != AVQ_OK) return raise_status(st, NULL, 0);
+    return Py_BuildValue("{s:n,s:n,s:n,s:n,s:n,s:n,s:d,s:d,s:d,s:n,s:L}", "live",
+                         (Py_ssize_t)s.live, "dead", (Py_ssize_t)s.dead, "leaves",
+                         (Py_ssize_t)s.leaves, "empty_leaves", (Py_ssize_t)s.empty_leaves,
+                         "min_leaf", (Py_ssize_t)s.min_leaf, "max_leaf", (Py_ssize_t)s.max_leaf,
+                         "mean_leaf", s.mean_leaf, "leaf_cv", s.leaf_cv, "max_leaf_dead",
+                         s.max_leaf_dead, "memory_bytes", (Py_ssize_t)s.memory_bytes, "next_id",
+                         (long long)s.next_id);
+}
+
+/* --- len(), `in` ---------------------------------------------------------- */
+
+static Py_ssize_t Index_len(IndexObject *self) {
+    avq_index *ix = index_acquire(self);
+    if (!ix) return -1;
+    size_t n = avq_index_size(ix);
+    index_release(self);
+    return (Py_ssize_t)n;
+}
+
+static int Index_contains(IndexObject *self, PyObject *key) {
+    if (PyBool_Check(key) || !PyIndex_Check(key)) {
+        PyErr_Format(PyExc_TypeError, "ids are ints, got %.100s", Py_TYPE(key)->tp_name);
+        return -1;
+    }
+    PyObject *as_int = PyNumber_Index(key);
+    if (!as_int) return -1;
+    int overflow = 0;
+    long long id = PyLong_AsLongLongAndOverflow(as_int, &overflow);
+    Py_DECREF(as_int);
+    if (id == -1 && PyErr_Occurred()) return -1;
+    avq_index *ix = index_acquire(self);
+    if (!ix) return -1;
+    int found = overflow ? 0 : avq_index_contains(ix, (int64_t)id);
+    index_release(self);
+    return found ? 1 : 0;
+}
+
+static PySequenceMethods Index_as_sequence = {
+    .sq_length = (lenfunc)Index_len,
+    .sq_contains = (objobjproc)Index_contains,
+};
+
+/* --- bytes, pickling ------------------------------------------------------ */
+
+PyDoc_STRVAR(Index_to_bytes_doc,
+"to_bytes($self, /)\n"
+"--\n"
+"\n"
+"The index as bytes: exactly what save() writes to a file (quantizer,\n"
+"leaves with their dead slots, ids, the next automatic id), for a\n"
+"database, a network or pickle.  Index.from_bytes restores it.  Waits for a\n"
+"running writer; the GIL is released.");
+
+static PyObject *Index_to_bytes(IndexObject *self, PyObject *unused) {
+    avq_index *ix = index_acquire(self);
+    if (!ix) return NULL;
+    void *buf = NULL;
+    size_t size = 0;
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    st = avq_index_save_bytes(ix, &buf, &size);
+    Py_END_ALLOW_THREADS
+    index_release(self);
+    if (st != AVQ_OK) return raise_status(st, NULL, 0);
+    PyObject *r = size <= PY_SSIZE_T_MAX ? PyBytes_FromStringAndSize(buf, (Py_ssize_t)size)
+                                         : PyErr_NoMemory();
+    avq_free(buf);
+    return r;
+}
+
+PyDoc_STRVAR(Index_from_bytes_doc,
+"from_bytes($type, data, /)\n"
+"--\n"
+"\n"
+"An index from bytes written by to_bytes() (or read from an index file):\n"
+"any bytes-like object.  The data are copied and verified as by\n"
+"avq.load(path): avq.FormatError for truncated, corrupt or foreign data.\n"
+"The GIL is released.");
+
+static PyObject *Index_from_bytes(PyObject *cls, PyObject *arg) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "from_bytes() needs a bytes-like object, got %.100s",
+                         Py_TYPE(arg)->tp_name);
+        }
+        return NULL;
+    }
+    avq_index *ix = NULL;
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    st = avq_index_load_bytes(view.buf, (size_t)view.len, &ix);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    if (st != AVQ_OK) return raise_status(st, NULL, 0);
+    return index_wrap(ix, 0);
+}
+
+static PyObject *Index_reduce(IndexObject *self, PyObject *unused) {
+    PyObject *data = Index_to_bytes(self, NULL);
+    if (!data) return NULL;
+    PyObject *ctor = PyObject_GetAttrString((PyObject *)&IndexType, "from_bytes");
+    if (!ctor) {
+        Py_DECREF(data);
+        return NULL;
+    }
+    return Py_BuildValue("(N(N))", ctor, data);
+}
+
+/* --- the quantizer, creating and retraining ------------------------------ */
+
+static PyObject *quantizer_wrap(avq_quantizer *owned, avq_index *holder);
+
+PyDoc_STRVAR(Index_create_doc,
+"create($type, quantizer, /)\n"
+"--\n"
+"\n"
+"A new empty index that encodes with `quantizer` (an avq.Quantizer, from\n"
+"Quantizer.train, Quantizer.load or another index's .quantizer).  Fill it\n"
+"with add().  Indexes made from one quantizer score vectors the same way,\n"
+"so their results merge exactly (shards).  Index(quantizer) is the same.");
+
+static PyObject *index_create_from(PyObject *arg) {
+    if (!PyObject_TypeCheck(arg, &QuantizerType)) {
+        PyErr_Format(PyExc_TypeError, "quantizer must be an avq.Quantizer, got %.100s",
+                     Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    QuantizerObject *qo = (QuantizerObject *)arg;
+    avq_index *ix = NULL;
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    st = avq_index_create(qo->q, &ix);
+    Py_END_ALLOW_THREADS
+    if (st != AVQ_OK) return raise_status(st, NULL, 0);
+    return index_wrap(ix, 0);
+}
+
+static PyObject *Index_create(PyObject *cls, PyObject *arg) {
+    return index_create_from(arg);
+}
+
+static PyObject *Index_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"quantizer", NULL};
+    PyObject *q;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:Index", kwlist, &q)) return NULL;
+    return index_create_from(q);
+}
+
+static PyObject *Index_get_quantizer(IndexObject *self, void *c) {
+    avq_index *ix = index_acquire(self);
+    if (!ix) return NULL;
+    avq_index *holder = NULL;
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    st = avq_index_create(avq_index_quantizer(ix), &holder);
+    Py_END_ALLOW_THREADS
+    index_release(self);
+    if (st != AVQ_OK) return raise_status(st, NULL, 0);
+    return quantizer_wrap(NULL, holder);
+}
+
+PyDoc_STRVAR(Index_retrain_doc,
+"retrain($self, /, *, num_leaves=..., training_sample=..., ..., progress=None)\n"
+"--\n"
+"\n"
+"A new index over the live vectors of this one (as get() returns them),\n"
+"with a quantizer trained afresh and the same ids: the remedy for drift\n"
+"(stats()['leaf_cv'] grown, a distribution that moved).  The keywords are\n"
+"those of Index.build (not data or metric); a keyword left out keeps the\n"
+"value this index was built with (build_params).  Its cost is a full\n"
+"build; this index is not changed.  GIL released, progress and Ctrl-C as\n"
+"for Index.build.  Raises as Index.build, avq.Error for reorder='none'.");
+
+static PyObject *Index_retrain(IndexObject *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"num_leaves", "training_sample", "kmeans_iterations", "spherical",
+                             "avq_center_eta", "dims_per_block", "bits", "threshold", "eta",
+                             "reorder", "brute_force_below", "threads", "seed", "progress",
+                             NULL};
+    build_kw kw;
+    memset(&kw, 0, sizeof kw);
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOOOOOOOO:retrain", kwlist,
+                                     &kw.num_leaves, &kw.training_sample, &kw.kmeans_iterations,
+                                     &kw.spherical, &kw.avq_center_eta, &kw.dims_per_block,
+                                     &kw.bits, &kw.threshold, &kw.eta, &kw.reorder,
+                                     &kw.brute_force_below, &kw.threads, &kw.seed, &kw.progress))
+        return NULL;
+    avq_index *ix = index_acquire(self);
+    if (!ix) return NULL;
+    avq_build_params p;
+    avq_build_params_init(&p, avq_index_metric(ix));
+    avq_index_build_params(ix, &p);
+    avq_index *out = NULL;
+    if (apply_build_kw(&kw, &p) == 0)
+        out = run_training(TRAIN_RETRAIN, NULL, ix, &p, kw.progress);
+    index_release(self);
+    return out ? index_wrap(out, 0) : NULL;
+}
+
 /* --- benchmarking aid ---------------------------------------------------- */
 
 PyDoc_STRVAR(Index_c_search_loop_doc,
@@ -844,7 +1498,11 @@ static PyObject *Index_c_search_loop(IndexObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "_c_search_loop: dimension mismatch");
         return NULL;
     }
-    avq_search_params sp = {(size_t)k, (size_t)leaves, (size_t)pre};
+    avq_search_params sp;
+    avq_search_params_init(&sp);
+    sp.k = (size_t)k;
+    sp.leaves_to_search = (size_t)leaves;
+    sp.pre_reorder = (size_t)pre;
     int64_t *ids = PyMem_RawMalloc((size_t)k * sizeof *ids);
     float *scores = PyMem_RawMalloc((size_t)k * sizeof *scores);
     int st = AVQ_ERR_NOMEM;
@@ -988,6 +1646,7 @@ static PyObject *Index_get_default_search_params(IndexObject *self, void *c) {
     avq_index *ix = live(self);
     if (!ix) return NULL;
     avq_search_params sp;
+    avq_search_params_init(&sp);
     avq_index_default_search_params(ix, &sp);
     return Py_BuildValue("{s:n,s:n,s:n}", "k", (Py_ssize_t)sp.k, "leaves_to_search",
                          (Py_ssize_t)sp.leaves_to_search, "pre_reorder",
@@ -998,6 +1657,7 @@ static PyObject *Index_get_build_params(IndexObject *self, void *c) {
     avq_index *ix = live(self);
     if (!ix) return NULL;
     avq_build_params p;
+    avq_build_params_init(&p, AVQ_METRIC_DOT);
     avq_index_build_params(ix, &p);
     const char *reorder = p.reorder == AVQ_REORDER_FLOAT ? "float"
                           : p.reorder == AVQ_REORDER_INT8 ? "int8"
@@ -1034,6 +1694,23 @@ static PyMethodDef Index_methods[] = {
     {"search_batched", (PyCFunction)(void (*)(void))Index_search_batched,
      METH_FASTCALL | METH_KEYWORDS, Index_search_batched_doc},
     {"save", (PyCFunction)Index_save, METH_O, Index_save_doc},
+    {"add", (PyCFunction)(void (*)(void))Index_add, METH_VARARGS | METH_KEYWORDS, Index_add_doc},
+    {"upsert", (PyCFunction)(void (*)(void))Index_upsert, METH_VARARGS | METH_KEYWORDS,
+     Index_upsert_doc},
+    {"remove", (PyCFunction)Index_remove, METH_O, Index_remove_doc},
+    {"compact", (PyCFunction)(void (*)(void))Index_compact, METH_VARARGS | METH_KEYWORDS,
+     Index_compact_doc},
+    {"set_compact_threshold", (PyCFunction)Index_set_compact_threshold, METH_O,
+     Index_set_compact_threshold_doc},
+    {"get", (PyCFunction)Index_get, METH_O, Index_get_doc},
+    {"stats", (PyCFunction)Index_stats, METH_NOARGS, Index_stats_doc},
+    {"to_bytes", (PyCFunction)Index_to_bytes, METH_NOARGS, Index_to_bytes_doc},
+    {"from_bytes", (PyCFunction)Index_from_bytes, METH_CLASS | METH_O, Index_from_bytes_doc},
+    {"__reduce__", (PyCFunction)Index_reduce, METH_NOARGS,
+     "__reduce__($self, /)\n--\n\nPickle support: the index as to_bytes()."},
+    {"create", (PyCFunction)Index_create, METH_CLASS | METH_O, Index_create_doc},
+    {"retrain", (PyCFunction)(void (*)(void))Index_retrain, METH_VARARGS | METH_KEYWORDS,
+     Index_retrain_doc},
     {"_c_search_loop", (PyCFunction)Index_c_search_loop, METH_VARARGS, Index_c_search_loop_doc},
     {"close", (PyCFunction)Index_close, METH_NOARGS, Index_close_doc},
     {"__enter__", (PyCFunction)Index_enter, METH_NOARGS,
@@ -1043,7 +1720,12 @@ static PyMethodDef Index_methods[] = {
     {NULL, NULL, 0, NULL}};
 
 static PyGetSetDef Index_getset[] = {
-    {"size", (getter)Index_get_size, NULL, "Number of database vectors (int).", NULL},
+    {"size", (getter)Index_get_size, NULL,
+     "Number of live (searchable) vectors, = len(index) (int).", NULL},
+    {"quantizer", (getter)Index_get_quantizer, NULL,
+     "The quantizer the index encodes with (avq.Quantizer): avq.Index(index.quantizer)\n"
+     "makes an empty shard that scores exactly like this index.",
+     NULL},
     {"dim", (getter)Index_get_dim, NULL, "Dimension of the vectors (int).", NULL},
     {"metric", (getter)Index_get_metric, NULL,
      "'dot_product', 'squared_l2' or 'cosine' (str).", NULL},
@@ -1067,12 +1749,19 @@ static PyGetSetDef Index_getset[] = {
     {NULL, NULL, NULL, NULL, NULL}};
 
 PyDoc_STRVAR(Index_doc,
+"Index(quantizer)\n"
+"--\n"
+"\n"
 "An avq index: a k-means partition, an anisotropic 4-bit product quantizer\n"
 "with a SIMD fast scan, and exact re-ranking (include/avq.h).\n"
 "\n"
-"Create one with Index.build(data, metric, ...) or avq.load(path).  It is\n"
-"immutable: any number of threads may search it at once, with the GIL\n"
-"released.  Release it with close() or a `with` block (it is also\n"
+"Create one with Index.build(data, metric, ...), avq.load(path),\n"
+"Index.from_bytes(b) or pickle, or empty with Index(quantizer) /\n"
+"Index.create(quantizer).  It is living: add(), upsert(), remove() and\n"
+"compact() change it while any number of threads search it (the GIL is\n"
+"released; concurrent writers are serialised inside the library).\n"
+"len(index) is the number of live vectors, `id in index` tells whether\n"
+"an id is present.  Release it with close() or a `with` block (it is also\n"
 "released when garbage collected).");
 
 static PyTypeObject IndexType = {
@@ -1086,6 +1775,155 @@ static PyTypeObject IndexType = {
     .tp_weaklistoffset = offsetof(IndexObject, weakrefs),
     .tp_methods = Index_methods,
     .tp_getset = Index_getset,
+    .tp_as_sequence = &Index_as_sequence,
+    .tp_new = Index_new,
+};
+
+/* ------------------------------------------------------------------------- */
+/* The Quantizer type                                                        */
+/* ------------------------------------------------------------------------- */
+
+static PyObject *quantizer_wrap(avq_quantizer *owned, avq_index *holder) {
+    QuantizerObject *self = PyObject_New(QuantizerObject, &QuantizerType);
+    if (!self) {
+        avq_quantizer_free(owned);
+        free_index_nogil(holder);
+        return NULL;
+    }
+    self->owned = owned;
+    self->holder = holder;
+    self->q = owned ? owned : avq_index_quantizer(holder);
+    return (PyObject *)self;
+}
+
+static void Quantizer_dealloc(QuantizerObject *self) {
+    avq_quantizer_free(self->owned);
+    if (self->holder) free_index_nogil(self->holder);
+    PyObject_Free(self);
+}
+
+PyDoc_STRVAR(Quantizer_train_doc,
+"train($type, /, data, metric='dot_product', *, num_leaves=0,\n"
+"      training_sample=0, kmeans_iterations=12, spherical=None,\n"
+"      avq_center_eta=0.0, dims_per_block=2, bits=4, threshold=...,\n"
+"      eta=0.0, reorder='float', brute_force_below=20000, threads=None,\n"
+"      seed=42, progress=None)\n"
+"--\n"
+"\n"
+"Train a quantizer on the sample rows of `data` (not kept): the k-means\n"
+"leaves, the PQ codebook and the int8 scales, exactly as Index.build\n"
+"trains them, with the same keyword parameters and the same tiers (below\n"
+"brute_force_below rows the quantizer is the exact tier: no codes).  Then\n"
+"avq.Index(quantizer) makes empty indexes to add() vectors to.\n"
+"\n"
+"GIL released, progress and Ctrl-C as for Index.build; raises as\n"
+"Index.build.");
+
+static PyObject *Quantizer_train(PyObject *cls, PyObject *args, PyObject *kwargs) {
+    avq_build_params p;
+    build_kw kw;
+    PyArrayObject *arr;
+    if (parse_training_call(args, kwargs, "train", &p, &kw, &arr) < 0) return NULL;
+    avq_quantizer *q = run_training(TRAIN_QUANTIZER, arr, NULL, &p, kw.progress);
+    Py_DECREF(arr);
+    return q ? quantizer_wrap(q, NULL) : NULL;
+}
+
+PyDoc_STRVAR(Quantizer_save_doc,
+"save($self, path, /)\n"
+"--\n"
+"\n"
+"Write the quantizer alone to a file (an index file with no vectors;\n"
+"atomic like Index.save).  The GIL is released.  Raises OSError.");
+
+static PyObject *Quantizer_save(QuantizerObject *self, PyObject *arg) {
+    PyObject *path = NULL;
+    if (get_path(arg, &path) < 0) return NULL;
+    const char *p = PyBytes_AS_STRING(path);
+    int st, saved_errno;
+    Py_BEGIN_ALLOW_THREADS
+    st = avq_quantizer_save(self->q, p);
+    saved_errno = errno;
+    Py_END_ALLOW_THREADS
+    PyObject *r = st == AVQ_OK ? Py_NewRef(Py_None) : raise_status(st, p, saved_errno);
+    Py_DECREF(path);
+    return r;
+}
+
+PyDoc_STRVAR(Quantizer_load_doc,
+"load($type, path, /)\n"
+"--\n"
+"\n"
+"Load a quantizer written by Quantizer.save -- or the quantizer of any\n"
+"index file (its vectors are ignored).  Checked like avq.load: raises\n"
+"FileNotFoundError / OSError, avq.FormatError.  The GIL is released.");
+
+static PyObject *Quantizer_load(PyObject *cls, PyObject *arg) {
+    PyObject *path = NULL;
+    if (get_path(arg, &path) < 0) return NULL;
+    const char *p = PyBytes_AS_STRING(path);
+    avq_quantizer *q = NULL;
+    int st, saved_errno;
+    Py_BEGIN_ALLOW_THREADS
+    st = avq_quantizer_load(p, &q);
+    saved_errno = errno;
+    Py_END_ALLOW_THREADS
+    PyObject *r = st == AVQ_OK ? quantizer_wrap(q, NULL) : raise_status(st, p, saved_errno);
+    Py_DECREF(path);
+    return r;
+}
+
+static PyObject *Quantizer_get_dim(QuantizerObject *self, void *c) {
+    return PyLong_FromSize_t(avq_quantizer_dim(self->q));
+}
+
+static PyObject *Quantizer_get_metric(QuantizerObject *self, void *c) {
+    return PyUnicode_FromString(avq_metric_name(avq_quantizer_metric(self->q)));
+}
+
+static PyObject *Quantizer_get_num_leaves(QuantizerObject *self, void *c) {
+    return PyLong_FromSize_t(avq_quantizer_num_leaves(self->q));
+}
+
+static PyObject *Quantizer_repr(QuantizerObject *self) {
+    return PyUnicode_FromFormat("<avq.Quantizer dim=%zu metric=%s num_leaves=%zu>",
+                                avq_quantizer_dim(self->q),
+                                avq_metric_name(avq_quantizer_metric(self->q)),
+                                avq_quantizer_num_leaves(self->q));
+}
+
+static PyMethodDef Quantizer_methods[] = {
+    {"train", (PyCFunction)(void (*)(void))Quantizer_train,
+     METH_CLASS | METH_VARARGS | METH_KEYWORDS, Quantizer_train_doc},
+    {"load", (PyCFunction)Quantizer_load, METH_CLASS | METH_O, Quantizer_load_doc},
+    {"save", (PyCFunction)Quantizer_save, METH_O, Quantizer_save_doc},
+    {NULL, NULL, 0, NULL}};
+
+static PyGetSetDef Quantizer_getset[] = {
+    {"dim", (getter)Quantizer_get_dim, NULL, "Dimension of the vectors (int).", NULL},
+    {"metric", (getter)Quantizer_get_metric, NULL,
+     "'dot_product', 'squared_l2' or 'cosine' (str).", NULL},
+    {"num_leaves", (getter)Quantizer_get_num_leaves, NULL,
+     "Number of leaves (k-means partitions) of the indexes it makes (int).", NULL},
+    {NULL, NULL, NULL, NULL, NULL}};
+
+PyDoc_STRVAR(Quantizer_doc,
+"A trained quantizer: the metric, the k-means leaf centers, the anisotropic\n"
+"PQ codebook and the default search settings -- no vectors.  Make one with\n"
+"Quantizer.train(sample, metric, ...) or Quantizer.load(path), or take an\n"
+"index's (index.quantizer); then avq.Index(quantizer) creates empty indexes\n"
+"that encode with it.  Immutable: share it between threads and indexes.");
+
+static PyTypeObject QuantizerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "avq.Quantizer",
+    .tp_basicsize = sizeof(QuantizerObject),
+    .tp_dealloc = (destructor)Quantizer_dealloc,
+    .tp_repr = (reprfunc)Quantizer_repr,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = Quantizer_doc,
+    .tp_methods = Quantizer_methods,
+    .tp_getset = Quantizer_getset,
 };
 
 /* ------------------------------------------------------------------------- */
@@ -1251,7 +2089,7 @@ PyMODINIT_FUNC PyInit__avq(void) {
     if (intern_names(search_names, sn, S_COUNT) < 0 ||
         intern_names(batched_names, bn, S_COUNT) < 0)
         return NULL;
-    if (PyType_Ready(&IndexType) < 0) return NULL;
+    if (PyType_Ready(&IndexType) < 0 || PyType_Ready(&QuantizerType) < 0) return NULL;
     PyObject *m = PyModule_Create(&avq_module);
     if (!m) return NULL;
     AvqError = PyErr_NewExceptionWithDoc(
@@ -1271,6 +2109,7 @@ PyMODINIT_FUNC PyInit__avq(void) {
     if (PyModule_AddObjectRef(m, "Error", AvqError) < 0 ||
         PyModule_AddObjectRef(m, "FormatError", AvqFormatError) < 0 ||
         PyModule_AddObjectRef(m, "Index", (PyObject *)&IndexType) < 0 ||
+        PyModule_AddObjectRef(m, "Quantizer", (PyObject *)&QuantizerType) < 0 ||
         PyModule_AddStringConstant(m, "__version__", avq_version()) < 0 ||
         PyModule_AddIntConstant(m, "VERSION_NUMBER", (long)avq_version_number()) < 0)
         goto fail;
