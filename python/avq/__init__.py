@@ -15,6 +15,16 @@ Low level::
     index.save("glove.avq")
     index = avq.load("glove.avq", mmap=True)
 
+A living index (vectors added and removed while other threads search)::
+
+    q = avq.Quantizer.train(sample, "cosine")        # leaves + codebook, no vectors
+    index = avq.Index(q)                              # empty
+    ids = index.add(vectors)                          # automatic ids 0..n-1 (int64)
+    index.add(more, ids=[1000, 1001])                 # or your own
+    index.upsert([3], new_vector[None])               # replace
+    index.remove([1000, 5]); 7 in index; len(index); index.get([3])
+    blob = pickle.dumps(index)                        # = index.to_bytes()
+
 ScaNN style::
 
     searcher = (avq.builder(data, 10, "dot_product")
@@ -26,8 +36,8 @@ ScaNN style::
 
 Conventions (the same as the C library's):
 
-* ids are int64 row numbers of the data the index was built from; scores
-  are float32.  'dot_product' and 'cosine' scores are similarities (larger
+* ids are int64: row numbers of the data an index was built from, or what
+  add() assigned or was given; scores are float32.  'dot_product' and 'cosine' scores are similarities (larger
   is better), 'squared_l2' scores are squared distances (smaller is
   better).  Ties go to the lower id; missing results are id -1, score NaN.
 * Inputs may be any array-like of real numbers: a C-contiguous float32
@@ -47,11 +57,11 @@ import sys
 
 import numpy as np
 
-from ._avq import (VERSION_NUMBER, Error, FormatError, Index, __version__, exact_search, isa,
-                   load)
+from ._avq import (VERSION_NUMBER, Error, FormatError, Index, Quantizer, __version__,
+                   exact_search, isa, load)
 
 __all__ = [
-    "Index", "load", "exact_search", "recall", "isa", "Error", "FormatError",
+    "Index", "Quantizer", "load", "exact_search", "recall", "isa", "Error", "FormatError",
     "builder", "ScannBuilder", "ScannSearcher", "load_searcher", "progress_bar",
     "METRICS", "__version__", "VERSION_NUMBER",
 ]

@@ -1,7 +1,7 @@
 # Type stub of the avq package (the compiled core avq._avq is re-exported
 # here; docstrings are on the real objects: help(avq.Index.search)).
 import os
-from typing import Any, Callable, Dict, Literal, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Literal, Optional, Sequence, Tuple, TypedDict, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -17,11 +17,65 @@ PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 Progress = Optional[Callable[[str, int, int], Any]]
 Ids = npt.NDArray[np.int64]
 Scores = npt.NDArray[np.float32]
+Vectors = npt.NDArray[np.float32]
+# ids: an int, or a 1-D integer array / sequence of ints (floats and bools are refused)
+IdsLike = Union[int, np.integer[Any], Sequence[int], npt.NDArray[np.integer[Any]]]
+Reorder = Optional[Literal["float", "float32", "int8", "none"]]
 
 class Error(Exception): ...
 class FormatError(Error): ...
 
+class IndexStats(TypedDict):
+    live: int
+    dead: int
+    leaves: int
+    empty_leaves: int
+    min_leaf: int
+    max_leaf: int
+    mean_leaf: float
+    leaf_cv: float
+    max_leaf_dead: float
+    memory_bytes: int
+    next_id: int
+
+class Quantizer:
+    @classmethod
+    def train(
+        cls,
+        data: ArrayLike,
+        metric: Metric = "dot_product",
+        *,
+        num_leaves: int = 0,
+        training_sample: int = 0,
+        kmeans_iterations: int = 12,
+        spherical: Optional[bool] = None,
+        avq_center_eta: float = 0.0,
+        dims_per_block: int = 2,
+        bits: int = 4,
+        threshold: Optional[float] = ...,
+        eta: float = 0.0,
+        reorder: Reorder = "float",
+        brute_force_below: int = 20000,
+        threads: Optional[int] = None,
+        seed: int = 42,
+        progress: Progress = None,
+    ) -> "Quantizer": ...
+    @classmethod
+    def load(cls, path: PathLike) -> "Quantizer": ...
+    def save(self, path: PathLike) -> None: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def metric(self) -> Literal["dot_product", "squared_l2", "cosine"]: ...
+    @property
+    def num_leaves(self) -> int: ...
+
 class Index:
+    def __init__(self, quantizer: Quantizer) -> None: ...
+    @classmethod
+    def create(cls, quantizer: Quantizer) -> "Index": ...
+    @classmethod
+    def from_bytes(cls, data: Union[bytes, bytearray, memoryview]) -> "Index": ...
     @classmethod
     def build(
         cls,
@@ -37,12 +91,13 @@ class Index:
         bits: int = 4,
         threshold: Optional[float] = ...,
         eta: float = 0.0,
-        reorder: Optional[Literal["float", "float32", "int8", "none"]] = "float",
+        reorder: Reorder = "float",
         brute_force_below: int = 20000,
         threads: Optional[int] = None,
         seed: int = 42,
         progress: Progress = None,
     ) -> "Index": ...
+    # q of shape (dim,) gives results of shape (k,); q of shape (1, dim) gives (1, k)
     def search(
         self,
         q: ArrayLike,
@@ -59,6 +114,37 @@ class Index:
         threads: Optional[int] = None,
     ) -> Tuple[Ids, Scores]: ...
     def save(self, path: PathLike) -> None: ...
+    def add(self, vectors: ArrayLike, ids: Optional[IdsLike] = None,
+            threads: Optional[int] = 0) -> Ids: ...
+    def upsert(self, ids: IdsLike, vectors: ArrayLike, threads: Optional[int] = 0) -> int: ...
+    def remove(self, ids: IdsLike, /) -> int: ...
+    def compact(self, min_dead_fraction: float = 0.0) -> int: ...
+    def set_compact_threshold(self, fraction: float, /) -> None: ...
+    # ids 1-D gives (n, dim); one int id gives (dim,)
+    def get(self, ids: IdsLike, /) -> Vectors: ...
+    def stats(self) -> IndexStats: ...
+    def retrain(
+        self,
+        *,
+        num_leaves: int = ...,
+        training_sample: int = ...,
+        kmeans_iterations: int = ...,
+        spherical: Optional[bool] = ...,
+        avq_center_eta: float = ...,
+        dims_per_block: int = ...,
+        bits: int = ...,
+        threshold: Optional[float] = ...,
+        eta: float = ...,
+        reorder: Reorder = ...,
+        brute_force_below: int = ...,
+        threads: Optional[int] = ...,
+        seed: int = ...,
+        progress: Progress = None,
+    ) -> "Index": ...
+    def to_bytes(self) -> bytes: ...
+    def __reduce__(self) -> Tuple[Callable[[bytes], "Index"], Tuple[bytes]]: ...
+    def __len__(self) -> int: ...
+    def __contains__(self, id: object) -> bool: ...
     def close(self) -> None: ...
     def __enter__(self) -> "Index": ...
     def __exit__(self, *exc_info: Any) -> None: ...
@@ -78,6 +164,8 @@ class Index:
     def closed(self) -> bool: ...
     @property
     def mmap(self) -> bool: ...
+    @property
+    def quantizer(self) -> Quantizer: ...
     @property
     def default_search_params(self) -> Dict[str, int]: ...
     @property
