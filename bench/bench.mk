@@ -15,6 +15,11 @@
 #                          bench/out/recall_qps.png (QPS at fixed recall@10,
 #                          ratios to "avq")
 #   BASELINE_ARGS="--quick --nq 2000" make bench-baselines   a smoke run
+#   make bench-living      the living index (issue 12): incremental adds into a
+#                          quantizer trained on half the data, 30 % removals,
+#                          search while a writer adds/removes 5,000 vectors/s,
+#                          each against a full build in the same run (about
+#                          5 minutes; LIVING_ARGS=--quick: about a minute)
 
 BENCH_CXX      ?= g++
 BENCH_CXXFLAGS ?= -O3 -march=native -std=c++17 -fopenmp -Wall -Wextra -Wno-unused-parameter
@@ -22,8 +27,9 @@ BENCH_OUT      ?= bench/out
 GLOVE_DIR      ?= $(DATA_DIR)/glove-100
 BASELINE_ARGS  ?=
 BASELINES      = $(BUILD)/bench/baselines
+LIVING_ARGS    ?=
 
-.PHONY: bench-baselines bench-report
+.PHONY: bench-baselines bench-report bench-living
 
 # Standalone on purpose (reads .fvecs/.ivecs itself): the baseline numbers
 # never depend on the state of libavq.  Debian ships FAISS as a static
@@ -42,3 +48,10 @@ bench-baselines: $(BASELINES)
 bench-report:
 	@ls $(BENCH_OUT)/*.csv >/dev/null 2>&1 || { echo "bench-report: no CSV in $(BENCH_OUT)/: run the benchmarks first" >&2; exit 1; }
 	$(PYTHON) bench/report.py $(BENCH_OUT)/*.csv --png $(BENCH_OUT)/recall_qps.png --md $(BENCH_OUT)/table.md
+
+# bench/living.c is built by the Makefile's $(BUILD)/bench/% rule (libavq +
+# the CLI's dataset readers).
+bench-living: $(BUILD)/bench/living
+	@test -f $(GLOVE_DIR)/base.fvecs || { echo "bench-living: $(GLOVE_DIR)/base.fvecs missing: run 'make data' first" >&2; exit 1; }
+	$(BUILD)/bench/living --base $(GLOVE_DIR)/base.fvecs --query $(GLOVE_DIR)/query.fvecs \
+	    --gt $(GLOVE_DIR)/gt_cos.ivecs $(LIVING_ARGS)
