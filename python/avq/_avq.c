@@ -932,7 +932,8 @@ static PyArrayObject *as_ids(PyObject *obj, const char *what, int *scalar) {
     int empty_list = !PyArray_Check(obj) && nd == 1 && PyArray_SIZE(arr) == 0;
     if (kind != 'i' && kind != 'u' && !empty_list) {
         PyErr_Format(PyExc_TypeError,
-                     "%s must be integers (an int or a 1-D array-like of ints), got dtype %S",
+                     "%s must be integers (an int, or a 1-D array-like of ints in the int64 "
+                     "range), got dtype %S",
                      what, (PyObject *)PyArray_DESCR(arr));
         Py_DECREF(arr);
         return NULL;
