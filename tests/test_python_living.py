@@ -172,7 +172,7 @@ def test_remove_accepts_scalars_and_int_types(data):
         assert ix.remove((7, 8)) == 2
         assert ix.remove([]) == 0
         assert ix.remove(np.array([], dtype=np.int64)) == 0
-        assert len(ix) == N - 7
+        assert len(ix) == N - 6
 
 
 @pytest.mark.parametrize("metric", ["squared_l2", "cosine"])
