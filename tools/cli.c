@@ -4,6 +4,7 @@
 #include "cli.h"
 
 #include "avq.h"
+#include "cli_util.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -16,9 +17,21 @@
 #include <time.h>
 #include <unistd.h>
 
+/* NULL: messages name "avq CMD"; else this program name alone. */
+static const char *program_name;
+
+void cli_set_program(const char *name) { program_name = name; }
+
+/* "avq CMD" or the program's own name, for messages. */
+static void put_who(const char *cmd) {
+    if (program_name) fputs(program_name, stderr);
+    else fprintf(stderr, "avq %s", cmd);
+}
+
 int cli_error(const char *cmd, const char *fmt, ...) {
     va_list ap;
-    fprintf(stderr, "avq %s: error: ", cmd);
+    put_who(cmd);
+    fputs(": error: ", stderr);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
@@ -27,17 +40,20 @@ int cli_error(const char *cmd, const char *fmt, ...) {
 }
 
 int cli_fail(const char *cmd, int status) {
-    const char *msg = avq_last_error();
+    const char *msg = cli_last_error();
     return cli_error(cmd, "%s", msg && *msg ? msg : avq_strerror(status));
 }
 
 int cli_usage_error(const char *cmd, const char *fmt, ...) {
     va_list ap;
-    fprintf(stderr, "avq %s: ", cmd);
+    put_who(cmd);
+    fputs(": ", stderr);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "\n(see 'avq %s --help')\n", cmd);
+    fputs("\n(see '", stderr);
+    put_who(cmd);
+    fputs(" --help')\n", stderr);
     return 2;
 }
 

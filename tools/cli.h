@@ -18,13 +18,21 @@ int cmd_eval(int argc, char **argv);
 int cmd_search(int argc, char **argv);
 int cmd_build(int argc, char **argv);
 int cmd_info(int argc, char **argv);
-int cmd_paper(int argc, char **argv);
+int cmd_paper(int argc, char **argv); /* avq-paper only (tools/avq_paper.c) */
 int cmd_tune(int argc, char **argv);
+int cmd_add(int argc, char **argv);
+int cmd_remove(int argc, char **argv);
+int cmd_upsert(int argc, char **argv);
+int cmd_compact(int argc, char **argv);
+
+/* Name messages after this program instead of "avq CMD" (avq-paper). */
+void cli_set_program(const char *name);
 
 /* Print "avq CMD: error: <message>" to stderr; returns 1. */
 int cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Report a failed library call: the message from avq_last_error(). */
+/* Report a failed library or dataset call: the message from
+ * cli_last_error() (cli_util.h), else the status's description. */
 int cli_fail(const char *cmd, int status);
 
 /* Print a usage error and a hint to use --help; returns 2. */

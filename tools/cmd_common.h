@@ -15,7 +15,8 @@
 int cli_load_base_query(const char *cmd, const char *base_path, const char *query_path,
                         float_matrix *base, float_matrix *query);
 
-/* Write rows x cols ids (int64, -1 for "none") as an int32 vector file. */
+/* Write rows x cols ids (int64, -1 for "none"): .npy/HDF5 keep 64 bits,
+ * .ivecs only takes ids that fit in int32 (else a clear error). */
 int cli_write_ids(const char *cmd, const char *path, const int64_t *ids, size_t rows,
                   size_t cols);
 

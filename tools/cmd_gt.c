@@ -46,11 +46,7 @@ int cli_load_base_query(const char *cmd, const char *base_path, const char *quer
 
 int cli_write_ids(const char *cmd, const char *path, const int64_t *ids, size_t rows,
                   size_t cols) {
-    int32_t *ids32 = malloc(rows * cols * sizeof *ids32);
-    if (!ids32) return cli_error(cmd, "out of memory converting %zu ids", rows * cols);
-    for (size_t i = 0; i < rows * cols; i++) ids32[i] = (int32_t)ids[i];
-    int st = dataset_write_int(path, ids32, rows, cols);
-    free(ids32);
+    int st = dataset_write_int64(path, ids, rows, cols);
     return st == 0 ? 0 : cli_fail(cmd, st);
 }
 

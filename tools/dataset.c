@@ -25,7 +25,8 @@
  */
 #include "dataset.h"
 
-#include "avq_internal.h"
+#include "avq.h"
+#include "cli_util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -106,13 +107,24 @@ static bool is_hdf5_name(const char *s, size_t len) {
     return ends_with_nocase(s, len, ".hdf5") || ends_with_nocase(s, len, ".h5");
 }
 
+/* The format a file name's extension names; false if none. */
+static bool path_format(const char *file, size_t len, file_format *out) {
+    if (ends_with_nocase(file, len, ".fvecs")) *out = FMT_FVECS;
+    else if (ends_with_nocase(file, len, ".ivecs")) *out = FMT_IVECS;
+    else if (ends_with_nocase(file, len, ".bvecs")) *out = FMT_BVECS;
+    else if (ends_with_nocase(file, len, ".npy")) *out = FMT_NPY;
+    else if (is_hdf5_name(file, len)) *out = FMT_HDF5;
+    else return false;
+    return true;
+}
+
 /* Split "file.hdf5:name" and pick the format from the extension.  Only a
  * colon after an HDF5 file name separates a dataset, so other paths may
  * contain colons. */
 static int parse_path(const char *path, parsed_path *pp) {
-    if (!path || !*path) return avq_fail(AVQ_ERR_INVALID, "empty file name");
+    if (!path || !*path) return cli_set_error(AVQ_ERR_INVALID, "empty file name");
     pp->file = strdup(path);
-    if (!pp->file) return avq_fail_nomem("a file name", strlen(path) + 1);
+    if (!pp->file) return cli_set_nomem("a file name", strlen(path) + 1);
     pp->dataset = NULL;
     char *colon = strrchr(pp->file, ':');
     if (colon && is_hdf5_name(pp->file, (size_t)(colon - pp->file))) {
@@ -120,21 +132,15 @@ static int parse_path(const char *path, parsed_path *pp) {
         pp->dataset = colon + 1;
         if (!*pp->dataset) {
             free(pp->file);
-            return avq_fail(AVQ_ERR_INVALID, "%s: empty HDF5 dataset name after ':'", path);
+            return cli_set_error(AVQ_ERR_INVALID, "%s: empty HDF5 dataset name after ':'", path);
         }
     }
-    size_t len = strlen(pp->file);
-    if (ends_with_nocase(pp->file, len, ".fvecs")) pp->format = FMT_FVECS;
-    else if (ends_with_nocase(pp->file, len, ".ivecs")) pp->format = FMT_IVECS;
-    else if (ends_with_nocase(pp->file, len, ".bvecs")) pp->format = FMT_BVECS;
-    else if (ends_with_nocase(pp->file, len, ".npy")) pp->format = FMT_NPY;
-    else if (is_hdf5_name(pp->file, len)) pp->format = FMT_HDF5;
-    else {
+    if (!path_format(pp->file, strlen(pp->file), &pp->format)) {
         free(pp->file);
-        return avq_fail(AVQ_ERR_INVALID,
-                        "%s: unknown file type (use .fvecs, .ivecs, .bvecs, .npy, "
-                        ".hdf5 or .h5)",
-                        path);
+        return cli_set_error(AVQ_ERR_INVALID,
+                             "%s: unknown file type (use .fvecs, .ivecs, .bvecs, .npy, "
+                             ".hdf5 or .h5)",
+                             path);
     }
     return AVQ_OK;
 }
@@ -157,31 +163,31 @@ static int source_open(source *s, const char *name) {
     memset(s, 0, sizeof *s);
     s->name = name;
     s->fd = open(name, O_RDONLY | O_CLOEXEC);
-    if (s->fd < 0) return avq_fail(AVQ_ERR_IO, "%s: cannot open: %s", name, strerror(errno));
+    if (s->fd < 0) return cli_set_error(AVQ_ERR_IO, "%s: cannot open: %s", name, strerror(errno));
     struct stat st;
     if (fstat(s->fd, &st) != 0) {
         int err = errno;
         close(s->fd);
-        return avq_fail(AVQ_ERR_IO, "%s: cannot stat: %s", name, strerror(err));
+        return cli_set_error(AVQ_ERR_IO, "%s: cannot stat: %s", name, strerror(err));
     }
     if (S_ISDIR(st.st_mode)) {
         close(s->fd);
-        return avq_fail(AVQ_ERR_IO, "%s: is a directory, not a vector file", name);
+        return cli_set_error(AVQ_ERR_IO, "%s: is a directory, not a vector file", name);
     }
     if (!S_ISREG(st.st_mode)) {
         close(s->fd);
-        return avq_fail(AVQ_ERR_IO, "%s: not a regular file", name);
+        return cli_set_error(AVQ_ERR_IO, "%s: not a regular file", name);
     }
     if (st.st_size == 0) {
         close(s->fd);
-        return avq_fail(AVQ_ERR_FORMAT, "%s: empty file", name);
+        return cli_set_error(AVQ_ERR_FORMAT, "%s: empty file", name);
     }
     s->file_size = (size_t)st.st_size;
     s->cap = READ_CHUNK;
     s->buf = malloc(s->cap);
     if (!s->buf) {
         close(s->fd);
-        return avq_fail_nomem("a read buffer", s->cap);
+        return cli_set_nomem("a read buffer", s->cap);
     }
     return AVQ_OK;
 }
@@ -197,7 +203,7 @@ static void source_close(source *s) {
 static int source_reserve(source *s, size_t n) {
     if (n <= s->cap) return AVQ_OK;
     unsigned char *nb = malloc(n);
-    if (!nb) return avq_fail_nomem("a read buffer", n);
+    if (!nb) return cli_set_nomem("a read buffer", n);
     memcpy(nb, s->buf + s->start, s->end - s->start);
     free(s->buf);
     s->buf = nb;
@@ -219,8 +225,8 @@ static int source_fill(source *s, size_t n) {
         ssize_t got = read(s->fd, s->buf + s->end, s->cap - s->end);
         if (got < 0) {
             if (errno == EINTR) continue;
-            return avq_fail(AVQ_ERR_IO, "%s: read error at offset %zu: %s", s->name,
-                            s->offset + s->end, strerror(errno));
+            return cli_set_error(AVQ_ERR_IO, "%s: read error at offset %zu: %s", s->name,
+                                 s->offset + s->end, strerror(errno));
         }
         if (got == 0) s->eof = true;
         s->end += (size_t)got;
@@ -248,19 +254,19 @@ static int source_take(source *s, size_t n, const unsigned char **p, size_t *got
 /* ======================================================================= */
 
 static int check_row_finite(const char *name, const float *row, size_t r, size_t cols) {
-    size_t j = avq_first_non_finite(row, cols);
+    size_t j = cli_first_non_finite(row, cols);
     if (j == cols) return AVQ_OK;
-    return avq_fail(AVQ_ERR_FORMAT, "%s: row %zu column %zu is %s", name, r, j,
-                    isnan(row[j]) ? "NaN" : "infinite (or out of float32 range)");
+    return cli_set_error(AVQ_ERR_FORMAT, "%s: row %zu column %zu is %s", name, r, j,
+                         isnan(row[j]) ? "NaN" : "infinite (or out of float32 range)");
 }
 
 static int alloc_elements(const char *name, size_t rows, size_t cols, size_t elem, void **out) {
     size_t n, bytes;
-    if (!avq_mul_ok(rows, cols, &n) || !avq_mul_ok(n, elem, &bytes))
-        return avq_fail(AVQ_ERR_FORMAT, "%s: %zu x %zu elements overflow the address space",
-                        name, rows, cols);
+    if (!cli_mul_ok(rows, cols, &n) || !cli_mul_ok(n, elem, &bytes))
+        return cli_set_error(AVQ_ERR_FORMAT, "%s: %zu x %zu elements overflow the address space",
+                             name, rows, cols);
     *out = malloc(bytes ? bytes : 1);
-    if (!*out) return avq_fail_nomem(name, bytes);
+    if (!*out) return cli_set_nomem(name, bytes);
     return AVQ_OK;
 }
 
@@ -297,26 +303,26 @@ static int vecs_read(const char *name, vecs_kind kind, size_t *rows_out, size_t 
     st = source_take(&s, 4, &p, &got);
     if (st) goto fail;
     if (got < 4) {
-        st = avq_fail(AVQ_ERR_FORMAT,
-                      "%s: truncated: row 0 needs a 4-byte dimension header, file has %zu bytes",
-                      name, s.file_size);
+        st = cli_set_error(AVQ_ERR_FORMAT,
+                           "%s: truncated: row 0 needs a 4-byte dimension header, file has %zu bytes",
+                           name, s.file_size);
         goto fail;
     }
     int32_t dim32 = (int32_t)load_le32(p);
     if (dim32 <= 0 || dim32 > DATASET_MAX_DIM) {
-        st = avq_fail(AVQ_ERR_FORMAT,
-                      "%s: row 0 declares dimension %d (must be 1..%d): not a vecs file or "
-                      "corrupt",
-                      name, (int)dim32, DATASET_MAX_DIM);
+        st = cli_set_error(AVQ_ERR_FORMAT,
+                           "%s: row 0 declares dimension %d (must be 1..%d): not a vecs file or "
+                           "corrupt",
+                           name, (int)dim32, DATASET_MAX_DIM);
         goto fail;
     }
     const size_t dim = (size_t)dim32, esize = vecs_elem_size(kind);
     const size_t payload = dim * esize, row_bytes = 4 + payload;
     const size_t rows = s.file_size / row_bytes;
     if (rows == 0) {
-        st = avq_fail(AVQ_ERR_FORMAT,
-                      "%s: truncated: row 0 needs %zu bytes at offset 0, file has %zu", name,
-                      row_bytes, s.file_size);
+        st = cli_set_error(AVQ_ERR_FORMAT,
+                           "%s: truncated: row 0 needs %zu bytes at offset 0, file has %zu", name,
+                           row_bytes, s.file_size);
         goto fail;
     }
     const size_t out_elem = kind == VECS_I32 ? sizeof(int32_t) : sizeof(float);
@@ -330,29 +336,29 @@ static int vecs_read(const char *name, vecs_kind kind, size_t *rows_out, size_t 
             if (st) goto fail;
             if (got == 0 && r == rows) break;
             if (got < 4) {
-                st = avq_fail(AVQ_ERR_FORMAT,
-                              "%s: truncated: row %zu needs %zu bytes at offset %zu, file has %zu",
-                              name, r, row_bytes, offset, s.file_size);
+                st = cli_set_error(AVQ_ERR_FORMAT,
+                                   "%s: truncated: row %zu needs %zu bytes at offset %zu, file has %zu",
+                                   name, r, row_bytes, offset, s.file_size);
                 goto fail;
             }
             int32_t d = (int32_t)load_le32(p);
             if (d != dim32) {
-                st = avq_fail(AVQ_ERR_FORMAT,
-                              "%s: row %zu has dimension %d, expected %zu (from row 0): "
-                              "ragged or corrupt file",
-                              name, r, (int)d, dim);
+                st = cli_set_error(AVQ_ERR_FORMAT,
+                                   "%s: row %zu has dimension %d, expected %zu (from row 0): "
+                                   "ragged or corrupt file",
+                                   name, r, (int)d, dim);
                 goto fail;
             }
         }
         st = source_take(&s, payload, &p, &got);
         if (st) goto fail;
         if (got < payload || r >= rows) {
-            st = avq_fail(AVQ_ERR_FORMAT,
-                          got < payload
-                              ? "%s: truncated: row %zu needs %zu bytes at offset %zu, file has %zu"
-                              : "%s: row %zu (%zu bytes at offset %zu) lies beyond the size "
-                                "%zu the file had when opened: file changed while reading",
-                          name, r, row_bytes, offset, s.file_size);
+            st = cli_set_error(AVQ_ERR_FORMAT,
+                               got < payload
+                                   ? "%s: truncated: row %zu needs %zu bytes at offset %zu, file has %zu"
+                                   : "%s: row %zu (%zu bytes at offset %zu) lies beyond the size "
+                                     "%zu the file had when opened: file changed while reading",
+                               name, r, row_bytes, offset, s.file_size);
             goto fail;
         }
         void *dst = (unsigned char *)data + r * dim * out_elem;
@@ -393,7 +399,7 @@ static int sink_open(sink *k, const char *name) {
     if (!k->tmp || !k->buf) {
         free(k->tmp);
         free(k->buf);
-        return avq_fail_nomem("a write buffer", k->cap);
+        return cli_set_nomem("a write buffer", k->cap);
     }
     /* O_EXCL with a per-process name: never clobber a stranger's file, and
      * the mode follows the umask like any ordinary output file. */
@@ -406,7 +412,7 @@ static int sink_open(sink *k, const char *name) {
         int err = errno;
         free(k->tmp);
         free(k->buf);
-        return avq_fail(AVQ_ERR_IO, "%s: cannot create: %s", name, strerror(err));
+        return cli_set_error(AVQ_ERR_IO, "%s: cannot create: %s", name, strerror(err));
     }
     return AVQ_OK;
 }
@@ -426,7 +432,7 @@ static int write_all(int fd, const unsigned char *p, size_t n) {
 
 static int sink_flush(sink *k) {
     if (write_all(k->fd, k->buf, k->len) != 0)
-        return avq_fail(AVQ_ERR_IO, "%s: write failed: %s", k->name, strerror(errno));
+        return cli_set_error(AVQ_ERR_IO, "%s: write failed: %s", k->name, strerror(errno));
     k->len = 0;
     return AVQ_OK;
 }
@@ -465,10 +471,10 @@ static int sink_put_le(sink *k, const void *p, size_t n, size_t size) {
 static int sink_close(sink *k, int st) {
     if (st == AVQ_OK) st = sink_flush(k);
     if (close(k->fd) != 0 && st == AVQ_OK)
-        st = avq_fail(AVQ_ERR_IO, "%s: write failed on close: %s", k->name, strerror(errno));
+        st = cli_set_error(AVQ_ERR_IO, "%s: write failed on close: %s", k->name, strerror(errno));
     if (st == AVQ_OK && rename(k->tmp, k->name) != 0)
-        st = avq_fail(AVQ_ERR_IO, "%s: cannot rename %s into place: %s", k->name, k->tmp,
-                      strerror(errno));
+        st = cli_set_error(AVQ_ERR_IO, "%s: cannot rename %s into place: %s", k->name, k->tmp,
+                           strerror(errno));
     if (st != AVQ_OK) unlink(k->tmp);
     free(k->tmp);
     free(k->buf);
@@ -476,17 +482,17 @@ static int sink_close(sink *k, int st) {
 }
 
 static int check_write_shape(const char *name, const void *data, size_t rows, size_t cols) {
-    if (!data) return avq_fail(AVQ_ERR_INVALID, "%s: no data to write (NULL)", name);
+    if (!data) return cli_set_error(AVQ_ERR_INVALID, "%s: no data to write (NULL)", name);
     if (rows == 0 || cols == 0)
-        return avq_fail(AVQ_ERR_INVALID,
-                        "%s: refusing to write an empty %zu x %zu matrix (readers reject it)",
-                        name, rows, cols);
+        return cli_set_error(AVQ_ERR_INVALID,
+                             "%s: refusing to write an empty %zu x %zu matrix (readers reject it)",
+                             name, rows, cols);
     if (cols > DATASET_MAX_DIM)
-        return avq_fail(AVQ_ERR_INVALID, "%s: %zu columns exceed the maximum dimension %d",
-                        name, cols, DATASET_MAX_DIM);
+        return cli_set_error(AVQ_ERR_INVALID, "%s: %zu columns exceed the maximum dimension %d",
+                             name, cols, DATASET_MAX_DIM);
     size_t n;
-    if (!avq_mul_ok(rows, cols, &n) || !avq_mul_ok(n, 8, &n))
-        return avq_fail(AVQ_ERR_INVALID, "%s: %zu x %zu is too large", name, rows, cols);
+    if (!cli_mul_ok(rows, cols, &n) || !cli_mul_ok(n, 8, &n))
+        return cli_set_error(AVQ_ERR_INVALID, "%s: %zu x %zu is too large", name, rows, cols);
     return AVQ_OK;
 }
 
@@ -607,10 +613,10 @@ static int parse_descr(const char *name, const char *descr, npy_header *h) {
             }
         }
     }
-    return avq_fail(AVQ_ERR_FORMAT,
-                    "%s: unsupported dtype '%s' (supported: float32 '<f4', float64 '<f8', "
-                    "int32 '<i4', int64 '<i8', uint8 '|u1')",
-                    name, descr);
+    return cli_set_error(AVQ_ERR_FORMAT,
+                         "%s: unsupported dtype '%s' (supported: float32 '<f4', float64 '<f8', "
+                         "int32 '<i4', int64 '<i8', uint8 '|u1')",
+                         name, descr);
 }
 
 static int npy_parse_dict(const char *name, const char *text, size_t len, npy_header *h) {
@@ -623,10 +629,10 @@ static int npy_parse_dict(const char *name, const char *text, size_t len, npy_he
         if (!strcmp(key, "descr")) {
             skip_space(&c);
             if (c.p < c.end && *c.p == '[')
-                return avq_fail(AVQ_ERR_FORMAT,
-                                "%s: structured (record) dtype is not supported: store a plain "
-                                "2-D numeric array",
-                                name);
+                return cli_set_error(AVQ_ERR_FORMAT,
+                                     "%s: structured (record) dtype is not supported: store a plain "
+                                     "2-D numeric array",
+                                     name);
             if (!parse_quoted(&c, descr, sizeof descr)) goto bad;
             int st = parse_descr(name, descr, h);
             if (st) return st;
@@ -640,8 +646,8 @@ static int npy_parse_dict(const char *name, const char *text, size_t len, npy_he
             if (!parse_shape(&c, h)) goto bad;
             have_shape = true;
         } else {
-            return avq_fail(AVQ_ERR_FORMAT, "%s: .npy header has an unexpected key '%s'", name,
-                            key);
+            return cli_set_error(AVQ_ERR_FORMAT, "%s: .npy header has an unexpected key '%s'", name,
+                                 key);
         }
         if (!accept_char(&c, ',')) {
             if (!accept_char(&c, '}')) goto bad;
@@ -651,14 +657,14 @@ static int npy_parse_dict(const char *name, const char *text, size_t len, npy_he
     skip_space(&c);
     if (c.p != c.end) goto bad;
     if (!have_descr || !have_order || !have_shape)
-        return avq_fail(AVQ_ERR_FORMAT,
-                        "%s: .npy header lacks %s (it needs 'descr', 'fortran_order' and "
-                        "'shape')",
-                        name, !have_descr ? "'descr'" : !have_order ? "'fortran_order'" : "'shape'");
+        return cli_set_error(AVQ_ERR_FORMAT,
+                             "%s: .npy header lacks %s (it needs 'descr', 'fortran_order' and "
+                             "'shape')",
+                             name, !have_descr ? "'descr'" : !have_order ? "'fortran_order'" : "'shape'");
     return AVQ_OK;
 bad:
-    return avq_fail(AVQ_ERR_FORMAT, "%s: malformed .npy header near byte %zu of: %.*s", name,
-                    (size_t)(c.p - text), (int)(len < 80 ? len : 80), text);
+    return cli_set_error(AVQ_ERR_FORMAT, "%s: malformed .npy header near byte %zu of: %.*s", name,
+                         (size_t)(c.p - text), (int)(len < 80 ? len : 80), text);
 }
 
 /* Read and validate the preamble; on success the source is positioned at
@@ -670,11 +676,11 @@ static int npy_read_header(source *s, npy_header *h, size_t *rows, size_t *cols)
     int st = source_take(s, 10, &p, &got);
     if (st) return st;
     if (got < 8 || memcmp(p, "\x93NUMPY", 6) != 0)
-        return avq_fail(AVQ_ERR_FORMAT, "%s: not a NumPy .npy file (bad magic)", name);
+        return cli_set_error(AVQ_ERR_FORMAT, "%s: not a NumPy .npy file (bad magic)", name);
     unsigned major = p[6], minor = p[7];
     if (major < 1 || major > 3)
-        return avq_fail(AVQ_ERR_FORMAT, "%s: unsupported .npy format version %u.%u", name, major,
-                        minor);
+        return cli_set_error(AVQ_ERR_FORMAT, "%s: unsupported .npy format version %u.%u", name, major,
+                             minor);
     size_t prefix = major == 1 ? 10 : 12, header_len;
     if (major == 1) {
         if (got < 10) goto truncated;
@@ -690,12 +696,12 @@ static int npy_read_header(source *s, npy_header *h, size_t *rows, size_t *cols)
         header_len = load_le32(lenbuf);
     }
     if (header_len > NPY_MAX_HEADER)
-        return avq_fail(AVQ_ERR_FORMAT, "%s: .npy header length %zu is implausible", name,
-                        header_len);
+        return cli_set_error(AVQ_ERR_FORMAT, "%s: .npy header length %zu is implausible", name,
+                             header_len);
     if (header_len > s->file_size - prefix)
-        return avq_fail(AVQ_ERR_FORMAT,
-                        "%s: truncated: .npy header needs %zu bytes at offset %zu, file has %zu",
-                        name, header_len, prefix, s->file_size);
+        return cli_set_error(AVQ_ERR_FORMAT,
+                             "%s: truncated: .npy header needs %zu bytes at offset %zu, file has %zu",
+                             name, header_len, prefix, s->file_size);
     st = source_take(s, header_len, &p, &got);
     if (st) return st;
     if (got < header_len) goto truncated;
@@ -704,45 +710,45 @@ static int npy_read_header(source *s, npy_header *h, size_t *rows, size_t *cols)
     if (st) return st;
 
     if (h->ndim == 0)
-        return avq_fail(AVQ_ERR_FORMAT, "%s: 0-dimensional (scalar) array; need 1-D or 2-D",
-                        name);
+        return cli_set_error(AVQ_ERR_FORMAT, "%s: 0-dimensional (scalar) array; need 1-D or 2-D",
+                             name);
     if (h->ndim > 2)
-        return avq_fail(AVQ_ERR_FORMAT, "%s: %d-dimensional array; need 1-D or 2-D", name,
-                        h->ndim);
+        return cli_set_error(AVQ_ERR_FORMAT, "%s: %d-dimensional array; need 1-D or 2-D", name,
+                             h->ndim);
     if (h->fortran && h->ndim == 2)
-        return avq_fail(AVQ_ERR_FORMAT,
-                        "%s: fortran_order is True; only C-order arrays are supported (save "
-                        "np.ascontiguousarray(x))",
-                        name);
+        return cli_set_error(AVQ_ERR_FORMAT,
+                             "%s: fortran_order is True; only C-order arrays are supported (save "
+                             "np.ascontiguousarray(x))",
+                             name);
     uint64_t r = h->ndim == 2 ? h->shape[0] : 1, c = h->shape[h->ndim - 1];
     if (r == 0 || c == 0)
-        return avq_fail(AVQ_ERR_FORMAT, "%s: empty array (shape %llu x %llu)", name,
-                        (unsigned long long)r, (unsigned long long)c);
+        return cli_set_error(AVQ_ERR_FORMAT, "%s: empty array (shape %llu x %llu)", name,
+                             (unsigned long long)r, (unsigned long long)c);
     if (c > DATASET_MAX_DIM)
-        return avq_fail(AVQ_ERR_FORMAT, "%s: %llu columns exceed the maximum dimension %d", name,
-                        (unsigned long long)c, DATASET_MAX_DIM);
+        return cli_set_error(AVQ_ERR_FORMAT, "%s: %llu columns exceed the maximum dimension %d", name,
+                             (unsigned long long)c, DATASET_MAX_DIM);
     size_t data_offset = prefix + header_len, have = s->file_size - data_offset;
     /* r * c * itemsize must equal what is left, and cannot exceed the
      * file size; check without overflowing. */
     if (r > have / c / h->itemsize)
-        return avq_fail(AVQ_ERR_FORMAT,
-                        "%s: truncated: shape %llu x %llu of %zu-byte items needs more than the "
-                        "%zu bytes at offset %zu",
-                        name, (unsigned long long)r, (unsigned long long)c, h->itemsize, have,
-                        data_offset);
+        return cli_set_error(AVQ_ERR_FORMAT,
+                             "%s: truncated: shape %llu x %llu of %zu-byte items needs more than the "
+                             "%zu bytes at offset %zu",
+                             name, (unsigned long long)r, (unsigned long long)c, h->itemsize, have,
+                             data_offset);
     size_t need = (size_t)r * (size_t)c * h->itemsize;
     if (need != have)
-        return avq_fail(AVQ_ERR_FORMAT,
-                        "%s: shape %llu x %llu of %zu-byte items is %zu bytes, but %zu follow "
-                        "the header (%zu extra)",
-                        name, (unsigned long long)r, (unsigned long long)c, h->itemsize, need, have,
-                        have - need);
+        return cli_set_error(AVQ_ERR_FORMAT,
+                             "%s: shape %llu x %llu of %zu-byte items is %zu bytes, but %zu follow "
+                             "the header (%zu extra)",
+                             name, (unsigned long long)r, (unsigned long long)c, h->itemsize, need, have,
+                             have - need);
     *rows = (size_t)r;
     *cols = (size_t)c;
     return AVQ_OK;
 truncated:
-    return avq_fail(AVQ_ERR_FORMAT, "%s: truncated .npy preamble (file has %zu bytes)", name,
-                    s->file_size);
+    return cli_set_error(AVQ_ERR_FORMAT, "%s: truncated .npy preamble (file has %zu bytes)", name,
+                         s->file_size);
 }
 
 /* Decode one stored element as double (exact for every supported type
@@ -778,8 +784,14 @@ static const char *npy_dtype_name(npy_dtype d) {
     return "?";
 }
 
+/* What a reader produces: float32 vectors, int32 ids (ground truth,
+ * results) or int64 ids (the index's 64-bit ids). */
+typedef enum { ELEM_F32, ELEM_I32, ELEM_I64 } elem_kind;
+
+static size_t elem_size(elem_kind kind) { return kind == ELEM_I64 ? 8 : 4; }
+
 /* Stream the data row by row through the source buffer, converting. */
-static int npy_read(const char *name, bool want_int, size_t *rows_out, size_t *cols_out,
+static int npy_read(const char *name, elem_kind kind, size_t *rows_out, size_t *cols_out,
                     void **data_out) {
     source s;
     int st = source_open(&s, name);
@@ -789,12 +801,12 @@ static int npy_read(const char *name, bool want_int, size_t *rows_out, size_t *c
     void *data = NULL;
     st = npy_read_header(&s, &h, &rows, &cols);
     if (st) goto done;
-    if (want_int && (h.dtype == NPY_F4 || h.dtype == NPY_F8)) {
-        st = avq_fail(AVQ_ERR_FORMAT, "%s: holds %s values, expected integers (ids)", name,
-                      npy_dtype_name(h.dtype));
+    if (kind != ELEM_F32 && (h.dtype == NPY_F4 || h.dtype == NPY_F8)) {
+        st = cli_set_error(AVQ_ERR_FORMAT, "%s: holds %s values, expected integers (ids)", name,
+                           npy_dtype_name(h.dtype));
         goto done;
     }
-    st = alloc_elements(name, rows, cols, 4, &data);
+    st = alloc_elements(name, rows, cols, elem_size(kind), &data);
     if (st) goto done;
     const size_t row_bytes = cols * h.itemsize;
     for (size_t r = 0; r < rows; r++) {
@@ -803,18 +815,21 @@ static int npy_read(const char *name, bool want_int, size_t *rows_out, size_t *c
         st = source_take(&s, row_bytes, &p, &got);
         if (st) goto done;
         if (got < row_bytes) {
-            st = avq_fail(AVQ_ERR_FORMAT, "%s: truncated while reading row %zu (file changed?)",
-                          name, r);
+            st = cli_set_error(AVQ_ERR_FORMAT,
+                               "%s: truncated while reading row %zu (file changed?)", name, r);
             goto done;
         }
-        if (want_int) {
+        if (kind == ELEM_I64) {
+            int64_t *dst = (int64_t *)data + r * cols;
+            for (size_t j = 0; j < cols; j++) dst[j] = npy_decode_int(&h, p + j * h.itemsize);
+        } else if (kind == ELEM_I32) {
             int32_t *dst = (int32_t *)data + r * cols;
             for (size_t j = 0; j < cols; j++) {
                 int64_t v = npy_decode_int(&h, p + j * h.itemsize);
                 if (v < INT32_MIN || v > INT32_MAX) {
-                    st = avq_fail(AVQ_ERR_FORMAT,
-                                  "%s: row %zu column %zu: %lld does not fit in int32", name, r, j,
-                                  (long long)v);
+                    st = cli_set_error(AVQ_ERR_FORMAT,
+                                       "%s: row %zu column %zu: %lld does not fit in int32", name,
+                                       r, j, (long long)v);
                     goto done;
                 }
                 dst[j] = (int32_t)v;
@@ -841,14 +856,14 @@ done:
 }
 
 /* Version 1.0 header, padded so the data starts at a multiple of 64. */
-static int npy_write(const char *name, const char *descr, const void *data, size_t rows,
-                     size_t cols) {
+static int npy_write(const char *name, const char *descr, size_t itemsize, const void *data,
+                     size_t rows, size_t cols) {
     char header[256];
     int n = snprintf(header, sizeof header,
                      "{'descr': '%s', 'fortran_order': False, 'shape': (%zu, %zu), }", descr,
                      rows, cols);
     if (n < 0 || (size_t)n + 1 >= sizeof header - 64)
-        return avq_fail(AVQ_ERR_INVALID, "%s: shape too large for an .npy header", name);
+        return cli_set_error(AVQ_ERR_INVALID, "%s: shape too large for an .npy header", name);
     size_t len = (size_t)n;
     size_t total = (10 + len + 1 + 63) / 64 * 64;
     while (10 + len + 1 < total) header[len++] = ' ';
@@ -860,7 +875,7 @@ static int npy_write(const char *name, const char *descr, const void *data, size
     if (st) return st;
     st = sink_put(&k, preamble, sizeof preamble);
     if (!st) st = sink_put(&k, header, len);
-    if (!st) st = sink_put_le(&k, data, rows * cols, 4);
+    if (!st) st = sink_put_le(&k, data, rows * cols, itemsize);
     return sink_close(&k, st);
 }
 
@@ -885,8 +900,8 @@ static int hdf5_fail(int status, const char *file, const char *what) {
     const char *desc = NULL;
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, innermost_error, &desc);
     if (desc && *desc)
-        return avq_fail(status, "%s: %s (libhdf5: %s)", file, what, desc);
-    return avq_fail(status, "%s: %s", file, what);
+        return cli_set_error(status, "%s: %s (libhdf5: %s)", file, what, desc);
+    return cli_set_error(status, "%s: %s", file, what);
 }
 
 /* The names in the root group, comma-separated, for "no such dataset"
@@ -911,9 +926,9 @@ static void hdf5_list_root(hid_t fid, char *out, size_t cap) {
  * rather than a generic HDF5 failure. */
 static int hdf5_check_exists(const char *file) {
     struct stat st;
-    if (stat(file, &st) != 0) return avq_fail(AVQ_ERR_IO, "%s: cannot open: %s", file, strerror(errno));
-    if (!S_ISREG(st.st_mode)) return avq_fail(AVQ_ERR_IO, "%s: not a regular file", file);
-    if (st.st_size == 0) return avq_fail(AVQ_ERR_FORMAT, "%s: empty file", file);
+    if (stat(file, &st) != 0) return cli_set_error(AVQ_ERR_IO, "%s: cannot open: %s", file, strerror(errno));
+    if (!S_ISREG(st.st_mode)) return cli_set_error(AVQ_ERR_IO, "%s: not a regular file", file);
+    if (st.st_size == 0) return cli_set_error(AVQ_ERR_FORMAT, "%s: empty file", file);
     return AVQ_OK;
 }
 
@@ -924,8 +939,8 @@ static int hdf5_open_dataset(const char *file, const char *dset, hid_t fid, bool
     if (H5Lexists(fid, dset, H5P_DEFAULT) <= 0) {
         char names[512];
         hdf5_list_root(fid, names, sizeof names);
-        return avq_fail(AVQ_ERR_FORMAT, "%s: no dataset '%s' (the file has: %s)", file, dset,
-                        *names ? names : "nothing");
+        return cli_set_error(AVQ_ERR_FORMAT, "%s: no dataset '%s' (the file has: %s)", file, dset,
+                             *names ? names : "nothing");
     }
     hid_t did = H5Dopen2(fid, dset, H5P_DEFAULT);
     if (did < 0) return hdf5_fail(AVQ_ERR_FORMAT, file, "cannot open the dataset (is it a group?)");
@@ -937,47 +952,47 @@ static int hdf5_open_dataset(const char *file, const char *dset, hid_t fid, bool
     }
     H5T_class_t cls = H5Tget_class(type);
     if (cls != H5T_INTEGER && (want_int || cls != H5T_FLOAT)) {
-        st = avq_fail(AVQ_ERR_FORMAT, "%s: dataset '%s' holds %s, expected %s", file, dset,
-                      cls == H5T_FLOAT ? "floats" : "non-numeric data",
-                      want_int ? "integers (ids)" : "numbers");
+        st = cli_set_error(AVQ_ERR_FORMAT, "%s: dataset '%s' holds %s, expected %s", file, dset,
+                           cls == H5T_FLOAT ? "floats" : "non-numeric data",
+                           want_int ? "integers (ids)" : "numbers");
         goto out;
     }
     int ndims = H5Sget_simple_extent_ndims(space);
     hsize_t dims[2] = {0, 0};
     if (ndims < 1 || ndims > 2) {
-        st = avq_fail(AVQ_ERR_FORMAT, "%s: dataset '%s' has %d dimensions; need 1-D or 2-D", file,
-                      dset, ndims);
+        st = cli_set_error(AVQ_ERR_FORMAT, "%s: dataset '%s' has %d dimensions; need 1-D or 2-D", file,
+                           dset, ndims);
         goto out;
     }
     H5Sget_simple_extent_dims(space, dims, NULL);
     hsize_t r = ndims == 2 ? dims[0] : 1, c = dims[ndims - 1];
     if (r == 0 || c == 0) {
-        st = avq_fail(AVQ_ERR_FORMAT, "%s: dataset '%s' is empty (%llu x %llu)", file, dset,
-                      (unsigned long long)r, (unsigned long long)c);
+        st = cli_set_error(AVQ_ERR_FORMAT, "%s: dataset '%s' is empty (%llu x %llu)", file, dset,
+                           (unsigned long long)r, (unsigned long long)c);
         goto out;
     }
     if (c > DATASET_MAX_DIM) {
-        st = avq_fail(AVQ_ERR_FORMAT, "%s: dataset '%s' has %llu columns, more than %d", file,
-                      dset, (unsigned long long)c, DATASET_MAX_DIM);
+        st = cli_set_error(AVQ_ERR_FORMAT, "%s: dataset '%s' has %llu columns, more than %d", file,
+                           dset, (unsigned long long)c, DATASET_MAX_DIM);
         goto out;
     }
     /* The extent is only a claim: compare it with the bytes actually
      * stored.  Uncompressed data must be all there; compressed data gets
      * a generous 1024:1 allowance. */
     size_t elem = H5Tget_size(type), raw;
-    if (r > SIZE_MAX / c || !avq_mul_ok((size_t)(r * c), elem ? elem : 1, &raw)) {
-        st = avq_fail(AVQ_ERR_FORMAT, "%s: dataset '%s' extent overflows", file, dset);
+    if (r > SIZE_MAX / c || !cli_mul_ok((size_t)(r * c), elem ? elem : 1, &raw)) {
+        st = cli_set_error(AVQ_ERR_FORMAT, "%s: dataset '%s' extent overflows", file, dset);
         goto out;
     }
     hsize_t stored = H5Dget_storage_size(did);
     int filters = H5Pget_nfilters(dcpl);
     bool plausible = filters > 0 ? raw / 1024 <= stored : raw <= stored;
     if (!plausible) {
-        st = avq_fail(AVQ_ERR_FORMAT,
-                      "%s: dataset '%s' claims %llu x %llu values (%zu bytes) but stores only "
-                      "%llu bytes: truncated or corrupt",
-                      file, dset, (unsigned long long)r, (unsigned long long)c, raw,
-                      (unsigned long long)stored);
+        st = cli_set_error(AVQ_ERR_FORMAT,
+                           "%s: dataset '%s' claims %llu x %llu values (%zu bytes) but stores only "
+                           "%llu bytes: truncated or corrupt",
+                           file, dset, (unsigned long long)r, (unsigned long long)c, raw,
+                           (unsigned long long)stored);
         goto out;
     }
     *rows = (size_t)r;
@@ -994,7 +1009,7 @@ out:
     return AVQ_OK;
 }
 
-static int hdf5_read(const char *file, const char *dset, bool want_int, size_t *rows_out,
+static int hdf5_read(const char *file, const char *dset, elem_kind kind, size_t *rows_out,
                      size_t *cols_out, void **data_out) {
     hdf5_quiet();
     int st = hdf5_check_exists(file);
@@ -1005,11 +1020,9 @@ static int hdf5_read(const char *file, const char *dset, bool want_int, size_t *
     size_t rows = 0, cols = 0;
     void *data = NULL;
     int64_t *wide = NULL;
-    st = hdf5_open_dataset(file, dset, fid, want_int, &did, &rows, &cols);
+    st = hdf5_open_dataset(file, dset, fid, kind != ELEM_F32, &did, &rows, &cols);
     if (st) goto out;
-    st = alloc_elements(file, rows, cols, 4, &data);
-    if (st) goto out;
-    if (want_int) {
+    if (kind != ELEM_F32) {
         /* Read as int64 whatever the stored width, then narrow with a range
          * check: libhdf5 would otherwise clip out-of-range values silently. */
         st = alloc_elements(file, rows, cols, sizeof(int64_t), (void **)&wide);
@@ -1018,17 +1031,27 @@ static int hdf5_read(const char *file, const char *dset, bool want_int, size_t *
             st = hdf5_fail(AVQ_ERR_FORMAT, file, "cannot read the dataset");
             goto out;
         }
+        if (kind == ELEM_I64) {
+            data = wide;
+            wide = NULL;
+            goto out;
+        }
+        st = alloc_elements(file, rows, cols, 4, &data);
+        if (st) goto out;
         int32_t *dst = data;
         for (size_t i = 0; i < rows * cols; i++) {
             if (wide[i] < INT32_MIN || wide[i] > INT32_MAX) {
-                st = avq_fail(AVQ_ERR_FORMAT,
-                              "%s: dataset '%s' row %zu column %zu: %lld does not fit in int32",
-                              file, dset, i / cols, i % cols, (long long)wide[i]);
+                st = cli_set_error(AVQ_ERR_FORMAT,
+                                   "%s: dataset '%s' row %zu column %zu: %lld does not fit in "
+                                   "int32",
+                                   file, dset, i / cols, i % cols, (long long)wide[i]);
                 goto out;
             }
             dst[i] = (int32_t)wide[i];
         }
     } else {
+        st = alloc_elements(file, rows, cols, 4, &data);
+        if (st) goto out;
         if (H5Dread(did, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) {
             st = hdf5_fail(AVQ_ERR_FORMAT, file, "cannot read the dataset");
             goto out;
@@ -1061,19 +1084,19 @@ static int hdf5_open_for_write(const char *file, hid_t *fid) {
                              "exists but cannot be opened as HDF5 for writing; not overwriting it");
         return AVQ_OK;
     }
-    if (errno != ENOENT) return avq_fail(AVQ_ERR_IO, "%s: cannot stat: %s", file, strerror(errno));
+    if (errno != ENOENT) return cli_set_error(AVQ_ERR_IO, "%s: cannot stat: %s", file, strerror(errno));
     *fid = H5Fcreate(file, H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT);
     if (*fid < 0) return hdf5_fail(AVQ_ERR_IO, file, "cannot create the file");
     return AVQ_OK;
 }
 
-static int hdf5_write(const char *file, const char *dset, bool is_int, const void *data,
+static int hdf5_write(const char *file, const char *dset, elem_kind kind, const void *data,
                       size_t rows, size_t cols) {
     hdf5_quiet();
     if (strchr(dset, '/'))
-        return avq_fail(AVQ_ERR_INVALID,
-                        "%s: dataset name '%s' contains '/': only top-level datasets are written",
-                        file, dset);
+        return cli_set_error(AVQ_ERR_INVALID,
+                             "%s: dataset name '%s' contains '/': only top-level datasets are written",
+                             file, dset);
     hid_t fid = -1;
     int st = hdf5_open_for_write(file, &fid);
     if (st) return st;
@@ -1088,14 +1111,18 @@ static int hdf5_write(const char *file, const char *dset, bool is_int, const voi
         st = hdf5_fail(AVQ_ERR_IO, file, "cannot describe the dataset's shape");
         goto out;
     }
-    did = H5Dcreate2(fid, dset, is_int ? H5T_STD_I32LE : H5T_IEEE_F32LE, space, H5P_DEFAULT,
-                     H5P_DEFAULT, H5P_DEFAULT);
+    hid_t file_type = kind == ELEM_I64   ? H5T_STD_I64LE
+                      : kind == ELEM_I32 ? H5T_STD_I32LE
+                                         : H5T_IEEE_F32LE;
+    hid_t mem_type = kind == ELEM_I64   ? H5T_NATIVE_INT64
+                     : kind == ELEM_I32 ? H5T_NATIVE_INT32
+                                        : H5T_NATIVE_FLOAT;
+    did = H5Dcreate2(fid, dset, file_type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     if (did < 0) {
         st = hdf5_fail(AVQ_ERR_IO, file, "cannot create the dataset");
         goto out;
     }
-    if (H5Dwrite(did, is_int ? H5T_NATIVE_INT32 : H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL,
-                 H5P_DEFAULT, data) < 0)
+    if (H5Dwrite(did, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
         st = hdf5_fail(AVQ_ERR_IO, file, "cannot write the dataset");
 out:
     if (did >= 0 && H5Dclose(did) < 0 && !st) st = hdf5_fail(AVQ_ERR_IO, file, "write failed");
@@ -1123,7 +1150,7 @@ void int_matrix_free(int_matrix *m) {
 }
 
 int dataset_read_float(const char *path, float_matrix *out) {
-    if (!out) return avq_fail(AVQ_ERR_INVALID, "dataset_read_float: NULL output");
+    if (!out) return cli_set_error(AVQ_ERR_INVALID, "dataset_read_float: NULL output");
     parsed_path pp;
     int st = parse_path(path, &pp);
     if (st) return st;
@@ -1132,15 +1159,15 @@ int dataset_read_float(const char *path, float_matrix *out) {
     switch (pp.format) {
     case FMT_FVECS: st = vecs_read(pp.file, VECS_F32, &rows, &cols, &data); break;
     case FMT_BVECS: st = vecs_read(pp.file, VECS_U8, &rows, &cols, &data); break;
-    case FMT_NPY: st = npy_read(pp.file, false, &rows, &cols, &data); break;
+    case FMT_NPY: st = npy_read(pp.file, ELEM_F32, &rows, &cols, &data); break;
     case FMT_HDF5:
-        st = hdf5_read(pp.file, pp.dataset ? pp.dataset : "train", false, &rows, &cols, &data);
+        st = hdf5_read(pp.file, pp.dataset ? pp.dataset : "train", ELEM_F32, &rows, &cols, &data);
         break;
     case FMT_IVECS:
-        st = avq_fail(AVQ_ERR_INVALID,
-                      "%s: .ivecs holds integer ids, not vectors (use .fvecs, .bvecs, .npy or "
-                      "HDF5)",
-                      path);
+        st = cli_set_error(AVQ_ERR_INVALID,
+                           "%s: .ivecs holds integer ids, not vectors (use .fvecs, .bvecs, .npy or "
+                           "HDF5)",
+                           path);
         break;
     }
     free(pp.file);
@@ -1152,7 +1179,7 @@ int dataset_read_float(const char *path, float_matrix *out) {
 }
 
 int dataset_read_int(const char *path, int_matrix *out) {
-    if (!out) return avq_fail(AVQ_ERR_INVALID, "dataset_read_int: NULL output");
+    if (!out) return cli_set_error(AVQ_ERR_INVALID, "dataset_read_int: NULL output");
     parsed_path pp;
     int st = parse_path(path, &pp);
     if (st) return st;
@@ -1160,15 +1187,15 @@ int dataset_read_int(const char *path, int_matrix *out) {
     void *data = NULL;
     switch (pp.format) {
     case FMT_IVECS: st = vecs_read(pp.file, VECS_I32, &rows, &cols, &data); break;
-    case FMT_NPY: st = npy_read(pp.file, true, &rows, &cols, &data); break;
+    case FMT_NPY: st = npy_read(pp.file, ELEM_I32, &rows, &cols, &data); break;
     case FMT_HDF5:
-        st = hdf5_read(pp.file, pp.dataset ? pp.dataset : "neighbors", true, &rows, &cols,
+        st = hdf5_read(pp.file, pp.dataset ? pp.dataset : "neighbors", ELEM_I32, &rows, &cols,
                        &data);
         break;
     case FMT_FVECS:
     case FMT_BVECS:
-        st = avq_fail(AVQ_ERR_INVALID,
-                      "%s: expected integer ids (.ivecs, .npy or HDF5), not a vector file", path);
+        st = cli_set_error(AVQ_ERR_INVALID,
+                           "%s: expected integer ids (.ivecs, .npy or HDF5), not a vector file", path);
         break;
     }
     free(pp.file);
@@ -1179,41 +1206,205 @@ int dataset_read_int(const char *path, int_matrix *out) {
     return AVQ_OK;
 }
 
-/* The writers of both element types: one dispatch on the path's format.
- * ints: int32 ids (.ivecs, HDF5 "neighbors"), else float32 vectors (.fvecs,
- * HDF5 "train"); .npy takes either, .bvecs neither. */
+/* The writers of every element type: one dispatch on the path's format.
+ * Integers: ids (.ivecs as int32, HDF5 "neighbors"), floats: vectors
+ * (.fvecs, HDF5 "train"); .npy takes either, .bvecs neither.  int64 ids
+ * that all fit in int32 are written as int32 (what readers of ground truth
+ * expect); others go to .npy and HDF5 as int64, never to .ivecs. */
 static int dataset_write(const char *path, const void *data, size_t rows, size_t cols,
-                         bool ints) {
+                         elem_kind kind) {
     parsed_path pp;
     int st = parse_path(path, &pp);
     if (st) return st;
     st = check_write_shape(path, data, rows, cols);
+    bool ints = kind != ELEM_F32;
     file_format native = ints ? FMT_IVECS : FMT_FVECS;
+    int32_t *narrow = NULL;
+    if (!st && kind == ELEM_I64) {
+        const int64_t *wide = data;
+        size_t i = 0;
+        while (i < rows * cols && wide[i] >= INT32_MIN && wide[i] <= INT32_MAX) i++;
+        if (i == rows * cols) {
+            st = alloc_elements(path, rows, cols, sizeof *narrow, (void **)&narrow);
+            if (!st) {
+                for (i = 0; i < rows * cols; i++) narrow[i] = (int32_t)wide[i];
+                data = narrow;
+                kind = ELEM_I32;
+            }
+        } else if (pp.format == FMT_IVECS) {
+            st = cli_set_error(AVQ_ERR_INVALID,
+                               "%s: id %lld (row %zu) does not fit in the int32 of .ivecs: "
+                               "write .npy or HDF5 (int64) instead",
+                               path, (long long)wide[i], i / cols);
+        }
+    }
     if (!st) {
         if (pp.format == native) {
             st = vecs_write(pp.file, data, rows, cols);
         } else if (pp.format == FMT_NPY) {
-            st = npy_write(pp.file, ints ? "<i4" : "<f4", data, rows, cols);
+            st = npy_write(pp.file, kind == ELEM_I64 ? "<i8" : ints ? "<i4" : "<f4",
+                           elem_size(kind), data, rows, cols);
         } else if (pp.format == FMT_HDF5) {
             const char *dset = pp.dataset ? pp.dataset : (ints ? "neighbors" : "train");
-            st = hdf5_write(pp.file, dset, ints, data, rows, cols);
+            st = hdf5_write(pp.file, dset, kind, data, rows, cols);
         } else {
-            st = avq_fail(AVQ_ERR_INVALID,
-                          ints ? "%s: cannot write integer ids in this format (use .ivecs, .npy "
-                                 "or HDF5)"
-                               : "%s: cannot write float vectors in this format (use .fvecs, "
-                                 ".npy or HDF5)",
-                          path);
+            st = cli_set_error(AVQ_ERR_INVALID,
+                               ints ? "%s: cannot write integer ids in this format (use .ivecs, "
+                                      ".npy or HDF5)"
+                                    : "%s: cannot write float vectors in this format (use "
+                                      ".fvecs, .npy or HDF5)",
+                               path);
         }
     }
+    free(narrow);
     free(pp.file);
     return st;
 }
 
 int dataset_write_float(const char *path, const float *data, size_t rows, size_t cols) {
-    return dataset_write(path, data, rows, cols, false);
+    return dataset_write(path, data, rows, cols, ELEM_F32);
 }
 
 int dataset_write_int(const char *path, const int32_t *data, size_t rows, size_t cols) {
-    return dataset_write(path, data, rows, cols, true);
+    return dataset_write(path, data, rows, cols, ELEM_I32);
+}
+
+int dataset_write_int64(const char *path, const int64_t *data, size_t rows, size_t cols) {
+    return dataset_write(path, data, rows, cols, ELEM_I64);
+}
+
+/* ======================================================================= */
+/* Id lists                                                                 */
+/* ======================================================================= */
+
+void id_list_free(id_list *l) {
+    if (!l) return;
+    free(l->data);
+    l->data = NULL;
+    l->n = 0;
+}
+
+/* One id per line, decimal, optionally signed; blank lines and lines
+ * starting with '#' are skipped; spaces, tabs and a CR around the number
+ * are allowed, nothing else. */
+static int text_ids_read(const char *name, id_list *out) {
+    source s;
+    int st = source_open(&s, name);
+    if (st) return st;
+    const unsigned char *p;
+    size_t got;
+    int64_t *ids = NULL;
+    st = source_take(&s, s.file_size, &p, &got);
+    if (st) goto done;
+    if (got < s.file_size) {
+        st = cli_set_error(AVQ_ERR_FORMAT, "%s: truncated while reading (file changed?)", name);
+        goto done;
+    }
+    size_t lines = 1;
+    for (size_t i = 0; i < got; i++) lines += p[i] == '\n';
+    st = alloc_elements(name, lines, 1, sizeof *ids, (void **)&ids);
+    if (st) goto done;
+    size_t n = 0, line = 0;
+    for (size_t i = 0; i < got;) {
+        line++;
+        size_t end = i;
+        while (end < got && p[end] != '\n') end++;
+        size_t a = i, b = end;
+        while (a < b && (p[a] == ' ' || p[a] == '\t' || p[a] == '\r')) a++;
+        while (b > a && (p[b - 1] == ' ' || p[b - 1] == '\t' || p[b - 1] == '\r')) b--;
+        i = end + 1;
+        if (a == b || p[a] == '#') continue;
+        char tok[32];
+        bool okay = b - a < sizeof tok;
+        if (okay) {
+            memcpy(tok, p + a, b - a);
+            tok[b - a] = '\0';
+            okay = (tok[0] >= '0' && tok[0] <= '9') ||
+                   ((tok[0] == '-' || tok[0] == '+') && tok[1] >= '0' && tok[1] <= '9');
+        }
+        if (okay) {
+            char *stop;
+            errno = 0;
+            long long v = strtoll(tok, &stop, 10);
+            okay = errno == 0 && *stop == '\0';
+            ids[n] = (int64_t)v;
+        }
+        if (!okay) {
+            int shown = (int)(b - a < 40 ? b - a : 40);
+            char show[41];
+            for (int j = 0; j < shown; j++) {
+                unsigned char ch = p[a + (size_t)j];
+                show[j] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
+            }
+            show[shown] = '\0';
+            st = cli_set_error(AVQ_ERR_FORMAT,
+                               "%s: line %zu: '%s%s' is not an integer id (a text id file has "
+                               "one signed 64-bit decimal number per line)",
+                               name, line, show, b - a > 40 ? "..." : "");
+            goto done;
+        }
+        n++;
+    }
+    if (n == 0) {
+        st = cli_set_error(AVQ_ERR_FORMAT, "%s: holds no ids (only blank or '#' lines)", name);
+        goto done;
+    }
+    out->n = n;
+    out->data = ids;
+    ids = NULL;
+done:
+    free(ids);
+    source_close(&s);
+    return st;
+}
+
+int dataset_read_ids(const char *path, id_list *out) {
+    if (!out) return cli_set_error(AVQ_ERR_INVALID, "dataset_read_ids: NULL output");
+    if (!path || !*path) return cli_set_error(AVQ_ERR_INVALID, "empty file name");
+    file_format format;
+    size_t len = strlen(path);
+    const char *colon = strrchr(path, ':');
+    bool h5 = colon && is_hdf5_name(path, (size_t)(colon - path));
+    if (!h5 && !path_format(path, len, &format)) return text_ids_read(path, out);
+    parsed_path pp;
+    int st = parse_path(path, &pp);
+    if (st) return st;
+    size_t rows = 0, cols = 0;
+    void *data = NULL;
+    switch (pp.format) {
+    case FMT_IVECS: st = vecs_read(pp.file, VECS_I32, &rows, &cols, &data); break;
+    case FMT_NPY: st = npy_read(pp.file, ELEM_I64, &rows, &cols, &data); break;
+    case FMT_HDF5:
+        st = hdf5_read(pp.file, pp.dataset ? pp.dataset : "ids", ELEM_I64, &rows, &cols, &data);
+        break;
+    case FMT_FVECS:
+    case FMT_BVECS:
+        st = cli_set_error(AVQ_ERR_INVALID,
+                           "%s: expected integer ids (.ivecs, .npy, HDF5 or a text file with "
+                           "one id per line), not a vector file",
+                           path);
+        break;
+    }
+    if (!st && rows > 1 && cols > 1)
+        st = cli_set_error(AVQ_ERR_FORMAT,
+                           "%s: holds %zu x %zu integers; ids must be one column (one id per "
+                           "row) or a 1-D array",
+                           path, rows, cols);
+    if (!st && pp.format == FMT_IVECS) { /* widen the int32 ids in place */
+        int64_t *wide = NULL;
+        st = alloc_elements(path, rows, cols, sizeof *wide, (void **)&wide);
+        if (!st) {
+            for (size_t i = 0; i < rows * cols; i++) wide[i] = ((int32_t *)data)[i];
+            free(data);
+            data = wide;
+        }
+    }
+    free(pp.file);
+    if (st) {
+        free(data);
+        return st;
+    }
+    out->n = rows * cols;
+    out->data = data;
+    return AVQ_OK;
 }

@@ -12,16 +12,29 @@
  * what is asked (see each function).
  *
  * Errors follow the library's convention: a negative avq_status, and a
- * message naming the file and the problem in avq_last_error() ("q.fvecs:
- * truncated: row 7 needs 404 bytes at offset 2828, file has 3000").  No
- * reader ever crashes or over-reads on a malformed file; every size is
- * checked against the file size before memory is allocated.
+ * message naming the file and the problem ("q.fvecs: truncated: row 7 needs
+ * 404 bytes at offset 2828, file has 3000") in cli_last_error().  No reader
+ * ever crashes or over-reads on a malformed file; every size is checked
+ * against the file size before memory is allocated.
+ *
+ * This code uses only the public header include/avq.h, so it cannot write
+ * the library's own error buffer; it keeps its messages in tools/ (see
+ * cli_util.h).  For the code written when it could (tests, benchmarks, the
+ * CLI), which reads every message with avq_last_error(), this header maps
+ * that name to cli_last_error(): the most recent message of either kind, a
+ * library failure or a dataset one.  avq.h is included first, so its own
+ * declaration is never renamed.
  */
 #ifndef AVQ_DATASET_H
 #define AVQ_DATASET_H
 
+#include "avq.h"
+#include "cli_util.h"
+
 #include <stddef.h>
 #include <stdint.h>
+
+#define avq_last_error cli_last_error
 
 /* A dense row-major matrix owned by the struct (free with matrix_free). */
 typedef struct {
@@ -55,5 +68,28 @@ int dataset_write_float(const char *path, const float *data, size_t rows, size_t
 
 /* Write int32 vectors as .ivecs or .npy (int32) or an HDF5 dataset. */
 int dataset_write_int(const char *path, const int32_t *data, size_t rows, size_t cols);
+
+/* Write int64 ids (search results under 64-bit ids).  If every value fits
+ * in int32 the file is exactly what dataset_write_int writes (.ivecs, .npy
+ * int32, HDF5 int32).  Otherwise .npy and HDF5 get int64, and .ivecs is
+ * refused (AVQ_ERR_INVALID naming the first wide id; nothing written). */
+int dataset_write_int64(const char *path, const int64_t *data, size_t rows, size_t cols);
+
+/* A list of 64-bit ids owned by the struct (free with id_list_free). */
+typedef struct {
+    size_t n;
+    int64_t *data;
+} id_list;
+
+void id_list_free(id_list *l);
+
+/* Read ids, one per vector: .ivecs (n rows of 1, or 1 row of n), .npy
+ * (int64, int32 or uint8; 1-D, or 2-D with one column), HDF5 (integer;
+ * default dataset "ids"), or -- for any other file name (ids.txt) -- text
+ * with one decimal id per line (blank lines and lines starting with '#'
+ * skipped; the message names the first bad line).  Values are not checked
+ * here beyond fitting in int64: the index refuses the reserved id -1 and
+ * duplicates itself. */
+int dataset_read_ids(const char *path, id_list *out);
 
 #endif
