@@ -175,8 +175,17 @@ int cmd_build(int argc, char **argv) {
 }
 
 static void info_usage(FILE *out) {
-    fprintf(out, "usage: avq info INDEX\n\nDescribe an index file: sizes, parameters, memory, load time.\n"
+    fprintf(out, "usage: avq info INDEX\n\n"
+                 "Describe an index file: sizes, parameters, live and removed (dead) vectors,\n"
+                 "how even the leaves still are, memory, load time.\n"
                  "  --help   this text\n");
+}
+
+/* "12.3" or "-" when there is nothing to divide by. */
+static const char *per_vector(char *buf, size_t cap, size_t bytes, size_t n) {
+    if (n == 0) snprintf(buf, cap, "-");
+    else snprintf(buf, cap, "%.1f", (double)bytes / (double)n);
+    return buf;
 }
 
 int cmd_info(int argc, char **argv) {
@@ -190,26 +199,43 @@ int cmd_info(int argc, char **argv) {
     int st = avq_index_load(argv[1], AVQ_LOAD_MMAP, &index);
     if (st) return cli_fail("info", st);
     double load_ms = 1e3 * (cli_now() - t0);
+    avq_index_stats stats;
+    st = avq_index_get_stats(index, &stats);
+    if (st) {
+        avq_index_free(index);
+        return cli_fail("info", st);
+    }
     avq_build_params p;
+    avq_build_params_init(&p, avq_index_metric(index));
     avq_index_build_params(index, &p);
     avq_search_params sp;
+    avq_search_params_init(&sp);
     avq_index_default_search_params(index, &sp);
     struct stat sb;
     size_t file_bytes = stat(argv[1], &sb) == 0 ? (size_t)sb.st_size : 0;
-    size_t n = avq_index_size(index);
-    printf("file              %s (%zu bytes, %.1f bytes/vector)\n", argv[1], file_bytes,
-           (double)file_bytes / (double)n);
+    size_t n = avq_index_size(index), memory = avq_index_memory_bytes(index);
+    char b1[32], b2[32];
+    printf("file              %s (%zu bytes, %s bytes/vector)\n", argv[1], file_bytes,
+           per_vector(b1, sizeof b1, file_bytes, n));
     printf("vectors           %zu x %zu\n", n, avq_index_dim(index));
+    printf("live              %zu\n", stats.live);
+    printf("dead              %zu (removed, not yet compacted)\n", stats.dead);
+    printf("next id           %lld\n", (long long)stats.next_id);
     printf("metric            %s\n", avq_metric_name(avq_index_metric(index)));
     printf("leaves            %zu%s\n", avq_index_num_leaves(index),
            p.avq_center_eta > 0 ? " (anisotropic centers)" : "");
+    printf("leaf sizes        min %zu, max %zu, mean %.1f live vectors\n", stats.min_leaf,
+           stats.max_leaf, stats.mean_leaf);
+    printf("leaf balance      cv %.3f (std/mean of live leaf sizes), %zu empty leaves, "
+           "max dead share %.3f\n",
+           stats.leaf_cv, stats.empty_leaves, stats.max_leaf_dead);
     printf("quantizer         %d-bit codes, %d dims per block, threshold %s%g, eta %g\n", p.bits,
            p.dims_per_block, isnan(p.threshold) ? "none/" : "", (double)p.threshold, (double)p.eta);
     printf("reorder           %s\n", reorder_name(p.reorder));
     printf("search defaults   leaves_to_search %zu, pre_reorder %zu\n", sp.leaves_to_search,
            sp.pre_reorder);
-    printf("memory            %zu bytes (%.1f bytes/vector)\n", avq_index_memory_bytes(index),
-           (double)avq_index_memory_bytes(index) / (double)n);
+    printf("memory            %zu bytes (%s bytes/vector)\n", memory,
+           per_vector(b2, sizeof b2, memory, n));
     printf("load (mmap)       %.2f ms (checksums verified)\n", load_ms);
     printf("SIMD              %s\n", avq_isa());
     avq_index_free(index);

@@ -80,6 +80,7 @@ static int search_index(const char *index_path, const char *query_path, const ch
         goto out;
     }
     avq_search_params sp;
+    avq_search_params_init(&sp);
     avq_index_default_search_params(index, &sp);
     sp.k = set->k;
     if (set->leaves) sp.leaves_to_search = set->leaves;
