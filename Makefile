@@ -1,6 +1,7 @@
 # avq -- GNU Makefile.
 #
 #   make            static + shared libavq and the avq CLI (in build/)
+#   make paper      build/avq-paper, the paper's experiment (not part of the CLI)
 #   make test       all tests: Criterion unit tests, then pytest (CLI, Python)
 #   make check      the same tests built with AddressSanitizer + UBSan
 #   make bench      benchmarks (needs the GloVe data: fetched on first use)
@@ -12,6 +13,16 @@
 # The library is compiled for baseline x86-64 (or any other CPU); only the
 # files in src/simd/ get ISA flags (-mavx2, -mavx512*), and the kernel is
 # chosen at run time (src/cpu.c).  Never add a build-machine -march flag here.
+#
+# The avq CLI (tools/) is a client of the public header alone: its objects
+# are compiled without -Isrc and it links the shared library, which exports
+# nothing but the AVQ_API functions, so a use of an internal function fails
+# to build.  It finds build/libavq.so.0 at run time through an RPATH of
+# $ORIGIN (its own directory; $ORIGIN/../lib once installed), which the
+# loader searches before LD_LIBRARY_PATH and the system directories: a
+# libavq installed elsewhere is never picked up instead (and the CLI checks
+# the version it got).  The research program avq-paper (tools/cmd_paper.c)
+# drives internal encoders and links the static library instead.
 
 CC      ?= gcc
 PYTHON  ?= /usr/bin/python3
@@ -39,8 +50,13 @@ endif
 
 LIB_SRC   = $(wildcard src/*.c) $(SIMD_SRC)
 LIB_OBJ   = $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC))
-TOOL_SRC  = $(wildcard tools/*.c)
+# tools/: the CLI (avq.c + commands + dataset readers) and avq-paper
+PAPER_SRC = tools/cmd_paper.c tools/avq_paper.c
+PAPER_OBJ = $(patsubst %.c,$(BUILD)/%.o,$(PAPER_SRC))
+TOOL_SRC  = $(filter-out $(PAPER_SRC),$(wildcard tools/*.c))
 TOOL_OBJ  = $(patsubst %.c,$(BUILD)/%.o,$(TOOL_SRC))
+# the CLI's modules without its main(): linked into the unit tests, the
+# benchmarks and avq-paper (with the static library)
 TOOL_LIB_OBJ = $(filter-out $(BUILD)/tools/avq.o,$(TOOL_OBJ))
 TEST_SRC  = $(wildcard tests/*.c)
 TEST_OBJ  = $(patsubst %.c,$(BUILD)/%.o,$(TEST_SRC))
@@ -51,16 +67,34 @@ BENCH_MICRO = $(BUILD)/bench/scan $(BUILD)/bench/train
 
 STATIC_LIB = $(BUILD)/libavq.a
 SHARED_LIB = $(BUILD)/libavq.so
+SONAME_LINK = $(BUILD)/libavq.so.0
 CLI        = $(BUILD)/avq
+PAPER_BIN  = $(BUILD)/avq-paper
 TEST_BIN   = $(BUILD)/test_avq
+
+# The tools see include/ and tools/ only (no -Isrc: see the top).
+TOOL_CFLAGS = -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -Iinclude -Itools $(SANITIZE) $(CFLAGS) \
+              $(HDF5_CFLAGS)
+# RPATH (not RUNPATH: --disable-new-dtags) so that it also wins over
+# LD_LIBRARY_PATH.
+CLI_RPATH = -Wl,--disable-new-dtags,-rpath,'$$ORIGIN:$$ORIGIN/../lib'
 
 .PHONY: all test unit-test py-test check bench bench-micro bench-avq demo data install clean paper fuzz python
 
-all: $(STATIC_LIB) $(SHARED_LIB) $(CLI)
+all: $(STATIC_LIB) $(SHARED_LIB) $(SONAME_LINK) $(CLI)
 
 $(BUILD)/%.o: %.c $(wildcard include/*.h src/*.h tools/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(HDF5_CFLAGS) -c $< -o $@
+
+$(BUILD)/tools/%.o: tools/%.c $(wildcard include/*.h tools/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(TOOL_CFLAGS) -c $< -o $@
+
+# the one tools/ file that uses internal headers (avq-paper only)
+$(BUILD)/tools/cmd_paper.o: tools/cmd_paper.c $(wildcard include/*.h src/*.h tools/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(HDF5_CFLAGS) -Itools -c $< -o $@
 
 $(BUILD)/src/simd/%_avx2.o: src/simd/%_avx2.c $(wildcard include/*.h src/*.h)
 	@mkdir -p $(dir $@)
@@ -77,8 +111,20 @@ $(STATIC_LIB): $(LIB_OBJ)
 $(SHARED_LIB): $(LIB_OBJ)
 	$(CC) -shared $(SANITIZE) -Wl,-soname,libavq.so.0 -o $@ $^ $(LDLIBS_LIB)
 
-$(CLI): $(TOOL_OBJ) $(STATIC_LIB)
-	$(CC) $(SANITIZE) -o $@ $(TOOL_OBJ) $(STATIC_LIB) $(HDF5_LIBS) $(LDLIBS_LIB)
+# the name the loader looks for (the soname)
+$(SONAME_LINK): $(SHARED_LIB)
+	ln -sf $(notdir $<) $@
+
+# Linked by path, so that no other libavq.so on the linker's search path
+# can stand in for this one.
+$(CLI): $(TOOL_OBJ) $(SHARED_LIB) $(SONAME_LINK)
+	$(CC) $(SANITIZE) -o $@ $(TOOL_OBJ) $(SHARED_LIB) $(CLI_RPATH) $(HDF5_LIBS) -ldl -lm
+
+# The paper's experiment (tools/cmd_paper.c): internal API, static library.
+$(PAPER_BIN): $(PAPER_OBJ) $(TOOL_LIB_OBJ) $(STATIC_LIB)
+	$(CC) $(SANITIZE) -o $@ $(PAPER_OBJ) $(TOOL_LIB_OBJ) $(STATIC_LIB) $(HDF5_LIBS) $(LDLIBS_LIB)
+
+paper: $(PAPER_BIN)
 
 # The unit tests link the static library and the CLI's helper modules
 # (dataset readers etc.), so internal functions can be tested directly.
@@ -94,8 +140,8 @@ test: unit-test py-test
 unit-test: $(TEST_BIN) $(CLI)
 	$(TEST_BIN) --jobs=2
 
-py-test: $(CLI) $(SHARED_LIB) python
-	AVQ_BIN=$(abspath $(CLI)) $(PYTHON) -m pytest -q tests
+py-test: $(CLI) $(SHARED_LIB) $(PAPER_BIN) python
+	AVQ_BIN=$(abspath $(CLI)) AVQ_PAPER_BIN=$(abspath $(PAPER_BIN)) $(PYTHON) -m pytest -q tests
 
 check:
 	$(MAKE) BUILD=build-sanitize SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" OPT="-O1 -g" test
@@ -145,3 +191,6 @@ clean:
 # loader fuzzer (fuzz/fuzz.mk: target `fuzz`) each own their fragment.
 include python/python.mk
 include fuzz/fuzz.mk
+
+# ThreadSanitizer stress test of the living index (tests/tsan.mk: `make tsan`).
+-include tests/tsan.mk

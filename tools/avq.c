@@ -5,6 +5,7 @@
 #include "avq.h"
 #include "cli.h"
 
+#include <dlfcn.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -17,12 +18,26 @@ typedef struct {
 static const command commands[] = {
     {"build", cmd_build, "build an index from vectors and save it"},
     {"info", cmd_info, "describe an index file"},
+    {"add", cmd_add, "add vectors to an index file (automatic or given ids)"},
+    {"remove", cmd_remove, "remove vectors from an index file by id"},
+    {"upsert", cmd_upsert, "insert or replace vectors of an index file by id"},
+    {"compact", cmd_compact, "reclaim the space of removed vectors"},
     {"gt", cmd_gt, "exact top-k ground truth of queries against a base set"},
     {"search", cmd_search, "search queries (exact brute force, or an index)"},
     {"eval", cmd_eval, "recall of search results against ground truth"},
     {"tune", cmd_tune, "fastest search settings for a target recall"},
-    {"paper", cmd_paper, "reproduce the paper's quantization experiment (Fig. 3)"},
 };
+
+/* The paper's experiment needs the library's internals (its PQ and
+ * anisotropic encoders), so it is a separate program linked with the static
+ * library, not part of this stable CLI, which uses only include/avq.h. */
+static int paper_moved(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    fprintf(stderr, "avq paper: moved to the separate program avq-paper ('make paper' builds "
+                    "build/avq-paper; run 'avq-paper --help')\n");
+    return 2;
+}
 
 static void print_help(FILE *out) {
     fprintf(out,
@@ -36,10 +51,27 @@ static void print_help(FILE *out) {
     fprintf(out,
             "\nvector files: .fvecs .ivecs .bvecs .npy, or HDF5 as FILE.hdf5:DATASET\n"
             "metrics: ip (inner product), l2 (squared Euclidean), cos (cosine)\n"
-            "environment: AVQ_ISA=scalar|avx2|avx512 forces a SIMD kernel set\n");
+            "environment: AVQ_ISA=scalar|avx2|avx512 forces a SIMD kernel set\n"
+            "the paper's experiment (Fig. 3) is the separate program avq-paper (make paper)\n");
+}
+
+/* The file the dynamic loader took libavq from, or "?" (dladdr on a
+ * function of the library). */
+static const char *library_path(void) {
+    Dl_info info;
+    if (dladdr((void *)avq_version, &info) && info.dli_fname) return info.dli_fname;
+    return "?";
 }
 
 int main(int argc, char **argv) {
+    /* The CLI links libavq.so with an rpath to its own directory; if a
+     * different library was loaded anyway, say so rather than run on it. */
+    if (avq_version_number() != AVQ_VERSION_NUMBER) {
+        fprintf(stderr, "avq: built for libavq %d.%d.%d but loaded libavq %s from %s\n",
+                AVQ_VERSION_MAJOR, AVQ_VERSION_MINOR, AVQ_VERSION_PATCH, avq_version(),
+                library_path());
+        return 1;
+    }
     if (argc < 2) {
         print_help(stderr);
         return 2;
@@ -50,11 +82,12 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(name, "--version") || !strcmp(name, "-V")) {
-        printf("avq %s (SIMD: %s)\n", avq_version(), avq_isa());
+        printf("avq %s (SIMD: %s, library %s)\n", avq_version(), avq_isa(), library_path());
         return 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(name, commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    if (!strcmp(name, "paper")) return paper_moved(argc - 1, argv + 1);
     fprintf(stderr, "avq: unknown command '%s' (try 'avq --help')\n", name);
     return 2;
 }

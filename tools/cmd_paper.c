@@ -1,5 +1,5 @@
 /*
- * cmd_paper.c -- `avq paper`: the quantization experiment of Guo et al. 2020
+ * cmd_paper.c -- `avq-paper`: the quantization experiment of Guo et al. 2020
  * (Figure 3): does choosing PQ codes by the anisotropic loss instead of the
  * reconstruction error find the true maximum-inner-product neighbour more
  * often, at the same bit rate?
@@ -61,7 +61,7 @@ typedef struct {
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: avq paper [--base B] [--query Q] [--queries N] [--plot FILE.png]\n"
+            "usage: avq-paper [--base B] [--query Q] [--queries N] [--plot FILE.png]\n"
             "                 [--csv FILE] [--thresholds 0.1,0.2,0.3,0.5] [--dims-per-block 4,2]\n"
             "                 [--eta-mode asymptotic|exact] [--sample S] [--iters I]\n"
             "                 [--seed S] [--threads T] [--no-normalize] [--first]\n"
@@ -268,7 +268,7 @@ static int run_config(const paper_opts *o, const eval_setup *e, size_t dpb, vari
         rc = cli_fail("paper", st);
         goto out;
     }
-    fprintf(stderr, "avq paper: %zu bits (%zu blocks x 4 bits, %zu dims/block): codebook in %.1f s\n",
+    fprintf(stderr, "avq-paper: %zu bits (%zu blocks x 4 bits, %zu dims/block): codebook in %.1f s\n",
             4 * K, K, dpb, cli_now() - t0);
     size_t runs = 1 + o->nthresholds * (o->cb_rounds ? 2 : 1);
     for (size_t r = 0; r < runs && !rc; r++) {
@@ -308,7 +308,7 @@ static int run_config(const paper_opts *o, const eval_setup *e, size_t dpb, vari
         rc = evaluate(e, decoded, v);
         v->total_s = cli_now() - start;
         if (!rc)
-            fprintf(stderr, "avq paper:   %-20s R1@10 %.4f  (%.1f s)\n", v->name, v->recall1[10],
+            fprintf(stderr, "avq-paper:   %-20s R1@10 %.4f  (%.1f s)\n", v->name, v->recall1[10],
                     v->total_s);
     }
 out:
@@ -379,7 +379,7 @@ static int write_plot(const char *png, const variant *v, size_t nv) {
             WEXITSTATUS(status) != 0)
             rc = cli_error("paper", "plot script %s failed (python %s)", script, python);
         else
-            fprintf(stderr, "avq paper: wrote %s\n", png);
+            fprintf(stderr, "avq-paper: wrote %s\n", png);
     }
     unlink(csv);
     return rc;
@@ -426,12 +426,12 @@ int cmd_paper(int argc, char **argv) {
         goto out;
     }
     e.gt = gt;
-    fprintf(stderr, "avq paper: %zu x %zu base, %zu queries, exact top-%zu in %.1f s\n",
+    fprintf(stderr, "avq-paper: %zu x %zu base, %zu queries, exact top-%zu in %.1f s\n",
             base.rows, base.cols, nq, e.k_gt, cli_now() - t0);
     size_t nv = 0;
     for (size_t c = 0; c < o.nconfigs && !rc; c++) rc = run_config(&o, &e, o.dpb[c], vars, &nv);
     if (!rc) {
-        printf("# avq paper: %s, %zu %s queries, eta mode %s, total %.1f s\n", o.base_path, nq,
+        printf("# avq-paper: %s, %zu %s queries, eta mode %s, total %.1f s\n", o.base_path, nq,
                nq == query.rows ? "(all)" : o.first ? "first" : "evenly spread",
                o.eta_mode == AVQ_ETA_EXACT ? "exact" : "asymptotic", cli_now() - t0);
         print_table(stdout, vars, nv);
