@@ -487,3 +487,11 @@ def test_cli_is_a_client_of_the_public_header_only(avq_bin):
         for inc in re.findall(r'#\s*include\s*"([^"]+)"', open(os.path.join(tools, name)).read()):
             assert "src/" not in inc and os.path.basename(inc) not in src_headers, \
                 f"tools/{name} includes {inc}"
+
+
+def test_tune_from_base_needs_ids_that_are_row_numbers(w):
+    ok(w.run("remove", "--index", w.index, "--ids", w.ids("one.txt", [7])))
+    kept = w.vectors("kept.fvecs", np.delete(w.base, 7, axis=0))
+    q = w.vectors("q.fvecs", w.new)
+    refused(w.run("tune", "--index", w.index, "--query", q, "--base", kept, "--runs", 1),
+            "row numbers", "--gt")

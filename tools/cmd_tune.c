@@ -184,6 +184,16 @@ static int parse_options(int argc, char **argv, tune_options *o) {
     return 0;
 }
 
+/* True if the index holds exactly the ids 0..size-1, so that row r of the
+ * file it was built from is id r (not so once vectors were added under
+ * other ids or removed). */
+static bool ids_are_rows(const avq_index *index) {
+    size_t n = avq_index_size(index);
+    for (size_t r = 0; r < n; r++)
+        if (!avq_index_contains(index, (int64_t)r)) return false;
+    return true;
+}
+
 /* The true top-k ids of the queries, from --gt or by exact search of --base. */
 static int load_truth(const tune_options *o, const avq_index *index, const float_matrix *query,
                       int_matrix *truth) {
@@ -206,6 +216,10 @@ static int load_truth(const tune_options *o, const avq_index *index, const float
     if (base.cols != query->cols || base.rows != avq_index_size(index)) {
         rc = cli_error("tune", "%s is %zu x %zu, but the index holds %zu x %zu", o->base,
                        base.rows, base.cols, avq_index_size(index), avq_index_dim(index));
+    } else if (!ids_are_rows(index)) {
+        rc = cli_error("tune", "the index's ids are not the row numbers of %s (vectors were "
+                               "added or removed): give --gt with the neighbours' ids instead",
+                       o->base);
     } else if (!ids || !truth->data) {
         rc = cli_error("tune", "out of memory for the ground truth");
     } else {
