@@ -1431,7 +1431,10 @@ static PyObject *Index_get_quantizer(IndexObject *self, void *c) {
 }
 
 PyDoc_STRVAR(Index_retrain_doc,
-"retrain($self, /, *, num_leaves=..., training_sample=..., ..., progress=None)\n"
+"retrain($self, /, *, num_leaves=..., training_sample=..., kmeans_iterations=...,\n"
+"        spherical=..., avq_center_eta=..., dims_per_block=..., bits=...,\n"
+"        threshold=..., eta=..., reorder=..., brute_force_below=..., threads=...,\n"
+"        seed=..., progress=None)\n"
 "--\n"
 "\n"
 "A new index over the live vectors of this one (as get() returns them),\n"
