@@ -96,7 +96,7 @@ static void run_topk(scan_job *j, size_t nq) {
         avq_topk_init(&j->topk[i], 10, j->storage[i], 21);
         q[i] = (avq_scan_query){j->luts[i], 0.0, 0.01, &j->topk[i]};
     }
-    avq_scan_leaf leaf = {j->packed, j->n, j->K, NULL, 0};
+    avq_scan_leaf leaf = {j->packed, j->n, j->K, NULL, 0, NULL};
     j->k->lut16_topk(&leaf, nq, q);
     sink += (uint64_t)avq_topk_finish(&j->topk[0]);
 }

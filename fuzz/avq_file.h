@@ -138,10 +138,11 @@ typedef struct {
     size_t length;
 } avqf_out;
 
-/* Lay out a complete, valid container (version 1) holding `count` sections
- * in the given order; *size receives its length.  malloc'ed; NULL on
- * failure. */
-static inline uint8_t *avqf_write(const avqf_out *secs, size_t count, size_t *size) {
+/* Lay out a complete, valid container of format `version` holding `count`
+ * sections in the given order; *size receives its length.  malloc'ed; NULL
+ * on failure. */
+static inline uint8_t *avqf_write_version(const avqf_out *secs, size_t count, uint32_t version,
+                                          size_t *size) {
     if (count == 0 || count > AVQF_MAX_SECTIONS) return NULL;
     size_t table_end = AVQF_HEADER + count * AVQF_ENTRY;
     size_t pos = (table_end + AVQF_ALIGN - 1) & ~(size_t)(AVQF_ALIGN - 1);
@@ -153,7 +154,7 @@ static inline uint8_t *avqf_write(const avqf_out *secs, size_t count, size_t *si
     uint8_t *buf = calloc(1, pos);
     if (!buf) return NULL;
     memcpy(buf, "AVQINDEX", 8);
-    avqf_put32(buf + 8, 1);
+    avqf_put32(buf + 8, version);
     avqf_put32(buf + 12, 0x01020304u);
     avqf_put32(buf + 16, (uint32_t)count);
     for (size_t i = 0; i < count; i++) {
@@ -167,6 +168,11 @@ static inline uint8_t *avqf_write(const avqf_out *secs, size_t count, size_t *si
     avqf_fix(buf, pos, AVQF_FIX_ALL);
     *size = pos;
     return buf;
+}
+
+/* The same in the version avq writes today (2). */
+static inline uint8_t *avqf_write(const avqf_out *secs, size_t count, size_t *size) {
+    return avqf_write_version(secs, count, 2, size);
 }
 
 #endif

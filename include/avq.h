@@ -30,10 +30,21 @@
  *   needs).  Objects avq creates (avq_index) are released with their own
  *   _free function, which accepts NULL.
  *
- * Threads.  avq has no global mutable state.  An avq_index is immutable once
- *   built or loaded: any number of threads may search it at once without
- *   locks.  Functions that take a `threads` argument use that many worker
- *   threads (0 means "one per online CPU") and return only when all are done.
+ * Threads.  avq has no global mutable state.  An avq_quantizer is immutable.
+ *   An avq_index changes only through its writer functions (add, upsert,
+ *   remove, compact); any number of threads may search it, and call its
+ *   read-only functions, while ONE writer changes it -- concurrent writers
+ *   are serialised by a mutex inside the index.  A search never waits for a
+ *   writer and never sees a half-made change: it sees each leaf either
+ *   before or after a change (doc/DESIGN.md, "Concurrency").  Functions that
+ *   take a `threads` argument use that many worker threads (0 means "one per
+ *   online CPU") and return only when all are done.
+ *
+ * Structs across versions.  Parameter and statistics structs start with a
+ *   `struct_size` field that their _init macro sets to the caller's
+ *   sizeof: a newer library never reads or writes past an older caller's
+ *   struct, and fields it added later take their defaults.  Always start
+ *   from the _init macro; a struct whose struct_size is 0 is refused.
  *
  * Scores.  For AVQ_METRIC_DOT and AVQ_METRIC_COSINE, scores are similarities:
  *   larger is better and results come in decreasing order.  For AVQ_METRIC_L2
@@ -41,8 +52,11 @@
  *   in increasing order.  Ties are broken by the lower id.  When fewer than k
  *   results exist, the remaining ids are -1 and their scores are NaN.
  *
- * Ids.  A database vector's id is its row number in the array it was built
- *   from (0-based), returned as int64_t.
+ * Ids.  Every vector in an index has a 64-bit id.  The caller chooses it
+ *   (avq_index_add with ids) or avq assigns the next free one: one more than
+ *   the largest id the index has ever held (0 for an empty index), so an
+ *   index built in one call from n rows has ids 0..n-1, its row numbers.
+ *   The id -1 (AVQ_NO_ID) is reserved: it marks "no result".
  */
 #ifndef AVQ_H
 #define AVQ_H
@@ -65,7 +79,7 @@ extern "C" {
 /* ------------------------------------------------------------------------- */
 
 #define AVQ_VERSION_MAJOR 0
-#define AVQ_VERSION_MINOR 1
+#define AVQ_VERSION_MINOR 2
 #define AVQ_VERSION_PATCH 0
 /* One number that compares: 100*100*major + 100*minor + patch. */
 #define AVQ_VERSION_NUMBER \
@@ -187,6 +201,7 @@ typedef enum avq_reorder {
  *   n < 100 * 1000             one leaf: 4-bit anisotropic PQ scan + reorder
  *   otherwise                  num_leaves k-means leaves + PQ + reorder     */
 typedef struct avq_build_params {
+    size_t struct_size;       /* set by avq_build_params_init: sizeof       */
     avq_metric metric;
     /* partitioning */
     size_t num_leaves;        /* 0 = auto (about sqrt(n)); 1 = no partition   */
@@ -214,15 +229,75 @@ typedef struct avq_build_params {
     void *progress_user;
 } avq_build_params;
 
-/* Fill *params with the defaults for `metric`.  Never fails. */
-AVQ_API void avq_build_params_init(avq_build_params *params, avq_metric metric);
+/* Fill *params with the defaults for `metric` (writing at most struct_size
+ * bytes).  Never fails.  Use the macro: it passes the caller's sizeof. */
+AVQ_API void avq_build_params_init_sized(avq_build_params *params, size_t struct_size,
+                                         avq_metric metric);
+#define avq_build_params_init(params, metric) \
+    avq_build_params_init_sized((params), sizeof *(params), (metric))
 
-/* An index: opaque, immutable after build or load, safe to search from any
- * number of threads at once. */
+/* The id that marks "no result" in search output; never a vector's id. */
+#define AVQ_NO_ID ((int64_t)-1)
+
+/* ------------------------------------------------------------------------- */
+/* The quantizer: what training produces                                     */
+/* ------------------------------------------------------------------------- */
+
+/* A trained quantizer: the metric, the leaf centers, the PQ codebook, the
+ * encoding settings (T or eta, bits, dimensions per block), the reorder kind
+ * and its int8 scales, and the default search settings.  It holds no
+ * vectors.  Immutable once made, so it may be used from any number of
+ * threads, and many indexes (shards) may share one: every index created from
+ * it scores vectors the same way, so their results merge exactly.
+ * Internally reference-counted: an index created from it keeps what it
+ * needs alive, so the caller may free its handle at any time. */
+typedef struct avq_quantizer avq_quantizer;
+
+/* Train a quantizer on n sample vectors (row-major, not retained): k-means
+ * leaves, the PQ codebook and the int8 scales, exactly as avq_index_build
+ * trains them (the tiers of avq_build_params apply: with n below
+ * brute_force_below the quantizer is the exact tier, which has no codes).
+ * Long: reports progress and can be cancelled through params->progress.
+ * Errors: as avq_index_build.  Thread-safe: yes. */
+AVQ_API int avq_quantizer_train(const float *data, size_t n, size_t dim,
+                                const avq_build_params *params, avq_quantizer **out);
+
+/* Release the caller's handle (indexes created from it keep their own
+ * reference).  NULL is a no-op. */
+AVQ_API void avq_quantizer_free(avq_quantizer *quantizer);
+
+/* Save a quantizer alone (an index file holding no vectors; atomic like
+ * avq_index_save).  Errors: AVQ_ERR_INVALID, AVQ_ERR_IO. */
+AVQ_API int avq_quantizer_save(const avq_quantizer *quantizer, const char *path);
+
+/* Load a quantizer from a file written by avq_quantizer_save -- or from any
+ * index file, taking its quantizer and ignoring its vectors.  Checked like
+ * avq_index_load.  Errors: AVQ_ERR_INVALID, AVQ_ERR_IO, AVQ_ERR_FORMAT,
+ * AVQ_ERR_NOMEM. */
+AVQ_API int avq_quantizer_load(const char *path, avq_quantizer **out);
+
+/* Accessors (quantizer must not be NULL). */
+AVQ_API size_t avq_quantizer_dim(const avq_quantizer *quantizer);
+AVQ_API avq_metric avq_quantizer_metric(const avq_quantizer *quantizer);
+AVQ_API size_t avq_quantizer_num_leaves(const avq_quantizer *quantizer);
+
+/* An index: opaque; searched from any number of threads while one writer
+ * changes it (see "Threads" at the top). */
 typedef struct avq_index avq_index;
 
+/* Create an empty index that encodes with `quantizer` (which it shares:
+ * the caller keeps its handle and may free it).  Fill it with
+ * avq_index_add.  Errors: AVQ_ERR_INVALID (NULL), AVQ_ERR_NOMEM. */
+AVQ_API int avq_index_create(const avq_quantizer *quantizer, avq_index **out);
+
+/* The quantizer the index encodes with, borrowed: valid while the index
+ * lives; pass it to avq_index_create to make more shards like this one. */
+AVQ_API const avq_quantizer *avq_index_quantizer(const avq_index *index);
+
 /* Build an index over n vectors of dimension dim (row-major, copied: the
- * caller may free `data` afterwards).  On success *out owns a new index
+ * caller may free `data` afterwards): avq_quantizer_train on the data, then
+ * avq_index_add of every row with ids 0..n-1 (the rows keep the leaves
+ * training gave them).  On success *out owns a new index
  * (release with avq_index_free).  Long: reports progress and can be
  * cancelled through params->progress.
  * Errors: AVQ_ERR_INVALID (bad params -- the message names the field --,
@@ -232,19 +307,111 @@ AVQ_API int avq_index_build(const float *data, size_t n, size_t dim,
                             const avq_build_params *params, avq_index **out);
 
 /* Release an index and everything it owns (or unmaps).  NULL is a no-op.
- * No search may be running on it. */
+ * No other call may be running on it. */
 AVQ_API void avq_index_free(avq_index *index);
+
+/* ---- changing an index ----------------------------------------------------
+ * All four writer functions are all-or-nothing: on any error the index is
+ * exactly as before the call.  They encode with the index's quantizer (its
+ * leaves, codebook and anisotropic weights are never retrained: see
+ * avq_index_stats for the drift to watch).  Writers are serialised with
+ * each other; searches run on while they work and see each leaf change at
+ * once.  Rows are checked first: a row with NaN/Inf, a zero row with the
+ * cosine metric, a duplicate id within the call or the id AVQ_NO_ID make the
+ * call fail with AVQ_ERR_INVALID naming the row, and nothing is added. */
+
+/* Add n vectors (row-major n x dim, copied) under `ids` (n distinct ids
+ * not in the index), or under automatic ids when ids is NULL (the next
+ * free ones, see "Ids" above).  ids_out, if not NULL, receives the n ids
+ * used.  threads: encoding workers (0 = one per CPU).
+ * Errors: AVQ_ERR_INVALID (also: an id already present -- use
+ * avq_index_upsert to replace), AVQ_ERR_NOMEM.  n = 0 is a no-op. */
+AVQ_API int avq_index_add(avq_index *index, const float *vectors, size_t n,
+                          const int64_t *ids, int threads, int64_t *ids_out);
+
+/* Insert or replace: ids present get their vector replaced, the others are
+ * added.  *replaced (if not NULL) receives how many were present.
+ * Errors as avq_index_add (ids is required here). */
+AVQ_API int avq_index_upsert(avq_index *index, const float *vectors, size_t n,
+                             const int64_t *ids, int threads, size_t *replaced);
+
+/* Remove the vectors with these ids.  Ids not in the index are counted,
+ * not an error: *removed (if not NULL) receives how many were present.
+ * From the moment this returns no search started afterwards returns them.
+ * A leaf whose share of dead slots passes the compaction threshold (0.5 by
+ * default, avq_index_set_compact_threshold) is compacted before return.
+ * Errors: AVQ_ERR_INVALID (NULL with n > 0), AVQ_ERR_NOMEM. */
+AVQ_API int avq_index_remove(avq_index *index, const int64_t *ids, size_t n,
+                             size_t *removed);
+
+/* Rewrite every leaf whose dead share is at least min_dead_fraction
+ * (0 = every leaf with any dead slot) without its dead slots, reclaiming
+ * their memory.  *compacted (if not NULL): leaves rewritten.
+ * Errors: AVQ_ERR_INVALID (fraction outside [0, 1]), AVQ_ERR_NOMEM. */
+AVQ_API int avq_index_compact(avq_index *index, double min_dead_fraction,
+                              size_t *compacted);
+
+/* The dead share at which avq_index_remove compacts a leaf by itself:
+ * (0, 1], or 0 to turn automatic compaction off.  Default 0.5.
+ * Errors: AVQ_ERR_INVALID. */
+AVQ_API int avq_index_set_compact_threshold(avq_index *index, double fraction);
+
+/* 1 if a vector with this id is in the index, 0 if not. */
+AVQ_API int avq_index_contains(const avq_index *index, int64_t id);
+
+/* The stored vectors of n ids into out (n x dim), as the index keeps them
+ * for re-ranking: exact with FLOAT reorder (normalised for cosine),
+ * dequantized with INT8.  Errors: AVQ_ERR_INVALID (an id not present: the
+ * message names it; out is then partly written), AVQ_ERR_UNSUPPORTED
+ * (reorder NONE keeps no vectors). */
+AVQ_API int avq_index_get(const avq_index *index, const int64_t *ids, size_t n,
+                          float *out);
+
+/* Retrain: a new index over the live vectors of `index` (as avq_index_get
+ * returns them), with a quantizer trained afresh with `params` (NULL = the
+ * parameters `index` was built with) and the same ids.  This is the remedy
+ * for drift (leaves grown apart, a distribution that moved); its cost is a
+ * full build.  The old index is not changed; swap the two when it returns.
+ * Errors: as avq_index_build, AVQ_ERR_UNSUPPORTED (reorder NONE). */
+AVQ_API int avq_index_retrain(const avq_index *index, const avq_build_params *params,
+                              avq_index **out);
+
+/* What the index holds and how its leaves have drifted. */
+typedef struct avq_index_stats {
+    size_t struct_size;       /* set by avq_index_get_stats: sizeof         */
+    size_t live;              /* vectors searchable (avq_index_size)        */
+    size_t dead;              /* removed slots not yet compacted away       */
+    size_t leaves, empty_leaves;
+    size_t min_leaf, max_leaf;/* live vectors of the smallest/largest leaf  */
+    double mean_leaf;         /* live / leaves                              */
+    double leaf_cv;           /* std. deviation / mean of live leaf sizes:
+                                 0 = perfectly even; it grows as added data
+                                 drifts from the training sample            */
+    double max_leaf_dead;     /* largest dead share of any leaf             */
+    size_t memory_bytes;      /* as avq_index_memory_bytes                  */
+    int64_t next_id;          /* the id the next automatic add will use     */
+} avq_index_stats;
+
+AVQ_API int avq_index_stats_sized(const avq_index *index, avq_index_stats *out,
+                                  size_t struct_size);
+/* Fill *out (the macro passes sizeof *out).  Errors: AVQ_ERR_INVALID. */
+#define avq_index_get_stats(index, out) \
+    avq_index_stats_sized((index), (out), sizeof *(out))
 
 /* Per-call search settings.  Start from avq_search_params_init(). */
 typedef struct avq_search_params {
+    size_t struct_size;       /* set by avq_search_params_init: sizeof      */
     size_t k;                 /* results per query, default 10                */
     size_t leaves_to_search;  /* leaves scanned per query; 0 = index default  */
     size_t pre_reorder;       /* candidates re-scored exactly; 0 = default;
                                  ignored without reorder data                 */
 } avq_search_params;
 
-/* k = 10, leaves_to_search and pre_reorder 0 (the index's defaults). */
-AVQ_API void avq_search_params_init(avq_search_params *params);
+/* k = 10, leaves_to_search and pre_reorder 0 (the index's defaults).  Use
+ * the macro: it passes the caller's sizeof. */
+AVQ_API void avq_search_params_init_sized(avq_search_params *params, size_t struct_size);
+#define avq_search_params_init(params) \
+    avq_search_params_init_sized((params), sizeof *(params))
 
 /* Search one query (dim floats).  ids/scores: k entries each, caller
  * allocated (scores may be NULL).  Scores and order follow the conventions
@@ -272,16 +439,19 @@ AVQ_API int avq_index_search_batch(const avq_index *index, const float *queries,
                                    int threads, int64_t *ids, float *scores);
 
 /* Accessors (index must not be NULL). */
-AVQ_API size_t avq_index_size(const avq_index *index);      /* vectors    */
+AVQ_API size_t avq_index_size(const avq_index *index);      /* live vectors */
 AVQ_API size_t avq_index_dim(const avq_index *index);       /* dimension  */
 AVQ_API avq_metric avq_index_metric(const avq_index *index);
 AVQ_API size_t avq_index_num_leaves(const avq_index *index);
 /* Bytes of memory the index holds (codes, centers, codebooks, reorder data,
  * ids), excluding the allocator's overhead. */
 AVQ_API size_t avq_index_memory_bytes(const avq_index *index);
-/* The parameters it was built with (progress callback cleared). */
+/* The parameters its quantizer was trained with (progress callback
+ * cleared).  *out must come from avq_build_params_init (its struct_size is
+ * kept). */
 AVQ_API void avq_index_build_params(const avq_index *index, avq_build_params *out);
-/* The defaults used when avq_search_params leaves fields at 0. */
+/* The defaults used when avq_search_params leaves fields at 0.  *out must
+ * come from avq_search_params_init. */
 AVQ_API void avq_index_default_search_params(const avq_index *index,
                                              avq_search_params *out);
 
@@ -289,7 +459,11 @@ AVQ_API void avq_index_default_search_params(const avq_index *index,
 /* Saving and loading                                                        */
 /* ------------------------------------------------------------------------- */
 
-/* Write the index to one file (format: doc/FORMAT.md).  The data goes to a
+/* Write the index to one file (format: doc/FORMAT.md, version 2).  It
+ * holds the quantizer, every leaf with its dead slots and liveness, the
+ * ids and the next automatic id: a loaded index is the saved one, and can
+ * change again.  Waits for a running writer (the file is one consistent
+ * state); searches go on meanwhile.  The data goes to a
  * temporary file in the same directory, is flushed to disk (fsync) and then
  * renamed over `path`: a crash or a full disk mid-save never destroys a
  * previous file at `path`.
@@ -301,7 +475,9 @@ AVQ_API int avq_index_save(const avq_index *index, const char *path);
 #define AVQ_LOAD_COPY 0u          /* read the file into memory owned by the index */
 #define AVQ_LOAD_MMAP 1u          /* map the file read-only: near-instant, pages
                                      come from the page cache on first use; the
-                                     file must not be modified while mapped   */
+                                     file must not be modified while mapped.
+                                     The index can still change: a leaf is
+                                     copied into memory on its first write  */
 #define AVQ_LOAD_SKIP_CHECKSUMS 2u /* with AVQ_LOAD_MMAP only (a copy always
                                      verifies): trust the data sections'
                                      CRC32C (headers and every size are still
@@ -321,6 +497,23 @@ AVQ_API int avq_index_save(const avq_index *index, const char *path);
  * unmaps).  Errors: AVQ_ERR_INVALID, AVQ_ERR_IO, AVQ_ERR_FORMAT,
  * AVQ_ERR_NOMEM.  Thread-safe: yes. */
 AVQ_API int avq_index_load(const char *path, unsigned flags, avq_index **out);
+
+/* Version-1 files (avq 0.1) load too: their ids are their row numbers. */
+
+/* The same format in memory: *bytes (release with avq_free) holds what
+ * avq_index_save would write, *size its length.  For pickling, sending an
+ * index over a network, keeping it in a database.
+ * Errors: AVQ_ERR_INVALID, AVQ_ERR_NOMEM. */
+AVQ_API int avq_index_save_bytes(const avq_index *index, void **bytes, size_t *size);
+
+/* Load an index from size bytes written by avq_index_save_bytes (or read
+ * from an index file); the bytes are copied and verified as by
+ * avq_index_load with AVQ_LOAD_COPY.  Errors: as avq_index_load. */
+AVQ_API int avq_index_load_bytes(const void *bytes, size_t size, avq_index **out);
+
+/* Release memory avq handed to the caller (avq_index_save_bytes).  NULL is
+ * a no-op. */
+AVQ_API void avq_free(void *p);
 
 /* ------------------------------------------------------------------------- */
 /* CPU features                                                              */

@@ -1,19 +1,40 @@
 /*
- * index.h -- the in-memory shape of an avq_index, shared by build.c,
- * search.c and io.c.
+ * index.h -- the in-memory shape of a quantizer and of a living index,
+ * shared by quantizer.c, leaf.c, mutate.c, search.c and io.c.
  *
- * Points are stored in *leaf order*: leaf 0's points first, then leaf 1's,
- * and so on; `ids` maps a position back to the caller's row number.  Keeping
- * codes and reorder vectors in the same order means a candidate is just a
- * position, and re-ranking touches rows that neighbour each other within a
- * leaf.  Every array is a flat run of plain numbers with no pointers inside,
- * so the file format (io.c) can map them straight from disk.
+ * A quantizer is everything training produces (leaf centers, PQ codebook,
+ * int8 scales, the settings codes are made with); it never changes and may
+ * be shared by several indexes.  An index is a quantizer plus one *leaf* per
+ * partition cell.  A leaf is reached through one atomic pointer to its
+ * current *version*; a version is immutable once published, so a search
+ * that loaded the pointer reads a consistent leaf however the writer goes on
+ * (doc/DESIGN.md, "Concurrency").
+ *
+ * A version's slots [0, n) live in a *store*: arrays of `capacity` slots of
+ * codes, ids and re-ranking data.  A writer appends by writing slots
+ * [n, n + m) of the store -- no search reads them, they are beyond every
+ * published n -- and publishing a version with the larger n.  Two things
+ * cannot be written in place because searches read them whole: the packed
+ * 4-bit group that is still filling up (the fast-scan kernels read all 32
+ * lanes of a group), and the liveness bitmap.  So each version owns a copy
+ * of both: `tail` holds the codes of slots [full, n) as one packed group,
+ * and `alive` one bit per slot.  Both are small (16K bytes and n/8 bytes).
+ *
+ * Stores made by a load (pointing into a file mapping) or by compaction are
+ * exact-size; a store loaded from a file keeps its partial last group in
+ * `codes` (full = n, tail = NULL) and is never written: the first append
+ * copies the leaf into a new, larger store ("copy on first write").
+ *
+ * Candidates of the scan are (leaf << 32 | slot), which orders like the
+ * leaf-order positions of a frozen index, so ties break the same way.
  */
 #ifndef AVQ_INDEX_H
 #define AVQ_INDEX_H
 
 #include "avq.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -23,44 +44,207 @@ typedef enum {
     AVQ_MODE_PQ = 1       /* leaves + product quantization (+ reorder)     */
 } avq_index_mode;
 
-struct avq_index {
-    avq_build_params params; /* as built, progress callback cleared      */
-    avq_index_mode mode;
-    size_t n, dim;
+/* A read-only byte range (a file mapping or an anonymous copy of a file)
+ * that arrays of a quantizer and of leaves point into; unmapped when the
+ * last of them lets go. */
+typedef struct {
+    void *addr;
+    size_t bytes;
+    atomic_int refs;
+} avq_mapping;
 
-    /* partition: num_leaves centers; leaf l holds positions
-     * [leaf_offsets[l], leaf_offsets[l+1]).  For L2 the codes quantize raw
-     * vectors and the leaf bias is 0; for dot/cosine they quantize x - c. */
+avq_mapping *avq_mapping_new(void *addr, size_t bytes);
+void avq_mapping_ref(avq_mapping *m);
+void avq_mapping_unref(avq_mapping *m);
+
+struct avq_quantizer {
+    atomic_int refs;         /* handles + indexes using it                  */
+    avq_build_params params; /* as trained, progress callback cleared      */
+    avq_index_mode mode;
+    size_t dim, trained_n;
+    /* partition: num_leaves centers.  For L2 the codes quantize raw vectors
+     * and the leaf bias is 0; for dot/cosine they quantize x - c. */
     size_t num_leaves;
     float *centers;          /* num_leaves x dim                            */
-    float *center_norms;     /* |c| per leaf: visit order for dot products  */
-    uint64_t *leaf_offsets;  /* num_leaves + 1                              */
-    int64_t *ids;            /* n: position -> caller's row                 */
-
+    float *center_norms;     /* |c| per leaf                                */
     /* product quantizer */
     int bits;                /* 4 or 8                                      */
     size_t dims_per_block, num_blocks, num_centers;
-    float *codebook;         /* num_centers x dim (layout in pq.h)           */
-    uint8_t *codes;          /* 4-bit: packed per leaf; 8-bit: n x K rows   */
-    uint64_t *code_offsets;  /* num_leaves + 1 byte offsets into codes      */
-
-    /* re-ranking data, positions in leaf order */
-    avq_reorder reorder;
-    float *vectors;          /* n x dim float (FLOAT, and BRUTE mode)       */
-    int8_t *vectors_i8;      /* n x dim int8 (INT8)                         */
-    float *i8_scale;         /* dim: x_j ~ vectors_i8[j] * i8_scale[j]      */
-    float *norms2;           /* n: exact |x|² (L2 with INT8 reorder)        */
-
-    /* default search parameters */
+    float *codebook;         /* num_centers x dim (layout in pq.h); PQ only */
+    /* re-ranking */
+    avq_reorder reorder;     /* BRUTE mode always keeps float vectors       */
+    float *i8_scale;         /* dim: x_j ~ i8[j] * i8_scale[j] (INT8)       */
     size_t default_leaves_to_search, default_pre_reorder;
-
-    /* ownership: either every array above was malloc'ed, or they point
-     * into one read-only mapping of a file */
-    void *mapping;
-    size_t mapping_bytes;
+    avq_mapping *mapping;    /* NULL: the arrays are malloc'ed             */
 };
 
-/* Free every owned array (not the struct). */
-void avq_index_release_arrays(avq_index *index);
+void avq_quantizer_ref(const avq_quantizer *q);
+/* Bytes the quantizer's arrays take. */
+size_t avq_quantizer_memory_bytes(const avq_quantizer *q);
+/* Whether a quantizer keeps float / int8 re-ranking rows, and codes. */
+static inline bool avq_keeps_float(const avq_quantizer *q) {
+    return q->mode == AVQ_MODE_BRUTE || q->reorder == AVQ_REORDER_FLOAT;
+}
+static inline bool avq_keeps_int8(const avq_quantizer *q) {
+    return q->mode == AVQ_MODE_PQ && q->reorder == AVQ_REORDER_INT8;
+}
+static inline bool avq_keeps_norms(const avq_quantizer *q) {
+    return q->params.metric == AVQ_METRIC_L2;
+}
+/* Train, also returning the leaf of every training row (malloc'ed; NULL
+ * leaf_of_out to skip).  quantizer.c. */
+int avq_quantizer_train_assign(const float *data, size_t n, size_t dim,
+                               const avq_build_params *params, avq_quantizer **out,
+                               int32_t **leaf_of_out);
+/* Validate and widen a caller's build params to this library's struct. */
+int avq_build_params_resolve(const avq_build_params *in, avq_build_params *out);
+
+/* ---- deferred reclamation (leaf.c) ------------------------------------- */
+
+/* Objects a writer replaced are put on a list with the epoch of their
+ * retirement and freed once no search that could have loaded them is still
+ * running (epoch-based reclamation; doc/DESIGN.md). */
+typedef struct avq_retired {
+    struct avq_retired *next;
+    uint64_t epoch;
+    int kind;                /* RETIRED_LEAF or RETIRED_STORE               */
+} avq_retired;
+
+enum { AVQ_READER_SLOTS = 64 };
+
+typedef struct {
+    _Alignas(64) _Atomic uint64_t epoch; /* 0 = idle, else the epoch seen  */
+} avq_reader_slot;
+
+/* ---- leaves --------------------------------------------------------------- */
+
+typedef struct avq_leaf_store {
+    avq_retired node;        /* first: the retire list links stores         */
+    size_t capacity;         /* slots                                       */
+    bool owned;              /* false: arrays point into a mapping          */
+    uint8_t *codes;          /* 4-bit: packed groups; 8-bit: capacity x K   */
+    int64_t *ids;            /* capacity                                    */
+    float *vectors;          /* capacity x dim (float re-ranking, brute)    */
+    int8_t *vectors_i8;      /* capacity x dim (int8 re-ranking)            */
+    float *norms2;           /* capacity: |x|² (L2)                         */
+    size_t bytes;            /* allocated bytes, for memory accounting      */
+} avq_leaf_store;
+
+typedef struct avq_leaf {
+    avq_retired node;        /* first: the retire list links versions       */
+    size_t n;                /* slots, live and dead                        */
+    size_t live;
+    size_t full;             /* 4-bit: slots whose codes are in store->codes
+                                (a multiple of 32, or n in a frozen store);
+                                8-bit and brute: n                         */
+    const uint8_t *tail;     /* packed group of slots [full, n), or NULL    */
+    const uint32_t *alive;   /* (n + 31) / 32 words, bit = live; NULL = all */
+    avq_leaf_store *store;
+    uint8_t *own_tail;       /* what this version allocated itself          */
+    uint32_t *own_alive;
+} avq_leaf;
+
+static inline bool avq_leaf_slot_alive(const avq_leaf *v, size_t slot) {
+    return !v->alive || (v->alive[slot >> 5] >> (slot & 31)) & 1u;
+}
+
+/* ---- the id map (idmap.c) ------------------------------------------------ */
+
+/* id -> location (leaf << 32 | slot) of the live vector with that id.
+ * Open addressing with linear probing; only the writer changes it. */
+typedef struct {
+    int64_t *keys;
+    uint64_t *vals;          /* AVQ_IDMAP_EMPTY / AVQ_IDMAP_TOMB / a place  */
+    size_t capacity;         /* a power of two, or 0                        */
+    size_t used, tombs;
+} avq_idmap;
+
+#define AVQ_IDMAP_EMPTY UINT64_MAX
+#define AVQ_IDMAP_TOMB (UINT64_MAX - 1)
+
+void avq_idmap_free(avq_idmap *m);
+/* Make room for `more` insertions without further allocation. */
+int avq_idmap_reserve(avq_idmap *m, size_t more);
+/* Lookup: the place, or AVQ_IDMAP_EMPTY. */
+uint64_t avq_idmap_get(const avq_idmap *m, int64_t id);
+/* Insert or overwrite (needs room: avq_idmap_reserve first). */
+void avq_idmap_put(avq_idmap *m, int64_t id, uint64_t place);
+/* Remove; returns whether it was there. */
+bool avq_idmap_del(avq_idmap *m, int64_t id);
+
+/* ---- the index ------------------------------------------------------------ */
+
+struct avq_index {
+    avq_quantizer *q;
+    size_t dim, num_leaves;
+    avq_leaf *_Atomic *leaves;  /* num_leaves current versions              */
+    avq_mapping *mapping;       /* what loaded leaves point into, or NULL   */
+    atomic_size_t live;         /* live vectors over all leaves            */
+
+    /* writer side: everything below only under write_lock */
+    pthread_mutex_t write_lock;
+    avq_idmap ids;
+    bool ids_ready;             /* built lazily after a load                */
+    int64_t next_id;
+    double compact_threshold;
+
+    /* reclamation */
+    _Atomic uint64_t epoch;     /* starts at 1                              */
+    avq_reader_slot readers[AVQ_READER_SLOTS];
+    avq_retired *retired;       /* writer-owned list                        */
+};
+
+/* Search side: announce / end a read (returns the slot to pass to
+ * avq_read_end).  Between the two, leaf versions loaded from the index stay
+ * valid. */
+int avq_read_begin(avq_index *x);
+void avq_read_end(avq_index *x, int slot);
+static inline avq_leaf *avq_leaf_load(const avq_index *x, size_t l) {
+    return atomic_load(&x->leaves[l]);
+}
+
+/* Writer side (with write_lock held). */
+void avq_retire_leaf(avq_index *x, avq_leaf *v);
+void avq_retire_store(avq_index *x, avq_leaf_store *s);
+void avq_reclaim(avq_index *x);
+/* Publish a new version of leaf l and retire the old one (and its store if
+ * the new version does not use it). */
+void avq_leaf_publish(avq_index *x, size_t l, avq_leaf *v);
+/* Build the id map from the leaves if it is not built yet (after a load);
+ * AVQ_ERR_FORMAT if two live slots share an id. */
+int avq_index_ensure_ids(avq_index *x);
+
+/* Leaf versions and stores (leaf.c). */
+avq_leaf *avq_leaf_new_empty(void);
+void avq_leaf_free(avq_leaf *v);
+void avq_leaf_store_free(avq_leaf_store *s);
+/* Bytes of a store / of a version's own arrays. */
+size_t avq_leaf_bytes(const avq_index *x, const avq_leaf *v);
+/* An empty index over q (refs q); leaves all empty. */
+int avq_index_alloc(avq_quantizer *q, avq_index **out);
+
+/* The encoded form of points about to be added (mutate.c -> leaf.c). */
+typedef struct {
+    size_t count;
+    const uint8_t *codes;     /* count x K unpacked (PQ), or NULL          */
+    const int64_t *ids;
+    const float *vectors;     /* count x dim, or NULL                      */
+    const int8_t *vectors_i8; /* count x dim, or NULL                      */
+    const float *norms2;      /* count, or NULL                            */
+} avq_new_points;
+
+/* A new version of `old` without the slots in kill[0..nkill) (live slots,
+ * any order), with `add` appended; compact = drop every dead slot (a new
+ * exact-size store).  Writes only slots beyond old->n of a shared store, so
+ * old stays valid for searches.  On success *out is unpublished. */
+int avq_leaf_change(const avq_index *x, const avq_leaf *old, const uint32_t *kill, size_t nkill,
+                    const avq_new_points *add, bool compact, avq_leaf **out);
+
+/* The internal add used by build: rows already leaf-assigned (leaf_of may
+ * be NULL to assign here), ids given or NULL for automatic.  mutate.c. */
+int avq_index_add_assigned(avq_index *x, const float *vectors, size_t n, const int64_t *ids,
+                           const int32_t *leaf_of, int threads, int64_t *ids_out,
+                           bool replace, size_t *replaced, avq_progress_fn progress,
+                           void *progress_user);
 
 #endif

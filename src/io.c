@@ -1,6 +1,6 @@
 /*
- * io.c -- one index, one file: save atomically, load by copy or by mmap,
- * and refuse every malformed file with a precise message.
+ * io.c -- one index, one file: save atomically (or into memory), load by
+ * copy or by mmap, and refuse every malformed file with a precise message.
  *
  * Layout (doc/FORMAT.md has the full specification):
  *   header   64 bytes: magic "AVQINDEX", format version, endianness mark,
@@ -8,16 +8,25 @@
  *   table    one 32-byte entry per section: tag, flags, offset, length, CRC32C
  *   sections each starting on a 64-byte boundary, so that mmap'ed arrays
  *            are aligned for the SIMD kernels
- * Every section is a flat array of little-endian numbers; the index's arrays
- * simply point into the file's bytes: a read-only mapping of the file
- * (AVQ_LOAD_MMAP) or of an anonymous copy of it (AVQ_LOAD_COPY).
+ * Every section is a flat array of little-endian numbers.  The leaves are
+ * written one after the other into flat arrays (codes, ids, re-ranking rows,
+ * liveness), exactly the "leaf order" layout of format version 1, so a
+ * loaded leaf simply points into the file's bytes: a read-only mapping of
+ * the file (AVQ_LOAD_MMAP) or of an anonymous copy of it (AVQ_LOAD_COPY).
+ * Such a leaf is never written; its first change copies it (leaf.c).
+ *
+ * Version 2 adds to version 1: slots may be dead (section LIVE, one bit per
+ * slot, present when any is), ids are any int64 but -1 (not a permutation of
+ * row numbers), an index may be empty (a quantizer file), and CONF carries
+ * the live count, the next automatic id and the training size.  Version 1
+ * files load with ids = their stored row numbers, all live.
  *
  * Validation order matters: (1) header fields and table entries against the
  * file size, (2) checksums, (3) the configuration's counts against every
  * section length, (4) the contents that later code indexes with (leaf and
- * code offsets monotone and in range, ids a permutation unless the caller
- * declared the data trusted).  Only then is the index handed out, so search
- * code never meets an out-of-range offset.
+ * code offsets monotone and in range, liveness bits within their leaves,
+ * ids distinct unless the caller declared the data trusted).  Only then is
+ * the index handed out, so search code never meets an out-of-range offset.
  *
  * Forward compatibility: a reader skips sections it does not know unless
  * their REQUIRED flag is set, in which case it refuses the file and says so.
@@ -25,6 +34,8 @@
 #include "avq_internal.h"
 #include "index.h"
 #include "pack.h"
+
+#include <stdatomic.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -38,7 +49,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define AVQ_FORMAT_VERSION 1u
+#define AVQ_FORMAT_VERSION 2u /* written; 1 and 2 are read */
 #define ENDIAN_MARK 0x01020304u
 #define HEADER_BYTES 64u
 #define ENTRY_BYTES 32u
@@ -169,47 +180,82 @@ static float bits_float(uint32_t u) {
 
 #define TAG(a, b, c, d) ((uint32_t)(a) | (uint32_t)(b) << 8 | (uint32_t)(c) << 16 | (uint32_t)(d) << 24)
 
-/* ---- the configuration section ------------------------------------------ */
+/* ---- what a file holds ----------------------------------------------------- */
 
-/* Field order of the CONF section: 8-byte little-endian slots. */
+/* The flat view of an index file: its configuration and its arrays, leaves
+ * one after another.  Saving fills it from an index (the per-leaf arrays as
+ * pieces, see gather_leaf_piece), loading from the file's bytes. */
+typedef struct {
+    unsigned version;
+    avq_build_params params;
+    avq_index_mode mode;
+    size_t n, live, dim, num_leaves, bits, dims_per_block, num_blocks, num_centers;
+    avq_reorder reorder;
+    size_t default_leaves, default_reorder, trained_n;
+    int64_t next_id;
+    float *centers, *center_norms, *codebook, *i8_scale;
+    uint64_t *leaf_offsets, *code_offsets;
+    int64_t *ids;
+    uint8_t *codes;
+    float *vectors;
+    int8_t *vectors_i8;
+    float *norms2;
+    uint32_t *live_bits;
+} file_view;
+
+/* Field order of the CONF section: 8-byte little-endian slots.  Version 2
+ * appends CF_LIVE .. CF_TRAINED_N; version 1 files end at CF_BRUTE_BELOW. */
 enum {
     CF_METRIC, CF_MODE, CF_N, CF_DIM, CF_LEAVES, CF_BITS, CF_DPB, CF_BLOCKS, CF_CENTERS,
     CF_REORDER, CF_DEF_LEAVES, CF_DEF_REORDER, CF_KM_ITERS, CF_SPHERICAL, CF_THRESHOLD,
-    CF_ETA, CF_CENTER_ETA, CF_SEED, CF_SAMPLE, CF_BRUTE_BELOW, CF_COUNT
+    CF_ETA, CF_CENTER_ETA, CF_SEED, CF_SAMPLE, CF_BRUTE_BELOW, CF_V1_COUNT = CF_BRUTE_BELOW + 1,
+    CF_LIVE = CF_V1_COUNT, CF_NEXT_ID, CF_TRAINED_N, CF_COUNT
 };
 
-static void encode_conf(const avq_index *x, uint8_t *out) {
+static void encode_conf(const file_view *x, uint8_t *out) {
     const avq_build_params *p = &x->params;
     uint64_t v[CF_COUNT] = {
         [CF_METRIC] = (uint64_t)p->metric, [CF_MODE] = (uint64_t)x->mode, [CF_N] = x->n,
         [CF_DIM] = x->dim, [CF_LEAVES] = x->num_leaves, [CF_BITS] = (uint64_t)x->bits,
         [CF_DPB] = x->dims_per_block, [CF_BLOCKS] = x->num_blocks,
         [CF_CENTERS] = x->num_centers, [CF_REORDER] = (uint64_t)x->reorder,
-        [CF_DEF_LEAVES] = x->default_leaves_to_search,
-        [CF_DEF_REORDER] = x->default_pre_reorder,
+        [CF_DEF_LEAVES] = x->default_leaves, [CF_DEF_REORDER] = x->default_reorder,
         [CF_KM_ITERS] = (uint64_t)p->kmeans_iterations,
         [CF_SPHERICAL] = (uint64_t)(int64_t)p->spherical,
         [CF_THRESHOLD] = float_bits(p->threshold), [CF_ETA] = float_bits(p->eta),
         [CF_CENTER_ETA] = float_bits(p->avq_center_eta), [CF_SEED] = p->seed,
         [CF_SAMPLE] = p->training_sample, [CF_BRUTE_BELOW] = p->brute_force_below,
+        [CF_LIVE] = x->live, [CF_NEXT_ID] = (uint64_t)x->next_id, [CF_TRAINED_N] = x->trained_n,
     };
     for (int i = 0; i < CF_COUNT; i++) put_u64(out + 8 * i, v[i]);
 }
 
-static int decode_conf(const uint8_t *in, size_t len, avq_index *x, const char *path) {
-    if (len < 8 * CF_COUNT)
+static int decode_conf(const uint8_t *in, size_t len, unsigned version, file_view *x,
+                       const char *path) {
+    int count = version == 1 ? CF_V1_COUNT : CF_COUNT;
+    if (len < 8 * (size_t)count)
         return avq_fail(AVQ_ERR_FORMAT, "%s: section CONF: %zu bytes, expected at least %d", path, len,
-                        8 * CF_COUNT);
-    uint64_t v[CF_COUNT];
-    for (int i = 0; i < CF_COUNT; i++) v[i] = get_u64(in + 8 * i);
+                        8 * count);
+    uint64_t v[CF_COUNT] = {0};
+    for (int i = 0; i < count; i++) v[i] = get_u64(in + 8 * i);
     if (v[CF_METRIC] > AVQ_METRIC_COSINE || v[CF_MODE] > AVQ_MODE_PQ ||
         v[CF_REORDER] > AVQ_REORDER_NONE || (v[CF_BITS] != 4 && v[CF_BITS] != 8))
         return avq_fail(AVQ_ERR_FORMAT, "%s: section CONF: unknown metric, mode, reorder or bits", path);
-    if (v[CF_N] == 0 || v[CF_N] > INT32_MAX || v[CF_DIM] == 0 || v[CF_DIM] > (1u << 20) ||
-        v[CF_LEAVES] == 0 || v[CF_LEAVES] > v[CF_N] || v[CF_DPB] == 0 || v[CF_DPB] > v[CF_DIM])
+    bool v1 = version == 1;
+    if (version == 1) {
+        v[CF_LIVE] = v[CF_N];
+        v[CF_NEXT_ID] = v[CF_N];
+        v[CF_TRAINED_N] = v[CF_N];
+    }
+    if ((v1 && v[CF_N] == 0) || v[CF_N] > ((uint64_t)1 << 40) || v[CF_DIM] == 0 ||
+        v[CF_DIM] > (1u << 20) || v[CF_LEAVES] == 0 || v[CF_LEAVES] > (1u << 24) ||
+        (v1 && v[CF_LEAVES] > v[CF_N]) || v[CF_DPB] == 0 || v[CF_DPB] > v[CF_DIM] ||
+        v[CF_LIVE] > v[CF_N] || v[CF_NEXT_ID] > (uint64_t)INT64_MAX)
         return avq_fail(AVQ_ERR_FORMAT, "%s: section CONF: sizes out of range (n=%llu dim=%llu leaves=%llu)",
                         path, (unsigned long long)v[CF_N], (unsigned long long)v[CF_DIM],
                         (unsigned long long)v[CF_LEAVES]);
+    if (v[CF_MODE] == AVQ_MODE_BRUTE && v[CF_LEAVES] != 1)
+        return avq_fail(AVQ_ERR_FORMAT, "%s: section CONF: the exact tier has one leaf", path);
     if (v[CF_BLOCKS] != (v[CF_DIM] + v[CF_DPB] - 1) / v[CF_DPB] ||
         v[CF_CENTERS] != (v[CF_BITS] == 4 ? 16u : 256u))
         return avq_fail(AVQ_ERR_FORMAT, "%s: section CONF: block or center count inconsistent", path);
@@ -229,85 +275,121 @@ static int decode_conf(const uint8_t *in, size_t len, avq_index *x, const char *
     p->seed = v[CF_SEED];
     p->training_sample = v[CF_SAMPLE];
     p->brute_force_below = v[CF_BRUTE_BELOW];
+    x->version = version;
     x->mode = (avq_index_mode)v[CF_MODE];
     x->n = v[CF_N];
+    x->live = v[CF_LIVE];
     x->dim = v[CF_DIM];
     x->num_leaves = v[CF_LEAVES];
-    x->bits = (int)v[CF_BITS];
+    x->bits = v[CF_BITS];
     x->dims_per_block = v[CF_DPB];
     x->num_blocks = v[CF_BLOCKS];
     x->num_centers = v[CF_CENTERS];
     x->reorder = (avq_reorder)v[CF_REORDER];
-    x->default_leaves_to_search = v[CF_DEF_LEAVES];
-    x->default_pre_reorder = v[CF_DEF_REORDER];
+    x->default_leaves = v[CF_DEF_LEAVES];
+    x->default_reorder = v[CF_DEF_REORDER];
+    x->next_id = (int64_t)v[CF_NEXT_ID];
+    x->trained_n = v[CF_TRAINED_N];
     return AVQ_OK;
 }
 
-/* ---- the array sections ------------------------------------------------- */
+/* ---- the array sections: one table drives save, load and the checks ---- */
+
+typedef enum { PART_QUANTIZER, PART_LEAVES } array_part;
 
 typedef struct {
     uint32_t tag;
     const char *name;
-    size_t elem;    /* bytes per element */
-    size_t offset;  /* offsetof the pointer field in avq_index */
+    size_t elem;        /* bytes per element                                */
+    size_t offset;      /* offsetof the pointer field in file_view          */
+    array_part part;    /* quantizer array, or one piece per leaf           */
 } array_section;
 
-#define ARRAY(a, b, c, d, field, type) \
-    {TAG(a, b, c, d), #field, sizeof(type), offsetof(avq_index, field)}
+#define ARRAY(a, b, c, d, field, type, part) \
+    {TAG(a, b, c, d), #field, sizeof(type), offsetof(file_view, field), part}
+
+enum { A_CENT, A_CNRM, A_LOFF, A_IDS, A_CBOK, A_CODE, A_COFF, A_VECF, A_VEC8, A_I8SC, A_NRM2, A_LIVE };
 
 static const array_section ARRAYS[] = {
-    ARRAY('C', 'E', 'N', 'T', centers, float),
-    ARRAY('C', 'N', 'R', 'M', center_norms, float),
-    ARRAY('L', 'O', 'F', 'F', leaf_offsets, uint64_t),
-    ARRAY('I', 'D', 'S', '_', ids, int64_t),
-    ARRAY('C', 'B', 'O', 'K', codebook, float),
-    ARRAY('C', 'O', 'D', 'E', codes, uint8_t),
-    ARRAY('C', 'O', 'F', 'F', code_offsets, uint64_t),
-    ARRAY('V', 'E', 'C', 'F', vectors, float),
-    ARRAY('V', 'E', 'C', '8', vectors_i8, int8_t),
-    ARRAY('I', '8', 'S', 'C', i8_scale, float),
-    ARRAY('N', 'R', 'M', '2', norms2, float),
+    [A_CENT] = ARRAY('C', 'E', 'N', 'T', centers, float, PART_QUANTIZER),
+    [A_CNRM] = ARRAY('C', 'N', 'R', 'M', center_norms, float, PART_QUANTIZER),
+    [A_LOFF] = ARRAY('L', 'O', 'F', 'F', leaf_offsets, uint64_t, PART_LEAVES),
+    [A_IDS] = ARRAY('I', 'D', 'S', '_', ids, int64_t, PART_LEAVES),
+    [A_CBOK] = ARRAY('C', 'B', 'O', 'K', codebook, float, PART_QUANTIZER),
+    [A_CODE] = ARRAY('C', 'O', 'D', 'E', codes, uint8_t, PART_LEAVES),
+    [A_COFF] = ARRAY('C', 'O', 'F', 'F', code_offsets, uint64_t, PART_LEAVES),
+    [A_VECF] = ARRAY('V', 'E', 'C', 'F', vectors, float, PART_LEAVES),
+    [A_VEC8] = ARRAY('V', 'E', 'C', '8', vectors_i8, int8_t, PART_LEAVES),
+    [A_I8SC] = ARRAY('I', '8', 'S', 'C', i8_scale, float, PART_QUANTIZER),
+    [A_NRM2] = ARRAY('N', 'R', 'M', '2', norms2, float, PART_LEAVES),
+    [A_LIVE] = ARRAY('L', 'I', 'V', 'E', live_bits, uint32_t, PART_LEAVES),
 };
 #define NUM_ARRAYS (sizeof ARRAYS / sizeof ARRAYS[0])
 #define CONF_TAG TAG('C', 'O', 'N', 'F')
 
-static void **field_ptr(avq_index *x, const array_section *a) {
+static void **field_ptr(file_view *x, const array_section *a) {
     return (void **)((char *)x + a->offset);
 }
 
-/* Element count a section must have, derived from the configuration (and,
- * for CODE, from the code offsets).  0 means "must be absent". */
-static size_t expected_count(const avq_index *x, size_t which) {
+static size_t leaf_slots(const file_view *x, size_t l) {
+    return (size_t)(x->leaf_offsets[l + 1] - x->leaf_offsets[l]);
+}
+
+static size_t leaf_code_bytes(const file_view *x, size_t slots) {
+    return x->bits == 4 ? avq_pack4_size(slots, x->num_blocks) : slots * x->num_blocks;
+}
+
+/* Words of the LIVE section: each leaf's bits start on a word. */
+static size_t live_words(const file_view *x) {
+    size_t w = 0;
+    for (size_t l = 0; l < x->num_leaves; l++) w += (leaf_slots(x, l) + 31) / 32;
+    return w;
+}
+
+/* Element count a section must have, derived from the configuration (and
+ * from LOFF/COFF, which are attached first).  0 means "must be absent". */
+static size_t expected_count(const file_view *x, size_t which) {
     size_t L = x->num_leaves, n = x->n, d = x->dim;
     bool pq = x->mode == AVQ_MODE_PQ;
-    bool l2 = x->params.metric == AVQ_METRIC_L2;
     switch (which) {
-    case 0: return L * d;
-    case 1: return L;
-    case 2: return L + 1;
-    case 3: return n;
-    case 4: return pq ? x->num_centers * d : 0;
-    case 5: return pq && x->code_offsets ? (size_t)x->code_offsets[L] : 0;
-    case 6: return pq ? L + 1 : 0;
-    case 7: return (!pq || x->reorder == AVQ_REORDER_FLOAT) ? n * d : 0;
-    case 8: return (pq && x->reorder == AVQ_REORDER_INT8) ? n * d : 0;
-    case 9: return (pq && x->reorder == AVQ_REORDER_INT8) ? d : 0;
-    case 10: return l2 ? n : 0;
+    case A_CENT: return L * d;
+    case A_CNRM: return L;
+    case A_LOFF: return L + 1;
+    case A_IDS: return n;
+    case A_CBOK: return pq ? x->num_centers * d : 0;
+    case A_CODE: return pq && x->code_offsets ? (size_t)x->code_offsets[L] : 0;
+    case A_COFF: return pq ? L + 1 : 0;
+    case A_VECF: return (!pq || x->reorder == AVQ_REORDER_FLOAT) ? n * d : 0;
+    case A_VEC8: return (pq && x->reorder == AVQ_REORDER_INT8) ? n * d : 0;
+    case A_I8SC: return (pq && x->reorder == AVQ_REORDER_INT8) ? d : 0;
+    case A_NRM2: return x->params.metric == AVQ_METRIC_L2 ? n : 0;
+    case A_LIVE: return x->version >= 2 && x->live < n && x->leaf_offsets ? live_words(x) : 0;
     default: return 0;
     }
 }
 
-/* ---- save ------------------------------------------------------------------ */
+/* ---- output: a file or a memory buffer ----------------------------------- */
 
-static size_t align_up(size_t v) { return (v + SECTION_ALIGN - 1) & ~(size_t)(SECTION_ALIGN - 1); }
+typedef struct {
+    int fd;              /* >= 0: write here                               */
+    uint8_t *mem;        /* else: into this buffer of `cap` bytes          */
+    size_t at, cap;
+    const char *path;
+} sink;
 
-static int write_all(int fd, const void *buf, size_t len, const char *path) {
+static int sink_write(sink *s, const void *buf, size_t len) {
+    if (s->fd < 0) {
+        if (len > s->cap - s->at) return avq_fail(AVQ_ERR_INTERNAL, "save: buffer overrun");
+        if (len) memcpy(s->mem + s->at, buf, len);
+        s->at += len;
+        return AVQ_OK;
+    }
     const char *p = buf;
     while (len > 0) {
-        ssize_t w = write(fd, p, len > (1u << 30) ? (1u << 30) : len);
+        ssize_t w = write(s->fd, p, len > (1u << 30) ? (1u << 30) : len);
         if (w < 0 && errno == EINTR) continue;
         if (w <= 0)
-            return avq_fail(AVQ_ERR_IO, "%s: write failed: %s", path,
+            return avq_fail(AVQ_ERR_IO, "%s: write failed: %s", s->path,
                             w < 0 ? strerror(errno) : "no progress");
         p += w;
         len -= (size_t)w;
@@ -316,26 +398,46 @@ static int write_all(int fd, const void *buf, size_t len, const char *path) {
 }
 
 typedef struct {
-    uint32_t tag, flags;
     const void *data;
+    size_t len;
+} piece;
+
+typedef struct {
+    uint32_t tag, flags;
+    piece *pieces;       /* the section's bytes, in order                  */
+    size_t npieces;
     uint64_t length, offset;
     uint32_t crc;
 } out_section;
 
-static int write_file(int fd, const char *path, out_section *secs, size_t count) {
-    size_t table_end = HEADER_BYTES + count * ENTRY_BYTES, pos = align_up(table_end);
+static size_t align_up(size_t v) { return (v + SECTION_ALIGN - 1) & ~(size_t)(SECTION_ALIGN - 1); }
+
+/* Offsets and checksums; returns the file size. */
+static size_t layout_sections(out_section *secs, size_t count) {
+    size_t pos = align_up(HEADER_BYTES + count * ENTRY_BYTES);
     for (size_t i = 0; i < count; i++) {
         secs[i].offset = pos;
-        secs[i].crc = crc32c(secs[i].data, secs[i].length);
+        uint32_t c = 0xFFFFFFFFu;
+        secs[i].length = 0;
+        for (size_t k = 0; k < secs[i].npieces; k++) {
+            c = crc32c_update(c, secs[i].pieces[k].data, secs[i].pieces[k].len);
+            secs[i].length += secs[i].pieces[k].len;
+        }
+        secs[i].crc = c ^ 0xFFFFFFFFu;
         pos = align_up(pos + secs[i].length);
     }
+    return pos;
+}
+
+static int write_sections(sink *out, out_section *secs, size_t count, size_t file_size) {
+    size_t table_end = HEADER_BYTES + count * ENTRY_BYTES;
     uint8_t head[HEADER_BYTES + MAX_SECTIONS * ENTRY_BYTES];
     memset(head, 0, sizeof head);
     memcpy(head, MAGIC, 8);
     put_u32(head + 8, AVQ_FORMAT_VERSION);
     put_u32(head + 12, ENDIAN_MARK);
     put_u32(head + 16, (uint32_t)count);
-    put_u64(head + 24, pos); /* file size */
+    put_u64(head + 24, file_size);
     for (size_t i = 0; i < count; i++) {
         uint8_t *e = head + HEADER_BYTES + i * ENTRY_BYTES;
         put_u32(e, secs[i].tag);
@@ -346,30 +448,151 @@ static int write_file(int fd, const char *path, out_section *secs, size_t count)
     }
     put_u32(head + 20, crc32c(head, table_end)); /* computed with this field 0 */
     static const uint8_t zeros[SECTION_ALIGN];
-    int st = write_all(fd, head, table_end, path);
+    int st = sink_write(out, head, table_end);
     size_t at = table_end;
     for (size_t i = 0; i < count && st == AVQ_OK; i++) {
-        st = write_all(fd, zeros, secs[i].offset - at, path);
-        if (st == AVQ_OK) st = write_all(fd, secs[i].data, secs[i].length, path);
+        st = sink_write(out, zeros, secs[i].offset - at);
+        for (size_t k = 0; k < secs[i].npieces && st == AVQ_OK; k++)
+            st = sink_write(out, secs[i].pieces[k].data, secs[i].pieces[k].len);
         at = secs[i].offset + secs[i].length;
     }
-    if (st == AVQ_OK) st = write_all(fd, zeros, pos - at, path);
+    if (st == AVQ_OK) st = sink_write(out, zeros, file_size - at);
     return st;
 }
 
-int avq_index_save(const avq_index *x, const char *path) {
-    if (!x || !path) return avq_fail(AVQ_ERR_INVALID, "save: NULL index or path");
+/* ---- save ------------------------------------------------------------------ */
+
+/* Everything one save needs, gathered from the index under its write lock:
+ * the view (configuration, quantizer arrays, the offsets arrays it derives),
+ * the sections as pieces. */
+typedef struct {
+    file_view view;
     uint8_t conf[8 * CF_COUNT];
-    encode_conf(x, conf);
     out_section secs[1 + NUM_ARRAYS];
-    size_t count = 0;
-    secs[count++] = (out_section){CONF_TAG, FLAG_REQUIRED, conf, sizeof conf, 0, 0};
-    for (size_t i = 0; i < NUM_ARRAYS; i++) {
-        size_t n = expected_count(x, i);
-        const void *data = *field_ptr((avq_index *)x, &ARRAYS[i]);
-        if (n == 0 || !data) continue;
-        secs[count++] = (out_section){ARRAYS[i].tag, FLAG_REQUIRED, data, n * ARRAYS[i].elem, 0, 0};
+    size_t count;
+    piece *pieces;       /* one allocation for all sections' pieces        */
+    uint32_t *live_all;  /* LIVE words of leaves without a bitmap of their own */
+} save_plan;
+
+static void plan_free(save_plan *p) {
+    free(p->view.leaf_offsets);
+    free(p->view.code_offsets);
+    free(p->pieces);
+    free(p->live_all);
+}
+
+static const void *leaf_array(const avq_leaf *v, size_t which, size_t d, size_t *elem_count) {
+    const avq_leaf_store *s = v->store;
+    *elem_count = v->n;
+    switch (which) {
+    case A_IDS: return s->ids;
+    case A_VECF: *elem_count = v->n * d; return s->vectors;
+    case A_VEC8: *elem_count = v->n * d; return s->vectors_i8;
+    case A_NRM2: return s->norms2;
+    default: return NULL;
     }
+}
+
+/* A plan for quantizer q with these leaf versions (NULL: no vectors). */
+static int plan_save(const avq_quantizer *q, const avq_leaf *const *leaves, int64_t next_id,
+                     save_plan *p) {
+    memset(p, 0, sizeof *p);
+    file_view *v = &p->view;
+    size_t L = q->num_leaves, d = q->dim, K = q->num_blocks;
+    v->version = AVQ_FORMAT_VERSION;
+    v->params = q->params;
+    v->mode = q->mode;
+    v->dim = d;
+    v->num_leaves = L;
+    v->bits = (size_t)q->bits;
+    v->dims_per_block = q->dims_per_block;
+    v->num_blocks = K;
+    v->num_centers = q->num_centers;
+    v->reorder = q->reorder;
+    v->default_leaves = q->default_leaves_to_search;
+    v->default_reorder = q->default_pre_reorder;
+    v->trained_n = q->trained_n;
+    v->next_id = next_id;
+    v->centers = q->centers;
+    v->center_norms = q->center_norms;
+    v->codebook = q->codebook;
+    v->i8_scale = q->i8_scale;
+    v->leaf_offsets = calloc(L + 1, sizeof *v->leaf_offsets);
+    v->code_offsets = calloc(L + 1, sizeof *v->code_offsets);
+    /* at most 2 pieces per leaf per section, 1 for quantizer arrays */
+    p->pieces = malloc((NUM_ARRAYS * (2 * L + 1)) * sizeof *p->pieces);
+    if (!v->leaf_offsets || !v->code_offsets || !p->pieces) {
+        plan_free(p);
+        return avq_fail_nomem("save plan", NUM_ARRAYS * (2 * L + 1) * sizeof *p->pieces);
+    }
+    size_t words = 0;
+    for (size_t l = 0; l < L; l++) {
+        size_t n = leaves ? leaves[l]->n : 0;
+        v->leaf_offsets[l + 1] = v->leaf_offsets[l] + n;
+        v->code_offsets[l + 1] = v->code_offsets[l] + leaf_code_bytes(v, n);
+        v->live += leaves ? leaves[l]->live : 0;
+        words += (n + 31) / 32;
+    }
+    v->n = v->leaf_offsets[L];
+    if (v->mode != AVQ_MODE_PQ) memset(v->code_offsets, 0, (L + 1) * sizeof *v->code_offsets);
+    if (v->live < v->n) {
+        /* the liveness of leaves with every slot live, written from here */
+        p->live_all = calloc(words ? words : 1, sizeof *p->live_all);
+        if (!p->live_all) {
+            plan_free(p);
+            return avq_fail_nomem("liveness", words * 4);
+        }
+    }
+    encode_conf(v, p->conf);
+    piece *next = p->pieces;
+    p->secs[p->count++] = (out_section){CONF_TAG, FLAG_REQUIRED, next, 1, 0, 0, 0};
+    *next++ = (piece){p->conf, sizeof p->conf};
+    size_t word_at = 0;
+    for (size_t i = 0; i < NUM_ARRAYS; i++) {
+        const array_section *a = &ARRAYS[i];
+        size_t want = expected_count(v, i);
+        if (want == 0) continue;
+        out_section *sec = &p->secs[p->count++];
+        *sec = (out_section){a->tag, FLAG_REQUIRED, next, 0, 0, 0, 0};
+        if (a->part == PART_QUANTIZER || i == A_LOFF || i == A_COFF) {
+            *next++ = (piece){*field_ptr(v, a), want * a->elem};
+        } else {
+            for (size_t l = 0; l < L; l++) {
+                const avq_leaf *lv = leaves[l];
+                if (lv->n == 0) continue;
+                if (i == A_CODE) {
+                    size_t head = q->bits == 4 ? avq_pack4_size(lv->full, K) : lv->full * K;
+                    if (head) *next++ = (piece){lv->store->codes, head};
+                    if (lv->n > lv->full) *next++ = (piece){lv->tail, 16 * K};
+                } else if (i == A_LIVE) {
+                    size_t w = (lv->n + 31) / 32;
+                    if (lv->alive) {
+                        *next++ = (piece){lv->alive, w * 4};
+                    } else {
+                        for (size_t k = 0; k < w; k++) {
+                            size_t left = lv->n - 32 * k;
+                            p->live_all[word_at + k] =
+                                left >= 32 ? 0xFFFFFFFFu : (1u << left) - 1u;
+                        }
+                        *next++ = (piece){p->live_all + word_at, w * 4};
+                    }
+                    word_at += w;
+                } else {
+                    size_t cnt;
+                    const void *data = leaf_array(lv, i, d, &cnt);
+                    *next++ = (piece){data, cnt * a->elem};
+                }
+            }
+        }
+        sec->npieces = (size_t)(next - sec->pieces);
+    }
+    return AVQ_OK;
+}
+
+/* Write the plan to `path` atomically: a temporary file beside it, fsync,
+ * rename, fsync of the directory. */
+static int save_plan_to_file(save_plan *plan, const char *path) {
+    size_t size = layout_sections(plan->secs, plan->count);
     size_t plen = strlen(path);
     char *tmp = malloc(plen + 16);
     if (!tmp) return avq_fail_nomem("temporary path", plen + 16);
@@ -381,7 +604,8 @@ int avq_index_save(const avq_index *x, const char *path) {
         return avq_fail(AVQ_ERR_IO, "%s: cannot create a temporary file beside it: %s", path,
                         strerror(err));
     }
-    int st = write_file(fd, path, secs, count);
+    sink out = {fd, NULL, 0, 0, path};
+    int st = write_sections(&out, plan->secs, plan->count, size);
     if (st == AVQ_OK && fsync(fd) != 0)
         st = avq_fail(AVQ_ERR_IO, "%s: fsync failed: %s", path, strerror(errno));
     if (close(fd) != 0 && st == AVQ_OK)
@@ -406,6 +630,69 @@ int avq_index_save(const avq_index *x, const char *path) {
     return st;
 }
 
+/* The index's plan, made and used under its write lock (a consistent state;
+ * searches go on, and nothing is reclaimed while the lock is held). */
+static int with_index_plan(const avq_index *cx, const char *path, void **bytes, size_t *size) {
+    avq_index *x = (avq_index *)cx;
+    pthread_mutex_lock(&x->write_lock);
+    int st = AVQ_OK;
+    const avq_leaf **leaves = malloc(x->num_leaves * sizeof *leaves);
+    if (!leaves) st = avq_fail_nomem("save", x->num_leaves * sizeof *leaves);
+    save_plan plan;
+    if (st == AVQ_OK) {
+        for (size_t l = 0; l < x->num_leaves; l++) leaves[l] = avq_leaf_load(x, l);
+        st = plan_save(x->q, leaves, x->next_id, &plan);
+    }
+    if (st == AVQ_OK) {
+        if (path) {
+            st = save_plan_to_file(&plan, path);
+        } else {
+            size_t total = layout_sections(plan.secs, plan.count);
+            uint8_t *mem = malloc(total ? total : 1);
+            if (!mem) {
+                st = avq_fail_nomem("index bytes", total);
+            } else {
+                sink out = {-1, mem, 0, total, "<memory>"};
+                st = write_sections(&out, plan.secs, plan.count, total);
+                if (st == AVQ_OK) {
+                    *bytes = mem;
+                    *size = total;
+                } else {
+                    free(mem);
+                }
+            }
+        }
+        plan_free(&plan);
+    }
+    free(leaves);
+    pthread_mutex_unlock(&x->write_lock);
+    return st;
+}
+
+int avq_index_save(const avq_index *x, const char *path) {
+    if (!x || !path) return avq_fail(AVQ_ERR_INVALID, "save: NULL index or path");
+    return with_index_plan(x, path, NULL, NULL);
+}
+
+int avq_index_save_bytes(const avq_index *x, void **bytes, size_t *size) {
+    if (!x || !bytes || !size) return avq_fail(AVQ_ERR_INVALID, "save: NULL argument");
+    *bytes = NULL;
+    *size = 0;
+    return with_index_plan(x, NULL, bytes, size);
+}
+
+void avq_free(void *p) { free(p); }
+
+int avq_quantizer_save(const avq_quantizer *q, const char *path) {
+    if (!q || !path) return avq_fail(AVQ_ERR_INVALID, "save: NULL quantizer or path");
+    save_plan plan;
+    int st = plan_save(q, NULL, 0, &plan);
+    if (st != AVQ_OK) return st;
+    st = save_plan_to_file(&plan, path);
+    plan_free(&plan);
+    return st;
+}
+
 /* ---- load ------------------------------------------------------------------ */
 
 typedef struct {
@@ -422,14 +709,14 @@ static void tag_name(uint32_t tag, char out[5]) {
 }
 
 static int parse_header(const uint8_t *file, size_t size, in_section *secs, size_t *count,
-                        const char *path) {
+                        unsigned *version_out, const char *path) {
     if (size < HEADER_BYTES)
         return avq_fail(AVQ_ERR_FORMAT, "%s: %zu bytes is too short for an avq index", path, size);
     if (memcmp(file, MAGIC, 8) != 0)
         return avq_fail(AVQ_ERR_FORMAT, "%s: not an avq index (bad magic)", path);
     uint32_t version = get_u32(file + 8);
-    if (version != AVQ_FORMAT_VERSION)
-        return avq_fail(AVQ_ERR_FORMAT, "%s: format version %u, this library reads version %u",
+    if (version != 1 && version != 2)
+        return avq_fail(AVQ_ERR_FORMAT, "%s: format version %u, this library reads versions 1 and %u",
                         path, version, AVQ_FORMAT_VERSION);
     if (get_u32(file + 12) != ENDIAN_MARK)
         return avq_fail(AVQ_ERR_FORMAT, "%s: bad endianness mark", path);
@@ -463,6 +750,7 @@ static int parse_header(const uint8_t *file, size_t size, in_section *secs, size
             return avq_fail(AVQ_ERR_FORMAT, "%s: section %s lies outside the file", path, name);
     }
     *count = n;
+    *version_out = version;
     return AVQ_OK;
 }
 
@@ -473,30 +761,51 @@ static const in_section *find_section(const in_section *secs, size_t count, uint
 }
 
 /* Contents checks: everything search will use as an index into memory
- * (LOFF, COFF: O(leaves)), and the ids (O(n)).  Search never addresses
- * memory with an id -- ids are only copied into the results -- so when the
- * caller trusts the data (mmap with AVQ_LOAD_SKIP_CHECKSUMS) the id check is
- * skipped too and the load stays O(leaves): a bad IDS_ can then give wrong
- * ids, never a crash (doc/FORMAT.md). */
-static int check_contents(const avq_index *x, bool check_ids, const char *path) {
+ * (LOFF, COFF, LIVE: O(leaves + n/32)), and for version 1 the ids (O(n):
+ * a permutation of 0..n-1).  Version-2 ids are checked for repeats when the
+ * id map is built (at load for a verified load, else at the first call
+ * that needs it).  Search never addresses memory with an id, so a bad id
+ * can give wrong ids, never a crash (doc/FORMAT.md). */
+static int check_contents(const file_view *x, bool check_ids, const char *path) {
     size_t L = x->num_leaves;
     if (x->leaf_offsets[0] != 0 || x->leaf_offsets[L] != x->n)
         return avq_fail(AVQ_ERR_FORMAT, "%s: section LOFF: offsets do not span the %zu points",
                         path, x->n);
     for (size_t l = 0; l < L; l++)
-        if (x->leaf_offsets[l + 1] < x->leaf_offsets[l])
+        if (x->leaf_offsets[l + 1] < x->leaf_offsets[l] ||
+            x->leaf_offsets[l + 1] - x->leaf_offsets[l] > UINT32_MAX)
             return avq_fail(AVQ_ERR_FORMAT, "%s: section LOFF: offsets decrease at leaf %zu", path, l);
     if (x->mode == AVQ_MODE_PQ) {
         if (x->code_offsets[0] != 0)
             return avq_fail(AVQ_ERR_FORMAT, "%s: section COFF: first offset not 0", path);
         for (size_t l = 0; l < L; l++) {
-            size_t count = x->leaf_offsets[l + 1] - x->leaf_offsets[l];
-            size_t bytes = x->bits == 4 ? avq_pack4_size(count, x->num_blocks) : count * x->num_blocks;
-            if (x->code_offsets[l + 1] - x->code_offsets[l] != bytes || x->code_offsets[l + 1] < x->code_offsets[l])
+            size_t bytes = leaf_code_bytes(x, leaf_slots(x, l));
+            if (x->code_offsets[l + 1] < x->code_offsets[l] ||
+                x->code_offsets[l + 1] - x->code_offsets[l] != bytes)
                 return avq_fail(AVQ_ERR_FORMAT, "%s: section COFF: leaf %zu has the wrong code size", path, l);
         }
     }
-    if (!check_ids) return AVQ_OK;
+    if (x->live_bits) {
+        size_t live = 0, w = 0;
+        for (size_t l = 0; l < L; l++) {
+            size_t n = leaf_slots(x, l), words = (n + 31) / 32;
+            for (size_t k = 0; k < words; k++) {
+                uint32_t bits = x->live_bits[w + k];
+                size_t left = n - 32 * k;
+                if (left < 32 && (bits >> left) != 0)
+                    return avq_fail(AVQ_ERR_FORMAT, "%s: section LIVE: bits set past leaf %zu", path, l);
+                live += (size_t)__builtin_popcount(bits);
+            }
+            w += words;
+        }
+        if (live != x->live)
+            return avq_fail(AVQ_ERR_FORMAT, "%s: section LIVE: %zu live slots, CONF says %zu", path,
+                            live, x->live);
+    } else if (x->live != x->n) {
+        return avq_fail(AVQ_ERR_FORMAT, "%s: CONF: %zu of %zu slots live but no section LIVE", path,
+                        x->live, x->n);
+    }
+    if (!check_ids || x->version != 1) return AVQ_OK;
     /* a bitmap: n/8 bytes, so the random accesses stay in cache */
     uint64_t *seen = calloc((x->n + 63) / 64, sizeof *seen);
     if (!seen) return avq_fail_nomem("id check", (x->n + 63) / 64 * sizeof *seen);
@@ -514,12 +823,12 @@ static int check_contents(const avq_index *x, bool check_ids, const char *path) 
     return st;
 }
 
-/* Point every array section into the loaded bytes (a file mapping, or an
- * anonymous mapping holding a copy of the file). */
-static int attach_arrays(avq_index *x, const uint8_t *file, const in_section *secs, size_t count,
+/* Point every array section into the loaded bytes. */
+static int attach_arrays(file_view *x, const uint8_t *file, const in_section *secs, size_t count,
                          const char *path) {
-    /* COFF first: CODE's expected size depends on it */
-    static const size_t order[] = {6, 0, 1, 2, 3, 4, 5, 7, 8, 9, 10};
+    /* the offsets first: CODE's and LIVE's expected sizes depend on them */
+    static const size_t order[] = {A_COFF, A_LOFF, A_CENT, A_CNRM, A_IDS,  A_CBOK,
+                                   A_CODE, A_VECF, A_VEC8, A_I8SC, A_NRM2, A_LIVE};
     for (size_t k = 0; k < NUM_ARRAYS; k++) {
         size_t i = order[k];
         const array_section *a = &ARRAYS[i];
@@ -535,6 +844,21 @@ static int attach_arrays(avq_index *x, const uint8_t *file, const in_section *se
             return avq_fail(AVQ_ERR_FORMAT, "%s: section %s has %llu bytes, expected %zu", path, name,
                             (unsigned long long)s->length, want * a->elem);
         *field_ptr(x, a) = (void *)(file + s->offset);
+        if (i == A_LOFF) {
+            /* LIVE's size is derived from LOFF: check LOFF before using it */
+            const uint64_t *lo = x->leaf_offsets;
+            for (size_t l = 0; l < x->num_leaves; l++)
+                if (lo[l + 1] < lo[l] || lo[l + 1] > x->n)
+                    return avq_fail(AVQ_ERR_FORMAT, "%s: section LOFF: offsets decrease at leaf %zu",
+                                    path, l);
+        }
+        if (i == A_COFF) {
+            const uint64_t *co = x->code_offsets;
+            for (size_t l = 0; l < x->num_leaves; l++)
+                if (co[l + 1] < co[l] || co[l + 1] > (uint64_t)1 << 48)
+                    return avq_fail(AVQ_ERR_FORMAT, "%s: section COFF: offsets decrease at leaf %zu",
+                                    path, l);
+        }
     }
     return AVQ_OK;
 }
@@ -613,28 +937,122 @@ static bool verifies(unsigned flags) {
 
 /* `fd` is the file (MMAP mode, checksums read through it) or -1 (COPY mode,
  * checksums computed over the copy). */
-static int load_from_bytes(avq_index *x, const uint8_t *file, size_t size, unsigned flags, int fd,
-                           const char *path) {
+static int parse_file(file_view *x, const uint8_t *file, size_t size, unsigned flags, int fd,
+                      const char *path) {
     in_section secs[MAX_SECTIONS];
     size_t count = 0;
-    int st = parse_header(file, size, secs, &count, path);
+    unsigned version = 0;
+    memset(x, 0, sizeof *x);
+    int st = parse_header(file, size, secs, &count, &version, path);
     if (st == AVQ_OK) st = check_known_sections(secs, count, path);
     const in_section *conf = st == AVQ_OK ? find_section(secs, count, CONF_TAG) : NULL;
     if (st == AVQ_OK && !conf) st = avq_fail(AVQ_ERR_FORMAT, "%s: no CONF section", path);
     if (st == AVQ_OK && verifies(flags))
         st = fd >= 0 ? verify_checksums_fd(fd, secs, count, path)
                      : verify_checksums(file, secs, count, path);
-    if (st == AVQ_OK) st = decode_conf(file + conf->offset, conf->length, x, path);
+    if (st == AVQ_OK) st = decode_conf(file + conf->offset, conf->length, version, x, path);
     if (st == AVQ_OK) st = attach_arrays(x, file, secs, count, path);
     if (st == AVQ_OK) st = check_contents(x, verifies(flags), path);
     return st;
 }
 
+/* A quantizer whose arrays point into the mapping. */
+static int quantizer_from_view(const file_view *v, avq_mapping *map, avq_quantizer **out) {
+    avq_quantizer *q = calloc(1, sizeof *q);
+    if (!q) return avq_fail_nomem("quantizer", sizeof *q);
+    atomic_init(&q->refs, 1);
+    q->params = v->params;
+    q->mode = v->mode;
+    q->dim = v->dim;
+    q->trained_n = v->trained_n;
+    q->num_leaves = v->num_leaves;
+    q->centers = v->centers;
+    q->center_norms = v->center_norms;
+    q->bits = (int)v->bits;
+    q->dims_per_block = v->dims_per_block;
+    q->num_blocks = v->num_blocks;
+    q->num_centers = v->num_centers;
+    q->codebook = v->codebook;
+    q->reorder = v->reorder;
+    q->i8_scale = v->i8_scale;
+    q->default_leaves_to_search = v->default_leaves;
+    q->default_pre_reorder = v->default_reorder;
+    avq_mapping_ref(map);
+    q->mapping = map;
+    *out = q;
+    return AVQ_OK;
+}
+
+/* The index over a parsed file: every leaf a frozen version pointing into
+ * the mapping. */
+static int index_from_view(const file_view *v, avq_mapping *map, bool build_ids,
+                           const char *path, avq_index **out) {
+    avq_quantizer *q = NULL;
+    int st = quantizer_from_view(v, map, &q);
+    if (st != AVQ_OK) return st;
+    avq_index *x = NULL;
+    st = avq_index_alloc(q, &x);
+    avq_quantizer_free(q);
+    if (st != AVQ_OK) return st;
+    avq_mapping_ref(map);
+    x->mapping = map;
+    size_t d = v->dim, K = v->num_blocks, word = 0;
+    for (size_t l = 0; l < v->num_leaves && st == AVQ_OK; l++) {
+        size_t first = v->leaf_offsets[l], n = leaf_slots(v, l);
+        avq_leaf *lv = avq_leaf_load(x, l);
+        if (n == 0) continue;
+        avq_leaf_store *s = calloc(1, sizeof *s);
+        if (!s) {
+            st = avq_fail_nomem("leaf store", sizeof *s);
+            break;
+        }
+        s->capacity = n;
+        s->owned = false;
+        s->bytes = sizeof *s + n * sizeof(int64_t) + (v->vectors ? n * d * sizeof(float) : 0) +
+                   (v->vectors_i8 ? n * d : 0) + (v->norms2 ? n * sizeof(float) : 0) +
+                   (v->mode == AVQ_MODE_PQ ? leaf_code_bytes(v, n) : 0);
+        s->codes = v->mode == AVQ_MODE_PQ ? v->codes + v->code_offsets[l] : NULL;
+        s->ids = v->ids + first;
+        s->vectors = v->vectors ? v->vectors + first * d : NULL;
+        s->vectors_i8 = v->vectors_i8 ? v->vectors_i8 + first * d : NULL;
+        s->norms2 = v->norms2 ? v->norms2 + first : NULL;
+        lv->store = s;
+        lv->n = n;
+        lv->full = n;
+        lv->tail = NULL;
+        lv->live = n;
+        if (v->live_bits) {
+            size_t words = (n + 31) / 32, live = 0;
+            lv->alive = v->live_bits + word;
+            for (size_t k = 0; k < words; k++) live += (size_t)__builtin_popcount(lv->alive[k]);
+            lv->live = live;
+            word += words;
+        }
+        (void)K;
+    }
+    if (st == AVQ_OK) {
+        atomic_store(&x->live, v->live);
+        x->next_id = v->next_id;
+        x->ids_ready = false;
+        if (build_ids && (st = avq_index_ensure_ids(x)) != AVQ_OK) {
+            char why[256];
+            snprintf(why, sizeof why, "%s", avq_last_error());
+            st = avq_fail(st, "%s: section IDS_: %s", path, why);
+        }
+    }
+    if (st != AVQ_OK) {
+        avq_index_free(x);
+        return st;
+    }
+    *out = x;
+    return AVQ_OK;
+}
+
 /* COPY mode: the file's bytes in private anonymous memory, read-only once
  * filled.  One mapping rather than a malloc per section: the index then
- * owns it exactly like a file mapping (avq_index_release_arrays unmaps), the
- * sections keep their 64-byte alignment, and the pages can be huge pages. */
-static void *read_copy(int fd, size_t size, const char *path, int *status) {
+ * owns it exactly like a file mapping, the sections keep their 64-byte
+ * alignment, and the pages can be huge pages.  `fd` < 0: copy from `src`. */
+static void *read_copy(int fd, const void *src, size_t size, const char *path, int *status) {
     void *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED) {
         *status = avq_fail_nomem("index copy", size);
@@ -643,27 +1061,31 @@ static void *read_copy(int fd, size_t size, const char *path, int *status) {
 #ifdef MADV_HUGEPAGE
     if (size >= (4u << 20)) madvise(mem, size, MADV_HUGEPAGE); /* a hint: failure is fine */
 #endif
-    size_t done = 0;
-    while (done < size) {
-        size_t want = size - done > (1u << 30) ? (1u << 30) : size - done;
-        ssize_t got = pread(fd, (char *)mem + done, want, (off_t)done);
-        if (got < 0 && errno == EINTR) continue;
-        if (got <= 0) {
-            *status = got < 0 ? avq_fail(AVQ_ERR_IO, "%s: read failed: %s", path, strerror(errno))
-                              : avq_fail(AVQ_ERR_FORMAT, "%s: file shrank to %zu bytes while being read",
-                                         path, done);
-            munmap(mem, size);
-            return NULL;
+    if (fd < 0) {
+        memcpy(mem, src, size);
+    } else {
+        size_t done = 0;
+        while (done < size) {
+            size_t want = size - done > (1u << 30) ? (1u << 30) : size - done;
+            ssize_t got = pread(fd, (char *)mem + done, want, (off_t)done);
+            if (got < 0 && errno == EINTR) continue;
+            if (got <= 0) {
+                *status = got < 0 ? avq_fail(AVQ_ERR_IO, "%s: read failed: %s", path, strerror(errno))
+                                  : avq_fail(AVQ_ERR_FORMAT, "%s: file shrank to %zu bytes while being read",
+                                             path, done);
+                munmap(mem, size);
+                return NULL;
+            }
+            done += (size_t)got;
         }
-        done += (size_t)got;
     }
     mprotect(mem, size, PROT_READ); /* immutable from here on, like a file mapping */
     return mem;
 }
 
-int avq_index_load(const char *path, unsigned flags, avq_index **out) {
-    if (out) *out = NULL;
-    if (!path || !out) return avq_fail(AVQ_ERR_INVALID, "load: NULL path or out");
+/* Open, map (or copy) and parse; on success *map_out holds the bytes. */
+static int open_file(const char *path, unsigned flags, file_view *view, avq_mapping **map_out) {
+    *map_out = NULL;
     if (flags & ~(AVQ_LOAD_MMAP | AVQ_LOAD_SKIP_CHECKSUMS))
         return avq_fail(AVQ_ERR_INVALID, "load: unknown flags 0x%x", flags);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -679,34 +1101,77 @@ int avq_index_load(const char *path, unsigned flags, avq_index **out) {
         return avq_fail(AVQ_ERR_FORMAT, "%s: %zu bytes is too short for an avq index", path, size);
     }
     int st = AVQ_OK;
-    void *map;
+    void *mem;
     if (flags & AVQ_LOAD_MMAP) {
-        map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (map == MAP_FAILED) {
-            map = NULL;
+        mem = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (mem == MAP_FAILED) {
+            mem = NULL;
             st = avq_fail(AVQ_ERR_IO, "%s: mmap failed: %s", path, strerror(errno));
         }
     } else {
-        map = read_copy(fd, size, path, &st);
+        mem = read_copy(fd, NULL, size, path, &st);
     }
-    if (!map) {
+    if (!mem) {
         close(fd);
         return st;
     }
-    avq_index *x = calloc(1, sizeof *x);
-    if (!x) {
+    avq_mapping *map = avq_mapping_new(mem, size);
+    if (!map) {
+        munmap(mem, size);
         close(fd);
-        munmap(map, size);
-        return avq_fail_nomem("index", sizeof *x);
+        return avq_fail_nomem("mapping", sizeof *map);
     }
-    x->mapping = map; /* from now on avq_index_free unmaps it */
-    x->mapping_bytes = size;
-    st = load_from_bytes(x, map, size, flags, (flags & AVQ_LOAD_MMAP) ? fd : -1, path);
+    st = parse_file(view, mem, size, flags, (flags & AVQ_LOAD_MMAP) ? fd : -1, path);
     close(fd);
     if (st != AVQ_OK) {
-        avq_index_free(x);
+        avq_mapping_unref(map);
         return st;
     }
-    *out = x;
+    *map_out = map;
     return AVQ_OK;
+}
+
+int avq_index_load(const char *path, unsigned flags, avq_index **out) {
+    if (out) *out = NULL;
+    if (!path || !out) return avq_fail(AVQ_ERR_INVALID, "load: NULL path or out");
+    file_view view;
+    avq_mapping *map = NULL;
+    int st = open_file(path, flags, &view, &map);
+    if (st != AVQ_OK) return st;
+    st = index_from_view(&view, map, verifies(flags), path, out);
+    avq_mapping_unref(map); /* the index holds its own references */
+    return st;
+}
+
+int avq_index_load_bytes(const void *bytes, size_t size, avq_index **out) {
+    if (out) *out = NULL;
+    if (!bytes || !out) return avq_fail(AVQ_ERR_INVALID, "load: NULL bytes or out");
+    const char *path = "<bytes>";
+    if (size < HEADER_BYTES)
+        return avq_fail(AVQ_ERR_FORMAT, "%s: %zu bytes is too short for an avq index", path, size);
+    int st = AVQ_OK;
+    void *mem = read_copy(-1, bytes, size, path, &st);
+    if (!mem) return st;
+    avq_mapping *map = avq_mapping_new(mem, size);
+    if (!map) {
+        munmap(mem, size);
+        return avq_fail_nomem("mapping", sizeof *map);
+    }
+    file_view view;
+    st = parse_file(&view, mem, size, AVQ_LOAD_COPY, -1, path);
+    if (st == AVQ_OK) st = index_from_view(&view, map, true, path, out);
+    avq_mapping_unref(map);
+    return st;
+}
+
+int avq_quantizer_load(const char *path, avq_quantizer **out) {
+    if (out) *out = NULL;
+    if (!path || !out) return avq_fail(AVQ_ERR_INVALID, "load: NULL path or out");
+    file_view view;
+    avq_mapping *map = NULL;
+    int st = open_file(path, AVQ_LOAD_COPY, &view, &map);
+    if (st != AVQ_OK) return st;
+    st = quantizer_from_view(&view, map, out);
+    avq_mapping_unref(map);
+    return st;
 }

@@ -40,6 +40,7 @@ typedef struct {
     size_t n, K;
     const int64_t *ids; /* id of local point i, or NULL: id_base + i */
     int64_t id_base;
+    const uint32_t *alive; /* bit i of word g: point 32g+i is live; NULL = all */
 } avq_scan_leaf;
 
 /* One query in a thresholded scan.  dist = avq_lut8_dist(base, scale, sum)
@@ -151,6 +152,12 @@ static inline void avq_scan_push_mask16(const avq_scan_threshold *t, const avq_s
 /* Bits [0, count) set, for masking the padded lanes of a last group. */
 static inline uint32_t avq_scan_valid_mask(size_t count) {
     return count >= 32 ? 0xFFFFFFFFu : (uint32_t)((1u << count) - 1u);
+}
+
+/* The points of group g that may be pushed: not padding, and live. */
+static inline uint32_t avq_scan_group_mask(const avq_scan_leaf *leaf, size_t g) {
+    uint32_t m = avq_scan_valid_mask(leaf->n - 32 * g);
+    return leaf->alive ? m & leaf->alive[g] : m;
 }
 
 /* Scalar reference kernels, also the building blocks of the SIMD files'

@@ -68,7 +68,7 @@ static void push_group(avq_scan_threshold *t, const avq_scan_leaf *leaf, size_t 
                        const int32_t sums[32]) {
     uint32_t mask = 0;
     for (int s = 0; s < 32; s++) mask |= (uint32_t)(sums[s] < t->thr) << s;
-    mask &= avq_scan_valid_mask(points_in_group(leaf->n, g));
+    mask &= avq_scan_group_mask(leaf, g);
     if (mask) {
         avq_scan_push_mask(t, leaf, 32 * g, mask, sums);
         avq_scan_threshold_refresh(t);

@@ -18,7 +18,11 @@
  *
  * All memory a query needs lives in a scratch block allocated once per call
  * (single query) or once per worker (batch), so the hot loops never
- * allocate.  The index is only read: any number of threads may search it.
+ * allocate.  The index is only read: any number of threads may search it
+ * while a writer changes it.  A search holds a reader slot (leaf.c) from
+ * start to end, loads each leaf's current version once into `snap`, and
+ * reads that version only -- the scan and the reorder of a leaf see the same
+ * slots even if the writer publishes a new version meanwhile.
  */
 #include "avq_internal.h"
 #include "cpu.h"
@@ -49,12 +53,21 @@ typedef struct {
     int64_t *positions;     /* pre_reorder                                  */
     float *exact;           /* pre_reorder                                  */
     avq_neighbor *final;    /* 2k + 1                                       */
+    const avq_leaf **snap;  /* L: the version of each leaf this query reads */
     void *block;            /* the one allocation all of the above live in  */
 } search_scratch;
+
+/* The fields every avq_search_params has had since struct_size (0.2). */
+#define SEARCH_PARAMS_MIN_SIZE (offsetof(avq_search_params, pre_reorder) + sizeof(size_t))
 
 static int resolve_params(const avq_index *idx, const avq_search_params *p,
                           resolved_params *r) {
     if (!p) return avq_fail(AVQ_ERR_INVALID, "search: NULL params");
+    if (p->struct_size < SEARCH_PARAMS_MIN_SIZE)
+        return avq_fail(AVQ_ERR_INVALID,
+                        "search: params.struct_size is %zu: initialise the struct with "
+                        "avq_search_params_init()", p->struct_size);
+    const avq_quantizer *q = idx->q;
     if (p->k == 0) return avq_fail(AVQ_ERR_INVALID, "search: k must be >= 1");
     if (p->k > (1u << 20))
         return avq_fail(AVQ_ERR_INVALID, "search: k = %zu is unreasonably large (max 1048576)",
@@ -66,9 +79,9 @@ static int resolve_params(const avq_index *idx, const avq_search_params *p,
         return avq_fail(AVQ_ERR_INVALID, "search: pre_reorder = %zu is unreasonably large",
                         p->pre_reorder);
     r->k = p->k;
-    r->leaves = p->leaves_to_search ? p->leaves_to_search : idx->default_leaves_to_search;
-    size_t pre = p->pre_reorder ? p->pre_reorder : idx->default_pre_reorder;
-    r->pre_reorder = idx->reorder == AVQ_REORDER_NONE ? r->k : (pre < r->k ? r->k : pre);
+    r->leaves = p->leaves_to_search ? p->leaves_to_search : q->default_leaves_to_search;
+    size_t pre = p->pre_reorder ? p->pre_reorder : q->default_pre_reorder;
+    r->pre_reorder = q->reorder == AVQ_REORDER_NONE ? r->k : (pre < r->k ? r->k : pre);
     return AVQ_OK;
 }
 
@@ -94,9 +107,12 @@ static void *carve_block(const size_t *sizes, void **const *slots, size_t count,
     return block;
 }
 
+/* The exact tier scores a leaf in pieces of this many rows. */
+enum { BRUTE_PIECE = 1024 };
+
 static int scratch_init(search_scratch *s, const avq_index *idx, const resolved_params *r) {
-    size_t d = idx->dim, KC = idx->num_blocks * idx->num_centers;
-    size_t nscores = idx->mode == AVQ_MODE_BRUTE ? idx->n : idx->num_leaves;
+    size_t d = idx->dim, KC = idx->q->num_blocks * idx->q->num_centers;
+    size_t nscores = idx->num_leaves > BRUTE_PIECE ? idx->num_leaves : BRUTE_PIECE;
     s->cand_capacity = 2 * r->pre_reorder + 1;
     const size_t sizes[] = {
         d * sizeof(float),           d * sizeof(float),
@@ -104,11 +120,12 @@ static int scratch_init(search_scratch *s, const avq_index *idx, const resolved_
         nscores * sizeof(float),     idx->num_leaves * sizeof(avq_neighbor),
         s->cand_capacity * sizeof(avq_neighbor), r->pre_reorder * sizeof(int64_t),
         r->pre_reorder * sizeof(float), (2 * r->k + 1) * sizeof(avq_neighbor),
+        idx->num_leaves * sizeof(avq_leaf *),
     };
     void **const slots[] = {(void **)&s->q,      (void **)&s->q_i8,   (void **)&s->lut,
                             (void **)&s->lut8,   (void **)&s->scores, (void **)&s->leaves,
                             (void **)&s->cand,   (void **)&s->positions, (void **)&s->exact,
-                            (void **)&s->final};
+                            (void **)&s->final,  (void **)&s->snap};
     s->block = carve_block(sizes, slots, sizeof sizes / sizeof sizes[0], "search scratch");
     return s->block ? AVQ_OK : AVQ_ERR_NOMEM;
 }
@@ -124,24 +141,32 @@ static int prepare_query(const avq_index *idx, const float *query, float *q, flo
     if (bad < d)
         return avq_fail(AVQ_ERR_INVALID, "search: query value %zu is not a finite number", bad);
     memcpy(q, query, d * sizeof(float));
-    if (idx->params.metric == AVQ_METRIC_COSINE) avq_normalize_rows(q, 1, d);
+    if (idx->q->params.metric == AVQ_METRIC_COSINE) avq_normalize_rows(q, 1, d);
     *qnorm2 = avq_norm2_f64(q, d);
-    if (idx->reorder == AVQ_REORDER_INT8 && idx->vectors_i8)
-        for (size_t j = 0; j < d; j++) q_i8[j] = q[j] * idx->i8_scale[j];
+    if (avq_keeps_int8(idx->q))
+        for (size_t j = 0; j < d; j++) q_i8[j] = q[j] * idx->q->i8_scale[j];
     return AVQ_OK;
 }
 
 /* Distance (smaller is better) from an inner product with a stored point. */
-static inline float point_distance(const avq_index *idx, float dot, size_t pos) {
-    return idx->params.metric == AVQ_METRIC_L2 ? idx->norms2[pos] - 2.0f * dot : -dot;
+static inline float point_distance(const avq_index *idx, float dot, const avq_leaf *leaf,
+                                   size_t slot) {
+    return idx->q->params.metric == AVQ_METRIC_L2 ? leaf->store->norms2[slot] - 2.0f * dot : -dot;
 }
 
-/* Exact scores of every point: the brute-force tier. */
+/* Exact scores of every live point: the brute-force tier (one leaf). */
 static void score_all_points(const avq_index *idx, const avq_kernels *kern, search_scratch *s,
                              avq_topk *out) {
-    kern->dot_rows(s->q, idx->vectors, idx->n, idx->dim, s->scores);
-    for (size_t i = 0; i < idx->n; i++)
-        avq_topk_push(out, point_distance(idx, s->scores[i], i), idx->ids[i]);
+    const avq_leaf *leaf = avq_leaf_load(idx, 0);
+    size_t d = idx->dim;
+    for (size_t first = 0; first < leaf->n; first += BRUTE_PIECE) {
+        size_t count = leaf->n - first < BRUTE_PIECE ? leaf->n - first : BRUTE_PIECE;
+        kern->dot_rows(s->q, leaf->store->vectors + first * d, count, d, s->scores);
+        for (size_t i = 0; i < count; i++)
+            if (avq_leaf_slot_alive(leaf, first + i))
+                avq_topk_push(out, point_distance(idx, s->scores[i], leaf, first + i),
+                              leaf->store->ids[first + i]);
+    }
 }
 
 /* Step 2: the best `count` leaves of query q, best first, into s->leaves
@@ -150,10 +175,10 @@ static void select_leaves(const avq_index *idx, const avq_kernels *kern, const f
                           search_scratch *s, size_t count) {
     size_t L = idx->num_leaves;
     float *dist = s->scores;
-    kern->dot_rows(q, idx->centers, L, idx->dim, dist);
-    if (idx->params.metric == AVQ_METRIC_L2) {
+    kern->dot_rows(q, idx->q->centers, L, idx->dim, dist);
+    if (idx->q->params.metric == AVQ_METRIC_L2) {
         for (size_t l = 0; l < L; l++) {
-            float cn = idx->center_norms[l];
+            float cn = idx->q->center_norms[l];
             dist[l] = cn * cn - 2.0f * dist[l];
         }
     } else {
@@ -166,29 +191,39 @@ static void select_leaves(const avq_index *idx, const avq_kernels *kern, const f
  * <q, c> + <q, r>, so the leaf adds -<q, c>, exactly its selection distance;
  * L2 (codes of raw vectors) has none. */
 static inline double leaf_bias(const avq_index *idx, const avq_neighbor *leaf) {
-    return idx->params.metric == AVQ_METRIC_L2 ? 0.0 : (double)leaf->dist;
+    return idx->q->params.metric == AVQ_METRIC_L2 ? 0.0 : (double)leaf->dist;
 }
 
-static inline avq_scan_leaf scan_leaf_of(const avq_index *idx, size_t l) {
-    uint64_t first = idx->leaf_offsets[l];
-    avq_scan_leaf leaf = {idx->codes + idx->code_offsets[l],
-                          (size_t)(idx->leaf_offsets[l + 1] - first), idx->num_blocks, NULL,
-                          (int64_t)first};
-    return leaf;
+/* A leaf version as the kernels see it: its complete groups (part 0) and,
+ * for a 4-bit leaf that is filling up, its tail group (part 1).  Candidate
+ * ids are (leaf << 32 | slot). */
+static inline int scan_parts_of(const avq_index *idx, size_t l, const avq_leaf *v,
+                                avq_scan_leaf parts[2]) {
+    int64_t base = (int64_t)((uint64_t)l << 32);
+    size_t K = idx->q->num_blocks;
+    int count = 0;
+    if (v->full > 0)
+        parts[count++] = (avq_scan_leaf){v->store->codes, v->full, K, NULL, base, v->alive};
+    if (v->n > v->full)
+        parts[count++] = (avq_scan_leaf){v->tail, v->n - v->full, K, NULL,
+                                         base + (int64_t)v->full,
+                                         v->alive ? v->alive + v->full / 32 : NULL};
+    return count;
 }
 
 /* Step 3: the query's float LUT (in s->lut) quantized into lut8. */
 static int build_lut8(const avq_index *idx, const float *q, search_scratch *s, uint8_t *lut8,
                       avq_lut8_info *info) {
-    int st = avq_lut_build(q, idx->dim, idx->dims_per_block, idx->codebook, idx->num_centers,
-                           idx->params.metric, s->lut);
+    const avq_quantizer *qz = idx->q;
+    int st = avq_lut_build(q, idx->dim, qz->dims_per_block, qz->codebook, qz->num_centers,
+                           qz->params.metric, s->lut);
     if (st != AVQ_OK) return st;
-    return avq_lut_quantize(s->lut, idx->num_blocks, idx->num_centers, AVQ_LUT8_BLOCK_MIN,
+    return avq_lut_quantize(s->lut, qz->num_blocks, qz->num_centers, AVQ_LUT8_BLOCK_MIN,
                             lut8, info);
 }
 
 static inline avq_topk_scan_fn topk_kernel(const avq_index *idx, const avq_kernels *kern) {
-    return idx->bits == 4 ? kern->lut16_topk : kern->lut256_topk;
+    return idx->q->bits == 4 ? kern->lut16_topk : kern->lut256_topk;
 }
 
 /* The next leaf's first code groups are requested while this leaf is
@@ -196,11 +231,13 @@ static inline avq_topk_scan_fn topk_kernel(const avq_index *idx, const avq_kerne
  * few misses to detect a stream, would otherwise start every leaf cold. */
 enum { LEAF_PREFETCH_BYTES = 1024 };
 
-static void prefetch_leaf_start(const avq_index *idx, size_t leaf) {
-    const char *p = (const char *)(idx->codes + idx->code_offsets[leaf]);
-    uint64_t bytes = idx->code_offsets[leaf + 1] - idx->code_offsets[leaf];
+static void prefetch_leaf_start(const avq_index *idx, const avq_leaf *v) {
+    if (v->full == 0) return;
+    const char *p = (const char *)v->store->codes;
+    size_t K = idx->q->num_blocks;
+    size_t bytes = idx->q->bits == 4 ? (v->full + 31) / 32 * 16 * K : v->full * K;
     if (bytes > LEAF_PREFETCH_BYTES) bytes = LEAF_PREFETCH_BYTES;
-    for (uint64_t b = 0; b < bytes; b += 64) AVQ_PREFETCH(p + b);
+    for (size_t b = 0; b < bytes; b += 64) AVQ_PREFETCH(p + b);
 }
 
 /* Steps 3-4: quantized LUT and the fast scan of the chosen leaves, best
@@ -212,44 +249,63 @@ static int scan_leaves(const avq_index *idx, const avq_kernels *kern, search_scr
     if (st != AVQ_OK) return st;
     avq_topk_scan_fn scan = topk_kernel(idx, kern);
     for (size_t i = 0; i < count; i++) {
-        avq_scan_leaf leaf = scan_leaf_of(idx, (size_t)s->leaves[i].id);
-        if (leaf.n == 0) continue;
-        if (i + 1 < count) prefetch_leaf_start(idx, (size_t)s->leaves[i + 1].id);
+        size_t l = (size_t)s->leaves[i].id;
+        s->snap[l] = avq_leaf_load(idx, l);
+    }
+    for (size_t i = 0; i < count; i++) {
+        size_t l = (size_t)s->leaves[i].id;
+        avq_scan_leaf parts[2];
+        int np = scan_parts_of(idx, l, s->snap[l], parts);
+        if (i + 1 < count) prefetch_leaf_start(idx, s->snap[s->leaves[i + 1].id]);
         avq_scan_query query = {s->lut8, leaf_bias(idx, &s->leaves[i]) + info.offset,
                                 info.scale, cand};
-        scan(&leaf, 1, &query);
+        for (int part = 0; part < np; part++) scan(&parts[part], 1, &query);
     }
     return AVQ_OK;
 }
 
-/* Step 5: exact re-scoring of the candidates (positions) into `out`. */
+#define CAND_LEAF(id) ((size_t)((uint64_t)(id) >> 32))
+#define CAND_SLOT(id) ((size_t)((uint64_t)(id) & 0xFFFFFFFFu))
+
+/* Step 5: exact re-scoring of the candidates ((leaf, slot) of the versions
+ * in s->snap) into `out`. */
 static void reorder_candidates(const avq_index *idx, const avq_kernels *kern, const float *q,
                                const float *q_i8, search_scratch *s, const avq_neighbor *c,
                                size_t count, avq_topk *out) {
-    if (idx->reorder == AVQ_REORDER_NONE) {
+    const avq_leaf *const *snap = s->snap;
+    if (idx->q->reorder == AVQ_REORDER_NONE) {
         for (size_t i = 0; i < count; i++)
-            avq_topk_push(out, c[i].dist, idx->ids[c[i].id]);
+            avq_topk_push(out, c[i].dist, snap[CAND_LEAF(c[i].id)]->store->ids[CAND_SLOT(c[i].id)]);
         return;
     }
     /* The candidates' rows are scattered over the whole index (one cache miss
      * per line); requesting all of them before the first dot product lets the
      * misses overlap instead of being paid one row at a time. */
-    size_t row_bytes = idx->dim * (idx->reorder == AVQ_REORDER_FLOAT ? sizeof(float) : 1);
-    const char *rows = idx->reorder == AVQ_REORDER_FLOAT ? (const char *)idx->vectors
-                                                        : (const char *)idx->vectors_i8;
+    bool f32 = idx->q->reorder == AVQ_REORDER_FLOAT;
+    size_t d = idx->dim, row_bytes = d * (f32 ? sizeof(float) : 1);
     for (size_t i = 0; i < count; i++) {
-        s->positions[i] = c[i].id;
-        const char *row = rows + (size_t)c[i].id * row_bytes;
+        const avq_leaf_store *st = snap[CAND_LEAF(c[i].id)]->store;
+        size_t slot = CAND_SLOT(c[i].id);
+        const char *row = f32 ? (const char *)(st->vectors + slot * d)
+                              : (const char *)(st->vectors_i8 + slot * d);
         for (size_t b = 0; b < row_bytes; b += 64) AVQ_PREFETCH(row + b);
         AVQ_PREFETCH(row + row_bytes - 1);
-        AVQ_PREFETCH(&idx->ids[c[i].id]);
+        AVQ_PREFETCH(&st->ids[slot]);
     }
-    if (idx->reorder == AVQ_REORDER_FLOAT)
-        kern->dot_index(q, idx->vectors, idx->dim, s->positions, count, s->exact);
-    else
-        kern->dot_index_i8(q_i8, idx->vectors_i8, idx->dim, s->positions, count, s->exact);
-    for (size_t i = 0; i < count; i++)
-        avq_topk_push(out, point_distance(idx, s->exact[i], (size_t)c[i].id), idx->ids[c[i].id]);
+    for (size_t i = 0; i < count; i++) {
+        const avq_leaf *leaf = snap[CAND_LEAF(c[i].id)];
+        s->positions[i] = (int64_t)CAND_SLOT(c[i].id);
+        if (f32)
+            kern->dot_index(q, leaf->store->vectors, d, &s->positions[i], 1, &s->exact[i]);
+        else
+            kern->dot_index_i8(q_i8, leaf->store->vectors_i8, d, &s->positions[i], 1,
+                               &s->exact[i]);
+    }
+    for (size_t i = 0; i < count; i++) {
+        const avq_leaf *leaf = snap[CAND_LEAF(c[i].id)];
+        size_t slot = CAND_SLOT(c[i].id);
+        avq_topk_push(out, point_distance(idx, s->exact[i], leaf, slot), leaf->store->ids[slot]);
+    }
 }
 
 static void write_output(const avq_index *idx, avq_topk *out, double qnorm2, size_t k,
@@ -261,7 +317,7 @@ static void write_output(const avq_index *idx, avq_topk *out, double qnorm2, siz
         if (j < found) {
             id = out->items[j].id;
             float d = out->items[j].dist;
-            score = idx->params.metric == AVQ_METRIC_L2 ? fmaxf(d + (float)qnorm2, 0.0f) : -d;
+            score = idx->q->params.metric == AVQ_METRIC_L2 ? fmaxf(d + (float)qnorm2, 0.0f) : -d;
         }
         ids[j] = id;
         if (scores) scores[j] = score;
@@ -276,7 +332,7 @@ static int search_with_scratch(const avq_index *idx, const avq_kernels *kern,
     if (st != AVQ_OK) return st;
     avq_topk out;
     avq_topk_init(&out, r->k, s->final, 2 * r->k + 1);
-    if (idx->mode == AVQ_MODE_BRUTE) {
+    if (idx->q->mode == AVQ_MODE_BRUTE) {
         score_all_points(idx, kern, s, &out);
     } else {
         avq_topk cand;
@@ -301,7 +357,9 @@ int avq_index_search(const avq_index *idx, const float *query, const avq_search_
     search_scratch s;
     st = scratch_init(&s, idx, &r);
     if (st != AVQ_OK) return st;
+    int slot = avq_read_begin((avq_index *)idx);
     st = search_with_scratch(idx, avq_kernels_get(), &r, &s, query, ids, scores);
+    avq_read_end((avq_index *)idx, slot);
     scratch_free(&s);
     return st;
 }
@@ -329,7 +387,7 @@ enum { BATCH_CHUNK = 96, BATCH_SCRATCH_BUDGET = 32 << 20 };
 static size_t batch_chunk_size(const avq_index *idx, const resolved_params *r) {
     size_t per_query = r->leaves * (sizeof(avq_neighbor) + sizeof(uint32_t)) +
                        (2 * r->pre_reorder + 1) * sizeof(avq_neighbor) +
-                       idx->num_blocks * idx->num_centers + 2 * idx->dim * sizeof(float) + 64;
+                       idx->q->num_blocks * idx->q->num_centers + 2 * idx->dim * sizeof(float) + 64;
     size_t chunk = BATCH_SCRATCH_BUDGET / per_query;
     return chunk < 1 ? 1 : (chunk > BATCH_CHUNK ? BATCH_CHUNK : chunk);
 }
@@ -353,9 +411,9 @@ typedef struct {
 static int chunk_scratch_init(chunk_scratch *c, const avq_index *idx, const resolved_params *r) {
     memset(c, 0, sizeof *c);
     int st = scratch_init(&c->s, idx, r);
-    if (st != AVQ_OK || idx->mode == AVQ_MODE_BRUTE) return st;
+    if (st != AVQ_OK || idx->q->mode == AVQ_MODE_BRUTE) return st;
     size_t B = batch_chunk_size(idx, r), d = idx->dim, L = idx->num_leaves, m = r->leaves;
-    size_t KC = idx->num_blocks * idx->num_centers;
+    size_t KC = idx->q->num_blocks * idx->q->num_centers;
     const size_t sizes[] = {
         B * d * sizeof(float),      B * d * sizeof(float),
         B * sizeof(double),         B * KC,
@@ -398,7 +456,7 @@ static int query_failed(int st, size_t q) {
 /* Per query of the chunk: prepare, choose leaves, build the LUT. */
 static int chunk_prepare(const batch_job *job, chunk_scratch *c, size_t begin, size_t count) {
     const avq_index *idx = job->idx;
-    size_t d = idx->dim, m = job->r.leaves, KC = idx->num_blocks * idx->num_centers;
+    size_t d = idx->dim, m = job->r.leaves, KC = idx->q->num_blocks * idx->q->num_centers;
     for (size_t j = 0; j < count; j++) {
         float *q = c->q + j * d;
         int st = prepare_query(idx, job->queries + (begin + j) * d, q, c->q_i8 + j * d,
@@ -437,9 +495,12 @@ static void chunk_bucket_by_leaf(const avq_index *idx, chunk_scratch *c, size_t 
 /* Scan leaf l once for every query of the chunk that chose it. */
 static void chunk_scan_leaf(const batch_job *job, chunk_scratch *c, size_t l) {
     const avq_index *idx = job->idx;
-    avq_scan_leaf leaf = scan_leaf_of(idx, l);
-    if (leaf.n == 0) return;
-    size_t m = job->r.leaves, KC = idx->num_blocks * idx->num_centers;
+    const avq_leaf *v = avq_leaf_load(idx, l);
+    c->s.snap[l] = v;
+    avq_scan_leaf parts[2];
+    int np = scan_parts_of(idx, l, v, parts);
+    if (np == 0) return;
+    size_t m = job->r.leaves, KC = idx->q->num_blocks * idx->q->num_centers;
     avq_topk_scan_fn scan = topk_kernel(idx, job->kern);
     avq_scan_query group[AVQ_SCAN_MAX_BATCH];
     size_t g = 0;
@@ -449,11 +510,12 @@ static void chunk_scan_leaf(const batch_job *job, chunk_scratch *c, size_t l) {
                                       leaf_bias(idx, &c->leaves[p]) + c->info[j].offset,
                                       c->info[j].scale, &c->cand[j]};
         if (g == AVQ_SCAN_MAX_BATCH) {
-            scan(&leaf, g, group);
+            for (int part = 0; part < np; part++) scan(&parts[part], g, group);
             g = 0;
         }
     }
-    if (g) scan(&leaf, g, group);
+    if (g)
+        for (int part = 0; part < np; part++) scan(&parts[part], g, group);
 }
 
 static int chunk_search(void *ctx, size_t begin, size_t end, int worker) {
@@ -521,10 +583,14 @@ int avq_index_search_batch(const avq_index *idx, const float *queries, size_t nq
     int made = 0;
     for (; made < threads && st == AVQ_OK; made++)
         st = chunk_scratch_init(&job.scratch[made], idx, &job.r);
-    if (st == AVQ_OK)
+    if (st == AVQ_OK) {
+        /* one reader slot for the whole call: the workers read under it */
+        int slot = avq_read_begin((avq_index *)idx);
         st = avq_parallel_for(nq, chunk, threads,
-                              idx->mode == AVQ_MODE_BRUTE ? brute_search : chunk_search, &job,
+                              idx->q->mode == AVQ_MODE_BRUTE ? brute_search : chunk_search, &job,
                               NULL, NULL, "search");
+        avq_read_end((avq_index *)idx, slot);
+    }
     for (int w = 0; w < made; w++) chunk_scratch_free(&job.scratch[w]);
     free(job.scratch);
     return st;

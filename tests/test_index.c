@@ -315,7 +315,11 @@ static void round_trip(avq_metric metric, int bits, avq_reorder reorder) {
     for (int m = 0; m < 3; m++) {
         cr_assert_eq(avq_index_load(path, modes[m], &loaded), AVQ_OK, "%s", avq_last_error());
         cr_assert_eq(avq_index_size(loaded), (size_t)N);
-        cr_assert_eq(avq_index_memory_bytes(loaded), avq_index_memory_bytes(index));
+        /* a trusted mmap load builds the id map on first need, not at load */
+        if (modes[m] & AVQ_LOAD_SKIP_CHECKSUMS)
+            cr_assert_lt(avq_index_memory_bytes(loaded), avq_index_memory_bytes(index));
+        else
+            cr_assert_eq(avq_index_memory_bytes(loaded), avq_index_memory_bytes(index));
         expect_same_results(index, loaded);
         avq_index_free(loaded);
     }

@@ -222,7 +222,7 @@ INLINE void topk16_nq(const avq_scan_leaf *leaf, int nq, const avq_scan_query *q
             __m256i lt_hi = _mm256_cmpgt_epi16(thr_v[q], out[q][1]);
             uint32_t mask = (uint32_t)_mm256_movemask_epi8(_mm256_packs_epi16(lt_lo, lt_hi));
             if (!mask) continue;
-            mask = point_order(mask) & avq_scan_valid_mask(n - 32 * g);
+            mask = point_order(mask) & avq_scan_group_mask(leaf, g);
             int16_t tmp[32];
             _mm256_storeu_si256((__m256i *)tmp, out[q][0]);
             _mm256_storeu_si256((__m256i *)(tmp + 16), out[q][1]);
@@ -254,7 +254,7 @@ INLINE void topk32_nq(const avq_scan_leaf *leaf, int nq, const avq_scan_query *q
                 __m256i lt = _mm256_cmpgt_epi32(t, out[q][v]);
                 mask |= (uint32_t)_mm256_movemask_ps(_mm256_castsi256_ps(lt)) << (8 * v);
             }
-            mask &= avq_scan_valid_mask(n - 32 * g);
+            mask &= avq_scan_group_mask(leaf, g);
             if (!mask) continue;
             avq_scan_push_mask(&thr[q], leaf, 32 * g, mask, tmp);
             avq_scan_threshold_refresh(&thr[q]);

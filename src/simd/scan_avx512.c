@@ -202,7 +202,7 @@ WITH_VNNI INLINE void topk_nq(const avq_scan_leaf *leaf, int nq, const avq_scan_
             uint32_t mask = (uint32_t)_mm512_cmplt_epi32_mask(out[q][0], thr_v[q]) |
                             (uint32_t)_mm512_cmplt_epi32_mask(out[q][1], thr_v[q]) << 16;
             if (!mask) continue;
-            mask &= (uint32_t)valid_points(n, g);
+            mask &= avq_scan_group_mask(leaf, g);
             int32_t tmp[32];
             _mm512_storeu_si512(tmp, out[q][0]);
             _mm512_storeu_si512(tmp + 16, out[q][1]);

@@ -1,0 +1,691 @@
+/*
+ * mutate.c -- changing an index: add, upsert, remove, compact, and the
+ * read-side questions that need the id map (contains, get, stats).
+ *
+ * Every writer call has two phases.  *Prepare* checks the input, encodes the
+ * new rows (leaf assignment, residuals, anisotropic codes, int8 rows) and
+ * makes the new version of every leaf it touches, beside the published one;
+ * anything can fail here and the index is untouched (new versions are
+ * freed).  *Commit* publishes the versions, updates the id map (room for it
+ * was reserved in prepare) and retires what was replaced; nothing in it can
+ * fail.  So a call adds all of its rows or none.
+ *
+ * Encoding a new row is what training did to the training rows: nearest
+ * center (squared L2, as k-means assigned), residual against it (not for
+ * L2), score-aware encoding with the quantizer's T or eta, int8 rows with the
+ * quantizer's scales (values beyond them are clamped).
+ */
+#include "aniso.h"
+#include "avq_internal.h"
+#include "index.h"
+#include "kmeans.h"
+#include "pq.h"
+#include "vecmath.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PLACE(l, s) ((uint64_t)(l) << 32 | (uint64_t)(s))
+#define PLACE_LEAF(p) ((size_t)((p) >> 32))
+#define PLACE_SLOT(p) ((uint32_t)((p) & 0xFFFFFFFFu))
+
+static int64_t live_total(const avq_index *x) { return (int64_t)atomic_load(&x->live); }
+
+/* ---- checking the rows and ids -------------------------------------------- */
+
+static int check_rows(const avq_index *x, const float *v, size_t n, const char *who) {
+    size_t d = x->dim;
+    size_t bad = avq_first_non_finite(v, n * d);
+    if (bad < n * d)
+        return avq_fail(AVQ_ERR_INVALID, "%s: row %zu, column %zu is not a finite number", who,
+                        bad / d, bad % d);
+    if (x->q->params.metric == AVQ_METRIC_COSINE)
+        for (size_t i = 0; i < n; i++)
+            if (avq_norm2_f64(v + i * d, d) == 0.0)
+                return avq_fail(AVQ_ERR_INVALID,
+                                "%s: row %zu is a zero vector, which has no cosine similarity",
+                                who, i);
+    return AVQ_OK;
+}
+
+/* Ids of one call: not the reserved id, no id twice.  With must_be_new,
+ * none may be in the index either. */
+static int check_ids(const avq_index *x, const int64_t *ids, size_t n, bool must_be_new,
+                     const char *who) {
+    avq_idmap seen = {0};
+    int st = avq_idmap_reserve(&seen, n);
+    for (size_t i = 0; i < n && st == AVQ_OK; i++) {
+        if (ids[i] == AVQ_NO_ID) {
+            st = avq_fail(AVQ_ERR_INVALID, "%s: row %zu: id -1 is reserved (it marks 'no result')",
+                          who, i);
+            break;
+        }
+        uint64_t first = avq_idmap_get(&seen, ids[i]);
+        if (first != AVQ_IDMAP_EMPTY) {
+            st = avq_fail(AVQ_ERR_INVALID, "%s: id %lld appears twice (rows %llu and %zu)", who,
+                          (long long)ids[i], (unsigned long long)first, i);
+            break;
+        }
+        if (must_be_new && avq_idmap_get(&x->ids, ids[i]) != AVQ_IDMAP_EMPTY) {
+            st = avq_fail(AVQ_ERR_INVALID,
+                          "%s: row %zu: id %lld is already in the index (use upsert to replace it)",
+                          who, i, (long long)ids[i]);
+            break;
+        }
+        avq_idmap_put(&seen, ids[i], i);
+    }
+    avq_idmap_free(&seen);
+    return st;
+}
+
+/* ---- encoding --------------------------------------------------------------- */
+
+/* The rows as the index keeps them, in leaf order, with everything a leaf
+ * needs. */
+typedef struct {
+    size_t n;
+    size_t *leaf_start;  /* num_leaves + 1: rows of leaf l are [start[l], start[l+1]) */
+    int64_t *ids;
+    uint8_t *codes;      /* n x K (PQ)            */
+    float *vectors;      /* n x d (float rows)    */
+    int8_t *vectors_i8;  /* n x d (int8 rows)     */
+    float *norms2;       /* n (L2)                */
+} encoded_rows;
+
+static void encoded_free(encoded_rows *e) {
+    free(e->leaf_start);
+    free(e->ids);
+    free(e->codes);
+    free(e->vectors);
+    free(e->vectors_i8);
+    free(e->norms2);
+}
+
+#define ALLOC(ptr, count)                                                     \
+    do {                                                                      \
+        size_t bytes_;                                                        \
+        if (!avq_mul_ok((count), sizeof *(ptr), &bytes_) ||                   \
+            !((ptr) = malloc(bytes_ ? bytes_ : 1))) {                         \
+            st = avq_fail_nomem(#ptr, (count) * sizeof *(ptr));               \
+            goto fail;                                                        \
+        }                                                                     \
+    } while (0)
+
+static int encode_rows(const avq_index *x, const float *vectors, size_t n, const int64_t *ids,
+                       const int32_t *leaf_of_in, int threads, avq_progress_fn progress,
+                       void *progress_user, encoded_rows *e) {
+    const avq_quantizer *q = x->q;
+    size_t d = x->dim, L = x->num_leaves, K = q->num_blocks;
+    int st = AVQ_OK;
+    float *xs = NULL, *resid = NULL;
+    int32_t *leaf_of = NULL;
+    size_t *order = NULL;
+    uint8_t *codes = NULL;
+    memset(e, 0, sizeof *e);
+    e->n = n;
+    ALLOC(xs, n * d);
+    memcpy(xs, vectors, n * d * sizeof(float));
+    if (q->params.metric == AVQ_METRIC_COSINE) avq_normalize_rows(xs, n, d);
+    ALLOC(leaf_of, n);
+    if (leaf_of_in) {
+        memcpy(leaf_of, leaf_of_in, n * sizeof *leaf_of);
+    } else if (L > 1) {
+        st = avq_assign_nearest(xs, n, d, q->centers, L, AVQ_NEAREST_L2, threads, leaf_of, NULL,
+                                NULL, NULL, "assign");
+        if (st != AVQ_OK) goto fail;
+    } else {
+        memset(leaf_of, 0, n * sizeof *leaf_of);
+    }
+    /* leaf order, stable */
+    ALLOC(e->leaf_start, L + 1);
+    ALLOC(order, n);
+    memset(e->leaf_start, 0, (L + 1) * sizeof *e->leaf_start);
+    for (size_t i = 0; i < n; i++) e->leaf_start[leaf_of[i] + 1]++;
+    for (size_t l = 0; l < L; l++) e->leaf_start[l + 1] += e->leaf_start[l];
+    {
+        size_t *fill = malloc(L * sizeof *fill);
+        if (!fill) {
+            st = avq_fail_nomem("leaf fill", L * sizeof *fill);
+            goto fail;
+        }
+        memcpy(fill, e->leaf_start, L * sizeof *fill);
+        for (size_t i = 0; i < n; i++) order[fill[leaf_of[i]]++] = i;
+        free(fill);
+    }
+    ALLOC(e->ids, n);
+    for (size_t i = 0; i < n; i++) e->ids[i] = ids[order[i]];
+    /* the rows in leaf order replace xs */
+    {
+        float *sorted = malloc(n * d * sizeof *sorted);
+        if (!sorted) {
+            st = avq_fail_nomem("rows", n * d * sizeof *sorted);
+            goto fail;
+        }
+        for (size_t i = 0; i < n; i++)
+            memcpy(sorted + i * d, xs + order[i] * d, d * sizeof(float));
+        free(xs);
+        xs = sorted;
+    }
+    if (q->mode == AVQ_MODE_PQ) {
+        ALLOC(resid, n * d);
+        bool use_center = q->params.metric != AVQ_METRIC_L2;
+        for (size_t l = 0; l < L; l++) {
+            const float *c = q->centers + l * d;
+            for (size_t i = e->leaf_start[l]; i < e->leaf_start[l + 1]; i++)
+                for (size_t j = 0; j < d; j++)
+                    resid[i * d + j] = xs[i * d + j] - (use_center ? c[j] : 0.0f);
+        }
+        ALLOC(codes, n * K);
+        avq_pq_shape shape = {d, q->dims_per_block, q->num_centers};
+        avq_aniso_params ap;
+        avq_aniso_default_params(&ap);
+        ap.threads = threads;
+        ap.threshold = NAN;
+        ap.eta = NAN;
+        if (q->params.metric != AVQ_METRIC_L2) {
+            if (q->params.eta > 0.0f) ap.eta = q->params.eta;
+            else ap.threshold = q->params.threshold;
+        }
+        st = avq_aniso_encode(resid, xs, n, &shape, q->codebook, &ap, codes, progress,
+                              progress_user);
+        if (st != AVQ_OK) goto fail;
+        free(resid);
+        resid = NULL;
+        e->codes = codes;
+        codes = NULL;
+    }
+    if (avq_keeps_norms(q)) {
+        ALLOC(e->norms2, n);
+        avq_row_norms2(xs, n, d, e->norms2);
+    }
+    if (avq_keeps_int8(q)) {
+        ALLOC(e->vectors_i8, n * d);
+        for (size_t i = 0; i < n; i++)
+            for (size_t j = 0; j < d; j++) {
+                float v = roundf(xs[i * d + j] / q->i8_scale[j]);
+                e->vectors_i8[i * d + j] = (int8_t)(v > 127 ? 127 : (v < -127 ? -127 : v));
+            }
+    }
+    if (avq_keeps_float(q)) {
+        e->vectors = xs;
+        xs = NULL;
+    }
+fail:
+    free(xs);
+    free(resid);
+    free(codes);
+    free(leaf_of);
+    free(order);
+    if (st != AVQ_OK) encoded_free(e);
+    return st;
+}
+
+/* ---- prepare / commit ----------------------------------------------------- */
+
+/* The pending change of every leaf of one writer call. */
+typedef struct {
+    avq_leaf **fresh;    /* num_leaves: the new version, or NULL (unchanged) */
+    bool *compacted;     /* num_leaves: slots renumbered                     */
+} pending;
+
+static int pending_init(const avq_index *x, pending *p) {
+    p->fresh = calloc(x->num_leaves, sizeof *p->fresh);
+    p->compacted = calloc(x->num_leaves, sizeof *p->compacted);
+    if (!p->fresh || !p->compacted) {
+        free(p->fresh);
+        free(p->compacted);
+        return avq_fail_nomem("pending leaves", x->num_leaves * 9);
+    }
+    return AVQ_OK;
+}
+
+/* Abandon: free the new versions (and stores they alone use). */
+static void pending_abandon(avq_index *x, pending *p) {
+    for (size_t l = 0; l < x->num_leaves; l++) {
+        avq_leaf *v = p->fresh[l];
+        if (!v) continue;
+        if (v->store != avq_leaf_load(x, l)->store) avq_leaf_store_free(v->store);
+        avq_leaf_free(v);
+    }
+    free(p->fresh);
+    free(p->compacted);
+}
+
+/* Publish every new version; renumbered leaves get their ids re-pointed. */
+static void pending_commit(avq_index *x, pending *p) {
+    for (size_t l = 0; l < x->num_leaves; l++) {
+        avq_leaf *v = p->fresh[l];
+        if (!v) continue;
+        avq_leaf_publish(x, l, v);
+        if (p->compacted[l])
+            for (size_t s = 0; s < v->n; s++) avq_idmap_put(&x->ids, v->store->ids[s], PLACE(l, s));
+    }
+    free(p->fresh);
+    free(p->compacted);
+    avq_reclaim(x);
+}
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Sorted, distinct places -> per-leaf kill lists (slots) in `kills`, with
+ * kill_start[l] .. kill_start[l+1] those of leaf l. */
+static int group_kills(const avq_index *x, uint64_t *places, size_t count, uint32_t **kills,
+                       size_t **kill_start, size_t *distinct) {
+    size_t L = x->num_leaves, u = 0;
+    qsort(places, count, sizeof *places, cmp_u64);
+    for (size_t i = 0; i < count; i++)
+        if (i == 0 || places[i] != places[i - 1]) places[u++] = places[i];
+    *distinct = u;
+    *kills = malloc((u ? u : 1) * sizeof **kills);
+    *kill_start = calloc(L + 1, sizeof **kill_start);
+    if (!*kills || !*kill_start) {
+        free(*kills);
+        free(*kill_start);
+        return avq_fail_nomem("kill lists", u * 4 + L * 8);
+    }
+    for (size_t i = 0; i < u; i++) {
+        (*kills)[i] = PLACE_SLOT(places[i]);
+        (*kill_start)[PLACE_LEAF(places[i]) + 1]++;
+    }
+    for (size_t l = 0; l < L; l++) (*kill_start)[l + 1] += (*kill_start)[l];
+    return AVQ_OK;
+}
+
+static bool wants_compaction(const avq_index *x, const avq_leaf *v, size_t nkill) {
+    if (x->compact_threshold <= 0.0 || v->n == 0) return false;
+    size_t dead = v->n - v->live + nkill;
+    return dead > 0 && (double)dead >= x->compact_threshold * (double)v->n;
+}
+
+/* ---- add / upsert --------------------------------------------------------- */
+
+int avq_index_add_assigned(avq_index *x, const float *vectors, size_t n, const int64_t *ids,
+                           const int32_t *leaf_of, int threads, int64_t *ids_out, bool replace,
+                           size_t *replaced_out, avq_progress_fn progress, void *progress_user) {
+    const char *who = replace ? "upsert" : "add";
+    if (!x) return avq_fail(AVQ_ERR_INVALID, "%s: NULL index", who);
+    if (n == 0) {
+        if (replaced_out) *replaced_out = 0;
+        return AVQ_OK;
+    }
+    if (!vectors || (replace && !ids))
+        return avq_fail(AVQ_ERR_INVALID, "%s: NULL vectors%s", who, replace ? " or ids" : "");
+    if (n > (size_t)INT32_MAX)
+        return avq_fail(AVQ_ERR_INVALID, "%s: %zu rows in one call exceed the limit of %d", who, n,
+                        INT32_MAX);
+    int st = check_rows(x, vectors, n, who);
+    if (st != AVQ_OK) return st;
+
+    pthread_mutex_lock(&x->write_lock);
+    int64_t *auto_ids = NULL;
+    uint64_t *places = NULL;
+    uint32_t *kills = NULL;
+    size_t *kill_start = NULL, nreplaced = 0;
+    encoded_rows e = {0};
+    pending p = {0};
+    bool have_pending = false;
+    st = avq_index_ensure_ids(x);
+    if (st != AVQ_OK) goto out;
+    if (ids) {
+        st = check_ids(x, ids, n, !replace, who);
+        if (st != AVQ_OK) goto out;
+    } else {
+        if (x->next_id > INT64_MAX - (int64_t)n) {
+            st = avq_fail(AVQ_ERR_INVALID, "%s: automatic ids would pass INT64_MAX", who);
+            goto out;
+        }
+        ALLOC(auto_ids, n);
+        for (size_t i = 0; i < n; i++) auto_ids[i] = x->next_id + (int64_t)i;
+        ids = auto_ids;
+    }
+    if (atomic_load(&x->live) + n > ((size_t)1 << 40)) {
+        st = avq_fail(AVQ_ERR_INVALID, "%s: the index would exceed 2^40 vectors", who);
+        goto out;
+    }
+    st = encode_rows(x, vectors, n, ids, leaf_of, threads, progress, progress_user, &e);
+    if (st != AVQ_OK) goto out;
+
+    /* replaced ids: their slots die in the same change */
+    size_t L = x->num_leaves, K = x->q->num_blocks, d = x->dim;
+    ALLOC(places, n);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t at = replace ? avq_idmap_get(&x->ids, ids[i]) : AVQ_IDMAP_EMPTY;
+        if (at != AVQ_IDMAP_EMPTY) places[nreplaced++] = at;
+    }
+    size_t distinct = 0;
+    st = group_kills(x, places, nreplaced, &kills, &kill_start, &distinct);
+    if (st != AVQ_OK) goto out;
+    st = avq_idmap_reserve(&x->ids, n);
+    if (st != AVQ_OK) goto out;
+    st = pending_init(x, &p);
+    if (st != AVQ_OK) goto out;
+    have_pending = true;
+    for (size_t l = 0; l < L && st == AVQ_OK; l++) {
+        size_t first = e.leaf_start[l], count = e.leaf_start[l + 1] - first;
+        size_t nk = kill_start[l + 1] - kill_start[l];
+        if (count == 0 && nk == 0) continue;
+        avq_new_points add = {count,
+                              e.codes ? e.codes + first * K : NULL,
+                              e.ids + first,
+                              e.vectors ? e.vectors + first * d : NULL,
+                              e.vectors_i8 ? e.vectors_i8 + first * d : NULL,
+                              e.norms2 ? e.norms2 + first : NULL};
+        st = avq_leaf_change(x, avq_leaf_load(x, l), kills + kill_start[l], nk, &add, false,
+                             &p.fresh[l]);
+    }
+    if (st != AVQ_OK) goto out;
+
+    /* commit: nothing below fails */
+    for (size_t l = 0; l < L; l++) {
+        size_t first = e.leaf_start[l], count = e.leaf_start[l + 1] - first;
+        if (!p.fresh[l]) continue;
+        size_t n_old = avq_leaf_load(x, l)->n;
+        for (size_t i = 0; i < count; i++)
+            avq_idmap_put(&x->ids, e.ids[first + i], PLACE(l, n_old + i));
+    }
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] >= x->next_id) x->next_id = ids[i] == INT64_MAX ? INT64_MAX : ids[i] + 1;
+    atomic_fetch_add(&x->live, n - nreplaced);
+    pending_commit(x, &p);
+    have_pending = false;
+    if (ids_out) memcpy(ids_out, ids, n * sizeof *ids_out);
+    if (replaced_out) *replaced_out = nreplaced;
+out:
+fail:
+    if (have_pending) pending_abandon(x, &p);
+    pthread_mutex_unlock(&x->write_lock);
+    encoded_free(&e);
+    free(auto_ids);
+    free(places);
+    free(kills);
+    free(kill_start);
+    return st;
+}
+
+int avq_index_add(avq_index *x, const float *vectors, size_t n, const int64_t *ids, int threads,
+                  int64_t *ids_out) {
+    return avq_index_add_assigned(x, vectors, n, ids, NULL, threads, ids_out, false, NULL, NULL,
+                                  NULL);
+}
+
+int avq_index_upsert(avq_index *x, const float *vectors, size_t n, const int64_t *ids,
+                     int threads, size_t *replaced) {
+    return avq_index_add_assigned(x, vectors, n, ids, NULL, threads, NULL, true, replaced, NULL,
+                                  NULL);
+}
+
+/* ---- remove / compact ------------------------------------------------------ */
+
+int avq_index_remove(avq_index *x, const int64_t *ids, size_t n, size_t *removed) {
+    if (!x || (!ids && n > 0)) return avq_fail(AVQ_ERR_INVALID, "remove: NULL index or ids");
+    if (removed) *removed = 0;
+    if (n == 0) return AVQ_OK;
+    pthread_mutex_lock(&x->write_lock);
+    uint64_t *places = NULL;
+    uint32_t *kills = NULL;
+    size_t *kill_start = NULL, found = 0, distinct = 0;
+    pending p = {0};
+    bool have_pending = false;
+    int st = avq_index_ensure_ids(x);
+    if (st != AVQ_OK) goto out;
+    ALLOC(places, n);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t at = ids[i] == AVQ_NO_ID ? AVQ_IDMAP_EMPTY : avq_idmap_get(&x->ids, ids[i]);
+        if (at != AVQ_IDMAP_EMPTY) places[found++] = at;
+    }
+    st = group_kills(x, places, found, &kills, &kill_start, &distinct);
+    if (st != AVQ_OK) goto out;
+    st = pending_init(x, &p);
+    if (st != AVQ_OK) goto out;
+    have_pending = true;
+    for (size_t l = 0; l < x->num_leaves && st == AVQ_OK; l++) {
+        size_t nk = kill_start[l + 1] - kill_start[l];
+        if (nk == 0) continue;
+        const avq_leaf *old = avq_leaf_load(x, l);
+        p.compacted[l] = wants_compaction(x, old, nk);
+        st = avq_leaf_change(x, old, kills + kill_start[l], nk, NULL, p.compacted[l], &p.fresh[l]);
+    }
+    if (st != AVQ_OK) goto out;
+    /* commit */
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] != AVQ_NO_ID) avq_idmap_del(&x->ids, ids[i]);
+    atomic_fetch_sub(&x->live, distinct);
+    pending_commit(x, &p);
+    have_pending = false;
+    if (removed) *removed = distinct;
+out:
+fail:
+    if (have_pending) pending_abandon(x, &p);
+    pthread_mutex_unlock(&x->write_lock);
+    free(places);
+    free(kills);
+    free(kill_start);
+    return st;
+}
+
+int avq_index_compact(avq_index *x, double min_dead_fraction, size_t *compacted) {
+    if (!x) return avq_fail(AVQ_ERR_INVALID, "compact: NULL index");
+    if (!(min_dead_fraction >= 0.0 && min_dead_fraction <= 1.0))
+        return avq_fail(AVQ_ERR_INVALID, "compact: min_dead_fraction must be in [0, 1], got %g",
+                        min_dead_fraction);
+    if (compacted) *compacted = 0;
+    pthread_mutex_lock(&x->write_lock);
+    pending p = {0};
+    size_t count = 0;
+    int st = avq_index_ensure_ids(x);
+    if (st == AVQ_OK) st = pending_init(x, &p);
+    if (st != AVQ_OK) {
+        pthread_mutex_unlock(&x->write_lock);
+        return st;
+    }
+    for (size_t l = 0; l < x->num_leaves && st == AVQ_OK; l++) {
+        const avq_leaf *old = avq_leaf_load(x, l);
+        size_t dead = old->n - old->live;
+        if (dead == 0 || (double)dead < min_dead_fraction * (double)old->n) continue;
+        p.compacted[l] = true;
+        st = avq_leaf_change(x, old, NULL, 0, NULL, true, &p.fresh[l]);
+        count++;
+    }
+    if (st != AVQ_OK) pending_abandon(x, &p);
+    else pending_commit(x, &p);
+    pthread_mutex_unlock(&x->write_lock);
+    if (st == AVQ_OK && compacted) *compacted = count;
+    return st;
+}
+
+int avq_index_set_compact_threshold(avq_index *x, double fraction) {
+    if (!x) return avq_fail(AVQ_ERR_INVALID, "compact threshold: NULL index");
+    if (!(fraction >= 0.0 && fraction <= 1.0))
+        return avq_fail(AVQ_ERR_INVALID, "compact threshold must be in [0, 1], got %g", fraction);
+    pthread_mutex_lock(&x->write_lock);
+    x->compact_threshold = fraction;
+    pthread_mutex_unlock(&x->write_lock);
+    return AVQ_OK;
+}
+
+/* ---- questions by id --------------------------------------------------------- */
+
+int avq_index_contains(const avq_index *cx, int64_t id) {
+    avq_index *x = (avq_index *)cx; /* the lazily built id map is a cache */
+    if (!x || id == AVQ_NO_ID) return 0;
+    pthread_mutex_lock(&x->write_lock);
+    int found = avq_index_ensure_ids(x) == AVQ_OK &&
+                avq_idmap_get(&x->ids, id) != AVQ_IDMAP_EMPTY;
+    pthread_mutex_unlock(&x->write_lock);
+    return found;
+}
+
+/* Row `slot` of a leaf as a float vector (dequantized for int8). */
+static void slot_vector(const avq_index *x, const avq_leaf *v, size_t slot, float *out) {
+    size_t d = x->dim;
+    if (v->store->vectors) {
+        memcpy(out, v->store->vectors + slot * d, d * sizeof(float));
+    } else {
+        for (size_t j = 0; j < d; j++)
+            out[j] = (float)v->store->vectors_i8[slot * d + j] * x->q->i8_scale[j];
+    }
+}
+
+int avq_index_get(const avq_index *cx, const int64_t *ids, size_t n, float *out) {
+    avq_index *x = (avq_index *)cx;
+    if (!x || (n > 0 && (!ids || !out))) return avq_fail(AVQ_ERR_INVALID, "get: NULL argument");
+    if (!avq_keeps_float(x->q) && !avq_keeps_int8(x->q))
+        return avq_fail(AVQ_ERR_UNSUPPORTED,
+                        "get: this index keeps no vectors (built with reorder 'none')");
+    pthread_mutex_lock(&x->write_lock);
+    int st = avq_index_ensure_ids(x);
+    for (size_t i = 0; i < n && st == AVQ_OK; i++) {
+        uint64_t at = ids[i] == AVQ_NO_ID ? AVQ_IDMAP_EMPTY : avq_idmap_get(&x->ids, ids[i]);
+        if (at == AVQ_IDMAP_EMPTY) {
+            st = avq_fail(AVQ_ERR_INVALID, "get: id %lld (entry %zu) is not in the index",
+                          (long long)ids[i], i);
+            break;
+        }
+        slot_vector(x, avq_leaf_load(x, PLACE_LEAF(at)), PLACE_SLOT(at), out + i * x->dim);
+    }
+    pthread_mutex_unlock(&x->write_lock);
+    return st;
+}
+
+/* ---- statistics --------------------------------------------------------------- */
+
+static void collect_stats(const avq_index *cx, avq_index_stats *s) {
+    avq_index *x = (avq_index *)cx;
+    memset(s, 0, sizeof *s);
+    s->struct_size = sizeof *s;
+    s->leaves = x->num_leaves;
+    s->min_leaf = SIZE_MAX;
+    size_t bytes = sizeof *x + x->num_leaves * sizeof *x->leaves + avq_quantizer_memory_bytes(x->q);
+    double sum2 = 0.0;
+    int slot = avq_read_begin(x);
+    for (size_t l = 0; l < x->num_leaves; l++) {
+        const avq_leaf *v = avq_leaf_load(x, l);
+        s->live += v->live;
+        s->dead += v->n - v->live;
+        s->empty_leaves += v->live == 0;
+        if (v->live < s->min_leaf) s->min_leaf = v->live;
+        if (v->live > s->max_leaf) s->max_leaf = v->live;
+        sum2 += (double)v->live * (double)v->live;
+        if (v->n && (double)(v->n - v->live) / (double)v->n > s->max_leaf_dead)
+            s->max_leaf_dead = (double)(v->n - v->live) / (double)v->n;
+        bytes += avq_leaf_bytes(x, v);
+    }
+    avq_read_end(x, slot);
+    s->mean_leaf = (double)s->live / (double)s->leaves;
+    double var = sum2 / (double)s->leaves - s->mean_leaf * s->mean_leaf;
+    s->leaf_cv = s->mean_leaf > 0 ? sqrt(var > 0 ? var : 0) / s->mean_leaf : 0.0;
+    s->memory_bytes = bytes + x->ids.capacity * (sizeof(int64_t) + sizeof(uint64_t));
+    pthread_mutex_lock(&x->write_lock);
+    s->next_id = x->next_id;
+    pthread_mutex_unlock(&x->write_lock);
+}
+
+int avq_index_stats_sized(const avq_index *x, avq_index_stats *out, size_t struct_size) {
+    if (!x || !out) return avq_fail(AVQ_ERR_INVALID, "stats: NULL argument");
+    if (struct_size < offsetof(avq_index_stats, next_id) + sizeof(int64_t))
+        return avq_fail(AVQ_ERR_INVALID, "stats: struct_size %zu is too small", struct_size);
+    avq_index_stats s;
+    collect_stats(x, &s);
+    s.struct_size = struct_size;
+    memcpy(out, &s, struct_size < sizeof s ? struct_size : sizeof s);
+    return AVQ_OK;
+}
+
+size_t avq_index_memory_bytes(const avq_index *x) {
+    avq_index_stats s;
+    collect_stats(x, &s);
+    return s.memory_bytes;
+}
+
+size_t avq_index_size(const avq_index *x) { return (size_t)live_total(x); }
+size_t avq_index_dim(const avq_index *x) { return x->dim; }
+avq_metric avq_index_metric(const avq_index *x) { return x->q->params.metric; }
+size_t avq_index_num_leaves(const avq_index *x) { return x->num_leaves; }
+const avq_quantizer *avq_index_quantizer(const avq_index *x) { return x->q; }
+
+void avq_index_build_params(const avq_index *x, avq_build_params *out) {
+    size_t size = out->struct_size ? out->struct_size : sizeof *out;
+    avq_build_params p = x->q->params;
+    p.struct_size = size;
+    memcpy(out, &p, size < sizeof p ? size : sizeof p);
+}
+
+void avq_index_default_search_params(const avq_index *x, avq_search_params *out) {
+    size_t size = out->struct_size ? out->struct_size : sizeof *out;
+    avq_search_params p;
+    avq_search_params_init(&p);
+    p.struct_size = size;
+    p.leaves_to_search = x->q->default_leaves_to_search;
+    p.pre_reorder = x->q->default_pre_reorder;
+    memcpy(out, &p, size < sizeof p ? size : sizeof p);
+}
+
+int avq_index_create(const avq_quantizer *q, avq_index **out) {
+    if (out) *out = NULL;
+    if (!q || !out) return avq_fail(AVQ_ERR_INVALID, "create: NULL quantizer or out");
+    return avq_index_alloc((avq_quantizer *)q, out);
+}
+
+/* ---- retraining -------------------------------------------------------------- */
+
+int avq_index_retrain(const avq_index *cx, const avq_build_params *params, avq_index **out) {
+    avq_index *x = (avq_index *)cx;
+    if (out) *out = NULL;
+    if (!x || !out) return avq_fail(AVQ_ERR_INVALID, "retrain: NULL index or out");
+    if (!avq_keeps_float(x->q) && !avq_keeps_int8(x->q))
+        return avq_fail(AVQ_ERR_UNSUPPORTED,
+                        "retrain: this index keeps no vectors (built with reorder 'none')");
+    avq_build_params p;
+    int st = avq_build_params_resolve(params ? params : &x->q->params, &p);
+    if (st != AVQ_OK) return st;
+    size_t d = x->dim, n = 0;
+    float *rows = NULL;
+    int64_t *ids = NULL;
+    int32_t *leaf_of = NULL;
+    avq_quantizer *q = NULL;
+    avq_index *y = NULL;
+    /* a consistent snapshot: no writer while copying */
+    pthread_mutex_lock(&x->write_lock);
+    size_t live = (size_t)live_total(x);
+    rows = malloc((live ? live : 1) * d * sizeof *rows);
+    ids = malloc((live ? live : 1) * sizeof *ids);
+    if (!rows || !ids) {
+        pthread_mutex_unlock(&x->write_lock);
+        st = avq_fail_nomem("retrain copy", live * (d * 4 + 8));
+        goto done;
+    }
+    for (size_t l = 0; l < x->num_leaves; l++) {
+        const avq_leaf *v = avq_leaf_load(x, l);
+        for (size_t s = 0; s < v->n; s++) {
+            if (!avq_leaf_slot_alive(v, s)) continue;
+            slot_vector(x, v, s, rows + n * d);
+            ids[n++] = v->store->ids[s];
+        }
+    }
+    pthread_mutex_unlock(&x->write_lock);
+    if (n == 0) {
+        st = avq_fail(AVQ_ERR_INVALID, "retrain: the index is empty");
+        goto done;
+    }
+    st = avq_quantizer_train_assign(rows, n, d, &p, &q, &leaf_of);
+    if (st == AVQ_OK) st = avq_index_alloc(q, &y);
+    if (st == AVQ_OK)
+        st = avq_index_add_assigned(y, rows, n, ids, leaf_of, p.threads, NULL, false, NULL,
+                                    p.progress, p.progress_user);
+    if (st == AVQ_OK) {
+        y->next_id = x->next_id > y->next_id ? x->next_id : y->next_id;
+        *out = y;
+        y = NULL;
+    }
+done:
+    avq_index_free(y);
+    avq_quantizer_free(q);
+    free(leaf_of);
+    free(rows);
+    free(ids);
+    return st;
+}
