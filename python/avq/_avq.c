@@ -1299,7 +1299,14 @@ static int Index_contains(IndexObject *self, PyObject *key) {
     if (id == -1 && PyErr_Occurred()) return -1;
     avq_index *ix = index_acquire(self);
     if (!ix) return -1;
-    int found = overflow ? 0 : avq_index_contains(ix, (int64_t)id);
+    int found = 0;
+    if (!overflow) {
+        /* the library takes the writers' lock (and builds its id map on
+         * first use): never wait for a long add() with the GIL held */
+        Py_BEGIN_ALLOW_THREADS
+        found = avq_index_contains(ix, (int64_t)id);
+        Py_END_ALLOW_THREADS
+    }
     index_release(self);
     return found ? 1 : 0;
 }
@@ -1623,8 +1630,14 @@ static PyObject *Index_get_metric(IndexObject *self, void *c) {
 }
 
 static PyObject *Index_get_nbytes(IndexObject *self, void *c) {
-    avq_index *ix = live(self);
-    return ix ? PyLong_FromSize_t(avq_index_memory_bytes(ix)) : NULL;
+    avq_index *ix = index_acquire(self);
+    if (!ix) return NULL;
+    size_t bytes;
+    Py_BEGIN_ALLOW_THREADS /* walks the leaves and briefly takes the writers' lock */
+    bytes = avq_index_memory_bytes(ix);
+    Py_END_ALLOW_THREADS
+    index_release(self);
+    return PyLong_FromSize_t(bytes);
 }
 
 static PyObject *Index_get_num_leaves(IndexObject *self, void *c) {
