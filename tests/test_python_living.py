@@ -640,3 +640,55 @@ def test_close_during_add_is_safe():
     assert ix.closed and out["ids"].shape == (30000,)
     with pytest.raises(ValueError, match="closed"):
         ix.add(base[:1])
+
+
+# --------------------------------------------------------------------------
+# references and memory
+# --------------------------------------------------------------------------
+
+def rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_no_reference_or_memory_leaks(data):
+    base, extra, query = data
+    ix = build(base[:400], "squared_l2", num_leaves=4)
+    vec = np.ascontiguousarray(extra[:5])
+    ids = np.arange(1000, 1005, dtype=np.int64)
+    bad = vec.copy()
+    bad[1, 1] = np.nan
+    before = [sys.getrefcount(o) for o in (vec, ids, bad, ix)]
+    for _ in range(200):
+        ix.add(vec, ids=ids)
+        ix.get(ids)
+        ix.upsert(ids, vec)
+        assert ix.remove(ids) == 5
+        for call in (lambda: ix.add(bad), lambda: ix.add(vec, ids=ids[:2]),
+                     lambda: ix.upsert(ids, bad), lambda: ix.get(ids)):
+            with pytest.raises(ValueError):
+                call()
+        assert 1000 not in ix
+        ix.search(vec[:1], k=3)
+    assert [sys.getrefcount(o) for o in (vec, ids, bad, ix)] == before
+
+    def loop(n):
+        for _ in range(n):
+            blob = ix.to_bytes()
+            avq.Index.from_bytes(blob).close()
+            pickle.loads(pickle.dumps(ix)).close()
+            avq.Index(ix.quantizer).close()
+            ix.stats()
+            try:
+                avq.Index.from_bytes(blob[:100])
+            except avq.FormatError:
+                pass
+
+    loop(30)
+    gc.collect()
+    start = rss_bytes()
+    loop(300)
+    gc.collect()
+    grown = rss_bytes() - start
+    assert grown < 2 << 20, f"RSS grew by {grown} bytes over 300 bytes/pickle/quantizer cycles"
+    ix.close()

@@ -1747,8 +1747,8 @@ static PyGetSetDef Index_getset[] = {
     {"metric", (getter)Index_get_metric, NULL,
      "'dot_product', 'squared_l2' or 'cosine' (str).", NULL},
     {"nbytes", (getter)Index_get_nbytes, NULL,
-     "Bytes of memory (or mapped file) the index holds: codes, centers, codebooks,\n"
-     "re-ranking data and ids, excluding allocator overhead (int).",
+     "Bytes of memory the index holds: codes, centers, codebooks, re-ranking data\n"
+     "and ids, excluding allocator overhead (int; = stats()['memory_bytes']).",
      NULL},
     {"num_leaves", (getter)Index_get_num_leaves, NULL,
      "Number of leaves (k-means partitions) the index really has (int).", NULL},
