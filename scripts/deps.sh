@@ -8,6 +8,8 @@ packages=(
   build-essential pkg-config       # compiler, make
   libopenblas-dev                  # GEMM for training and exact search
   libcriterion-dev                 # C unit tests
+  libtsan2                         # ThreadSanitizer runtime (make tsan, in .ci/run)
+  clang libclang-rt-dev            # libFuzzer + sanitizers for make fuzz (fuzz/fuzz.mk)
   libhdf5-dev                      # ann-benchmarks HDF5 files
   python3-numpy python3-pytest     # data preparation, CLI/Python tests
   python3-matplotlib               # plots

@@ -16,6 +16,7 @@
 #define AVQ_LIVING_COMMON_H
 
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -214,13 +215,32 @@ static inline int64_t *lv_truth(const float *rows, const int64_t *ids, size_t n,
 
 /* ---- files ------------------------------------------------------------------ */
 
+static char lv_dir[64];
+
 static inline const char *lv_tmpdir(void) {
-    static char dir[64];
-    if (!dir[0]) {
-        snprintf(dir, sizeof dir, "/tmp/avq-living-XXXXXX");
-        cr_assert_not_null(mkdtemp(dir));
+    if (!lv_dir[0]) {
+        snprintf(lv_dir, sizeof lv_dir, "/tmp/avq-living-XXXXXX");
+        cr_assert_not_null(mkdtemp(lv_dir));
     }
-    return dir;
+    return lv_dir;
+}
+
+/* Remove the temporary directory and the files in it (call from .fini). */
+static inline void lv_tmpdir_remove(void) {
+    if (!lv_dir[0]) return;
+    DIR *d = opendir(lv_dir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+            char p[400];
+            snprintf(p, sizeof p, "%s/%s", lv_dir, e->d_name);
+            unlink(p);
+        }
+        closedir(d);
+    }
+    rmdir(lv_dir);
+    lv_dir[0] = 0;
 }
 
 /* A path in this process's temporary directory (static buffer rotation:

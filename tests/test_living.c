@@ -29,6 +29,7 @@ static void setup(void) {
 static void teardown(void) {
     free(base);
     free(queries);
+    lv_tmpdir_remove();
 }
 
 TestSuite(living, .init = setup, .fini = teardown, .timeout = 60);
