@@ -3,17 +3,23 @@
 #   make fuzz                      build + fuzz for $(FUZZ_SECONDS) s (default 60)
 #   make fuzz FUZZ_SECONDS=600     a longer run
 #   make fuzz-build                only build $(FUZZ_BUILD)/fuzz_load
-#   make fuzz-corpus               regenerate the seed corpus fuzz/corpus/ (deterministic)
+#   make fuzz-corpus               regenerate the format-2 seed corpus fuzz/corpus-v2/
+#                                  (deterministic; fuzz/corpus/ keeps avq 0.1's v1 files)
 #   make fuzz-clean                remove $(FUZZ_BUILD) (objects, binary, working corpus)
+#   AVQ_FUZZ_LENIENT=1 make fuzz   memory safety only: skip the consistency checks of
+#                                  fuzz_load.c (to fuzz past a known inconsistency)
 #
 # The library is rebuilt from the same sources as the main build (LIB_SRC,
 # with the per-ISA flags of src/simd/) by clang with ASan + UBSan and the
 # libFuzzer coverage instrumentation, into its own directory $(FUZZ_BUILD).
 # UBSan does not recover: any undefined behaviour is a crash.  The fuzzer
 # runs on a working corpus $(FUZZ_BUILD)/corpus (not committed) seeded from
-# fuzz/corpus/ and fuzz/regressions/; crash reproducers go to fuzz/crashes/
-# (ignored by git: copy a fixed one into fuzz/regressions/, which the unit
-# tests replay).  One job only: the machine is shared.
+# fuzz/corpus/ (format 1, written by avq 0.1), fuzz/corpus-v2/ (format 2:
+# changed indexes with dead slots, empty, emptied and quantizer-only files)
+# and fuzz/regressions/ + fuzz/regressions-v2/; crash reproducers go to
+# fuzz/crashes/ (ignored by git: copy one into fuzz/regressions-v2/, which
+# tests/test_living_io.c replays -- fuzz/regressions/ is tests/test_corpus.c's).
+# One job only: the machine is shared.
 
 FUZZ_CC      ?= clang
 FUZZ_BUILD   ?= build-fuzz
@@ -52,21 +58,24 @@ fuzz-build: $(FUZZ_BIN)
 fuzz: $(FUZZ_BIN)
 	@mkdir -p $(FUZZ_BUILD)/corpus fuzz/crashes fuzz/regressions
 	cp -n fuzz/corpus/* $(FUZZ_BUILD)/corpus/ 2>/dev/null || true
+	cp -n fuzz/corpus-v2/* $(FUZZ_BUILD)/corpus/ 2>/dev/null || true
 	cp -n fuzz/regressions/* $(FUZZ_BUILD)/corpus/ 2>/dev/null || true
+	cp -n fuzz/regressions-v2/* $(FUZZ_BUILD)/corpus/ 2>/dev/null || true
 	$(FUZZ_ENV) $(FUZZ_BIN) $(FUZZ_BUILD)/corpus -dict=fuzz/avq.dict \
 	    -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=10 -rss_limit_mb=4096 \
 	    -print_final_stats=1 -artifact_prefix=fuzz/crashes/ $(FUZZ_ARGS)
 
 # The seed corpus: small valid index files built from fixed seeds, plus
 # truncated and mutated ones (with valid checksums).  Built with the normal
-# library; rerun only when the format changes.
+# library, which writes format 2 only: the v1 files of fuzz/corpus/ are
+# never regenerated.  Rerun only when the format changes.
 $(BUILD)/fuzz/make_corpus: fuzz/make_corpus.c fuzz/avq_file.h $(STATIC_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -Ifuzz -o $@ $< $(STATIC_LIB) $(LDLIBS_LIB)
 
 fuzz-corpus: $(BUILD)/fuzz/make_corpus
-	@mkdir -p fuzz/corpus
-	$(BUILD)/fuzz/make_corpus fuzz/corpus
+	@mkdir -p fuzz/corpus-v2
+	$(BUILD)/fuzz/make_corpus fuzz/corpus-v2
 
 fuzz-clean:
 	rm -rf $(FUZZ_BUILD)

@@ -1050,3 +1050,61 @@ Test(living, searches_run_while_a_writer_changes_the_index) {
     free(more);
     avq_index_free(index);
 }
+
+/* ---- cancellation ---------------------------------------------------------------
+ * A build cancelled by its progress callback at any moment -- k-means,
+ * encoding, adding -- returns AVQ_ERR_CANCELLED, frees what it made (make
+ * check runs this under ASan) and hands out nothing. */
+
+typedef struct {
+    size_t calls, cancel_at;
+    char stages[8][32];
+    size_t nstages;
+} progress_log;
+
+static int progress_cb(void *user, const char *stage, size_t done, size_t total) {
+    progress_log *g = user;
+    bool seen = false;
+    for (size_t i = 0; i < g->nstages; i++) seen |= !strcmp(g->stages[i], stage);
+    if (!seen && g->nstages < 8) snprintf(g->stages[g->nstages++], 32, "%s", stage);
+    return g->calls++ == g->cancel_at;
+}
+
+Test(living, cancelled_build_at_every_stage) {
+    avq_build_params p = pq_params(AVQ_METRIC_DOT);
+    p.threads = 1;
+    progress_log all = {0, SIZE_MAX, {{0}}, 0};
+    p.progress = progress_cb;
+    p.progress_user = &all;
+    avq_index *index = lv_build(base, N, DIM, &p);
+    avq_index_free(index);
+    cr_assert_gt(all.calls, 2, "the build reported progress %zu times", all.calls);
+    char stages[256] = "";
+    for (size_t i = 0; i < all.nstages; i++) {
+        strcat(stages, " ");
+        strcat(stages, all.stages[i]);
+    }
+    cr_log_info("build: %zu progress calls, stages%s", all.calls, stages);
+    /* cancel at 30 points spread over the whole build, the last call too */
+    for (size_t k = 0; k < 31; k++) {
+        progress_log g = {0, k == 30 ? all.calls - 1 : k * all.calls / 30, {{0}}, 0};
+        p.progress_user = &g;
+        index = (avq_index *)&index;
+        int st = avq_index_build(base, N, DIM, &p, &index);
+        cr_assert_eq(st, AVQ_ERR_CANCELLED, "cancelled at call %zu of %zu (stage %s): status %d (%s)",
+                     g.cancel_at, all.calls, g.nstages ? g.stages[g.nstages - 1] : "?", st,
+                     avq_last_error());
+        cr_assert_null(index);
+        avq_quantizer *q = (avq_quantizer *)&q;
+        g.calls = 0;
+        g.nstages = 0;
+        st = avq_quantizer_train(base, N, DIM, &p, &q);
+        if (g.cancel_at < g.calls) {
+            cr_assert_eq(st, AVQ_ERR_CANCELLED, "train cancelled at %zu: %d", g.cancel_at, st);
+            cr_assert_null(q);
+        } else {
+            cr_assert_eq(st, AVQ_OK); /* training ends before the add stage */
+            avq_quantizer_free(q);
+        }
+    }
+}

@@ -12,6 +12,7 @@
 #include <dirent.h>
 #include <signal.h>
 #include <stddef.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -534,13 +535,36 @@ static void exercise(avq_index *index, bool trusted, bool strict, const char *la
     free(q);
 }
 
+/* The file judge() loads: a memfd, through /proc/self/fd (as the fuzzer
+ * does) -- thousands of small files written to a disk would be slow. */
+static int jfd = -1;
+static char jpath[64];
+
+static void put_judged(const uint8_t *data, size_t size) {
+    if (jfd < 0) {
+        jfd = memfd_create("avq-judge", 0);
+        cr_assert_geq(jfd, 0, "memfd_create");
+        snprintf(jpath, sizeof jpath, "/proc/self/fd/%d", jfd);
+    }
+    cr_assert_eq(ftruncate(jfd, 0), 0);
+    size_t done = 0;
+    while (done < size) {
+        ssize_t w = pwrite(jfd, data + done, size - done, (off_t)done);
+        cr_assert_gt(w, 0);
+        done += (size_t)w;
+    }
+}
+
 static int judge(const uint8_t *data, size_t size, enum expect want, const char *label) {
-    lv_write_file(cpath, data, size);
+    static int verbose = -1;
+    if (verbose < 0) verbose = getenv("AVQ_TEST_VERBOSE") != NULL; /* which case crashed? */
+    if (verbose) fprintf(stderr, "judge: %s\n", label);
+    put_judged(data, size);
     int loaded = 0;
     for (int m = 0; m < 4; m++) {
         bool skip = m == 2;
         avq_index *index = (avq_index *)&index;
-        int st = m < 3 ? avq_index_load(cpath, MODES[m], &index) : avq_index_load_bytes(data, size, &index);
+        int st = m < 3 ? avq_index_load(jpath, MODES[m], &index) : avq_index_load_bytes(data, size, &index);
         if (st == AVQ_OK) {
             cr_assert_not_null(index);
             cr_assert(want == CLEAN || want == LOADS || (want == FAILS_IF_CHECKED && skip),
@@ -554,13 +578,13 @@ static int judge(const uint8_t *data, size_t size, enum expect want, const char 
                          avq_last_error());
             cr_assert(want != LOADS, "%s (%s): refused: %s", label, MODE_NAMES[m], avq_last_error());
             if (m < 3)
-                cr_assert(strstr(avq_last_error(), cpath) != NULL, "%s (%s): message does not name the file: %s",
+                cr_assert(strstr(avq_last_error(), jpath) != NULL, "%s (%s): message does not name the file: %s",
                           label, MODE_NAMES[m], avq_last_error());
         }
     }
     /* the quantizer loader reads the same files */
     avq_quantizer *q = (avq_quantizer *)&q;
-    int st = avq_quantizer_load(cpath, &q);
+    int st = avq_quantizer_load(jpath, &q);
     if (st == AVQ_OK) {
         cr_assert(want != FAILS, "%s: quantizer loaded from a file the index loader refuses", label);
         avq_index *e = NULL;
@@ -696,9 +720,14 @@ Test(living_corrupt, extreme_words_in_every_section) {
             size_t len = (size_t)img->secs[s].length;
             if (len < 8) continue;
             size_t words = len / 8;
-            size_t at[] = {0, 1, 2, 3, 4, 5, 6, 7, words / 2, words - 2, words - 1};
-            for (size_t a = 0; a < sizeof at / sizeof at[0]; a++) {
-                if (at[a] >= words || (a > 0 && at[a] == at[a - 1])) continue;
+            bool conf = img->secs[s].tag == AVQF_TAG('C', 'O', 'N', 'F');
+            size_t at[64], nat = 0;
+            for (size_t w = 0; w < words && nat < 64; w++)
+                /* every CONF slot; elsewhere the first words, the middle, the end */
+                if (conf || w < 8 || w == words / 2 || w + 2 >= words) at[nat++] = w;
+            for (size_t a = 0; a < nat; a++) {
+                /* CONF's next id: next_id_must_be_free */
+                if (conf && at[a] == 21) continue;
                 size_t off = (size_t)img->secs[s].offset + 8 * at[a];
                 uint64_t orig = avqf_get64(img->data + off);
                 uint64_t mine[] = {orig + 1, orig - 1, orig ^ (1ull << 40)};
@@ -716,6 +745,44 @@ Test(living_corrupt, extreme_words_in_every_section) {
                     free(c);
                 }
             }
+        }
+    }
+}
+
+/* CONF's next automatic id must be free: a file (checksums valid) whose
+ * next id is one a live slot holds is refused when the ids are checked --
+ * else the next automatic add gives a second vector that id, and the index
+ * saves a file it cannot load. */
+Test(living_corrupt, next_id_must_be_free) {
+    for (int i = 0; i < 3; i++) {
+        const image *img = &images[i];
+        int conf = avqf_find(img->secs, img->count, AVQF_TAG('C', 'O', 'N', 'F'));
+        int ids = avqf_find(img->secs, img->count, AVQF_TAG('I', 'D', 'S', '_'));
+        cr_assert(conf >= 0 && ids >= 0);
+        cr_assert_geq(img->secs[conf].length, 8 * 22, "CONF has no next-id slot");
+        avq_index *index = NULL;
+        cr_assert_eq(avq_index_load_bytes(img->data, img->size, &index), AVQ_OK);
+        /* a held id: the largest one a search finds */
+        avq_search_params sp = lv_exhaustive(index, 1, 1000);
+        size_t dim = avq_index_dim(index);
+        float *q = calloc(dim, sizeof *q);
+        q[0] = 1;
+        int64_t held;
+        cr_assert_eq(avq_index_search(index, q, &sp, &held, NULL), AVQ_OK);
+        cr_assert_neq(held, AVQ_NO_ID);
+        free(q);
+        avq_index_free(index);
+        for (int v = 0; v < 2; v++) {
+            uint8_t *c = copy_of(img);
+            /* next id = an id a search returned; = 7005, upserted as a new
+             * id by small_changed */
+            avqf_put64(c + img->secs[conf].offset + 8 * 21, v == 0 ? (uint64_t)held : 7005);
+            avqf_fix(c, img->size, AVQF_FIX_SECTION_CRC | AVQF_FIX_HEADER_CRC);
+            char label[160];
+            snprintf(label, sizeof label, "%s: CONF next id %lld, an id it holds", img->name,
+                     v == 0 ? (long long)held : 7005LL);
+            judge(c, img->size, FAILS_IF_CHECKED, label);
+            free(c);
         }
     }
 }
@@ -871,3 +938,66 @@ Test(living_io, sigkill_during_save_keeps_the_previous_file, .timeout = 120) {
     avq_index_free(states[0]);
     avq_index_free(a);
 }
+
+/* ---- the fuzzer's format-2 seed corpus ---------------------------------------------
+ * fuzz/corpus-v2/ (fuzz/make_corpus.c) and fuzz/regressions-v2/ if present,
+ * replayed with the expectations their names carry (fuzz/make_corpus.c):
+ * bad_ refused in every mode, badchk_ refused when checksums are verified,
+ * mut_ (and fuzzer artifacts) either way, anything else loads -- each as it
+ * is and with its checksums repaired.  $AVQ_FUZZ_DIR replaces "fuzz". */
+
+static void corpus_setup(void) { snprintf(cpath, sizeof cpath, "%s", lv_path("corpus.avq")); }
+static void corpus_teardown(void) {
+    unlink(cpath);
+    lv_tmpdir_remove();
+}
+
+TestSuite(living_corpus, .init = corpus_setup, .fini = corpus_teardown, .timeout = 120);
+
+static enum expect expected_of(const char *name) {
+    if (!strncmp(name, "bad_", 4)) return FAILS;
+    if (!strncmp(name, "badchk_", 7)) return FAILS_IF_CHECKED;
+    if (!strncmp(name, "mut_", 4) || !strncmp(name, "crash-", 6) || !strncmp(name, "leak-", 5) ||
+        !strncmp(name, "oom-", 4) || !strncmp(name, "timeout-", 8))
+        return CLEAN;
+    return LOADS;
+}
+
+static size_t replay_v2(const char *sub, bool required) {
+    const char *fz = getenv("AVQ_FUZZ_DIR");
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/%s", fz && fz[0] ? fz : "fuzz", sub);
+    DIR *d = opendir(dir);
+    cr_assert(d || !required, "cannot open %s (run from the repository root or set AVQ_FUZZ_DIR)", dir);
+    if (!d) return 0;
+    size_t files = 0;
+    struct dirent *ent;
+    while ((ent = readdir(d)) != NULL) {
+        if (ent->d_name[0] == '.') continue;
+        /* judged by its own test (living_corrupt::next_id_must_be_free), so
+         * that a failure there hides nothing here */
+        if (strstr(ent->d_name, "next_id_taken")) continue;
+        char path[1024], label[1100];
+        snprintf(path, sizeof path, "%s/%s", dir, ent->d_name);
+        size_t size;
+        uint8_t *data = lv_read_file(path, &size);
+        enum expect want = expected_of(ent->d_name);
+        snprintf(label, sizeof label, "%s", path);
+        judge(data, size, want, label);
+        if (size > 0 && avqf_fix(data, size, AVQF_FIX_ALL)) {
+            snprintf(label, sizeof label, "%s with checksums repaired", path);
+            judge(data, size, want == LOADS ? LOADS : CLEAN, label);
+        }
+        free(data);
+        files++;
+    }
+    closedir(d);
+    return files;
+}
+
+Test(living_corpus, v2_seed_corpus_replays_as_named) {
+    size_t files = replay_v2("corpus-v2", true);
+    cr_assert_geq(files, 30, "only %zu files in corpus-v2", files);
+}
+
+Test(living_corpus, v2_regressions_replay_cleanly) { replay_v2("regressions-v2", false); }
