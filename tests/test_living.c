@@ -1071,12 +1071,13 @@ static int progress_cb(void *user, const char *stage, size_t done, size_t total)
 }
 
 Test(living, cancelled_build_at_every_stage) {
+    enum { CN = 2000 };
     avq_build_params p = pq_params(AVQ_METRIC_DOT);
     p.threads = 1;
     progress_log all = {0, SIZE_MAX, {{0}}, 0};
     p.progress = progress_cb;
     p.progress_user = &all;
-    avq_index *index = lv_build(base, N, DIM, &p);
+    avq_index *index = lv_build(base, CN, DIM, &p);
     avq_index_free(index);
     cr_assert_gt(all.calls, 2, "the build reported progress %zu times", all.calls);
     char stages[256] = "";
@@ -1085,20 +1086,25 @@ Test(living, cancelled_build_at_every_stage) {
         strcat(stages, all.stages[i]);
     }
     cr_log_info("build: %zu progress calls, stages%s", all.calls, stages);
-    /* cancel at 30 points spread over the whole build, the last call too */
-    for (size_t k = 0; k < 31; k++) {
-        progress_log g = {0, k == 30 ? all.calls - 1 : k * all.calls / 30, {{0}}, 0};
+    /* cancel at every call (at most 40, spread over the build), the last too */
+    bool cancelled_in[8] = {false};
+    size_t points = all.calls < 40 ? all.calls : 40;
+    for (size_t k = 0; k < points; k++) {
+        progress_log g = {0, k == points - 1 ? all.calls - 1 : k * all.calls / points, {{0}}, 0};
         p.progress_user = &g;
         index = (avq_index *)&index;
-        int st = avq_index_build(base, N, DIM, &p, &index);
+        int st = avq_index_build(base, CN, DIM, &p, &index);
+        for (size_t i = 0; i < all.nstages; i++)
+            cancelled_in[i] |= g.nstages && !strcmp(all.stages[i], g.stages[g.nstages - 1]);
         cr_assert_eq(st, AVQ_ERR_CANCELLED, "cancelled at call %zu of %zu (stage %s): status %d (%s)",
                      g.cancel_at, all.calls, g.nstages ? g.stages[g.nstages - 1] : "?", st,
                      avq_last_error());
         cr_assert_null(index);
+        if (k % 3) continue; /* the quantizer alone, at a third of the points */
         avq_quantizer *q = (avq_quantizer *)&q;
         g.calls = 0;
         g.nstages = 0;
-        st = avq_quantizer_train(base, N, DIM, &p, &q);
+        st = avq_quantizer_train(base, CN, DIM, &p, &q);
         if (g.cancel_at < g.calls) {
             cr_assert_eq(st, AVQ_ERR_CANCELLED, "train cancelled at %zu: %d", g.cancel_at, st);
             cr_assert_null(q);
@@ -1107,4 +1113,6 @@ Test(living, cancelled_build_at_every_stage) {
             avq_quantizer_free(q);
         }
     }
+    for (size_t i = 0; i < all.nstages; i++)
+        cr_assert(cancelled_in[i], "no cancellation landed in stage %s", all.stages[i]);
 }
