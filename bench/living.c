@@ -31,7 +31,7 @@
  *               [--nbase N] [--nq N] [--k 10] [--runs 3] [--leaves 0]
  *               [--batches 100] [--remove-fraction 0.3] [--rate 5000]
  *               [--writer-batch 50] [--phases 6] [--phase-seconds 4]
- *               [--seed 12] [--exact-gt] [--shuffle]
+ *               [--seed 12] [--exact-gt] [--shuffle] [--parts abc]
  *   --quick = --nbase 200000 --nq 1000 --runs 2 --phases 4 --phase-seconds 1.5
  *   (a random, order-keeping subsample of the base; the ground truth is then
  *   computed with avq_exact_search instead of read from --gt).
@@ -39,6 +39,9 @@
  *   word frequency, so without it the quantizer of (a) is trained on the
  *   frequent half and the rare half is added to it (a drifted distribution);
  *   with it both halves come from one distribution.
+ *   --parts: any of a, b, c (default abc).  Without a, only the full build is
+ *   made and swept (its 0.90 setting is what (c) searches with); (c) without
+ *   b still removes the same ids first (they are its writer's vectors).
  * Exit status: 0 when every part ran (PASS/FAIL lines tell the targets),
  * 1 when a library call failed, 2 on bad usage.
  */
@@ -105,10 +108,10 @@ static void die_avq(const char *what, int st, int line) {
             avq_last_error());
     exit(1);
 }
-#define CHECK(call)                                      \
-    do {                                                 \
-        int st_ = (call);                                \
-        if (st_ != AVQ_OK) die_avq(#call, st_, __LINE__); \
+#define CHECK(call)                                                                                \
+    do {                                                                                           \
+        int st_ = (call);                                                                          \
+        if (st_ != AVQ_OK) die_avq(#call, st_, __LINE__);                                          \
     } while (0)
 
 static void *xmalloc(size_t bytes) {
@@ -158,9 +161,9 @@ static int cmp_float(const void *a, const void *b) {
 /* ---- the query set and its truth ---------------------------------------- */
 
 typedef struct {
-    const float *q;   /* nq x dim */
+    const float *q; /* nq x dim */
     size_t nq, dim, k;
-    int32_t *truth;   /* nq x tcols, best first */
+    int32_t *truth; /* nq x tcols, best first */
     size_t tcols;
 } queries;
 
@@ -215,9 +218,12 @@ static size_t count_flagged(const int64_t *ids, size_t count, const unsigned cha
     size_t hits = 0;
     *missing = *invalid = 0;
     for (size_t i = 0; i < count; i++) {
-        if (ids[i] == AVQ_NO_ID) (*missing)++;
-        else if (ids[i] < 0 || (uint64_t)ids[i] >= n) (*invalid)++;
-        else if (flag && flag[ids[i]]) hits++;
+        if (ids[i] == AVQ_NO_ID)
+            (*missing)++;
+        else if (ids[i] < 0 || (uint64_t)ids[i] >= n)
+            (*invalid)++;
+        else if (flag && flag[ids[i]])
+            hits++;
     }
     return hits;
 }
@@ -291,7 +297,8 @@ static void find_candidates(subject *s, const queries *Q, double target, int64_t
         c->recall_single = NAN;
         c->best_thread = c->best_wall = INFINITY;
         printf("  %-12s reorder %3zu: smallest leaves_to_search with recall >= %.2f is %zu "
-               "(%.4f)\n", s->name, R, target, hi, rec_at_hi);
+               "(%.4f)\n",
+               s->name, R, target, hi, rec_at_hi);
     }
 }
 
@@ -475,7 +482,7 @@ static void usage(const char *argv0) {
             "usage: %s [--base B.fvecs] [--query Q.fvecs] [--gt GT.ivecs] [--quick] [--nbase N]\n"
             "          [--nq N] [--k 10] [--runs 3] [--leaves 0] [--batches 100]\n"
             "          [--remove-fraction 0.3] [--rate 5000] [--writer-batch 50] [--phases 6]\n"
-            "          [--phase-seconds 4] [--seed 12] [--exact-gt] [--shuffle]\n",
+            "          [--phase-seconds 4] [--seed 12] [--exact-gt] [--shuffle] [--parts abc]\n",
             argv0);
     exit(2);
 }
@@ -485,33 +492,56 @@ int main(int argc, char **argv) {
                *gt_path = "data/glove-100/gt_cos.ivecs";
     size_t nbase = 0, nq_opt = 0, k = 10, leaves_opt = 0, batches = 100, wbatch = 50;
     int runs = 3, phases = 6, exact_gt = 0, quick = 0, shuffle = 0;
+    const char *parts = "abc";
     double remove_fraction = 0.3, rate = 5000, phase_s = 4.0;
     uint64_t seed = 12;
     int runs_set = 0, phases_set = 0, phase_s_set = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--quick")) quick = 1;
-        else if (!strcmp(a, "--exact-gt")) exact_gt = 1;
-        else if (!strcmp(a, "--shuffle")) shuffle = 1;
-        else if (!v) usage(argv[0]);
+        if (!strcmp(a, "--quick"))
+            quick = 1;
+        else if (!strcmp(a, "--exact-gt"))
+            exact_gt = 1;
+        else if (!strcmp(a, "--shuffle"))
+            shuffle = 1;
+        else if (!v)
+            usage(argv[0]);
         else {
             i++;
-            if (!strcmp(a, "--base")) base_path = v;
-            else if (!strcmp(a, "--query")) query_path = v;
-            else if (!strcmp(a, "--gt")) gt_path = v;
-            else if (!strcmp(a, "--nbase")) nbase = strtoul(v, NULL, 10);
-            else if (!strcmp(a, "--nq")) nq_opt = strtoul(v, NULL, 10);
-            else if (!strcmp(a, "--k")) k = strtoul(v, NULL, 10);
-            else if (!strcmp(a, "--runs")) runs = atoi(v), runs_set = 1;
-            else if (!strcmp(a, "--leaves")) leaves_opt = strtoul(v, NULL, 10);
-            else if (!strcmp(a, "--batches")) batches = strtoul(v, NULL, 10);
-            else if (!strcmp(a, "--remove-fraction")) remove_fraction = atof(v);
-            else if (!strcmp(a, "--rate")) rate = atof(v);
-            else if (!strcmp(a, "--writer-batch")) wbatch = strtoul(v, NULL, 10);
-            else if (!strcmp(a, "--phases")) phases = atoi(v), phases_set = 1;
-            else if (!strcmp(a, "--phase-seconds")) phase_s = atof(v), phase_s_set = 1;
-            else if (!strcmp(a, "--seed")) seed = strtoull(v, NULL, 10);
-            else usage(argv[0]);
+            if (!strcmp(a, "--base"))
+                base_path = v;
+            else if (!strcmp(a, "--query"))
+                query_path = v;
+            else if (!strcmp(a, "--gt"))
+                gt_path = v;
+            else if (!strcmp(a, "--nbase"))
+                nbase = strtoul(v, NULL, 10);
+            else if (!strcmp(a, "--nq"))
+                nq_opt = strtoul(v, NULL, 10);
+            else if (!strcmp(a, "--k"))
+                k = strtoul(v, NULL, 10);
+            else if (!strcmp(a, "--runs"))
+                runs = atoi(v), runs_set = 1;
+            else if (!strcmp(a, "--leaves"))
+                leaves_opt = strtoul(v, NULL, 10);
+            else if (!strcmp(a, "--batches"))
+                batches = strtoul(v, NULL, 10);
+            else if (!strcmp(a, "--remove-fraction"))
+                remove_fraction = atof(v);
+            else if (!strcmp(a, "--rate"))
+                rate = atof(v);
+            else if (!strcmp(a, "--writer-batch"))
+                wbatch = strtoul(v, NULL, 10);
+            else if (!strcmp(a, "--phases"))
+                phases = atoi(v), phases_set = 1;
+            else if (!strcmp(a, "--phase-seconds"))
+                phase_s = atof(v), phase_s_set = 1;
+            else if (!strcmp(a, "--seed"))
+                seed = strtoull(v, NULL, 10);
+            else if (!strcmp(a, "--parts"))
+                parts = v;
+            else
+                usage(argv[0]);
         }
     }
     if (quick) {
@@ -521,6 +551,9 @@ int main(int argc, char **argv) {
         if (!phases_set) phases = 4;
         if (!phase_s_set) phase_s = 1.5;
     }
+    int pa = strchr(parts, 'a') != NULL, pb = strchr(parts, 'b') != NULL,
+        pc = strchr(parts, 'c') != NULL;
+    if (!(pa || pb || pc) || strspn(parts, "abc") != strlen(parts)) usage(argv[0]);
     if (k == 0 || runs < 1 || phases < 2 || batches < 1 || wbatch < 1 || rate <= 0 ||
         !(remove_fraction > 0 && remove_fraction < 1))
         usage(argv[0]);
@@ -603,50 +636,57 @@ int main(int argc, char **argv) {
     bp.num_leaves = leaves_opt;
 
     /* =================== (a) incremental vs full build =================== */
-    printf("\n== (a) incremental: quantizer trained on the first half, then adds ==\n");
-    size_t h = n / 2;
-    avq_quantizer *qz = NULL;
-    clocks t0 = clocks_now();
-    CHECK(avq_quantizer_train(X, h, d, &bp, &qz));
-    clocks t_train = clocks_since(t0);
-    printf("quantizer_train on %zu rows: %.2f s wall, %zu leaves\n", h, t_train.wall,
-           avq_quantizer_num_leaves(qz));
+    size_t h = n / 2, calls2 = 0;
+    clocks t0, t_add1 = {0}, t_add2 = {0}, t_add = {0};
+    double add_rate1 = 0, add_rate2 = 0, add_rate = 0;
     avq_index *inc = NULL;
-    CHECK(avq_index_create(qz, &inc));
-    avq_quantizer_free(qz); /* the index keeps its own reference */
-
-    int64_t *got = xmalloc(n * sizeof *got);
-    size_t id_mismatch = 0;
-    t0 = clocks_now();
-    CHECK(avq_index_add(inc, X, h, NULL, 1, got));
-    clocks t_add1 = clocks_since(t0);
-    clocks t_add2 = {0};
-    size_t calls2 = 0;
-    for (size_t b = 0; b < batches; b++) {
-        size_t lo = h + (n - h) * b / batches, hi = h + (n - h) * (b + 1) / batches;
-        if (hi == lo) continue;
+    if (pa) {
+        printf("\n== (a) incremental: quantizer trained on the first half, then adds ==\n");
+        avq_quantizer *qz = NULL;
         t0 = clocks_now();
-        CHECK(avq_index_add(inc, X + lo * d, hi - lo, NULL, 1, got + lo));
-        clocks_add(&t_add2, clocks_since(t0));
-        calls2++;
+        CHECK(avq_quantizer_train(X, h, d, &bp, &qz));
+        clocks t_train = clocks_since(t0);
+        printf("quantizer_train on %zu rows: %.2f s wall, %zu leaves\n", h, t_train.wall,
+               avq_quantizer_num_leaves(qz));
+        CHECK(avq_index_create(qz, &inc));
+        avq_quantizer_free(qz); /* the index keeps its own reference */
+
+        int64_t *got = xmalloc(n * sizeof *got);
+        size_t id_mismatch = 0;
+        t0 = clocks_now();
+        CHECK(avq_index_add(inc, X, h, NULL, 1, got));
+        t_add1 = clocks_since(t0);
+        for (size_t b = 0; b < batches; b++) {
+            size_t lo = h + (n - h) * b / batches, hi = h + (n - h) * (b + 1) / batches;
+            if (hi == lo) continue;
+            t0 = clocks_now();
+            CHECK(avq_index_add(inc, X + lo * d, hi - lo, NULL, 1, got + lo));
+            clocks_add(&t_add2, clocks_since(t0));
+            calls2++;
+        }
+        for (size_t i = 0; i < n; i++) id_mismatch += got[i] != (int64_t)i;
+        free(got);
+        t_add = t_add1;
+        clocks_add(&t_add, t_add2);
+        if (avq_index_size(inc) != n)
+            printf("SUSPICIOUS: incremental index holds %zu vectors after adding %zu\n",
+                   avq_index_size(inc), n);
+        if (id_mismatch)
+            printf("SUSPICIOUS: %zu automatic ids differ from the row numbers\n", id_mismatch);
+        add_rate1 = (double)h / t_add1.process;
+        add_rate2 = (double)(n - h) / t_add2.process;
+        add_rate = (double)n / t_add.process;
+        printf(
+            "adds, threads=1 (vectors per second of CPU: process clock | thread clock | wall):\n");
+        printf("  first half,  1 call      %7zu vectors: %9.0f | %9.0f | %9.0f /s\n", h, add_rate1,
+               (double)h / t_add1.thread, (double)h / t_add1.wall);
+        printf("  second half, %zu calls %7zu vectors: %9.0f | %9.0f | %9.0f /s\n", calls2, n - h,
+               add_rate2, (double)(n - h) / t_add2.thread, (double)(n - h) / t_add2.wall);
+        printf("  all                    %7zu vectors: %9.0f | %9.0f | %9.0f /s\n", n, add_rate,
+               (double)n / t_add.thread, (double)n / t_add.wall);
+    } else {
+        printf("\n== the full build (part (a) not selected) ==\n");
     }
-    for (size_t i = 0; i < n; i++) id_mismatch += got[i] != (int64_t)i;
-    free(got);
-    clocks t_add = t_add1;
-    clocks_add(&t_add, t_add2);
-    if (avq_index_size(inc) != n)
-        printf("SUSPICIOUS: incremental index holds %zu vectors after adding %zu\n",
-               avq_index_size(inc), n);
-    if (id_mismatch) printf("SUSPICIOUS: %zu automatic ids differ from the row numbers\n", id_mismatch);
-    double add_rate1 = (double)h / t_add1.process, add_rate2 = (double)(n - h) / t_add2.process,
-           add_rate = (double)n / t_add.process;
-    printf("adds, threads=1 (vectors per second of CPU: process clock | thread clock | wall):\n");
-    printf("  first half,  1 call      %7zu vectors: %9.0f | %9.0f | %9.0f /s\n", h, add_rate1,
-           (double)h / t_add1.thread, (double)h / t_add1.wall);
-    printf("  second half, %zu calls %7zu vectors: %9.0f | %9.0f | %9.0f /s\n", calls2, n - h,
-           add_rate2, (double)(n - h) / t_add2.thread, (double)(n - h) / t_add2.wall);
-    printf("  all                    %7zu vectors: %9.0f | %9.0f | %9.0f /s\n", n, add_rate,
-           (double)n / t_add.thread, (double)n / t_add.wall);
 
     avq_index *full = NULL;
     t0 = clocks_now();
@@ -655,28 +695,35 @@ int main(int argc, char **argv) {
     printf("index_build of all %zu rows (threads %d): %.2f s wall, %zu leaves\n", n, bp.threads,
            t_build.wall, avq_index_num_leaves(full));
     printf("index statistics:\n");
-    print_stats("incremental", inc);
+    if (inc) print_stats("incremental", inc);
     print_stats("full build", full);
 
-    /* default settings */
+    /* default settings; subject F is the full build, 0 the incremental one
+     * when part (a) runs */
     subject S[2] = {{"incremental", inc, {{0}}, 0}, {"full build", full, {{0}}, 0}};
+    int ns = 2, F = 1;
+    if (!pa) {
+        S[0] = S[1];
+        ns = 1;
+        F = 0;
+    }
     avq_search_params dsp[2];
     double drec[2] = {0, 0}, dqps[2] = {0, 0}, dqps_w[2] = {0, 0};
-    for (int s = 0; s < 2; s++) {
+    for (int s = 0; s < ns; s++) {
         avq_search_params_init(&dsp[s]);
         avq_index_default_search_params(S[s].idx, &dsp[s]);
         dsp[s].k = k;
     }
     for (int run = 0; run < runs; run++)
-        for (int t = 0; t < 2; t++) {
-            int s = run % 2 ? 1 - t : t;
+        for (int t = 0; t < ns; t++) {
+            int s = run % 2 ? ns - 1 - t : t;
             clocks dt = search_pass(S[s].idx, &Q, &dsp[s], ids);
             drec[s] = recall_of(&Q, ids);
             if ((double)Q.nq / dt.thread > dqps[s]) dqps[s] = (double)Q.nq / dt.thread;
             if ((double)Q.nq / dt.wall > dqps_w[s]) dqps_w[s] = (double)Q.nq / dt.wall;
         }
     printf("default search settings (one query per call, best of %d passes):\n", runs);
-    for (int s = 0; s < 2; s++)
+    for (int s = 0; s < ns; s++)
         printf("  %-12s leaves_to_search %zu pre_reorder %zu: recall@%zu %.4f, QPS %.0f (CPU) "
                "%.0f (wall)\n",
                S[s].name, dsp[s].leaves_to_search, dsp[s].pre_reorder, k, drec[s], dqps[s],
@@ -684,13 +731,13 @@ int main(int argc, char **argv) {
 
     const double target = 0.90;
     printf("sweep for recall >= %.2f (bisection on batched-search recall):\n", target);
-    for (int s = 0; s < 2; s++) find_candidates(&S[s], &Q, target, ids);
-    time_candidates(S, 2, &Q, runs, ids);
-    double q90[2], q90w[2];
-    const cand *at[2];
+    for (int s = 0; s < ns; s++) find_candidates(&S[s], &Q, target, ids);
+    time_candidates(S, (size_t)ns, &Q, runs, ids);
+    double q90[2] = {0, 0}, q90w[2] = {0, 0};
+    const cand *at[2] = {NULL, NULL};
     size_t recall_mismatch = 0;
     printf("timed settings (one query per call, best of %d passes, interleaved):\n", runs);
-    for (int s = 0; s < 2; s++) {
+    for (int s = 0; s < ns; s++) {
         for (size_t j = 0; j < S[s].nc; j++) {
             const cand *c = &S[s].c[j];
             printf("  %-12s leaves %3zu reorder %3zu: recall %.4f, QPS %.0f (CPU) %.0f (wall)\n",
@@ -703,25 +750,29 @@ int main(int argc, char **argv) {
     if (recall_mismatch)
         printf("SUSPICIOUS: %zu settings gave a different recall batched and one query per call\n",
                recall_mismatch);
-    for (int s = 0; s < 2; s++)
+    for (int s = 0; s < ns; s++)
         if (at[s])
-            printf("  QPS at recall >= %.2f, %-12s %.0f (CPU, leaves %zu reorder %zu), %.0f (wall)\n",
-                   target, S[s].name, q90[s], at[s]->L, at[s]->R, q90w[s]);
+            printf(
+                "  QPS at recall >= %.2f, %-12s %.0f (CPU, leaves %zu reorder %zu), %.0f (wall)\n",
+                target, S[s].name, q90[s], at[s]->L, at[s]->R, q90w[s]);
         else
             printf("  QPS at recall >= %.2f, %-12s none of the settings reached it\n", target,
                    S[s].name);
 
     double drec_a = drec[0] - drec[1];
-    double qratio = q90[1] > 0 ? q90[0] / q90[1] : 0, qratio_w = q90w[1] > 0 ? q90w[0] / q90w[1] : 0;
+    double qratio = q90[1] > 0 ? q90[0] / q90[1] : 0,
+           qratio_w = q90w[1] > 0 ? q90w[0] / q90w[1] : 0;
     int pass_a1 = drec_a >= -0.01, pass_a2 = q90[0] > 0 && qratio >= 0.95,
         pass_a3 = add_rate >= 50000, pass_a3b = add_rate2 >= 50000;
-    size_t full_L = at[1] ? at[1]->L : dsp[1].leaves_to_search,
-           full_R = at[1] ? at[1]->R : dsp[1].pre_reorder;
+    size_t full_L = at[F] ? at[F]->L : dsp[F].leaves_to_search,
+           full_R = at[F] ? at[F]->R : dsp[F].pre_reorder;
     avq_index_free(inc);
-    S[0].idx = inc = NULL;
+    inc = NULL;
 
     /* =================== (b) removals =================== */
-    printf("\n== (b) remove a random %.0f %% of the full build ==\n", 100 * remove_fraction);
+    /* (c) adds back the vectors removed here, so it needs the removal too */
+    printf("\n== (b) remove a random %.0f %% of the full build%s ==\n", 100 * remove_fraction,
+           pb ? "" : " (the pool of part (c); part (b)'s evaluation not selected)");
     size_t nr = (size_t)llround(remove_fraction * (double)n), m = n - nr;
     size_t *perm = random_permutation(n, seed);
     int64_t *rm_ids = xmalloc(nr * sizeof *rm_ids);
@@ -759,45 +810,62 @@ int main(int argc, char **argv) {
            avq_index_size(full), m, still_there, kept_missing, size_ok ? "" : "  <- SUSPICIOUS");
     print_stats("removed", full);
 
-    size_t *keep = xmalloc(m * sizeof *keep);
-    float *Y = xmalloc(m * d * sizeof *Y);
-    for (size_t i = 0, j = 0; i < n; i++)
-        if (!gone[i]) {
-            keep[j] = i;
-            memcpy(Y + j * d, X + i * d, d * sizeof *Y);
-            j++;
-        }
-    queries QB = Q;
-    QB.truth = exact_truth(Y, m, &QB, keep, &t_gt);
-    QB.tcols = k;
-    printf("exact truth over the %zu rows left: %.2f s wall\n", m, t_gt.wall);
-    avq_index *fresh = NULL;
-    t0 = clocks_now();
-    CHECK(avq_index_build(Y, m, d, &bp, &fresh));
-    printf("fresh index_build of the %zu rows left: %.2f s wall, %zu leaves\n", m,
-           clocks_since(t0).wall, avq_index_num_leaves(fresh));
-    print_stats("fresh build", fresh);
-
-    /* recall at default settings and at the full build's 0.90 setting; every
-     * result of the removed-from index checked for removed ids */
-    size_t returned_removed = 0, missing = 0, invalid = 0, checked = 0;
-    avq_search_params bsp[2];
-    avq_search_params_init(&bsp[0]);
-    avq_search_params_init(&bsp[1]);
-    avq_index_default_search_params(full, &bsp[0]);
-    avq_index_default_search_params(fresh, &bsp[1]);
-    bsp[0].k = bsp[1].k = k;
     avq_search_params s90 = setting(k, full_L, full_R);
-    double brec[2] = {0, 0}, brec90[2] = {0, 0}, bqps[2] = {0, 0}, bqps_w[2] = {0, 0};
-    for (int run = 0; run < runs; run++)
-        for (int t = 0; t < 2; t++) {
-            int s = run % 2 ? 1 - t : t;
+    double brec[2] = {0, 0}, drec_b = 0;
+    int pass_b1 = 0, pass_b2 = 0;
+    size_t returned_removed = 0, checked = 0, missing = 0, invalid = 0, *keep = NULL;
+    queries QB = Q;
+    QB.truth = NULL;
+    avq_search_params bsp[2];
+    if (pb) {
+        keep = xmalloc(m * sizeof *keep);
+        float *Y = xmalloc(m * d * sizeof *Y);
+        for (size_t i = 0, j = 0; i < n; i++)
+            if (!gone[i]) {
+                keep[j] = i;
+                memcpy(Y + j * d, X + i * d, d * sizeof *Y);
+                j++;
+            }
+        QB.truth = exact_truth(Y, m, &QB, keep, &t_gt);
+        QB.tcols = k;
+        printf("exact truth over the %zu rows left: %.2f s wall\n", m, t_gt.wall);
+        avq_index *fresh = NULL;
+        t0 = clocks_now();
+        CHECK(avq_index_build(Y, m, d, &bp, &fresh));
+        printf("fresh index_build of the %zu rows left: %.2f s wall, %zu leaves\n", m,
+               clocks_since(t0).wall, avq_index_num_leaves(fresh));
+        print_stats("fresh build", fresh);
+
+        /* recall at default settings and at the full build's 0.90 setting; every
+         * result of the removed-from index checked for removed ids */
+        avq_search_params_init(&bsp[0]);
+        avq_search_params_init(&bsp[1]);
+        avq_index_default_search_params(full, &bsp[0]);
+        avq_index_default_search_params(fresh, &bsp[1]);
+        bsp[0].k = bsp[1].k = k;
+        double brec90[2] = {0, 0}, bqps[2] = {0, 0}, bqps_w[2] = {0, 0};
+        for (int run = 0; run < runs; run++)
+            for (int t = 0; t < 2; t++) {
+                int s = run % 2 ? 1 - t : t;
+                avq_index *ix = s ? fresh : full;
+                clocks dt = search_pass(ix, &QB, &bsp[s], ids);
+                if (s) map_ids(ids, QB.nq * k, keep);
+                brec[s] = recall_of(&QB, ids);
+                if ((double)QB.nq / dt.thread > bqps[s]) bqps[s] = (double)QB.nq / dt.thread;
+                if ((double)QB.nq / dt.wall > bqps_w[s]) bqps_w[s] = (double)QB.nq / dt.wall;
+                if (!s) {
+                    size_t mi, inv;
+                    returned_removed += count_flagged(ids, QB.nq * k, gone, n, &mi, &inv);
+                    missing += mi;
+                    invalid += inv;
+                    checked += QB.nq * k;
+                }
+            }
+        for (int s = 0; s < 2; s++) {
             avq_index *ix = s ? fresh : full;
-            clocks dt = search_pass(ix, &QB, &bsp[s], ids);
+            search_pass(ix, &QB, &s90, ids);
             if (s) map_ids(ids, QB.nq * k, keep);
-            brec[s] = recall_of(&QB, ids);
-            if ((double)QB.nq / dt.thread > bqps[s]) bqps[s] = (double)QB.nq / dt.thread;
-            if ((double)QB.nq / dt.wall > bqps_w[s]) bqps_w[s] = (double)QB.nq / dt.wall;
+            brec90[s] = recall_of(&QB, ids);
             if (!s) {
                 size_t mi, inv;
                 returned_removed += count_flagged(ids, QB.nq * k, gone, n, &mi, &inv);
@@ -806,218 +874,239 @@ int main(int argc, char **argv) {
                 checked += QB.nq * k;
             }
         }
-    for (int s = 0; s < 2; s++) {
-        avq_index *ix = s ? fresh : full;
-        search_pass(ix, &QB, &s90, ids);
-        if (s) map_ids(ids, QB.nq * k, keep);
-        brec90[s] = recall_of(&QB, ids);
-        if (!s) {
+        /* a wide setting too: many more leaves and candidates than needed */
+        {
+            size_t L = avq_index_num_leaves(full), wide = 4 * bsp[0].leaves_to_search;
+            avq_search_params sw = setting(k, wide < L ? wide : L, 300);
+            search_pass(full, &QB, &sw, ids);
             size_t mi, inv;
             returned_removed += count_flagged(ids, QB.nq * k, gone, n, &mi, &inv);
             missing += mi;
             invalid += inv;
             checked += QB.nq * k;
+            printf("wide setting on the removed-from index (leaves %zu reorder 300): recall %.4f\n",
+                   sw.leaves_to_search, recall_of(&QB, ids));
         }
-    }
-    /* a wide setting too: many more leaves and candidates than needed */
-    {
-        size_t L = avq_index_num_leaves(full), wide = 4 * bsp[0].leaves_to_search;
-        avq_search_params sw = setting(k, wide < L ? wide : L, 300);
-        search_pass(full, &QB, &sw, ids);
-        size_t mi, inv;
-        returned_removed += count_flagged(ids, QB.nq * k, gone, n, &mi, &inv);
-        missing += mi;
-        invalid += inv;
-        checked += QB.nq * k;
-        printf("wide setting on the removed-from index (leaves %zu reorder 300): recall %.4f\n",
-               sw.leaves_to_search, recall_of(&QB, ids));
-    }
-    printf("recall@%zu against exact search over the rows left:\n", k);
-    printf("  removed-from full build, default (leaves %zu reorder %zu): %.4f   QPS %.0f (CPU) %.0f "
-           "(wall)\n",
-           bsp[0].leaves_to_search, bsp[0].pre_reorder, brec[0], bqps[0], bqps_w[0]);
-    printf("  fresh build,             default (leaves %zu reorder %zu): %.4f   QPS %.0f (CPU) %.0f "
-           "(wall)\n",
-           bsp[1].leaves_to_search, bsp[1].pre_reorder, brec[1], bqps[1], bqps_w[1]);
-    printf("  at the full build's 0.90 setting (leaves %zu reorder %zu): removed-from %.4f, fresh "
-           "%.4f\n",
-           full_L, full_R, brec90[0], brec90[1]);
-    printf("removed ids returned: %zu (of %zu result slots checked over %zu passes); -1 slots %zu, "
-           "ids out of range %zu\n",
-           returned_removed, checked, checked / (QB.nq * k), missing, invalid);
+        printf("recall@%zu against exact search over the rows left:\n", k);
+        printf("  removed-from full build, default (leaves %zu reorder %zu): %.4f   QPS %.0f (CPU) "
+               "%.0f "
+               "(wall)\n",
+               bsp[0].leaves_to_search, bsp[0].pre_reorder, brec[0], bqps[0], bqps_w[0]);
+        printf("  fresh build,             default (leaves %zu reorder %zu): %.4f   QPS %.0f (CPU) "
+               "%.0f "
+               "(wall)\n",
+               bsp[1].leaves_to_search, bsp[1].pre_reorder, brec[1], bqps[1], bqps_w[1]);
+        printf(
+            "  at the full build's 0.90 setting (leaves %zu reorder %zu): removed-from %.4f, fresh "
+            "%.4f\n",
+            full_L, full_R, brec90[0], brec90[1]);
+        printf("removed ids returned: %zu (of %zu result slots checked over %zu passes); -1 slots "
+               "%zu, "
+               "ids out of range %zu\n",
+               returned_removed, checked, checked / (QB.nq * k), missing, invalid);
 
-    /* compaction: results must not change */
+        avq_index_free(fresh);
+        free(Y);
+    }
+
+    /* compaction (also before a part (c) without (b): same state); with (b),
+     * the results must not change */
     size_t compacted = 0;
     t0 = clocks_now();
     CHECK(avq_index_compact(full, 0.0, &compacted));
     clocks t_compact = clocks_since(t0);
-    search_pass(full, &QB, &bsp[0], ids);
-    double rec_after_compact = recall_of(&QB, ids);
-    {
-        size_t mi, inv;
-        size_t hits = count_flagged(ids, QB.nq * k, gone, n, &mi, &inv);
-        returned_removed += hits;
-        missing += mi;
-        invalid += inv;
-    }
-    printf("compact(0): %zu leaves rewritten in %.2f s wall; recall at default settings after: %.4f "
-           "(before %.4f)%s\n",
-           compacted, t_compact.wall, rec_after_compact, brec[0],
-           fabs(rec_after_compact - brec[0]) > 0.0005 ? "  <- SUSPICIOUS" : "");
+    printf("compact(0): %zu leaves rewritten in %.2f s wall\n", compacted, t_compact.wall);
     print_stats("compacted", full);
-    double drec_b = brec[0] - brec[1];
-    int pass_b1 = drec_b >= -0.005, pass_b2 = returned_removed == 0 && invalid == 0 && size_ok;
-    avq_index_free(fresh);
-    free(Y);
+    if (pb) {
+        search_pass(full, &QB, &bsp[0], ids);
+        double rec_after_compact = recall_of(&QB, ids);
+        {
+            size_t mi, inv;
+            size_t hits = count_flagged(ids, QB.nq * k, gone, n, &mi, &inv);
+            returned_removed += hits;
+            missing += mi;
+            invalid += inv;
+        }
+        printf("recall at default settings after compact(0): %.4f (before %.4f)%s\n",
+               rec_after_compact, brec[0],
+               fabs(rec_after_compact - brec[0]) > 0.0005 ? "  <- SUSPICIOUS" : "");
+        drec_b = brec[0] - brec[1];
+        pass_b1 = drec_b >= -0.005;
+        pass_b2 = returned_removed == 0 && invalid == 0 && size_ok;
+    }
 
     /* =================== (c) search while one writer works =================== */
-    printf("\n== (c) single-query search while a writer adds %.0f vectors/s (and removes them) ==\n",
-           rate);
-    writer w;
-    memset(&w, 0, sizeof w);
-    w.idx = full;
-    w.base = X;
-    w.dim = d;
-    w.pool = rm_ids;
-    w.npool = nr;
-    w.batch = wbatch;
-    w.period = (double)wbatch / rate;
-    atomic_init(&w.cmd, W_IDLE);
-    atomic_init(&w.state, W_IDLE);
-    atomic_init(&w.failed, 0);
-    if (w.npool < 2 * w.batch) {
-        fprintf(stderr, "living: too few removed vectors for the writer\n");
-        return 1;
-    }
-    pthread_t wt;
-    if (pthread_create(&wt, NULL, writer_main, &w) != 0) {
-        fprintf(stderr, "living: pthread_create failed\n");
-        return 1;
-    }
-    avq_search_params sc = s90;
-    printf("searcher: leaves %zu reorder %zu (the full build's 0.90 setting), %d phases of %.1f s "
-           "alternating without / with the writer (%zu vectors every %.1f ms)\n",
-           sc.leaves_to_search, sc.pre_reorder, phases, phase_s, wbatch, 1e3 * w.period);
-    search_pass(full, &QB, &sc, ids); /* warm-up */
     phase_acc acc[2];
     memset(acc, 0, sizeof acc);
-    double on_wall = 0;
-    size_t c_missing = 0, c_invalid = 0, c_dups = 0;
-    for (int p = 0; p < phases; p++) {
-        int on = p % 2;
-        size_t added0 = w.added, count0 = acc[on].count;
-        if (on) {
-            atomic_store(&w.cmd, W_RUN);
-            while (atomic_load(&w.state) != W_RUN && !atomic_load(&w.failed))
-                sleep_until(clock_s(CLOCK_MONOTONIC) + 0.0002);
+    double cq[2] = {0, 0}, cqw[2] = {0, 0}, cratio = 0, cratio_w = 0, wrate = 0;
+    int pass_c = 0, pass_cw = 0, rate_ok = 0, c_ok = 0;
+    if (pc) {
+        printf("\n== (c) single-query search while a writer adds %.0f vectors/s (and removes them) "
+               "==\n",
+               rate);
+        writer w;
+        memset(&w, 0, sizeof w);
+        w.idx = full;
+        w.base = X;
+        w.dim = d;
+        w.pool = rm_ids;
+        w.npool = nr;
+        w.batch = wbatch;
+        w.period = (double)wbatch / rate;
+        atomic_init(&w.cmd, W_IDLE);
+        atomic_init(&w.state, W_IDLE);
+        atomic_init(&w.failed, 0);
+        if (w.npool < 2 * w.batch) {
+            fprintf(stderr, "living: too few removed vectors for the writer\n");
+            return 1;
         }
-        clocks p0 = clocks_now();
-        double end = p0.wall + phase_s, tq = p0.wall;
-        size_t qi = 0;
-        int64_t res[64];
-        int64_t *r = k <= 64 ? res : ids;
-        for (;;) {
-            CHECK(avq_index_search(full, QB.q + qi * d, &sc, r, NULL));
-            double t1 = clock_s(CLOCK_MONOTONIC);
-            lat_push(&acc[on], (float)(1e6 * (t1 - tq)));
-            tq = t1;
-            acc[on].count++;
-            for (size_t a = 0; a < k; a++) {
-                if (r[a] == AVQ_NO_ID) {
-                    c_missing++;
-                    continue;
-                }
-                if (r[a] < 0 || (uint64_t)r[a] >= n) c_invalid++;
-                for (size_t b = a + 1; b < k; b++) c_dups += r[a] == r[b];
+        pthread_t wt;
+        if (pthread_create(&wt, NULL, writer_main, &w) != 0) {
+            fprintf(stderr, "living: pthread_create failed\n");
+            return 1;
+        }
+        avq_search_params sc = s90;
+        printf(
+            "searcher: leaves %zu reorder %zu (the full build's 0.90 setting), %d phases of %.1f s "
+            "alternating without / with the writer (%zu vectors every %.1f ms)\n",
+            sc.leaves_to_search, sc.pre_reorder, phases, phase_s, wbatch, 1e3 * w.period);
+        search_pass(full, &QB, &sc, ids); /* warm-up */
+        double on_wall = 0;
+        size_t c_missing = 0, c_invalid = 0, c_dups = 0;
+        for (int p = 0; p < phases; p++) {
+            int on = p % 2;
+            size_t added0 = w.added, count0 = acc[on].count;
+            if (on) {
+                atomic_store(&w.cmd, W_RUN);
+                while (atomic_load(&w.state) != W_RUN && !atomic_load(&w.failed))
+                    sleep_until(clock_s(CLOCK_MONOTONIC) + 0.0002);
             }
-            if (++qi == QB.nq) qi = 0;
-            if (t1 >= end) break;
-        }
-        clocks dt = clocks_since(p0);
-        acc[on].wall += dt.wall;
-        acc[on].thread += dt.thread;
-        if (on) {
-            atomic_store(&w.cmd, W_IDLE);
-            while (atomic_load(&w.state) != W_IDLE)
-                sleep_until(clock_s(CLOCK_MONOTONIC) + 0.0002);
-            on_wall += dt.wall;
-        }
-        size_t cnt = acc[on].count - count0;
-        printf("  phase %d %-14s %7zu queries: QPS %.0f (CPU) %.0f (wall)", p + 1,
-               on ? "with writer" : "without writer", cnt, (double)cnt / dt.thread,
-               (double)cnt / dt.wall);
-        if (on) printf(", writer added %zu (%.0f/s)", w.added - added0,
+            clocks p0 = clocks_now();
+            double end = p0.wall + phase_s, tq = p0.wall;
+            size_t qi = 0;
+            int64_t res[64];
+            int64_t *r = k <= 64 ? res : ids;
+            for (;;) {
+                CHECK(avq_index_search(full, QB.q + qi * d, &sc, r, NULL));
+                double t1 = clock_s(CLOCK_MONOTONIC);
+                lat_push(&acc[on], (float)(1e6 * (t1 - tq)));
+                tq = t1;
+                acc[on].count++;
+                for (size_t a = 0; a < k; a++) {
+                    if (r[a] == AVQ_NO_ID) {
+                        c_missing++;
+                        continue;
+                    }
+                    if (r[a] < 0 || (uint64_t)r[a] >= n) c_invalid++;
+                    for (size_t b = a + 1; b < k; b++) c_dups += r[a] == r[b];
+                }
+                if (++qi == QB.nq) qi = 0;
+                if (t1 >= end) break;
+            }
+            clocks dt = clocks_since(p0);
+            acc[on].wall += dt.wall;
+            acc[on].thread += dt.thread;
+            if (on) {
+                atomic_store(&w.cmd, W_IDLE);
+                while (atomic_load(&w.state) != W_IDLE)
+                    sleep_until(clock_s(CLOCK_MONOTONIC) + 0.0002);
+                on_wall += dt.wall;
+            }
+            size_t cnt = acc[on].count - count0;
+            printf("  phase %d %-14s %7zu queries: QPS %.0f (CPU) %.0f (wall)", p + 1,
+                   on ? "with writer" : "without writer", cnt, (double)cnt / dt.thread,
+                   (double)cnt / dt.wall);
+            if (on)
+                printf(", writer added %zu (%.0f/s)", w.added - added0,
                        (double)(w.added - added0) / dt.wall);
-        printf("\n");
-        fflush(stdout);
+            printf("\n");
+            fflush(stdout);
+        }
+        atomic_store(&w.cmd, W_QUIT);
+        pthread_join(wt, NULL);
+        if (atomic_load(&w.failed)) printf("WRITER FAILED: %s\n", w.err);
+        for (int on = 0; on < 2; on++) {
+            cq[on] = (double)acc[on].count / acc[on].thread;
+            cqw[on] = (double)acc[on].count / acc[on].wall;
+            qsort(acc[on].lat_us, acc[on].nlat, sizeof *acc[on].lat_us, cmp_float);
+        }
+        for (int on = 0; on < 2; on++)
+            printf(
+                "  %-14s %8zu queries in %.1f s: QPS %.0f (CPU) %.0f (wall); latency us p50 %.1f "
+                "p99 %.1f p99.9 %.1f max %.0f\n",
+                on ? "with writer" : "without writer", acc[on].count, acc[on].wall, cq[on], cqw[on],
+                pct(acc[on].lat_us, acc[on].nlat, 0.5), pct(acc[on].lat_us, acc[on].nlat, 0.99),
+                pct(acc[on].lat_us, acc[on].nlat, 0.999), pct(acc[on].lat_us, acc[on].nlat, 1.0));
+        printf("  writer: %zu batches, %zu added, %zu removed (%zu ids not found at removal), "
+               "%.0f vectors/s over %.1f s with it on, %zu ticks late;\n"
+               "          add %.2f ms mean %.2f ms max, remove %.2f ms mean %.2f ms max per call; "
+               "writer CPU %.1f %% of one core\n",
+               w.ticks, w.added, w.removed, w.remove_short, (double)w.added / on_wall, on_wall,
+               w.late, w.ticks ? 1e3 * w.add_s / (double)w.ticks : 0, 1e3 * w.add_max,
+               w.ticks ? 1e3 * w.rm_s / (double)w.ticks : 0, 1e3 * w.rm_max,
+               100 * w.busy_cpu / on_wall);
+        size_t c_left = 0;
+        for (size_t i = 0; i < nr; i++) c_left += avq_index_contains(full, rm_ids[i]) != 0;
+        c_ok = !atomic_load(&w.failed) && avq_index_size(full) == m && c_left == 0 &&
+               w.removed == w.added && c_invalid == 0 && c_dups == 0 && c_missing == 0;
+        printf(
+            "  after: size %zu (expected %zu), writer ids still present %zu; results with -1 %zu, "
+            "out-of-range ids %zu, duplicate ids %zu%s\n",
+            avq_index_size(full), m, c_left, c_missing, c_invalid, c_dups,
+            c_ok ? "" : "  <- SUSPICIOUS");
+        print_stats("after (c)", full);
+        cratio = cq[1] / cq[0];
+        cratio_w = cqw[1] / cqw[0];
+        wrate = (double)w.added / on_wall;
+        pass_c = cratio >= 0.85;
+        pass_cw = cratio_w >= 0.85;
+        rate_ok = wrate >= 0.95 * rate;
     }
-    atomic_store(&w.cmd, W_QUIT);
-    pthread_join(wt, NULL);
-    if (atomic_load(&w.failed)) printf("WRITER FAILED: %s\n", w.err);
-    double cq[2], cqw[2];
-    for (int on = 0; on < 2; on++) {
-        cq[on] = (double)acc[on].count / acc[on].thread;
-        cqw[on] = (double)acc[on].count / acc[on].wall;
-        qsort(acc[on].lat_us, acc[on].nlat, sizeof *acc[on].lat_us, cmp_float);
-    }
-    for (int on = 0; on < 2; on++)
-        printf("  %-14s %8zu queries in %.1f s: QPS %.0f (CPU) %.0f (wall); latency us p50 %.1f "
-               "p99 %.1f p99.9 %.1f max %.0f\n",
-               on ? "with writer" : "without writer", acc[on].count, acc[on].wall, cq[on], cqw[on],
-               pct(acc[on].lat_us, acc[on].nlat, 0.5), pct(acc[on].lat_us, acc[on].nlat, 0.99),
-               pct(acc[on].lat_us, acc[on].nlat, 0.999), pct(acc[on].lat_us, acc[on].nlat, 1.0));
-    printf("  writer: %zu batches, %zu added, %zu removed (%zu ids not found at removal), "
-           "%.0f vectors/s over %.1f s with it on, %zu ticks late;\n"
-           "          add %.2f ms mean %.2f ms max, remove %.2f ms mean %.2f ms max per call; "
-           "writer CPU %.1f %% of one core\n",
-           w.ticks, w.added, w.removed, w.remove_short, (double)w.added / on_wall, on_wall, w.late,
-           w.ticks ? 1e3 * w.add_s / (double)w.ticks : 0, 1e3 * w.add_max,
-           w.ticks ? 1e3 * w.rm_s / (double)w.ticks : 0, 1e3 * w.rm_max,
-           100 * w.busy_cpu / on_wall);
-    size_t c_left = 0;
-    for (size_t i = 0; i < nr; i++) c_left += avq_index_contains(full, rm_ids[i]) != 0;
-    int c_ok = !atomic_load(&w.failed) && avq_index_size(full) == m && c_left == 0 && w.removed == w.added &&
-               c_invalid == 0 && c_dups == 0 && c_missing == 0;
-    printf("  after: size %zu (expected %zu), writer ids still present %zu; results with -1 %zu, "
-           "out-of-range ids %zu, duplicate ids %zu%s\n",
-           avq_index_size(full), m, c_left, c_missing, c_invalid, c_dups,
-           c_ok ? "" : "  <- SUSPICIOUS");
-    print_stats("after (c)", full);
-    double cratio = cq[1] / cq[0], cratio_w = cqw[1] / cqw[0];
-    double wrate = (double)w.added / on_wall;
-    int pass_c = cratio >= 0.85, pass_cw = cratio_w >= 0.85, rate_ok = wrate >= 0.95 * rate;
 
     /* =================== summary =================== */
     clocks t_all = clocks_since(t_total);
     printf("\n== summary (%zu base rows, %zu queries, recall@%zu; QPS one thread, one query per "
            "call) ==\n",
            n, Q.nq, k);
-    printf("%s  (a) recall at default settings: incremental %.4f vs full build %.4f (%+.4f; target "
-           ">= -0.01)\n",
-           verdict(pass_a1), drec[0], drec[1], drec_a);
-    printf("%s  (a) QPS at recall >= 0.90: incremental %.0f vs full build %.0f = %.3fx by thread CPU "
-           "(wall: %.0f vs %.0f = %.3fx; target >= 0.95x)\n",
-           verdict(pass_a2), q90[0], q90[1], qratio, q90w[0], q90w[1], qratio_w);
-    printf("%s  (a) adds, one thread: %.0f vectors/s per core over all %zu adds (first half in one "
-           "call %.0f/s; wall %.0f/s; target >= 50000)\n",
-           verdict(pass_a3), add_rate, n, add_rate1, (double)n / t_add.wall);
-    printf("%s  (a) adds of the second half in %zu calls: %.0f vectors/s per core (wall %.0f/s; "
-           "target >= 50000)\n",
-           verdict(pass_a3b), calls2, add_rate2, (double)(n - h) / t_add2.wall);
+    if (pa) {
+        printf("%s  (a) recall at default settings: incremental %.4f vs full build %.4f (%+.4f; "
+               "target "
+               ">= -0.01)\n",
+               verdict(pass_a1), drec[0], drec[1], drec_a);
+        printf("%s  (a) QPS at recall >= 0.90: incremental %.0f vs full build %.0f = %.3fx by "
+               "thread CPU "
+               "(wall: %.0f vs %.0f = %.3fx; target >= 0.95x)\n",
+               verdict(pass_a2), q90[0], q90[1], qratio, q90w[0], q90w[1], qratio_w);
+        printf("%s  (a) adds, one thread: %.0f vectors/s per core over all %zu adds (first half in "
+               "one "
+               "call %.0f/s; wall %.0f/s; target >= 50000)\n",
+               verdict(pass_a3), add_rate, n, add_rate1, (double)n / t_add.wall);
+        printf(
+            "%s  (a) adds of the second half in %zu calls: %.0f vectors/s per core (wall %.0f/s; "
+            "target >= 50000)\n",
+            verdict(pass_a3b), calls2, add_rate2, (double)(n - h) / t_add2.wall);
+    }
     printf("info  (b) remove: %.0f ids/s (process CPU), %.0f ids/s (wall), calls of %zu ids\n",
            (double)nr / t_rm.process, (double)nr / t_rm.wall, rm_batch);
-    printf("%s  (b) recall after removing %.0f %%: removed-from %.4f vs fresh build %.4f (%+.4f; "
-           "target >= -0.005)\n",
-           verdict(pass_b1), 100 * remove_fraction, brec[0], brec[1], drec_b);
-    printf("%s  (b) removed ids returned: %zu in %zu result slots (target 0)\n", verdict(pass_b2),
-           returned_removed, checked);
-    printf("%s  (c) QPS with the writer / without: %.0f / %.0f = %.3fx by thread CPU (target >= "
-           "0.85x)\n",
-           verdict(pass_c), cq[1], cq[0], cratio);
-    printf("%s  (c) the same by wall clock: %.0f / %.0f = %.3fx (target >= 0.85x)\n",
-           verdict(pass_cw), cqw[1], cqw[0], cratio_w);
-    printf("%s  (c) writer rate achieved: %.0f vectors/s (asked %.0f); index consistent after: %s\n",
-           verdict(rate_ok && c_ok), wrate, rate, c_ok ? "yes" : "NO");
+    if (pb) {
+        printf(
+            "%s  (b) recall after removing %.0f %%: removed-from %.4f vs fresh build %.4f (%+.4f; "
+            "target >= -0.005)\n",
+            verdict(pass_b1), 100 * remove_fraction, brec[0], brec[1], drec_b);
+        printf("%s  (b) removed ids returned: %zu in %zu result slots (target 0)\n",
+               verdict(pass_b2), returned_removed, checked);
+    }
+    if (pc) {
+        printf(
+            "%s  (c) QPS with the writer / without: %.0f / %.0f = %.3fx by thread CPU (target >= "
+            "0.85x)\n",
+            verdict(pass_c), cq[1], cq[0], cratio);
+        printf("%s  (c) the same by wall clock: %.0f / %.0f = %.3fx (target >= 0.85x)\n",
+               verdict(pass_cw), cqw[1], cqw[0], cratio_w);
+        printf("%s  (c) writer rate achieved: %.0f vectors/s (asked %.0f); index consistent after: "
+               "%s\n",
+               verdict(rate_ok && c_ok), wrate, rate, c_ok ? "yes" : "NO");
+    }
     printf("whole run: %.1f s wall\n", t_all.wall);
     print_loadavg("end");
 
