@@ -101,6 +101,27 @@ static void print_loadavg(const char *when) {
     printf("load average at %s: %s\n", when, buf);
 }
 
+/* ---- OpenBLAS ------------------------------------------------------------ */
+
+/* libavq calls SGEMM (leaf assignment of added vectors, k-means, exact
+ * search) from the calling thread, and OpenBLAS runs it on its own pool of
+ * threads: an add with threads=1 still keeps both cores busy (and its
+ * pool's threads spin between calls).  For numbers that are really one core
+ * the timed adds and part (c) run with the pool at one thread; builds,
+ * training and exact search keep OpenBLAS's default.  Weak: a BLAS without
+ * these functions leaves its threads alone (and the program says so). */
+extern int openblas_get_num_threads(void) __attribute__((weak));
+extern void openblas_set_num_threads(int) __attribute__((weak));
+
+/* OpenBLAS's pool size, 0 if the BLAS cannot be asked and told. */
+static int blas_get(void) {
+    return openblas_get_num_threads && openblas_set_num_threads ? openblas_get_num_threads() : 0;
+}
+
+static void blas_set(int n) {
+    if (n > 0 && blas_get() > 0) openblas_set_num_threads(n);
+}
+
 /* ---- errors ------------------------------------------------------------- */
 
 static void die_avq(const char *what, int st, int line) {
@@ -625,9 +646,13 @@ int main(int argc, char **argv) {
            : subsampled ? " (random subset, file order)"
                         : "",
            base_path, Q.nq, d, k, truth_from);
-    const char *blas = getenv("OPENBLAS_NUM_THREADS");
-    printf("OPENBLAS_NUM_THREADS=%s (the library's SGEMM calls run on OpenBLAS's own threads)\n",
-           blas ? blas : "(unset: one per CPU)");
+    int blas_default = blas_get();
+    if (blas_default)
+        printf("OpenBLAS pool: %d threads for builds, training and exact search; 1 for the timed "
+               "adds and part (c)\n",
+               blas_default);
+    else
+        printf("BLAS thread count unknown (not OpenBLAS?): adds may use more than one core\n");
     if (t_gt.wall > 0) printf("  exact truth: %.2f s wall\n", t_gt.wall);
 
     int64_t *ids = xmalloc(Q.nq * k * sizeof *ids);
@@ -653,6 +678,7 @@ int main(int argc, char **argv) {
 
         int64_t *got = xmalloc(n * sizeof *got);
         size_t id_mismatch = 0;
+        blas_set(1);
         t0 = clocks_now();
         CHECK(avq_index_add(inc, X, h, NULL, 1, got));
         t_add1 = clocks_since(t0);
@@ -666,6 +692,7 @@ int main(int argc, char **argv) {
         }
         for (size_t i = 0; i < n; i++) id_mismatch += got[i] != (int64_t)i;
         free(got);
+        blas_set(blas_default);
         t_add = t_add1;
         clocks_add(&t_add, t_add2);
         if (avq_index_size(inc) != n)
@@ -960,6 +987,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "living: too few removed vectors for the writer\n");
             return 1;
         }
+        blas_set(1);
         pthread_t wt;
         if (pthread_create(&wt, NULL, writer_main, &w) != 0) {
             fprintf(stderr, "living: pthread_create failed\n");
@@ -1024,6 +1052,7 @@ int main(int argc, char **argv) {
         }
         atomic_store(&w.cmd, W_QUIT);
         pthread_join(wt, NULL);
+        blas_set(blas_default);
         if (atomic_load(&w.failed)) printf("WRITER FAILED: %s\n", w.err);
         for (int on = 0; on < 2; on++) {
             cq[on] = (double)acc[on].count / acc[on].thread;
