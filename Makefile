@@ -144,7 +144,7 @@ py-test: $(CLI) $(SHARED_LIB) $(PAPER_BIN) python
 	AVQ_BIN=$(abspath $(CLI)) AVQ_PAPER_BIN=$(abspath $(PAPER_BIN)) $(PYTHON) -m pytest -q tests
 
 check:
-	$(MAKE) BUILD=build-sanitize SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" OPT="-O1 -g" test
+	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp $(MAKE) BUILD=build-sanitize SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" OPT="-O1 -g" test
 
 # The whole comparison takes a while (hnswlib builds dominate); each part
 # can be run alone: bench-micro, bench-avq, bench-baselines, bench-report.

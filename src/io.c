@@ -785,6 +785,26 @@ static int check_contents(const file_view *x, bool check_ids, const char *path) 
                 return avq_fail(AVQ_ERR_FORMAT, "%s: section COFF: leaf %zu has the wrong code size", path, l);
         }
     }
+    /* the quantizer's numbers feed float-to-integer conversions (LUT and
+     * int8 quantization): NaN, infinity or a zero scale would be undefined
+     * behaviour there, so they are refused (O(leaves * dim)) */
+    struct { const float *v; size_t n; const char *tag; } floats[] = {
+        {x->centers, x->num_leaves * x->dim, "CENT"},
+        {x->center_norms, x->num_leaves, "CNRM"},
+        {x->codebook, x->codebook ? x->num_centers * x->dim : 0, "CBOK"},
+        {x->i8_scale, x->i8_scale ? x->dim : 0, "I8SC"},
+    };
+    for (size_t k = 0; k < sizeof floats / sizeof floats[0]; k++) {
+        size_t bad = avq_first_non_finite(floats[k].v, floats[k].n);
+        if (bad < floats[k].n)
+            return avq_fail(AVQ_ERR_FORMAT, "%s: section %s: value %zu is not a finite number",
+                            path, floats[k].tag, bad);
+    }
+    if (x->i8_scale)
+        for (size_t j = 0; j < x->dim; j++)
+            if (!(x->i8_scale[j] > 0.0f))
+                return avq_fail(AVQ_ERR_FORMAT, "%s: section I8SC: scale %zu is not positive",
+                                path, j);
     if (x->live_bits) {
         size_t live = 0, w = 0;
         for (size_t l = 0; l < L; l++) {

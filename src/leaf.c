@@ -219,7 +219,13 @@ static void slot_codes4(const avq_leaf *v, size_t K, size_t s, uint8_t *out) {
     for (size_t m = 0; m < K; m++) out[m] = avq_pack4_get(packed, K, i, m);
 }
 
-static int store_new(const avq_index *x, size_t capacity, avq_leaf_store **out) {
+/* A store of `capacity` slots.  whole = an exact-size store (a first fill,
+ * a compaction) whose codes are all its slots packed, partial last group
+ * included, exactly like a loaded leaf: it is never appended to in place
+ * (it has no room), so its last group never changes under a search.  Else
+ * the codes region holds complete groups only (the filling group is each
+ * version's tail). */
+static int store_new(const avq_index *x, size_t capacity, bool whole, avq_leaf_store **out) {
     const avq_quantizer *q = x->q;
     size_t d = x->dim, K = q->num_blocks;
     avq_leaf_store *s = calloc(1, sizeof *s);
@@ -229,7 +235,9 @@ static int store_new(const avq_index *x, size_t capacity, avq_leaf_store **out) 
     size_t cap = capacity ? capacity : 1, code_bytes = 0;
     bool ok = true;
     if (q->mode == AVQ_MODE_PQ) {
-        code_bytes = q->bits == 4 ? capacity / 32 * 16 * K : capacity * K;
+        code_bytes = q->bits != 4 ? capacity * K
+                     : whole    ? avq_pack4_size(capacity, K)
+                                : capacity / 32 * 16 * K;
         s->codes = avq_alloc_aligned(code_bytes ? code_bytes : 64);
         ok &= s->codes != NULL;
     }
@@ -269,11 +277,16 @@ static void put_new_data(const avq_index *x, avq_leaf_store *dst, size_t to,
 }
 
 /* 4-bit: pack the `t` unpacked codes into complete groups written to the
- * store from group first_group on, and the rest into a new tail. */
+ * store from group first_group on, and the rest into a new tail -- or, for
+ * a whole store (first_group 0), all of them into the store. */
 static int pack_tail(const avq_index *x, avq_leaf_store *s, size_t first_group,
-                     const uint8_t *codes, size_t t, avq_leaf *v) {
+                     const uint8_t *codes, size_t t, bool whole, avq_leaf *v) {
     size_t K = x->q->num_blocks, group = 16 * K, groups = t / 32;
     if (t == 0) return AVQ_OK;
+    if (whole) {
+        v->full = t;
+        return avq_pack4(codes, t, K, s->codes);
+    }
     uint8_t *packed = malloc(avq_pack4_size(t, K));
     if (!packed) return avq_fail_nomem("packed codes", avq_pack4_size(t, K));
     int st = avq_pack4(codes, t, K, packed);
@@ -325,7 +338,7 @@ int avq_leaf_change(const avq_index *x, const avq_leaf *old, const uint32_t *kil
         size_t n_new = keep + m;
         /* exact size: the codes region gets the complete groups of n_new,
          * the data arrays all n_new slots */
-        st = store_new(x, n_new, &fresh);
+        st = store_new(x, n_new, true, &fresh);
         if (st != AVQ_OK) goto fail;
         if (four) {
             codes = malloc((n_new ? n_new : 1) * K);
@@ -351,7 +364,7 @@ int avq_leaf_change(const avq_index *x, const avq_leaf *old, const uint32_t *kil
         v->full = n_new;
         v->store = fresh;
         if (four) {
-            st = pack_tail(x, fresh, 0, codes, n_new, v);
+            st = pack_tail(x, fresh, 0, codes, n_new, true, v);
             if (st != AVQ_OK) goto fail;
         }
         free(alive);
@@ -363,18 +376,23 @@ int avq_leaf_change(const avq_index *x, const avq_leaf *old, const uint32_t *kil
     size_t n_new = n_old + m;
     avq_leaf_store *s = old->store;
     size_t f; /* slots kept in the store's complete groups */
-    if (s && s->owned && s->capacity >= n_new) {
+    if (s && (m == 0 || (s->owned && s->capacity >= n_new))) {
+        /* in place: slots beyond old->n (none when only removing) */
         f = old->full;
     } else {
         /* grow: a quarter more than needed, so a leaf that keeps growing
          * is copied O(log n) times; a first fill (a build) is exact */
-        size_t cap = n_old == 0 ? n_new : round32(n_new + n_new / 4);
-        st = store_new(x, cap, &fresh);
+        bool whole = n_old == 0;
+        size_t cap = whole ? n_new : round32(n_new + n_new / 4);
+        st = store_new(x, cap, whole, &fresh);
         if (st != AVQ_OK) goto fail;
         f = four ? (old->full / 32) * 32 : n_old;
         for (size_t i = 0; i < n_old; i++) copy_slot_data(x, fresh, i, s, i);
-        if (four && f) memcpy(fresh->codes, s->codes, f / 32 * 16 * K);
-        else if (pq && n_old) memcpy(fresh->codes, s->codes, n_old * K);
+        if (four) {
+            if (f) memcpy(fresh->codes, s->codes, f / 32 * 16 * K);
+        } else if (pq && n_old) {
+            memcpy(fresh->codes, s->codes, n_old * K);
+        }
         s = fresh;
     }
     for (size_t i = 0; i < m; i++) put_new_data(x, s, n_old + i, add, i);
@@ -391,7 +409,7 @@ int avq_leaf_change(const avq_index *x, const avq_leaf *old, const uint32_t *kil
         }
         for (size_t i = f; i < n_old; i++) slot_codes4(old, K, i, codes + (i - f) * K);
         if (m) memcpy(codes + (n_old - f) * K, add->codes, m * K);
-        st = pack_tail(x, s, f / 32, codes, t, v);
+        st = pack_tail(x, s, f / 32, codes, t, fresh && fresh->capacity == n_new && n_old == 0, v);
         if (st != AVQ_OK) goto fail;
     } else if (pq && m) {
         memcpy(s->codes + n_old * K, add->codes, m * K);
@@ -522,6 +540,14 @@ int avq_index_ensure_ids(avq_index *x) {
                 avq_idmap_free(&x->ids);
                 return avq_fail(AVQ_ERR_FORMAT, "id %lld is stored twice (or is the reserved -1)",
                                 (long long)id);
+            }
+            /* a next id at or below a stored one (a damaged file) would make
+             * the next automatic add collide */
+            if (id >= x->next_id && id != INT64_MAX) {
+                avq_idmap_free(&x->ids);
+                return avq_fail(AVQ_ERR_FORMAT,
+                                "the next automatic id %lld is not above the stored id %lld",
+                                (long long)x->next_id, (long long)id);
             }
             avq_idmap_put(&x->ids, id, (uint64_t)l << 32 | s);
         }

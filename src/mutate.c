@@ -100,6 +100,7 @@ static void encoded_free(encoded_rows *e) {
     free(e->vectors);
     free(e->vectors_i8);
     free(e->norms2);
+    memset(e, 0, sizeof *e);
 }
 
 #define ALLOC(ptr, count)                                                     \
@@ -341,6 +342,10 @@ int avq_index_add_assigned(avq_index *x, const float *vectors, size_t n, const i
         ALLOC(auto_ids, n);
         for (size_t i = 0; i < n; i++) auto_ids[i] = x->next_id + (int64_t)i;
         ids = auto_ids;
+        /* next_id is above every id the index has held, but the last one
+         * (INT64_MAX) cannot be passed: refuse rather than collide */
+        st = check_ids(x, ids, n, true, who);
+        if (st != AVQ_OK) goto out;
     }
     if (atomic_load(&x->live) + n > ((size_t)1 << 40)) {
         st = avq_fail(AVQ_ERR_INVALID, "%s: the index would exceed 2^40 vectors", who);
@@ -578,8 +583,9 @@ static void collect_stats(const avq_index *cx, avq_index_stats *s) {
     s->mean_leaf = (double)s->live / (double)s->leaves;
     double var = sum2 / (double)s->leaves - s->mean_leaf * s->mean_leaf;
     s->leaf_cv = s->mean_leaf > 0 ? sqrt(var > 0 ? var : 0) / s->mean_leaf : 0.0;
-    s->memory_bytes = bytes + x->ids.capacity * (sizeof(int64_t) + sizeof(uint64_t));
+    /* the id map belongs to the writer: read it under the lock */
     pthread_mutex_lock(&x->write_lock);
+    s->memory_bytes = bytes + x->ids.capacity * (sizeof(int64_t) + sizeof(uint64_t));
     s->next_id = x->next_id;
     pthread_mutex_unlock(&x->write_lock);
 }
