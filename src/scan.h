@@ -59,12 +59,12 @@ typedef void (*avq_topk_scan_fn)(const avq_scan_leaf *leaf, size_t nq,
                                  const avq_scan_query *queries);
 typedef void (*avq_dot_rows_fn)(const float *q, const float *rows, size_t n, size_t d,
                                 float *out);
-typedef void (*avq_dot_index_fn)(const float *q, const float *rows, size_t d,
-                                 const int64_t *index, size_t n, float *out);
+typedef void (*avq_dot_gather_fn)(const float *q, const float *const *rows, size_t d,
+                                  size_t n, float *out);
 typedef void (*avq_dot_rows_i8_fn)(const float *q, const int8_t *rows, size_t n, size_t d,
                                    float *out);
-typedef void (*avq_dot_index_i8_fn)(const float *q, const int8_t *rows, size_t d,
-                                    const int64_t *index, size_t n, float *out);
+typedef void (*avq_dot_gather_i8_fn)(const float *q, const int8_t *const *rows, size_t d,
+                                     size_t n, float *out);
 
 typedef struct {
     const char *isa; /* "scalar", "avx2", "avx512" */
@@ -78,13 +78,13 @@ typedef struct {
     /* 8-bit codes, n x K row-major; the same outputs with C = 256. */
     avq_sums32_fn lut256_sums32;
     avq_topk_scan_fn lut256_topk;
-    /* out[i] = <q, row i> for rows n x d row-major, or for the rows
-     * index[0..n) of `rows` (re-ranking a candidate list).  The i8 variants
+    /* out[i] = <q, row i> for rows n x d row-major, or for the rows at
+     * rows[0..n) (dot_gather: re-ranking candidates of many leaves).  The i8 variants
      * read int8 rows; per-dimension scales are folded into q by the caller. */
     avq_dot_rows_fn dot_rows;
-    avq_dot_index_fn dot_index;
+    avq_dot_gather_fn dot_gather;
     avq_dot_rows_i8_fn dot_rows_i8;
-    avq_dot_index_i8_fn dot_index_i8;
+    avq_dot_gather_i8_fn dot_gather_i8;
 } avq_kernels;
 
 extern const avq_kernels avq_kernels_scalar;
@@ -173,11 +173,11 @@ void avq_lut256_sums32_scalar(const uint8_t *codes, size_t n, size_t K, size_t n
 void avq_lut256_topk_scalar(const avq_scan_leaf *leaf, size_t nq,
                             const avq_scan_query *queries);
 void avq_dot_rows_scalar(const float *q, const float *rows, size_t n, size_t d, float *out);
-void avq_dot_index_scalar(const float *q, const float *rows, size_t d, const int64_t *index,
-                          size_t n, float *out);
+void avq_dot_gather_scalar(const float *q, const float *const *rows, size_t d, size_t n,
+                           float *out);
 void avq_dot_rows_i8_scalar(const float *q, const int8_t *rows, size_t n, size_t d,
                             float *out);
-void avq_dot_index_i8_scalar(const float *q, const int8_t *rows, size_t d,
-                             const int64_t *index, size_t n, float *out);
+void avq_dot_gather_i8_scalar(const float *q, const int8_t *const *rows, size_t d, size_t n,
+                              float *out);
 
 #endif

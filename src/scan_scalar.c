@@ -157,9 +157,9 @@ void avq_dot_rows_scalar(const float *q, const float *rows, size_t n, size_t d, 
     for (size_t i = 0; i < n; i++) out[i] = dot_f32(q, rows + i * d, d);
 }
 
-void avq_dot_index_scalar(const float *q, const float *rows, size_t d, const int64_t *index,
-                          size_t n, float *out) {
-    for (size_t i = 0; i < n; i++) out[i] = dot_f32(q, rows + (size_t)index[i] * d, d);
+void avq_dot_gather_scalar(const float *q, const float *const *rows, size_t d, size_t n,
+                           float *out) {
+    for (size_t i = 0; i < n; i++) out[i] = dot_f32(q, rows[i], d);
 }
 
 void avq_dot_rows_i8_scalar(const float *q, const int8_t *rows, size_t n, size_t d,
@@ -167,9 +167,9 @@ void avq_dot_rows_i8_scalar(const float *q, const int8_t *rows, size_t n, size_t
     for (size_t i = 0; i < n; i++) out[i] = dot_i8(q, rows + i * d, d);
 }
 
-void avq_dot_index_i8_scalar(const float *q, const int8_t *rows, size_t d,
-                             const int64_t *index, size_t n, float *out) {
-    for (size_t i = 0; i < n; i++) out[i] = dot_i8(q, rows + (size_t)index[i] * d, d);
+void avq_dot_gather_i8_scalar(const float *q, const int8_t *const *rows, size_t d,
+                              size_t n, float *out) {
+    for (size_t i = 0; i < n; i++) out[i] = dot_i8(q, rows[i], d);
 }
 
 const avq_kernels avq_kernels_scalar = {
@@ -180,7 +180,7 @@ const avq_kernels avq_kernels_scalar = {
     .lut256_sums32 = avq_lut256_sums32_scalar,
     .lut256_topk = avq_lut256_topk_scalar,
     .dot_rows = avq_dot_rows_scalar,
-    .dot_index = avq_dot_index_scalar,
+    .dot_gather = avq_dot_gather_scalar,
     .dot_rows_i8 = avq_dot_rows_i8_scalar,
-    .dot_index_i8 = avq_dot_index_i8_scalar,
+    .dot_gather_i8 = avq_dot_gather_i8_scalar,
 };

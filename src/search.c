@@ -50,7 +50,7 @@ typedef struct {
     avq_neighbor *leaves;   /* L                                            */
     avq_neighbor *cand;     /* candidate buffer, cand_capacity              */
     size_t cand_capacity;
-    int64_t *positions;     /* pre_reorder                                  */
+    const void **rows;      /* pre_reorder: the candidates' re-ranking rows  */
     float *exact;           /* pre_reorder                                  */
     avq_neighbor *final;    /* 2k + 1                                       */
     const avq_leaf **snap;  /* L: the version of each leaf this query reads */
@@ -118,13 +118,13 @@ static int scratch_init(search_scratch *s, const avq_index *idx, const resolved_
         d * sizeof(float),           d * sizeof(float),
         KC * sizeof(float),          KC,
         nscores * sizeof(float),     idx->num_leaves * sizeof(avq_neighbor),
-        s->cand_capacity * sizeof(avq_neighbor), r->pre_reorder * sizeof(int64_t),
+        s->cand_capacity * sizeof(avq_neighbor), r->pre_reorder * sizeof(void *),
         r->pre_reorder * sizeof(float), (2 * r->k + 1) * sizeof(avq_neighbor),
         idx->num_leaves * sizeof(avq_leaf *),
     };
     void **const slots[] = {(void **)&s->q,      (void **)&s->q_i8,   (void **)&s->lut,
                             (void **)&s->lut8,   (void **)&s->scores, (void **)&s->leaves,
-                            (void **)&s->cand,   (void **)&s->positions, (void **)&s->exact,
+                            (void **)&s->cand,   (void **)&s->rows, (void **)&s->exact,
                             (void **)&s->final,  (void **)&s->snap};
     s->block = carve_block(sizes, slots, sizeof sizes / sizeof sizes[0], "search scratch");
     return s->block ? AVQ_OK : AVQ_ERR_NOMEM;
@@ -291,16 +291,12 @@ static void reorder_candidates(const avq_index *idx, const avq_kernels *kern, co
         for (size_t b = 0; b < row_bytes; b += 64) AVQ_PREFETCH(row + b);
         AVQ_PREFETCH(row + row_bytes - 1);
         AVQ_PREFETCH(&st->ids[slot]);
+        s->rows[i] = row;
     }
-    for (size_t i = 0; i < count; i++) {
-        const avq_leaf *leaf = snap[CAND_LEAF(c[i].id)];
-        s->positions[i] = (int64_t)CAND_SLOT(c[i].id);
-        if (f32)
-            kern->dot_index(q, leaf->store->vectors, d, &s->positions[i], 1, &s->exact[i]);
-        else
-            kern->dot_index_i8(q_i8, leaf->store->vectors_i8, d, &s->positions[i], 1,
-                               &s->exact[i]);
-    }
+    if (f32)
+        kern->dot_gather(q, (const float *const *)s->rows, d, count, s->exact);
+    else
+        kern->dot_gather_i8(q_i8, (const int8_t *const *)s->rows, d, count, s->exact);
     for (size_t i = 0; i < count; i++) {
         const avq_leaf *leaf = snap[CAND_LEAF(c[i].id)];
         size_t slot = CAND_SLOT(c[i].id);

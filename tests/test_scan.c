@@ -323,14 +323,20 @@ Test(scan, float_dot_kernels_match_double) {
             rows8[t] = (int8_t)((int)(avq_rng_next(&seed) % 255) - 127);
         }
         int64_t index[5] = {12, 0, 7, 7, 3};
+        const float *gather[5];
+        const int8_t *gather8[5];
+        for (int g = 0; g < 5; g++) {
+            gather[g] = rows + index[g] * d;
+            gather8[g] = rows8 + index[g] * d;
+        }
         for (int i = 0; i < N_ISAS; i++) {
             const avq_kernels *k = avq_kernels_for(ISAS[i]);
             if (!k) continue;
             float out[13], out8[13], outi[5], outi8[5];
             k->dot_rows(q, rows, n, d, out);
             k->dot_rows_i8(q, rows8, n, d, out8);
-            k->dot_index(q, rows, d, index, 5, outi);
-            k->dot_index_i8(q, rows8, d, index, 5, outi8);
+            k->dot_gather(q, gather, d, 5, outi);
+            k->dot_gather_i8(q, gather8, d, 5, outi8);
             for (size_t r = 0; r < n; r++) {
                 double want = 0, want8 = 0, mag = 0, mag8 = 0;
                 for (size_t t = 0; t < d; t++) {

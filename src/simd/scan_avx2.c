@@ -325,9 +325,9 @@ static void dot_rows_avx2(const float *q, const float *rows, size_t n, size_t d,
     for (size_t i = 0; i < n; i++) out[i] = dot_f32(q, rows + i * d, d);
 }
 
-static void dot_index_avx2(const float *q, const float *rows, size_t d, const int64_t *index,
-                           size_t n, float *out) {
-    for (size_t i = 0; i < n; i++) out[i] = dot_f32(q, rows + (size_t)index[i] * d, d);
+static void dot_gather_avx2(const float *q, const float *const *rows, size_t d, size_t n,
+                            float *out) {
+    for (size_t i = 0; i < n; i++) out[i] = dot_f32(q, rows[i], d);
 }
 
 static void dot_rows_i8_avx2(const float *q, const int8_t *rows, size_t n, size_t d,
@@ -335,9 +335,9 @@ static void dot_rows_i8_avx2(const float *q, const int8_t *rows, size_t n, size_
     for (size_t i = 0; i < n; i++) out[i] = dot_i8(q, rows + i * d, d);
 }
 
-static void dot_index_i8_avx2(const float *q, const int8_t *rows, size_t d,
-                              const int64_t *index, size_t n, float *out) {
-    for (size_t i = 0; i < n; i++) out[i] = dot_i8(q, rows + (size_t)index[i] * d, d);
+static void dot_gather_i8_avx2(const float *q, const int8_t *const *rows, size_t d,
+                               size_t n, float *out) {
+    for (size_t i = 0; i < n; i++) out[i] = dot_i8(q, rows[i], d);
 }
 
 const avq_kernels avq_kernels_avx2 = {
@@ -348,9 +348,9 @@ const avq_kernels avq_kernels_avx2 = {
     .lut256_sums32 = avq_lut256_sums32_scalar,
     .lut256_topk = avq_lut256_topk_scalar,
     .dot_rows = dot_rows_avx2,
-    .dot_index = dot_index_avx2,
+    .dot_gather = dot_gather_avx2,
     .dot_rows_i8 = dot_rows_i8_avx2,
-    .dot_index_i8 = dot_index_i8_avx2,
+    .dot_gather_i8 = dot_gather_i8_avx2,
 };
 
 #endif /* __x86_64__ */
