@@ -194,3 +194,6 @@ include fuzz/fuzz.mk
 
 # ThreadSanitizer stress test of the living index (tests/tsan.mk: `make tsan`).
 -include tests/tsan.mk
+
+# True-MIPS benchmark and the natively built FAISS baseline (bench/mips.mk).
+-include bench/mips.mk
