@@ -1,6 +1,6 @@
 /*
  * aniso.c -- eta and the score-aware encoder (Guo et al. 2020, §3-4;
- * DESIGN.md §2 step 5).
+ * doc/DESIGN.md §1 and §2, build step 5).
  *
  * Why coordinate descent: the anisotropic loss couples the blocks through
  * the parallel error par = sum_m P[m][code_m], so the per-block argmin of

@@ -1,6 +1,6 @@
 /*
  * aniso.h -- the score-aware (anisotropic) loss of Guo et al. 2020 and the
- * encoder that minimises it (DESIGN.md §1 and §2 step 5).
+ * encoder that minimises it (doc/DESIGN.md §1 and §2, build step 5).
  *
  * For a datapoint x coded as x~ with error r = x - x~, the loss is
  *     eta * par² + (|r|² - par²),   par = <r, x> / |x|,
@@ -66,9 +66,10 @@ int avq_aniso_encode(const float *y, const float *x, size_t n, const avq_pq_shap
                      const float *codebook, const avq_aniso_params *p, uint8_t *codes,
                      avq_progress_fn progress, void *progress_user);
 
-/* The paper's anisotropic codebook update (Guo et al. §4.2; DESIGN.md §2
- * step 4, optional): with the codes fixed, re-solve ALL codebook entries
- * theta (the C*d floats, in codebook layout) in one least-squares problem
+/* The paper's anisotropic codebook update (Guo et al. §4.2; doc/DESIGN.md
+ * §2, build step 4; optional, not used by index training): with the codes
+ * fixed, re-solve ALL codebook entries theta (the C*d floats, in codebook
+ * layout) in one least-squares problem
  *   [sum_i B_i^T B_i + sum_i (eta_i - 1) u_i u_i^T] theta
  *       = sum_i B_i^T y_i + (eta_i - 1) u_i <x^_i, y_i>,   u_i = B_i^T x^_i,
  * x^_i = x_i/|x_i|, B_i the selection matrix of code i (B_i theta = decoded

@@ -8,7 +8,7 @@
  * partition cell.  A leaf is reached through one atomic pointer to its
  * current *version*; a version is immutable once published, so a search
  * that loaded the pointer reads a consistent leaf however the writer goes on
- * (doc/DESIGN.md, "Concurrency").
+ * (doc/DESIGN.md §8, "Concurrency").
  *
  * A version's slots [0, n) live in a *store*: arrays of `capacity` slots of
  * codes, ids and re-ranking data.  A writer appends by writing slots
@@ -103,7 +103,7 @@ int avq_build_params_resolve(const avq_build_params *in, avq_build_params *out);
 
 /* Objects a writer replaced are put on a list with the epoch of their
  * retirement and freed once no search that could have loaded them is still
- * running (epoch-based reclamation; doc/DESIGN.md). */
+ * running (epoch-based reclamation; doc/DESIGN.md §8). */
 typedef struct avq_retired {
     struct avq_retired *next;
     uint64_t epoch;

@@ -14,7 +14,7 @@
  * and the distance it stands for is, by definition (see avq_lut8_dist):
  *   dist = (float)(base + scale * sum),   base = bias + offset   (in double)
  * Two quantizations are offered; both fit the same kernel convention:
- *   AVQ_LUT8_SYMMETRIC  the DESIGN.md one: scale = max|lut| / 127,
+ *   AVQ_LUT8_SYMMETRIC  the plain one: scale = max|lut| / 127,
  *                       lut8 = round(lut / scale) + 128, offset = 0.
  *   AVQ_LUT8_BLOCK_MIN  FAISS-style per-block minimum: lut8 =
  *                       round((lut - min_m) / scale) with scale =
@@ -22,6 +22,7 @@
  *                       128*K*scale.  Uses the whole 0..255 range in the
  *                       widest block instead of half of it; the error
  *                       measurements are in bench/scan.c and the report.
+ * The search uses AVQ_LUT8_BLOCK_MIN (doc/DESIGN.md §2, search step 3).
  */
 #ifndef AVQ_LUT_H
 #define AVQ_LUT_H

@@ -1,6 +1,6 @@
 /*
  * pack.c -- converting between row-major 4-bit codes and the blocked layout
- * of the fast-scan kernels (see pack.h for the layout and DESIGN.md §3).
+ * of the fast-scan kernels (see pack.h for the layout and doc/DESIGN.md §3).
  *
  * Packing is done once per leaf at build time, so clarity wins over speed:
  * every byte is written through one helper, set_nibble(), and the padding of

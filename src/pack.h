@@ -4,12 +4,13 @@
  * A leaf's n x K codes (one 4-bit code per byte, row-major, as the encoder
  * writes them) are regrouped into groups of 32 points.  A group is 16*K
  * bytes; byte g*16K + m*16 + s holds the code of point 32g+s for block m in
- * its low nibble and that of point 32g+s+16 in its high nibble (DESIGN.md
- * §3).  So one 16-byte row is "block m for 32 points", exactly what one
- * pshufb lane looks up, and two (AVX2) or four (AVX-512) consecutive blocks
- * fill one vector register.  A partial last group is padded by repeating the
- * last point; the kernels mask the padded lanes, the padding only has to be
- * valid codes (and deterministic, so that packing is reproducible).
+ * its low nibble and that of point 32g+s+16 in its high nibble
+ * (doc/DESIGN.md §3).  So one 16-byte row is "block m for 32 points",
+ * exactly what one pshufb lane looks up, and two (AVX2) or four (AVX-512)
+ * consecutive blocks fill one vector register.  A partial last group is
+ * padded by repeating the last point; the kernels mask the padded lanes,
+ * the padding only has to be valid codes (and deterministic, so that
+ * packing is reproducible).
  */
 #ifndef AVQ_PACK_H
 #define AVQ_PACK_H

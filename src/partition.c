@@ -7,14 +7,15 @@
  * 100k rows is as good as training on all of them for ~sqrt(N) leaves, and
  * the full assignment is a single tiled SGEMM pass.
  *
- * AVQ centers (DESIGN.md §2 step 2) re-solve each leaf's center to minimise
- * the score-aware loss of "point approximated by its leaf center" instead of
- * the squared distance.  Each leaf is a d x d symmetric positive definite
- * system; d is ~100, so a hand-written Cholesky in double (d³/3 flops, well
- * under a millisecond) is simpler than dragging in LAPACK, and it runs
- * inside our workers, where BLAS may not be called.  The global rescale
- * afterwards is a least-squares fit of one scalar, summed per leaf in a
- * fixed order so the result does not depend on the thread count.
+ * AVQ centers (doc/DESIGN.md §2, build step 2) re-solve each leaf's center
+ * to minimise the score-aware loss of "point approximated by its leaf
+ * center" instead of the squared distance.  Each leaf is a d x d symmetric
+ * positive definite system; d is ~100, so a hand-written Cholesky in
+ * double (d³/3 flops, well under a millisecond) is simpler than dragging in
+ * LAPACK, and it runs inside our workers, where BLAS may not be called.
+ * The global rescale afterwards is a least-squares fit of one scalar,
+ * summed per leaf in a fixed order so the result does not depend on the
+ * thread count.
  *
  * Leaf selection scores every center; for many queries that is an SGEMM
  * tile on the calling thread, for one query (inside a search worker) a

@@ -1,7 +1,8 @@
 /*
  * partition.h -- the coarse level of the index: k-means leaves, the leaf of
  * every database point, per-leaf member lists, optional AVQ centers, and the
- * choice of leaves to search for a query (DESIGN.md §2 steps 1-3, search 1).
+ * choice of leaves to search for a query (doc/DESIGN.md §2: build steps 1-3,
+ * search step 1).
  */
 #ifndef AVQ_PARTITION_H
 #define AVQ_PARTITION_H
@@ -56,8 +57,8 @@ void avq_partition_free(avq_partition *part);
 void avq_partition_group(const int32_t *assign, size_t n, size_t L, size_t *offsets,
                          int32_t *members);
 
-/* AVQ centers (DESIGN.md §2 step 2): for each non-empty leaf S, with
- * n_i = |x_i| and w_i = n_i^(eta-1),
+/* AVQ centers (doc/DESIGN.md §2, build step 2): for each non-empty leaf S,
+ * with n_i = |x_i| and w_i = n_i^(eta-1),
  *   A = sum w_i I + (eta-1) sum n_i^(eta-3) x_i x_i^T,  b = eta sum w_i x_i,
  *   c_S = A^-1 b  (Cholesky in double; zero vectors are skipped, their terms
  *   vanish for eta > 1; a leaf whose A is not positive definite keeps its

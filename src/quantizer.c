@@ -172,7 +172,7 @@ static int partition_points(avq_quantizer *q, const float *x, size_t n, int32_t 
     /* k-means with small leaves re-seeded (a 3-point leaf costs a scan
      * call for nothing), then, if asked, anisotropic centers (inner-product
      * metrics: the centers that minimise the score-aware loss of the leaf,
-     * DESIGN.md §2 step 2; points are not reassigned afterwards). */
+     * doc/DESIGN.md §2, build step 2; points are not reassigned afterwards). */
     avq_partition_params pp;
     avq_partition_default_params(&pp);
     pp.num_leaves = L;

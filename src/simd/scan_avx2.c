@@ -1,8 +1,8 @@
 /*
  * scan_avx2.c -- the fast-scan kernels for AVX2 (+FMA, BMI).
  *
- * LUT16 (DESIGN.md §3).  One 32-byte load holds blocks m and m+1 of a group
- * of 32 points (pack.h), and the query's quantized LUT for the same two
+ * LUT16 (doc/DESIGN.md §3).  One 32-byte load holds blocks m and m+1 of a
+ * group of 32 points (pack.h), and the query's quantized LUT for the same two
  * blocks is the next 32 bytes of lut8 -- the layouts were chosen so that no
  * shuffling of either is needed.  pshufb looks up the low nibbles (points
  * 0..15) and the high nibbles (points 16..31) of both blocks at once.  The
