@@ -192,6 +192,20 @@ typedef enum avq_reorder {
     AVQ_REORDER_NONE = 2
 } avq_reorder;
 
+/* How the anisotropic threshold T applies to a point x.  T is a score
+ * threshold for unit-norm data; ABSOLUTE uses it as it is (ScaNN's
+ * anisotropic_quantization_threshold), which on un-normalised data makes
+ * eta = 1 -- plain reconstruction -- for every point whose norm is well
+ * above T.  RELATIVE applies T |x| to point x, so every point is weighted as
+ * a unit vector is (the normalised case's eta for any norm).  AUTO: RELATIVE
+ * for AVQ_METRIC_DOT, ABSOLUTE for COSINE (where the two coincide); L2 has
+ * no anisotropic loss. */
+typedef enum avq_threshold_kind {
+    AVQ_THRESHOLD_AUTO = 0,
+    AVQ_THRESHOLD_RELATIVE = 1,
+    AVQ_THRESHOLD_ABSOLUTE = 2
+} avq_threshold_kind;
+
 /* Everything an index is built from.  Always start from
  * avq_build_params_init(), which fills the recommended defaults, then change
  * what you need: fields may be added at the end in later versions.
@@ -207,16 +221,20 @@ typedef struct avq_build_params {
     size_t num_leaves;        /* 0 = auto (about sqrt(n)); 1 = no partition   */
     size_t training_sample;   /* rows used to train k-means; 0 = auto (100k) */
     int kmeans_iterations;    /* default 12                                   */
-    int spherical;            /* unit-norm leaf centers: -1 = auto (cosine)   */
+    int spherical;            /* unit-norm k-means centers: -1 = auto (cosine
+                                 and dot: for raw inner products the leaves
+                                 then follow directions, not norms)          */
     float avq_center_eta;     /* > 0: anisotropic leaf centers with this η
-                                 (inner-product metrics only); 0 = off        */
+                                 (inner-product metrics only); 0 = off;
+                                 default 2.5 for dot, 0 otherwise            */
     /* product quantization */
     int dims_per_block;       /* dimensions per 4-bit code, default 2         */
     int bits;                 /* 4 (16 centers, SIMD fast scan) or 8          */
     float threshold;          /* anisotropic threshold T (ScaNN's
                                  anisotropic_quantization_threshold), default
                                  0.2 for dot/cosine; NaN = reconstruction loss
-                                 (plain PQ); ignored for L2                   */
+                                 (plain PQ); ignored for L2; see
+                                 threshold_kind for un-normalised data       */
     float eta;                /* > 0: use this η = h∥/h⊥ for every point
                                  instead of deriving it from T               */
     /* re-ranking */
@@ -227,6 +245,9 @@ typedef struct avq_build_params {
     uint64_t seed;            /* all sampling is reproducible from it         */
     avq_progress_fn progress; /* optional, see avq_progress_fn               */
     void *progress_user;
+    /* added in 0.2 */
+    avq_threshold_kind threshold_kind; /* how `threshold` scales with a
+                                 point's norm; default AVQ_THRESHOLD_AUTO   */
 } avq_build_params;
 
 /* Fill *params with the defaults for `metric` (writing at most struct_size

@@ -178,7 +178,12 @@ typedef struct {
 
 /* eta for point x; 1 means plain reconstruction. */
 static double point_eta(const avq_aniso_params *p, double norm2, size_t d) {
-    if (!isnan(p->threshold)) return avq_eta(norm2, d, p->threshold, p->eta_mode);
+    if (!isnan(p->threshold)) {
+        /* relative: the point scaled to unit norm (a zero point has no
+         * direction to weight: plain reconstruction) */
+        if (p->relative) return norm2 > 0.0 ? avq_eta(1.0, d, p->threshold, p->eta_mode) : 1.0;
+        return avq_eta(norm2, d, p->threshold, p->eta_mode);
+    }
     if (p->eta > 0.0) return p->eta < 1.0 ? 1.0 : (p->eta < AVQ_ETA_MAX ? p->eta : AVQ_ETA_MAX);
     return 1.0;
 }

@@ -10,6 +10,15 @@
  *   exact finite-d (paper Thm 3.2 with w = 1[t >= T]): see avq_eta().
  * d is the FULL dimension and |x| the norm of the ORIGINAL point, even when
  * the vector being coded is a residual x - c_leaf.
+ *
+ * Absolute or relative T.  T is a score threshold for unit-norm queries, so
+ * an absolute T only has its meaning for data of norm ~1: on raw MIPS data
+ * (GloVe word vectors have norms 2.6-6.5) (d-1) T² / (|x|² - T²) < 1 for
+ * almost every point, eta clamps to 1 and the "anisotropic" codes are the
+ * reconstruction codes.  A relative T (threshold T |x| for point x) keeps the
+ * loss of the normalised case for every norm: eta(|x|, T |x|) = eta(1, T).
+ * It is the default for the dot-product metric (doc/RESULTS.md, "True
+ * MIPS"); for cosine the two coincide.
  */
 #ifndef AVQ_ANISO_H
 #define AVQ_ANISO_H
@@ -47,6 +56,9 @@ typedef struct {
                               every point (clamped to [1, AVQ_ETA_MAX]);
                               NaN or <= 0 = reconstruction encoding */
     avq_eta_mode eta_mode; /* how T becomes eta */
+    int relative;          /* 1: T is relative to each point's norm (eta of
+                              x/|x| at T: one eta for every nonzero point,
+                              the one a unit vector gets); 0: absolute T */
     int max_rounds;        /* coordinate-descent rounds (default 10) */
     int threads;           /* 0 = one per CPU */
 } avq_aniso_params;

@@ -209,7 +209,9 @@ enum {
     CF_METRIC, CF_MODE, CF_N, CF_DIM, CF_LEAVES, CF_BITS, CF_DPB, CF_BLOCKS, CF_CENTERS,
     CF_REORDER, CF_DEF_LEAVES, CF_DEF_REORDER, CF_KM_ITERS, CF_SPHERICAL, CF_THRESHOLD,
     CF_ETA, CF_CENTER_ETA, CF_SEED, CF_SAMPLE, CF_BRUTE_BELOW, CF_V1_COUNT = CF_BRUTE_BELOW + 1,
-    CF_LIVE = CF_V1_COUNT, CF_NEXT_ID, CF_TRAINED_N, CF_COUNT
+    CF_LIVE = CF_V1_COUNT, CF_NEXT_ID, CF_TRAINED_N, CF_V2_0_COUNT,
+    /* appended within version 2; absent in the first v2 files (read as 0) */
+    CF_THRESHOLD_KIND = CF_V2_0_COUNT, CF_COUNT
 };
 
 static void encode_conf(const file_view *x, uint8_t *out) {
@@ -226,18 +228,24 @@ static void encode_conf(const file_view *x, uint8_t *out) {
         [CF_CENTER_ETA] = float_bits(p->avq_center_eta), [CF_SEED] = p->seed,
         [CF_SAMPLE] = p->training_sample, [CF_BRUTE_BELOW] = p->brute_force_below,
         [CF_LIVE] = x->live, [CF_NEXT_ID] = (uint64_t)x->next_id, [CF_TRAINED_N] = x->trained_n,
+        [CF_THRESHOLD_KIND] = (uint64_t)p->threshold_kind,
     };
     for (int i = 0; i < CF_COUNT; i++) put_u64(out + 8 * i, v[i]);
 }
 
 static int decode_conf(const uint8_t *in, size_t len, unsigned version, file_view *x,
                        const char *path) {
-    int count = version == 1 ? CF_V1_COUNT : CF_COUNT;
+    int count = version == 1 ? CF_V1_COUNT : CF_V2_0_COUNT;
     if (len < 8 * (size_t)count)
         return avq_fail(AVQ_ERR_FORMAT, "%s: section CONF: %zu bytes, expected at least %d", path, len,
                         8 * count);
+    if (version >= 2 && len >= 8 * (size_t)CF_COUNT) count = CF_COUNT;
     uint64_t v[CF_COUNT] = {0};
     for (int i = 0; i < count; i++) v[i] = get_u64(in + 8 * i);
+    /* files without the slot (v1, early v2) encoded with an absolute T */
+    if (count < CF_COUNT) v[CF_THRESHOLD_KIND] = AVQ_THRESHOLD_ABSOLUTE;
+    if (v[CF_THRESHOLD_KIND] > AVQ_THRESHOLD_ABSOLUTE)
+        return avq_fail(AVQ_ERR_FORMAT, "%s: section CONF: unknown threshold kind", path);
     if (v[CF_METRIC] > AVQ_METRIC_COSINE || v[CF_MODE] > AVQ_MODE_PQ ||
         v[CF_REORDER] > AVQ_REORDER_NONE || (v[CF_BITS] != 4 && v[CF_BITS] != 8))
         return avq_fail(AVQ_ERR_FORMAT, "%s: section CONF: unknown metric, mode, reorder or bits", path);
@@ -275,6 +283,7 @@ static int decode_conf(const uint8_t *in, size_t len, unsigned version, file_vie
     p->seed = v[CF_SEED];
     p->training_sample = v[CF_SAMPLE];
     p->brute_force_below = v[CF_BRUTE_BELOW];
+    p->threshold_kind = (avq_threshold_kind)v[CF_THRESHOLD_KIND];
     x->version = version;
     x->mode = (avq_index_mode)v[CF_MODE];
     x->n = v[CF_N];

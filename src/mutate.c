@@ -187,6 +187,9 @@ static int encode_rows(const avq_index *x, const float *vectors, size_t n, const
         if (q->params.metric != AVQ_METRIC_L2) {
             if (q->params.eta > 0.0f) ap.eta = q->params.eta;
             else ap.threshold = q->params.threshold;
+            avq_threshold_kind kind = q->params.threshold_kind;
+            ap.relative = kind == AVQ_THRESHOLD_RELATIVE ||
+                          (kind == AVQ_THRESHOLD_AUTO && q->params.metric == AVQ_METRIC_DOT);
         }
         st = avq_aniso_encode(resid, xs, n, &shape, q->codebook, &ap, codes, progress,
                               progress_user);

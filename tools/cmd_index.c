@@ -30,6 +30,10 @@ static void build_usage(FILE *out) {
             "  --bits 4|8             bits per code (default 4, the SIMD fast scan)\n"
             "  --threshold T|none     anisotropic threshold T (default 0.2; 'none' =\n"
             "                         reconstruction loss, plain PQ)\n"
+            "  --threshold-kind K     relative (T scales with each point's norm: the\n"
+            "                         weighting of unit vectors for any norm), absolute\n"
+            "                         (ScaNN's T, meant for norms ~1) or auto (default:\n"
+            "                         relative for ip, absolute for cos)\n"
             "  --eta E                fixed anisotropic weight eta instead of T\n"
             "  --reorder float|int8|none   re-ranking data kept (default float)\n"
             "  --brute-force-below N  exact tier below N points (default 20000)\n"
@@ -77,6 +81,7 @@ int cmd_build(int argc, char **argv) {
         {"bits", required_argument, 0, 'B'},  {"threshold", required_argument, 0, 'T'},
         {"eta", required_argument, 0, 'E'},   {"reorder", required_argument, 0, 'R'},
         {"center-eta", required_argument, 0, 'C'},
+        {"threshold-kind", required_argument, 0, 'K'},
         {"brute-force-below", required_argument, 0, 'F'},
         {"threads", required_argument, 0, 't'}, {"seed", required_argument, 0, 's'},
         {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
@@ -136,6 +141,14 @@ int cmd_build(int argc, char **argv) {
         else if (!cli_parse_float(val['T'], &f) || f < 0)
             return cli_usage_error("build", "--threshold must be a number >= 0 or 'none', got '%s'", val['T']);
         else p.threshold = f;
+    }
+    if (val['K']) {
+        if (!strcmp(val['K'], "auto")) p.threshold_kind = AVQ_THRESHOLD_AUTO;
+        else if (!strcmp(val['K'], "relative")) p.threshold_kind = AVQ_THRESHOLD_RELATIVE;
+        else if (!strcmp(val['K'], "absolute")) p.threshold_kind = AVQ_THRESHOLD_ABSOLUTE;
+        else
+            return cli_usage_error("build", "--threshold-kind must be auto, relative or absolute, got '%s'",
+                                   val['K']);
     }
     if (val['E']) {
         if (!cli_parse_float(val['E'], &f) || f <= 0)
