@@ -311,6 +311,11 @@ int avq_leaf_change(const avq_index *x, const avq_leaf *old, const uint32_t *kil
     bool pq = q->mode == AVQ_MODE_PQ, four = pq && q->bits == 4;
     int st = AVQ_OK;
     *out = NULL;
+    /* candidates and the id map address a slot with 32 bits */
+    if (n_old + m > UINT32_MAX)
+        return avq_fail(AVQ_ERR_INVALID,
+                        "a leaf would pass 2^32 slots (%zu + %zu): compact or retrain with more leaves",
+                        n_old, m);
     avq_leaf *v = calloc(1, sizeof *v);
     uint32_t *alive = NULL; /* old liveness with the kills applied */
     uint8_t *codes = NULL;  /* unpacked codes of the points that form the tail */

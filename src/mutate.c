@@ -86,6 +86,7 @@ static int check_ids(const avq_index *x, const int64_t *ids, size_t n, bool must
 typedef struct {
     size_t n;
     size_t *leaf_start;  /* num_leaves + 1: rows of leaf l are [start[l], start[l+1]) */
+    size_t *order;       /* n: row order[i] of the call is row i here      */
     int64_t *ids;
     uint8_t *codes;      /* n x K (PQ)            */
     float *vectors;      /* n x d (float rows)    */
@@ -95,6 +96,7 @@ typedef struct {
 
 static void encoded_free(encoded_rows *e) {
     free(e->leaf_start);
+    free(e->order);
     free(e->ids);
     free(e->codes);
     free(e->vectors);
@@ -113,6 +115,13 @@ static void encoded_free(encoded_rows *e) {
         }                                                                     \
     } while (0)
 
+/* The call's ids, in the encoded (leaf) order. */
+static void set_encoded_ids(encoded_rows *e, const int64_t *ids) {
+    for (size_t i = 0; i < e->n; i++) e->ids[i] = ids[e->order[i]];
+}
+
+/* Encode the rows (ids may be NULL: set_encoded_ids later).  Reads only the
+ * quantizer, which never changes: runs without the write lock. */
 static int encode_rows(const avq_index *x, const float *vectors, size_t n, const int64_t *ids,
                        const int32_t *leaf_of_in, int threads, avq_progress_fn progress,
                        void *progress_user, encoded_rows *e) {
@@ -155,7 +164,8 @@ static int encode_rows(const avq_index *x, const float *vectors, size_t n, const
         free(fill);
     }
     ALLOC(e->ids, n);
-    for (size_t i = 0; i < n; i++) e->ids[i] = ids[order[i]];
+    if (ids)
+        for (size_t i = 0; i < n; i++) e->ids[i] = ids[order[i]];
     /* the rows in leaf order replace xs */
     {
         float *sorted = malloc(n * d * sizeof *sorted);
@@ -220,53 +230,81 @@ fail:
     free(resid);
     free(codes);
     free(leaf_of);
-    free(order);
-    if (st != AVQ_OK) encoded_free(e);
+    if (st != AVQ_OK) {
+        free(order);
+        encoded_free(e);
+    } else {
+        e->order = order;
+    }
     return st;
 }
 
 /* ---- prepare / commit ----------------------------------------------------- */
 
 /* The pending change of every leaf of one writer call. */
+/* An upsert may move a vector from one leaf to another.  Leaves are
+ * published one at a time, so to never let a search see the vector twice
+ * every removal is published before any addition: a leaf that loses slots
+ * and gains rows gets an interim version with the removals only (same store,
+ * so it costs a bitmap), published in the first pass.  A search running
+ * during the commit may then miss a moved vector, never return it twice. */
 typedef struct {
     avq_leaf **fresh;    /* num_leaves: the new version, or NULL (unchanged) */
+    avq_leaf **interim;  /* num_leaves: removals only, published first       */
     bool *compacted;     /* num_leaves: slots renumbered                     */
+    bool *grows;         /* num_leaves: the new version adds rows            */
 } pending;
 
 static int pending_init(const avq_index *x, pending *p) {
-    p->fresh = calloc(x->num_leaves, sizeof *p->fresh);
-    p->compacted = calloc(x->num_leaves, sizeof *p->compacted);
-    if (!p->fresh || !p->compacted) {
+    size_t L = x->num_leaves;
+    p->fresh = calloc(L, sizeof *p->fresh);
+    p->interim = calloc(L, sizeof *p->interim);
+    p->compacted = calloc(L, sizeof *p->compacted);
+    p->grows = calloc(L, sizeof *p->grows);
+    if (!p->fresh || !p->interim || !p->compacted || !p->grows) {
         free(p->fresh);
+        free(p->interim);
         free(p->compacted);
-        return avq_fail_nomem("pending leaves", x->num_leaves * 9);
+        free(p->grows);
+        return avq_fail_nomem("pending leaves", L * 18);
     }
     return AVQ_OK;
+}
+
+static void pending_release(pending *p) {
+    free(p->fresh);
+    free(p->interim);
+    free(p->compacted);
+    free(p->grows);
 }
 
 /* Abandon: free the new versions (and stores they alone use). */
 static void pending_abandon(avq_index *x, pending *p) {
     for (size_t l = 0; l < x->num_leaves; l++) {
         avq_leaf *v = p->fresh[l];
+        avq_leaf_free(p->interim[l]); /* shares the published store */
         if (!v) continue;
         if (v->store != avq_leaf_load(x, l)->store) avq_leaf_store_free(v->store);
         avq_leaf_free(v);
     }
-    free(p->fresh);
-    free(p->compacted);
+    pending_release(p);
 }
 
-/* Publish every new version; renumbered leaves get their ids re-pointed. */
+/* Publish every new version, removals first; renumbered leaves get their
+ * ids re-pointed. */
 static void pending_commit(avq_index *x, pending *p) {
+    for (size_t l = 0; l < x->num_leaves; l++) {
+        if (p->interim[l]) avq_leaf_publish(x, l, p->interim[l]);
+        else if (p->fresh[l] && !p->grows[l]) avq_leaf_publish(x, l, p->fresh[l]);
+    }
     for (size_t l = 0; l < x->num_leaves; l++) {
         avq_leaf *v = p->fresh[l];
         if (!v) continue;
-        avq_leaf_publish(x, l, v);
+        if (p->grows[l]) avq_leaf_publish(x, l, v);
         if (p->compacted[l])
             for (size_t s = 0; s < v->n; s++) avq_idmap_put(&x->ids, v->store->ids[s], PLACE(l, s));
     }
-    free(p->fresh);
-    free(p->compacted);
+    pending_release(p);
     avq_reclaim(x);
 }
 
@@ -322,6 +360,12 @@ int avq_index_add_assigned(avq_index *x, const float *vectors, size_t n, const i
         return avq_fail(AVQ_ERR_INVALID, "%s: %zu rows in one call exceed the limit of %d", who, n,
                         INT32_MAX);
     int st = check_rows(x, vectors, n, who);
+    if (st == AVQ_OK && ids) st = check_ids(x, ids, n, false, who);
+    if (st != AVQ_OK) return st;
+    /* the long part, encoding, needs only the quantizer: searches, readers
+     * of the id map and other writers do not wait for it */
+    encoded_rows e = {0};
+    st = encode_rows(x, vectors, n, ids, leaf_of, threads, progress, progress_user, &e);
     if (st != AVQ_OK) return st;
 
     pthread_mutex_lock(&x->write_lock);
@@ -329,13 +373,12 @@ int avq_index_add_assigned(avq_index *x, const float *vectors, size_t n, const i
     uint64_t *places = NULL;
     uint32_t *kills = NULL;
     size_t *kill_start = NULL, nreplaced = 0;
-    encoded_rows e = {0};
     pending p = {0};
     bool have_pending = false;
     st = avq_index_ensure_ids(x);
     if (st != AVQ_OK) goto out;
     if (ids) {
-        st = check_ids(x, ids, n, !replace, who);
+        if (!replace) st = check_ids(x, ids, n, true, who);
         if (st != AVQ_OK) goto out;
     } else {
         if (x->next_id > INT64_MAX - (int64_t)n) {
@@ -349,13 +392,12 @@ int avq_index_add_assigned(avq_index *x, const float *vectors, size_t n, const i
          * (INT64_MAX) cannot be passed: refuse rather than collide */
         st = check_ids(x, ids, n, true, who);
         if (st != AVQ_OK) goto out;
+        set_encoded_ids(&e, ids);
     }
     if (atomic_load(&x->live) + n > ((size_t)1 << 40)) {
         st = avq_fail(AVQ_ERR_INVALID, "%s: the index would exceed 2^40 vectors", who);
         goto out;
     }
-    st = encode_rows(x, vectors, n, ids, leaf_of, threads, progress, progress_user, &e);
-    if (st != AVQ_OK) goto out;
 
     /* replaced ids: their slots die in the same change */
     size_t L = x->num_leaves, K = x->q->num_blocks, d = x->dim;
@@ -382,15 +424,21 @@ int avq_index_add_assigned(avq_index *x, const float *vectors, size_t n, const i
                               e.vectors ? e.vectors + first * d : NULL,
                               e.vectors_i8 ? e.vectors_i8 + first * d : NULL,
                               e.norms2 ? e.norms2 + first : NULL};
-        st = avq_leaf_change(x, avq_leaf_load(x, l), kills + kill_start[l], nk, &add, false,
-                             &p.fresh[l]);
+        const avq_leaf *old = avq_leaf_load(x, l);
+        p.grows[l] = count > 0;
+        p.compacted[l] = nk > 0 && wants_compaction(x, old, nk);
+        if (nk > 0 && count > 0)
+            st = avq_leaf_change(x, old, kills + kill_start[l], nk, NULL, false, &p.interim[l]);
+        if (st == AVQ_OK)
+            st = avq_leaf_change(x, old, kills + kill_start[l], nk, &add, p.compacted[l],
+                                 &p.fresh[l]);
     }
     if (st != AVQ_OK) goto out;
 
     /* commit: nothing below fails */
     for (size_t l = 0; l < L; l++) {
         size_t first = e.leaf_start[l], count = e.leaf_start[l + 1] - first;
-        if (!p.fresh[l]) continue;
+        if (!p.fresh[l] || p.compacted[l]) continue; /* compacted: re-pointed below */
         size_t n_old = avq_leaf_load(x, l)->n;
         for (size_t i = 0; i < count; i++)
             avq_idmap_put(&x->ids, e.ids[first + i], PLACE(l, n_old + i));

@@ -1116,3 +1116,33 @@ Test(living, cancelled_build_at_every_stage) {
     for (size_t i = 0; i < all.nstages; i++)
         cr_assert(cancelled_in[i], "no cancellation landed in stage %s", all.stages[i]);
 }
+
+/* Regression: upsert replaced slots but never compacted, so an index kept
+ * up to date by upserts only grew dead slots without bound (remove did
+ * compact).  Now a leaf passing the threshold is compacted by upsert too. */
+Test(living, upsert_compacts_by_itself) {
+    avq_build_params p = pq_params(AVQ_METRIC_L2);
+    avq_index *index = lv_build(base, N, DIM, &p);
+    enum { M = 2000 };
+    int64_t ids[M];
+    for (int i = 0; i < M; i++) ids[i] = i;
+    /* the same rows again: each lands in its own leaf, killing its old slot */
+    for (int round = 0; round < 6; round++) {
+        size_t replaced = 0;
+        cr_assert_eq(avq_index_upsert(index, base, M, ids, 1, &replaced), AVQ_OK, "%s",
+                     avq_last_error());
+        cr_assert_eq(replaced, (size_t)M);
+        avq_index_stats st = lv_stats(index);
+        cr_assert_eq(st.live, (size_t)N);
+        cr_assert_lt(st.max_leaf_dead, 0.5, "round %d: a leaf is %.2f dead", round,
+                     st.max_leaf_dead);
+    }
+    /* and every upserted id is still found as itself */
+    avq_search_params sp = lv_exhaustive(index, 1, N);
+    for (int i = 0; i < M; i += 97) {
+        int64_t got;
+        cr_assert_eq(avq_index_search(index, base + (size_t)i * DIM, &sp, &got, NULL), AVQ_OK);
+        cr_assert_eq(got, ids[i]);
+    }
+    avq_index_free(index);
+}
