@@ -692,3 +692,27 @@ def test_no_reference_or_memory_leaks(data):
     grown = rss_bytes() - start
     assert grown < 2 << 20, f"RSS grew by {grown} bytes over 300 bytes/pickle/quantizer cycles"
     ix.close()
+
+
+# ---- true MIPS: the threshold kind (issue "True MIPS") -----------------------
+
+def test_threshold_kind_on_raw_norms():
+    """On un-normalised rows (|x| ~ 50 >> T) the default 'auto' (relative for
+    dot_product) codes differ from reconstruction; 'absolute' is
+    reconstruction (eta clamps to 1); a bad kind is a ValueError."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((3000, 100)) * 5).astype(np.float32)
+    kw = dict(brute_force_below=100, num_leaves=4, reorder="none")
+    rel = avq.Index.build(x, "ip", **kw)
+    absolute = avq.Index.build(x, "ip", threshold_kind="absolute", **kw)
+    recon = avq.Index.build(x, "ip", threshold=None, **kw)
+    q = x[:20]
+    s_rel = rel.search_batched(q, k=5)[1]
+    s_abs = absolute.search_batched(q, k=5)[1]
+    s_rec = recon.search_batched(q, k=5)[1]
+    assert not np.array_equal(s_rel, s_rec)
+    assert np.array_equal(s_abs, s_rec)
+    with pytest.raises(ValueError, match="threshold_kind"):
+        avq.Index.build(x, "ip", threshold_kind="sideways", **kw)
+    with pytest.raises(TypeError):
+        avq.Index.build(x, "ip", threshold_kind=1, **kw)

@@ -49,7 +49,7 @@ class Quantizer:
         training_sample: int = 0,
         kmeans_iterations: int = 12,
         spherical: Optional[bool] = None,
-        avq_center_eta: float = 0.0,
+        avq_center_eta: float = ...,
         dims_per_block: int = 2,
         bits: int = 4,
         threshold: Optional[float] = ...,
@@ -59,6 +59,7 @@ class Quantizer:
         threads: Optional[int] = None,
         seed: int = 42,
         progress: Progress = None,
+        threshold_kind: Literal["auto", "relative", "absolute"] = "auto",
     ) -> "Quantizer": ...
     @classmethod
     def load(cls, path: PathLike) -> "Quantizer": ...
@@ -86,7 +87,7 @@ class Index:
         training_sample: int = 0,
         kmeans_iterations: int = 12,
         spherical: Optional[bool] = None,
-        avq_center_eta: float = 0.0,
+        avq_center_eta: float = ...,
         dims_per_block: int = 2,
         bits: int = 4,
         threshold: Optional[float] = ...,
@@ -96,6 +97,7 @@ class Index:
         threads: Optional[int] = None,
         seed: int = 42,
         progress: Progress = None,
+        threshold_kind: Literal["auto", "relative", "absolute"] = "auto",
     ) -> "Index": ...
     # q of shape (dim,) gives results of shape (k,); q of shape (1, dim) gives (1, k)
     def search(
@@ -140,6 +142,7 @@ class Index:
         threads: Optional[int] = ...,
         seed: int = ...,
         progress: Progress = None,
+        threshold_kind: Literal["auto", "relative", "absolute"] = ...,
     ) -> "Index": ...
     def to_bytes(self) -> bytes: ...
     def __reduce__(self) -> Tuple[Callable[[bytes], "Index"], Tuple[bytes]]: ...

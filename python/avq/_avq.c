@@ -489,9 +489,9 @@ static void Index_dealloc(IndexObject *self) {
 PyDoc_STRVAR(Index_build_doc,
 "build($type, /, data, metric='dot_product', *, num_leaves=0,\n"
 "      training_sample=0, kmeans_iterations=12, spherical=None,\n"
-"      avq_center_eta=0.0, dims_per_block=2, bits=4, threshold=...,\n"
+"      avq_center_eta=..., dims_per_block=2, bits=4, threshold=...,\n"
 "      eta=0.0, reorder='float', brute_force_below=20000, threads=None,\n"
-"      seed=42, progress=None)\n"
+"      seed=42, progress=None, threshold_kind='auto')\n"
 "--\n"
 "\n"
 "Build an index over the rows of `data` (an (n, dim) array-like of real\n"
@@ -510,9 +510,10 @@ PyDoc_STRVAR(Index_build_doc,
 "                      about sqrt(n) above)\n"
 "  training_sample     rows sampled to train k-means and the codebooks; 0 = auto\n"
 "  kmeans_iterations   1..1000 (12)\n"
-"  spherical           unit-norm leaf centers; None = auto (True for cosine)\n"
+"  spherical           unit-norm leaf centers; None = auto (True for cosine\n"
+"                      and dot_product)\n"
 "  avq_center_eta      > 0: anisotropic leaf centers with this eta (0 = off;\n"
-"                      dot_product / cosine only)\n"
+"                      dot_product / cosine only; default 2.5 for dot_product)\n"
 "  dims_per_block      dimensions per PQ code (2)\n"
 "  bits                4 (16 centers, SIMD fast scan) or 8\n"
 "  threshold           anisotropic threshold T (ScaNN's\n"
@@ -520,6 +521,10 @@ PyDoc_STRVAR(Index_build_doc,
 "                      metric's default (0.2 for dot/cosine); None =\n"
 "                      reconstruction loss (plain PQ); ignored for L2\n"
 "  eta                 > 0: fixed eta instead of deriving it from threshold\n"
+"  threshold_kind      'relative' (T scales with each point's norm: the\n"
+"                      weighting of unit vectors at any norm), 'absolute'\n"
+"                      (ScaNN's T, meant for norms ~1) or 'auto' (default:\n"
+"                      relative for dot_product, absolute for cosine)\n"
 "  reorder             'float' (exact re-ranking), 'int8' or 'none'\n"
 "  brute_force_below   below this many points the index scores every point\n"
 "                      exactly and trains nothing (20000); 0 = always quantize\n"
@@ -544,7 +549,7 @@ PyDoc_STRVAR(Index_build_doc,
 typedef struct {
     PyObject *num_leaves, *training_sample, *kmeans_iterations, *spherical, *avq_center_eta,
         *dims_per_block, *bits, *threshold, *eta, *reorder, *brute_force_below, *threads, *seed,
-        *progress;
+        *progress, *threshold_kind;
 } build_kw;
 
 /* Apply the given keywords to *p (already initialised for its metric). */
@@ -577,6 +582,25 @@ static int apply_build_kw(const build_kw *kw, avq_build_params *p) {
         else if (get_float(kw->threshold, "threshold", &p->threshold) < 0) return -1;
     }
     if (kw->eta && get_float(kw->eta, "eta", &p->eta) < 0) return -1;
+    if (kw->threshold_kind && kw->threshold_kind != Py_None) {
+        const char *t = PyUnicode_Check(kw->threshold_kind) ? PyUnicode_AsUTF8(kw->threshold_kind)
+                                                           : NULL;
+        if (!t) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_TypeError,
+                             "threshold_kind must be 'auto', 'relative' or 'absolute', got %.100s",
+                             Py_TYPE(kw->threshold_kind)->tp_name);
+            return -1;
+        }
+        if (!strcmp(t, "auto")) p->threshold_kind = AVQ_THRESHOLD_AUTO;
+        else if (!strcmp(t, "relative")) p->threshold_kind = AVQ_THRESHOLD_RELATIVE;
+        else if (!strcmp(t, "absolute")) p->threshold_kind = AVQ_THRESHOLD_ABSOLUTE;
+        else {
+            PyErr_Format(PyExc_ValueError,
+                         "threshold_kind must be 'auto', 'relative' or 'absolute', got '%s'", t);
+            return -1;
+        }
+    }
     PyObject *reorder = kw->reorder;
     if (reorder && reorder != Py_None) {
         const char *r = PyUnicode_Check(reorder) ? PyUnicode_AsUTF8(reorder) : NULL;
@@ -632,9 +656,9 @@ static int parse_training_call(PyObject *args, PyObject *kwargs, const char *fna
                              "kmeans_iterations", "spherical", "avq_center_eta", "dims_per_block",
                              "bits",      "threshold",    "eta",           "reorder",
                              "brute_force_below", "threads", "seed",        "progress",
-                             NULL};
+                             "threshold_kind", NULL};
     char format[64];
-    snprintf(format, sizeof format, "O|O$OOOOOOOOOOOOOO:%s", fname);
+    snprintf(format, sizeof format, "O|O$OOOOOOOOOOOOOOO:%s", fname);
     PyObject *data, *metric_o = NULL;
     memset(kw, 0, sizeof *kw);
     *arr = NULL;
@@ -644,7 +668,7 @@ static int parse_training_call(PyObject *args, PyObject *kwargs, const char *fna
                                      &kw->avq_center_eta, &kw->dims_per_block, &kw->bits,
                                      &kw->threshold, &kw->eta, &kw->reorder,
                                      &kw->brute_force_below, &kw->threads, &kw->seed,
-                                     &kw->progress))
+                                     &kw->progress, &kw->threshold_kind))
         return -1;
     avq_metric metric = AVQ_METRIC_DOT;
     if (metric_o && get_metric(metric_o, &metric) < 0) return -1;
@@ -1456,14 +1480,15 @@ static PyObject *Index_retrain(IndexObject *self, PyObject *args, PyObject *kwar
     static char *kwlist[] = {"num_leaves", "training_sample", "kmeans_iterations", "spherical",
                              "avq_center_eta", "dims_per_block", "bits", "threshold", "eta",
                              "reorder", "brute_force_below", "threads", "seed", "progress",
-                             NULL};
+                             "threshold_kind", NULL};
     build_kw kw;
     memset(&kw, 0, sizeof kw);
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOOOOOOOO:retrain", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOOOOOOOOO:retrain", kwlist,
                                      &kw.num_leaves, &kw.training_sample, &kw.kmeans_iterations,
                                      &kw.spherical, &kw.avq_center_eta, &kw.dims_per_block,
                                      &kw.bits, &kw.threshold, &kw.eta, &kw.reorder,
-                                     &kw.brute_force_below, &kw.threads, &kw.seed, &kw.progress))
+                                     &kw.brute_force_below, &kw.threads, &kw.seed, &kw.progress,
+                                     &kw.threshold_kind))
         return NULL;
     avq_index *ix = index_acquire(self);
     if (!ix) return NULL;
@@ -1822,9 +1847,9 @@ static void Quantizer_dealloc(QuantizerObject *self) {
 PyDoc_STRVAR(Quantizer_train_doc,
 "train($type, /, data, metric='dot_product', *, num_leaves=0,\n"
 "      training_sample=0, kmeans_iterations=12, spherical=None,\n"
-"      avq_center_eta=0.0, dims_per_block=2, bits=4, threshold=...,\n"
+"      avq_center_eta=..., dims_per_block=2, bits=4, threshold=...,\n"
 "      eta=0.0, reorder='float', brute_force_below=20000, threads=None,\n"
-"      seed=42, progress=None)\n"
+"      seed=42, progress=None, threshold_kind='auto')\n"
 "--\n"
 "\n"
 "Train a quantizer on the sample rows of `data` (not kept): the k-means\n"
