@@ -495,3 +495,22 @@ def test_tune_from_base_needs_ids_that_are_row_numbers(w):
     q = w.vectors("q.fvecs", w.new)
     refused(w.run("tune", "--index", w.index, "--query", q, "--base", kept, "--runs", 1),
             "row numbers", "--gt")
+
+
+# ---- the flat-eta warning of `avq build` (issue "True MIPS") ------------------
+
+@pytest.mark.parametrize("metric,dim,scale,extra,warns", [
+    ("ip", 64, 8.0, ["--threshold-kind", "absolute"], True),   # |x| >> T: eta = 1
+    ("ip", 64, 8.0, [], False),                                # relative default
+    ("cos", 16, 1.0, [], True),                                # T = 0.2 < 1/sqrt(16)
+    ("cos", 64, 1.0, [], False),
+])
+def test_build_warns_when_the_loss_is_off(run_avq, tmp_path, metric, dim, scale, extra, warns):
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((600, dim)) * scale).astype(np.float32)
+    base = tmp_path / "b.fvecs"
+    datalib.write_fvecs(str(base), x)
+    r = run_avq("build", "--base", base, "--metric", metric, "--out", tmp_path / "i.avq",
+                "--brute-force-below", 100, *extra)
+    ok(r)
+    assert ("warning" in r.stderr) == warns, r.stderr

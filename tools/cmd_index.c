@@ -70,6 +70,41 @@ static const char *reorder_name(avq_reorder r) {
     return r == AVQ_REORDER_FLOAT ? "float" : r == AVQ_REORDER_INT8 ? "int8" : "none";
 }
 
+/* The anisotropic weight a row gets, as the library computes it
+ * (asymptotic form): (d-1) T² / (|x|² - T²), with |x| = 1 for a relative
+ * threshold; below 1 it is clamped to 1, i.e. plain reconstruction. */
+static bool eta_is_flat(double norm2, size_t d, double T, bool relative) {
+    double n2 = relative ? 1.0 : norm2, T2 = T * T;
+    if (!(n2 > 0.0)) return true;
+    if (n2 <= T2) return false; /* the largest weight */
+    return (double)(d - 1) * T2 / (n2 - T2) < 1.0;
+}
+
+/* Warn when the score-aware loss would be off for most rows: an absolute T
+ * on un-normalised data, or a T too small for the dimension (below
+ * 1/sqrt(d) even unit vectors get eta < 1). */
+static void warn_flat_eta(const avq_build_params *p, const float_matrix *base) {
+    if (p->metric == AVQ_METRIC_L2 || isnan(p->threshold) || p->eta > 0.0f) return;
+    bool relative = p->threshold_kind == AVQ_THRESHOLD_RELATIVE ||
+                    (p->threshold_kind == AVQ_THRESHOLD_AUTO && p->metric == AVQ_METRIC_DOT) ||
+                    p->metric == AVQ_METRIC_COSINE;
+    size_t d = base->cols, flat = 0, rows = base->rows < 100000 ? base->rows : 100000;
+    for (size_t i = 0; i < rows; i++) {
+        const float *x = base->data + i * d;
+        double n2 = 0.0;
+        for (size_t j = 0; j < d; j++) n2 += (double)x[j] * x[j];
+        flat += eta_is_flat(n2, d, p->threshold, relative);
+    }
+    if (rows && flat * 2 > rows)
+        fprintf(stderr,
+                "avq build: warning: with threshold %g (%s) the anisotropic weight is 1 for %.0f%% "
+                "of the rows: their codes are plain reconstruction codes.  %s\n",
+                (double)p->threshold, relative ? "relative" : "absolute",
+                100.0 * (double)flat / (double)rows,
+                relative ? "At this dimension T must exceed 1/sqrt(d) to matter: raise --threshold."
+                         : "For un-normalised vectors use --threshold-kind relative.");
+}
+
 int cmd_build(int argc, char **argv) {
     static const struct option opts[] = {
         {"base", required_argument, 0, 'b'},  {"metric", required_argument, 0, 'm'},
@@ -166,6 +201,7 @@ int cmd_build(int argc, char **argv) {
     float_matrix base;
     int st = dataset_read_float(base_path, &base);
     if (st) return cli_fail("build", st);
+    warn_flat_eta(&p, &base);
     stage_timer timer = {{0}, 0, cli_now()};
     p.progress = timed_progress;
     p.progress_user = &timer;
