@@ -125,8 +125,9 @@ typedef enum avq_metric {
     AVQ_METRIC_DOT = 0,    /* maximum inner product <q, x>             */
     AVQ_METRIC_L2 = 1,     /* minimum squared Euclidean ||q - x||^2     */
     AVQ_METRIC_COSINE = 2  /* maximum <q, x> / (||q|| ||x||); vectors are
-                              normalised on the way in, a zero vector
-                              scores 0 against everything                */
+                              normalised on the way in; a zero vector
+                              has no direction: refused when built or
+                              added, and a zero query scores 0           */
 } avq_metric;
 
 /* Parse "ip"/"dot"/"dot_product", "l2"/"squared_l2", "cos"/"cosine"/"angular".
