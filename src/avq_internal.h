@@ -43,6 +43,18 @@ int avq_fail_nomem(const char *what, size_t bytes);
 void *avq_alloc_aligned(size_t bytes);
 void avq_free_aligned(void *p);
 
+/* ptr = malloc(count elements), or record the failure in `st` and jump to
+ * the function's `fail` label (the pattern of the multi-step builders). */
+#define AVQ_ALLOC(ptr, count)                                                 \
+    do {                                                                      \
+        size_t bytes_;                                                        \
+        if (!avq_mul_ok((count), sizeof *(ptr), &bytes_) ||                   \
+            !((ptr) = malloc(bytes_ ? bytes_ : 1))) {                         \
+            st = avq_fail_nomem(#ptr, (count) * sizeof *(ptr));               \
+            goto fail;                                                        \
+        }                                                                     \
+    } while (0)
+
 /* a * b without overflow; returns false (and leaves *out alone) if it would. */
 static inline bool avq_mul_ok(size_t a, size_t b, size_t *out) {
     if (a != 0 && b > SIZE_MAX / a) return false;

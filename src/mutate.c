@@ -105,15 +105,6 @@ static void encoded_free(encoded_rows *e) {
     memset(e, 0, sizeof *e);
 }
 
-#define ALLOC(ptr, count)                                                     \
-    do {                                                                      \
-        size_t bytes_;                                                        \
-        if (!avq_mul_ok((count), sizeof *(ptr), &bytes_) ||                   \
-            !((ptr) = malloc(bytes_ ? bytes_ : 1))) {                         \
-            st = avq_fail_nomem(#ptr, (count) * sizeof *(ptr));               \
-            goto fail;                                                        \
-        }                                                                     \
-    } while (0)
 
 /* The call's ids, in the encoded (leaf) order. */
 static void set_encoded_ids(encoded_rows *e, const int64_t *ids) {
@@ -134,10 +125,10 @@ static int encode_rows(const avq_index *x, const float *vectors, size_t n, const
     uint8_t *codes = NULL;
     memset(e, 0, sizeof *e);
     e->n = n;
-    ALLOC(xs, n * d);
+    AVQ_ALLOC(xs, n * d);
     memcpy(xs, vectors, n * d * sizeof(float));
     if (q->params.metric == AVQ_METRIC_COSINE) avq_normalize_rows(xs, n, d);
-    ALLOC(leaf_of, n);
+    AVQ_ALLOC(leaf_of, n);
     if (leaf_of_in) {
         memcpy(leaf_of, leaf_of_in, n * sizeof *leaf_of);
     } else if (L > 1) {
@@ -148,8 +139,8 @@ static int encode_rows(const avq_index *x, const float *vectors, size_t n, const
         memset(leaf_of, 0, n * sizeof *leaf_of);
     }
     /* leaf order, stable */
-    ALLOC(e->leaf_start, L + 1);
-    ALLOC(order, n);
+    AVQ_ALLOC(e->leaf_start, L + 1);
+    AVQ_ALLOC(order, n);
     memset(e->leaf_start, 0, (L + 1) * sizeof *e->leaf_start);
     for (size_t i = 0; i < n; i++) e->leaf_start[leaf_of[i] + 1]++;
     for (size_t l = 0; l < L; l++) e->leaf_start[l + 1] += e->leaf_start[l];
@@ -163,7 +154,7 @@ static int encode_rows(const avq_index *x, const float *vectors, size_t n, const
         for (size_t i = 0; i < n; i++) order[fill[leaf_of[i]]++] = i;
         free(fill);
     }
-    ALLOC(e->ids, n);
+    AVQ_ALLOC(e->ids, n);
     if (ids)
         for (size_t i = 0; i < n; i++) e->ids[i] = ids[order[i]];
     /* the rows in leaf order replace xs */
@@ -179,7 +170,7 @@ static int encode_rows(const avq_index *x, const float *vectors, size_t n, const
         xs = sorted;
     }
     if (q->mode == AVQ_MODE_PQ) {
-        ALLOC(resid, n * d);
+        AVQ_ALLOC(resid, n * d);
         bool use_center = q->params.metric != AVQ_METRIC_L2;
         for (size_t l = 0; l < L; l++) {
             const float *c = q->centers + l * d;
@@ -187,7 +178,7 @@ static int encode_rows(const avq_index *x, const float *vectors, size_t n, const
                 for (size_t j = 0; j < d; j++)
                     resid[i * d + j] = xs[i * d + j] - (use_center ? c[j] : 0.0f);
         }
-        ALLOC(codes, n * K);
+        AVQ_ALLOC(codes, n * K);
         avq_pq_shape shape = {d, q->dims_per_block, q->num_centers};
         avq_aniso_params ap;
         avq_aniso_default_params(&ap);
@@ -210,11 +201,11 @@ static int encode_rows(const avq_index *x, const float *vectors, size_t n, const
         codes = NULL;
     }
     if (avq_keeps_norms(q)) {
-        ALLOC(e->norms2, n);
+        AVQ_ALLOC(e->norms2, n);
         avq_row_norms2(xs, n, d, e->norms2);
     }
     if (avq_keeps_int8(q)) {
-        ALLOC(e->vectors_i8, n * d);
+        AVQ_ALLOC(e->vectors_i8, n * d);
         for (size_t i = 0; i < n; i++)
             for (size_t j = 0; j < d; j++) {
                 float v = roundf(xs[i * d + j] / q->i8_scale[j]);
@@ -385,7 +376,7 @@ int avq_index_add_assigned(avq_index *x, const float *vectors, size_t n, const i
             st = avq_fail(AVQ_ERR_INVALID, "%s: automatic ids would pass INT64_MAX", who);
             goto out;
         }
-        ALLOC(auto_ids, n);
+        AVQ_ALLOC(auto_ids, n);
         for (size_t i = 0; i < n; i++) auto_ids[i] = x->next_id + (int64_t)i;
         ids = auto_ids;
         /* next_id is above every id the index has held, but the last one
@@ -401,7 +392,7 @@ int avq_index_add_assigned(avq_index *x, const float *vectors, size_t n, const i
 
     /* replaced ids: their slots die in the same change */
     size_t L = x->num_leaves, K = x->q->num_blocks, d = x->dim;
-    ALLOC(places, n);
+    AVQ_ALLOC(places, n);
     for (size_t i = 0; i < n; i++) {
         uint64_t at = replace ? avq_idmap_get(&x->ids, ids[i]) : AVQ_IDMAP_EMPTY;
         if (at != AVQ_IDMAP_EMPTY) places[nreplaced++] = at;
@@ -488,7 +479,7 @@ int avq_index_remove(avq_index *x, const int64_t *ids, size_t n, size_t *removed
     bool have_pending = false;
     int st = avq_index_ensure_ids(x);
     if (st != AVQ_OK) goto out;
-    ALLOC(places, n);
+    AVQ_ALLOC(places, n);
     for (size_t i = 0; i < n; i++) {
         uint64_t at = ids[i] == AVQ_NO_ID ? AVQ_IDMAP_EMPTY : avq_idmap_get(&x->ids, ids[i]);
         if (at != AVQ_IDMAP_EMPTY) places[found++] = at;

@@ -146,15 +146,6 @@ static size_t choose_num_leaves(const avq_build_params *p, size_t n) {
         if (st != AVQ_OK) goto fail;   \
     } while (0)
 
-#define ALLOC(ptr, count)                                                     \
-    do {                                                                      \
-        size_t bytes_;                                                        \
-        if (!avq_mul_ok((count), sizeof *(ptr), &bytes_) ||                   \
-            !((ptr) = malloc(bytes_ ? bytes_ : 1))) {                         \
-            st = avq_fail_nomem(#ptr, (count) * sizeof *(ptr));               \
-            goto fail;                                                        \
-        }                                                                     \
-    } while (0)
 
 /* Leaf centers and the leaf of every point. */
 static int partition_points(avq_quantizer *q, const float *x, size_t n, int32_t *leaf_of) {
@@ -219,9 +210,9 @@ static int train_codebook(avq_quantizer *q, const float *x, size_t n, const int3
     float *resid = NULL;
     size_t *order = NULL;
     int st = AVQ_OK;
-    ALLOC(order, n);
+    AVQ_ALLOC(order, n);
     TRY(order_by_leaf(leaf_of, n, q->num_leaves, order));
-    ALLOC(resid, n * d);
+    AVQ_ALLOC(resid, n * d);
     for (size_t i = 0; i < n; i++) {
         const float *row = x + order[i] * d, *c = q->centers + (size_t)leaf_of[order[i]] * d;
         int use_center = p->metric != AVQ_METRIC_L2;
@@ -229,7 +220,7 @@ static int train_codebook(avq_quantizer *q, const float *x, size_t n, const int3
     }
     free(order);
     order = NULL;
-    ALLOC(q->codebook, q->num_centers * d);
+    AVQ_ALLOC(q->codebook, q->num_centers * d);
     avq_pq_shape shape = {d, q->dims_per_block, q->num_centers};
     avq_pq_train_params tp;
     avq_pq_default_train_params(&tp);
@@ -322,12 +313,12 @@ int avq_quantizer_train_assign(const float *data, size_t n, size_t dim,
     q->mode = n < p.brute_force_below || n < q->num_centers ? AVQ_MODE_BRUTE : AVQ_MODE_PQ;
     q->num_leaves = q->mode == AVQ_MODE_BRUTE ? 1 : choose_num_leaves(&p, n);
 
-    ALLOC(x, n * dim);
+    AVQ_ALLOC(x, n * dim);
     memcpy(x, data, n * dim * sizeof(float));
     if (p.metric == AVQ_METRIC_COSINE) avq_normalize_rows(x, n, dim);
-    ALLOC(q->centers, q->num_leaves * dim);
-    ALLOC(q->center_norms, q->num_leaves);
-    ALLOC(leaf_of, n);
+    AVQ_ALLOC(q->centers, q->num_leaves * dim);
+    AVQ_ALLOC(q->center_norms, q->num_leaves);
+    AVQ_ALLOC(leaf_of, n);
     if (q->mode == AVQ_MODE_BRUTE) {
         memset(q->centers, 0, dim * sizeof(float));
         memset(leaf_of, 0, n * sizeof *leaf_of);
@@ -335,7 +326,7 @@ int avq_quantizer_train_assign(const float *data, size_t n, size_t dim,
         TRY(partition_points(q, x, n, leaf_of));
         TRY(train_codebook(q, x, n, leaf_of));
         if (q->reorder == AVQ_REORDER_INT8) {
-            ALLOC(q->i8_scale, dim);
+            AVQ_ALLOC(q->i8_scale, dim);
             int8_scales(q, x, n);
         }
     }
