@@ -31,7 +31,7 @@
  *               [--nbase N] [--nq N] [--k 10] [--runs 3] [--leaves 0]
  *               [--batches 100] [--remove-fraction 0.3] [--rate 5000]
  *               [--writer-batch 50] [--phases 6] [--phase-seconds 4]
- *               [--seed 12] [--exact-gt] [--shuffle] [--parts abc]
+ *               [--seed 12] [--exact-gt] [--shuffle] [--parts abc] [--control]
  *   --quick = --nbase 200000 --nq 1000 --runs 2 --phases 4 --phase-seconds 1.5
  *   (a random, order-keeping subsample of the base; the ground truth is then
  *   computed with avq_exact_search instead of read from --gt).
@@ -42,6 +42,10 @@
  *   --parts: any of a, b, c (default abc).  Without a, only the full build is
  *   made and swept (its 0.90 setting is what (c) searches with); (c) without
  *   b still removes the same ids first (they are its writer's vectors).
+ *   --control adds a third kind of phase to (c): the writer thread on the same
+ *   schedule burning the CPU time per tick its index work took, without
+ *   touching the index -- what the scheduler alone costs the searcher
+ *   (default then 9 phases, 6 with --quick).
  * Exit status: 0 when every part ran (PASS/FAIL lines tell the targets),
  * 1 when a library call failed, 2 on bad usage.
  */
@@ -364,7 +368,7 @@ static void frontier(const subject *s, const queries *Q, double target, double *
 
 /* ---- (c) the writer thread ---------------------------------------------- */
 
-enum { W_IDLE = 0, W_RUN = 1, W_QUIT = 2 };
+enum { W_IDLE = 0, W_RUN = 1, W_QUIT = 2, W_SPIN = 3 };
 
 typedef struct {
     avq_index *idx;
@@ -377,6 +381,10 @@ typedef struct {
     /* statistics, read by the main thread only while the writer is idle */
     size_t pos, ticks, added, removed, remove_short, late;
     double add_s, add_max, rm_s, rm_max, busy_cpu;
+    /* the control (--control): on the same schedule, burn spin_cpu seconds of
+     * CPU per tick without touching the index */
+    double spin_cpu, spin_busy, spin_wall;
+    size_t spin_ticks;
     atomic_int failed;
     char err[512];
 } writer;
@@ -421,6 +429,27 @@ static void *writer_main(void *arg) {
         if (cmd == W_IDLE) {
             atomic_store(&w->state, W_IDLE);
             sleep_until(clock_s(CLOCK_MONOTONIC) + 0.001);
+            continue;
+        }
+        if (cmd == W_SPIN) {
+            atomic_store(&w->state, W_SPIN);
+            double c0 = clock_s(CLOCK_THREAD_CPUTIME_ID), w0 = clock_s(CLOCK_MONOTONIC);
+            double next = w0;
+            volatile double sink = 0;
+            while (atomic_load(&w->cmd) == W_SPIN) {
+                double until = clock_s(CLOCK_THREAD_CPUTIME_ID) + w->spin_cpu;
+                while (clock_s(CLOCK_THREAD_CPUTIME_ID) < until) sink += 1.0;
+                w->spin_ticks++;
+                next += w->period;
+                double now = clock_s(CLOCK_MONOTONIC);
+                if (now > next + w->period)
+                    next = now;
+                else if (now < next)
+                    sleep_until(next);
+            }
+            w->spin_busy += clock_s(CLOCK_THREAD_CPUTIME_ID) - c0;
+            w->spin_wall += clock_s(CLOCK_MONOTONIC) - w0;
+            atomic_store(&w->state, W_IDLE);
             continue;
         }
         atomic_store(&w->state, W_RUN);
@@ -503,7 +532,8 @@ static void usage(const char *argv0) {
             "usage: %s [--base B.fvecs] [--query Q.fvecs] [--gt GT.ivecs] [--quick] [--nbase N]\n"
             "          [--nq N] [--k 10] [--runs 3] [--leaves 0] [--batches 100]\n"
             "          [--remove-fraction 0.3] [--rate 5000] [--writer-batch 50] [--phases 6]\n"
-            "          [--phase-seconds 4] [--seed 12] [--exact-gt] [--shuffle] [--parts abc]\n",
+            "          [--phase-seconds 4] [--seed 12] [--exact-gt] [--shuffle] [--parts abc]\n"
+            "          [--control]\n",
             argv0);
     exit(2);
 }
@@ -512,7 +542,7 @@ int main(int argc, char **argv) {
     const char *base_path = "data/glove-100/base.fvecs", *query_path = "data/glove-100/query.fvecs",
                *gt_path = "data/glove-100/gt_cos.ivecs";
     size_t nbase = 0, nq_opt = 0, k = 10, leaves_opt = 0, batches = 100, wbatch = 50;
-    int runs = 3, phases = 6, exact_gt = 0, quick = 0, shuffle = 0;
+    int runs = 3, phases = 6, exact_gt = 0, quick = 0, shuffle = 0, control = 0;
     const char *parts = "abc";
     double remove_fraction = 0.3, rate = 5000, phase_s = 4.0;
     uint64_t seed = 12;
@@ -525,6 +555,8 @@ int main(int argc, char **argv) {
             exact_gt = 1;
         else if (!strcmp(a, "--shuffle"))
             shuffle = 1;
+        else if (!strcmp(a, "--control"))
+            control = 1;
         else if (!v)
             usage(argv[0]);
         else {
@@ -565,6 +597,7 @@ int main(int argc, char **argv) {
                 usage(argv[0]);
         }
     }
+    if (control && !phases_set) phases = quick ? 6 : 9;
     if (quick) {
         if (!nbase) nbase = 200000;
         if (!nq_opt) nq_opt = 1000;
@@ -963,9 +996,9 @@ int main(int argc, char **argv) {
     }
 
     /* =================== (c) search while one writer works =================== */
-    phase_acc acc[2];
+    phase_acc acc[3];
     memset(acc, 0, sizeof acc);
-    double cq[2] = {0, 0}, cqw[2] = {0, 0}, cratio = 0, cratio_w = 0, wrate = 0;
+    double cq[3] = {0, 0, 0}, cqw[3] = {0, 0, 0}, cratio = 0, cratio_w = 0, wrate = 0;
     int pass_c = 0, pass_cw = 0, rate_ok = 0, c_ok = 0;
     if (pc) {
         printf("\n== (c) single-query search while a writer adds %.0f vectors/s (and removes them) "
@@ -1001,12 +1034,16 @@ int main(int argc, char **argv) {
         search_pass(full, &QB, &sc, ids); /* warm-up */
         double on_wall = 0;
         size_t c_missing = 0, c_invalid = 0, c_dups = 0;
+        static const char *const kind_name[3] = {"without writer", "with writer", "with spinner"};
         for (int p = 0; p < phases; p++) {
-            int on = p % 2;
-            size_t added0 = w.added, count0 = acc[on].count;
+            int on = control ? p % 3 : p % 2;
+            size_t added0 = w.added, count0 = acc[on].count, spin0 = w.spin_ticks;
+            if (on == 2) /* the writer's CPU per tick so far (2 ms before any) */
+                w.spin_cpu = w.ticks ? w.busy_cpu / (double)w.ticks : 0.002;
             if (on) {
-                atomic_store(&w.cmd, W_RUN);
-                while (atomic_load(&w.state) != W_RUN && !atomic_load(&w.failed))
+                int cmd = on == 1 ? W_RUN : W_SPIN;
+                atomic_store(&w.cmd, cmd);
+                while (atomic_load(&w.state) != cmd && !atomic_load(&w.failed))
                     sleep_until(clock_s(CLOCK_MONOTONIC) + 0.0002);
             }
             clocks p0 = clocks_now();
@@ -1038,15 +1075,17 @@ int main(int argc, char **argv) {
                 atomic_store(&w.cmd, W_IDLE);
                 while (atomic_load(&w.state) != W_IDLE)
                     sleep_until(clock_s(CLOCK_MONOTONIC) + 0.0002);
-                on_wall += dt.wall;
+                if (on == 1) on_wall += dt.wall;
             }
             size_t cnt = acc[on].count - count0;
             printf("  phase %d %-14s %7zu queries: QPS %.0f (CPU) %.0f (wall)", p + 1,
-                   on ? "with writer" : "without writer", cnt, (double)cnt / dt.thread,
-                   (double)cnt / dt.wall);
-            if (on)
+                   kind_name[on], cnt, (double)cnt / dt.thread, (double)cnt / dt.wall);
+            if (on == 1)
                 printf(", writer added %zu (%.0f/s)", w.added - added0,
                        (double)(w.added - added0) / dt.wall);
+            if (on == 2)
+                printf(", spinner %zu ticks of %.2f ms CPU", w.spin_ticks - spin0,
+                       1e3 * w.spin_cpu);
             printf("\n");
             fflush(stdout);
         }
@@ -1054,16 +1093,17 @@ int main(int argc, char **argv) {
         pthread_join(wt, NULL);
         blas_set(blas_default);
         if (atomic_load(&w.failed)) printf("WRITER FAILED: %s\n", w.err);
-        for (int on = 0; on < 2; on++) {
+        int kinds = control ? 3 : 2;
+        for (int on = 0; on < kinds; on++) {
             cq[on] = (double)acc[on].count / acc[on].thread;
             cqw[on] = (double)acc[on].count / acc[on].wall;
             qsort(acc[on].lat_us, acc[on].nlat, sizeof *acc[on].lat_us, cmp_float);
         }
-        for (int on = 0; on < 2; on++)
+        for (int on = 0; on < kinds; on++)
             printf(
                 "  %-14s %8zu queries in %.1f s: QPS %.0f (CPU) %.0f (wall); latency us p50 %.1f "
                 "p99 %.1f p99.9 %.1f max %.0f\n",
-                on ? "with writer" : "without writer", acc[on].count, acc[on].wall, cq[on], cqw[on],
+                kind_name[on], acc[on].count, acc[on].wall, cq[on], cqw[on],
                 pct(acc[on].lat_us, acc[on].nlat, 0.5), pct(acc[on].lat_us, acc[on].nlat, 0.99),
                 pct(acc[on].lat_us, acc[on].nlat, 0.999), pct(acc[on].lat_us, acc[on].nlat, 1.0));
         printf("  writer: %zu batches, %zu added, %zu removed (%zu ids not found at removal), "
@@ -1074,6 +1114,12 @@ int main(int argc, char **argv) {
                w.late, w.ticks ? 1e3 * w.add_s / (double)w.ticks : 0, 1e3 * w.add_max,
                w.ticks ? 1e3 * w.rm_s / (double)w.ticks : 0, 1e3 * w.rm_max,
                100 * w.busy_cpu / on_wall);
+        if (control)
+            printf("  control: a spinner on the writer's schedule burning %.2f ms CPU per tick "
+                   "(%.1f %% of one core) without touching the index: QPS ratio to no writer "
+                   "%.3fx (CPU) %.3fx (wall)\n",
+                   1e3 * w.spin_cpu, 100 * w.spin_busy / (w.spin_wall > 0 ? w.spin_wall : 1),
+                   cq[2] / cq[0], cqw[2] / cqw[0]);
         size_t c_left = 0;
         for (size_t i = 0; i < nr; i++) c_left += avq_index_contains(full, rm_ids[i]) != 0;
         c_ok = !atomic_load(&w.failed) && avq_index_size(full) == m && c_left == 0 &&
@@ -1139,7 +1185,7 @@ int main(int argc, char **argv) {
     printf("whole run: %.1f s wall\n", t_all.wall);
     print_loadavg("end");
 
-    for (int on = 0; on < 2; on++) free(acc[on].lat_us);
+    for (int on = 0; on < 3; on++) free(acc[on].lat_us);
     avq_index_free(full);
     free(QB.truth);
     free(keep);
