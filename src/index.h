@@ -32,6 +32,7 @@
 #define AVQ_INDEX_H
 
 #include "avq.h"
+#include "topk.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -188,6 +189,11 @@ struct avq_index {
     int64_t next_id;
     double compact_threshold;
 
+    /* odd while a writer publishes the versions of one change: searches
+     * take their leaf snapshot between two equal even readings, so they see
+     * a change in all its leaves or in none (avq_snapshot_leaves) */
+    _Atomic uint64_t commit_seq;
+
     /* reclamation */
     _Atomic uint64_t epoch;     /* starts at 1                              */
     avq_reader_slot readers[AVQ_READER_SLOTS];
@@ -202,6 +208,15 @@ void avq_read_end(avq_index *x, int slot);
 static inline avq_leaf *avq_leaf_load(const avq_index *x, size_t l) {
     return atomic_load(&x->leaves[l]);
 }
+/* snap[l] = the current version of leaf l = which[i].id, for i < count (or
+ * of every leaf when which is NULL), all from the same side of every
+ * writer's commit.  Waits only while a commit publishes (a few pointer
+ * stores), never for encoding or copying. */
+void avq_snapshot_leaves(const avq_index *x, const avq_leaf **snap, const avq_neighbor *which,
+                         size_t count);
+/* Writer: bracket the publication of one change's versions. */
+void avq_commit_begin(avq_index *x);
+void avq_commit_end(avq_index *x);
 
 /* Writer side (with write_lock held). */
 void avq_retire_leaf(avq_index *x, avq_leaf *v);

@@ -116,6 +116,27 @@ void avq_reclaim(avq_index *x) {
     }
 }
 
+void avq_commit_begin(avq_index *x) { atomic_fetch_add(&x->commit_seq, 1); }
+void avq_commit_end(avq_index *x) { atomic_fetch_add(&x->commit_seq, 1); }
+
+void avq_snapshot_leaves(const avq_index *x, const avq_leaf **snap, const avq_neighbor *which,
+                         size_t count) {
+    avq_index *mx = (avq_index *)x;
+    size_t n = which ? count : x->num_leaves;
+    for (;;) {
+        uint64_t before = atomic_load(&mx->commit_seq);
+        if (before & 1) { /* a commit is publishing: it is a few stores */
+            sched_yield();
+            continue;
+        }
+        for (size_t i = 0; i < n; i++) {
+            size_t l = which ? (size_t)which[i].id : i;
+            snap[l] = atomic_load(&mx->leaves[l]);
+        }
+        if (atomic_load(&mx->commit_seq) == before) return;
+    }
+}
+
 void avq_leaf_publish(avq_index *x, size_t l, avq_leaf *v) {
     avq_leaf *old = atomic_load(&x->leaves[l]);
     atomic_store(&x->leaves[l], v);
@@ -168,6 +189,7 @@ int avq_index_alloc(avq_quantizer *q, avq_index **out) {
     x->num_leaves = q->num_leaves;
     atomic_init(&x->live, 0);
     atomic_init(&x->epoch, 1);
+    atomic_init(&x->commit_seq, 0);
     for (size_t i = 0; i < AVQ_READER_SLOTS; i++) atomic_init(&x->readers[i].epoch, 0);
     pthread_mutex_init(&x->write_lock, NULL);
     x->ids_ready = true;

@@ -233,69 +233,52 @@ fail:
 /* ---- prepare / commit ----------------------------------------------------- */
 
 /* The pending change of every leaf of one writer call. */
-/* An upsert may move a vector from one leaf to another.  Leaves are
- * published one at a time, so to never let a search see the vector twice
- * every removal is published before any addition: a leaf that loses slots
- * and gains rows gets an interim version with the removals only (same store,
- * so it costs a bitmap), published in the first pass.  A search running
- * during the commit may then miss a moved vector, never return it twice. */
+/* The pending change of every leaf of one writer call.  Its versions are
+ * published between avq_commit_begin and avq_commit_end, so a search sees
+ * all of them or none (leaf.c): an upsert that moves a vector from one leaf
+ * to another is never seen twice or missed. */
 typedef struct {
     avq_leaf **fresh;    /* num_leaves: the new version, or NULL (unchanged) */
-    avq_leaf **interim;  /* num_leaves: removals only, published first       */
     bool *compacted;     /* num_leaves: slots renumbered                     */
-    bool *grows;         /* num_leaves: the new version adds rows            */
 } pending;
 
 static int pending_init(const avq_index *x, pending *p) {
-    size_t L = x->num_leaves;
-    p->fresh = calloc(L, sizeof *p->fresh);
-    p->interim = calloc(L, sizeof *p->interim);
-    p->compacted = calloc(L, sizeof *p->compacted);
-    p->grows = calloc(L, sizeof *p->grows);
-    if (!p->fresh || !p->interim || !p->compacted || !p->grows) {
+    p->fresh = calloc(x->num_leaves, sizeof *p->fresh);
+    p->compacted = calloc(x->num_leaves, sizeof *p->compacted);
+    if (!p->fresh || !p->compacted) {
         free(p->fresh);
-        free(p->interim);
         free(p->compacted);
-        free(p->grows);
-        return avq_fail_nomem("pending leaves", L * 18);
+        return avq_fail_nomem("pending leaves", x->num_leaves * 9);
     }
     return AVQ_OK;
-}
-
-static void pending_release(pending *p) {
-    free(p->fresh);
-    free(p->interim);
-    free(p->compacted);
-    free(p->grows);
 }
 
 /* Abandon: free the new versions (and stores they alone use). */
 static void pending_abandon(avq_index *x, pending *p) {
     for (size_t l = 0; l < x->num_leaves; l++) {
         avq_leaf *v = p->fresh[l];
-        avq_leaf_free(p->interim[l]); /* shares the published store */
         if (!v) continue;
         if (v->store != avq_leaf_load(x, l)->store) avq_leaf_store_free(v->store);
         avq_leaf_free(v);
     }
-    pending_release(p);
+    free(p->fresh);
+    free(p->compacted);
 }
 
-/* Publish every new version, removals first; renumbered leaves get their
- * ids re-pointed. */
+/* Publish every new version as one commit; renumbered leaves get their ids
+ * re-pointed. */
 static void pending_commit(avq_index *x, pending *p) {
-    for (size_t l = 0; l < x->num_leaves; l++) {
-        if (p->interim[l]) avq_leaf_publish(x, l, p->interim[l]);
-        else if (p->fresh[l] && !p->grows[l]) avq_leaf_publish(x, l, p->fresh[l]);
-    }
+    avq_commit_begin(x);
+    for (size_t l = 0; l < x->num_leaves; l++)
+        if (p->fresh[l]) avq_leaf_publish(x, l, p->fresh[l]);
+    avq_commit_end(x);
     for (size_t l = 0; l < x->num_leaves; l++) {
         avq_leaf *v = p->fresh[l];
-        if (!v) continue;
-        if (p->grows[l]) avq_leaf_publish(x, l, v);
-        if (p->compacted[l])
+        if (v && p->compacted[l])
             for (size_t s = 0; s < v->n; s++) avq_idmap_put(&x->ids, v->store->ids[s], PLACE(l, s));
     }
-    pending_release(p);
+    free(p->fresh);
+    free(p->compacted);
     avq_reclaim(x);
 }
 
@@ -416,13 +399,8 @@ int avq_index_add_assigned(avq_index *x, const float *vectors, size_t n, const i
                               e.vectors_i8 ? e.vectors_i8 + first * d : NULL,
                               e.norms2 ? e.norms2 + first : NULL};
         const avq_leaf *old = avq_leaf_load(x, l);
-        p.grows[l] = count > 0;
         p.compacted[l] = nk > 0 && wants_compaction(x, old, nk);
-        if (nk > 0 && count > 0)
-            st = avq_leaf_change(x, old, kills + kill_start[l], nk, NULL, false, &p.interim[l]);
-        if (st == AVQ_OK)
-            st = avq_leaf_change(x, old, kills + kill_start[l], nk, &add, p.compacted[l],
-                                 &p.fresh[l]);
+        st = avq_leaf_change(x, old, kills + kill_start[l], nk, &add, p.compacted[l], &p.fresh[l]);
     }
     if (st != AVQ_OK) goto out;
 

@@ -20,9 +20,10 @@
  * (single query) or once per worker (batch), so the hot loops never
  * allocate.  The index is only read: any number of threads may search it
  * while a writer changes it.  A search holds a reader slot (leaf.c) from
- * start to end, loads each leaf's current version once into `snap`, and
- * reads that version only -- the scan and the reorder of a leaf see the same
- * slots even if the writer publishes a new version meanwhile.
+ * start to end, takes one snapshot of the leaf versions it will read into
+ * `snap` (consistent across leaves: a writer's change is in all of them or
+ * in none), and reads those versions only -- the scan and the reorder of a
+ * leaf see the same slots even if the writer publishes meanwhile.
  */
 #include "avq_internal.h"
 #include "cpu.h"
@@ -248,10 +249,7 @@ static int scan_leaves(const avq_index *idx, const avq_kernels *kern, search_scr
     int st = build_lut8(idx, s->q, s, s->lut8, &info);
     if (st != AVQ_OK) return st;
     avq_topk_scan_fn scan = topk_kernel(idx, kern);
-    for (size_t i = 0; i < count; i++) {
-        size_t l = (size_t)s->leaves[i].id;
-        s->snap[l] = avq_leaf_load(idx, l);
-    }
+    avq_snapshot_leaves(idx, s->snap, s->leaves, count);
     for (size_t i = 0; i < count; i++) {
         size_t l = (size_t)s->leaves[i].id;
         avq_scan_leaf parts[2];
@@ -491,8 +489,7 @@ static void chunk_bucket_by_leaf(const avq_index *idx, chunk_scratch *c, size_t 
 /* Scan leaf l once for every query of the chunk that chose it. */
 static void chunk_scan_leaf(const batch_job *job, chunk_scratch *c, size_t l) {
     const avq_index *idx = job->idx;
-    const avq_leaf *v = avq_leaf_load(idx, l);
-    c->s.snap[l] = v;
+    const avq_leaf *v = c->s.snap[l]; /* the chunk's snapshot */
     avq_scan_leaf parts[2];
     int np = scan_parts_of(idx, l, v, parts);
     if (np == 0) return;
@@ -522,6 +519,9 @@ static int chunk_search(void *ctx, size_t begin, size_t end, int worker) {
     int st = chunk_prepare(job, c, begin, count);
     if (st != AVQ_OK) return st;
     chunk_bucket_by_leaf(idx, c, count, m);
+    /* one snapshot of every leaf for the whole chunk: its queries see each
+     * writer's change everywhere or nowhere */
+    avq_snapshot_leaves(idx, c->s.snap, NULL, 0);
     if (++c->serial == 0) { /* wrapped: forget every mark */
         memset(c->visited, 0, idx->num_leaves * sizeof(uint32_t));
         c->serial = 1;

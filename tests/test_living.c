@@ -1146,3 +1146,96 @@ Test(living, upsert_compacts_by_itself) {
     }
     avq_index_free(index);
 }
+
+/* ---- a moved vector under concurrent searches ------------------------------
+ * Regression: leaves were published one at a time, and a batched search
+ * read each leaf when it reached it, so an upsert moving a vector from leaf
+ * A to leaf B let one query see it in both (or in neither).  Commits are now
+ * bracketed and searches snapshot their leaves inside one bracket. */
+#include "index.h"
+
+enum { MOVE_N = 20000, MOVE_D = 16, MOVE_NQ = 64, MOVE_K = 10 };
+static const int64_t MOVED = 1000000;
+static avq_index *move_ix;
+static float move_u[MOVE_D], move_v[MOVE_D], move_q[MOVE_NQ * MOVE_D];
+static atomic_int move_stop;
+static atomic_long move_twice, move_missing, move_searches;
+
+static void *move_writer(void *arg) {
+    (void)arg;
+    int64_t id = MOVED;
+    for (long i = 0; !atomic_load(&move_stop); i++)
+        if (avq_index_upsert(move_ix, (i & 1) ? move_u : move_v, 1, &id, 1, NULL) != AVQ_OK)
+            atomic_fetch_add(&move_missing, 1000000); /* reported below */
+    return NULL;
+}
+
+static void *move_reader(void *arg) {
+    int batch = (int)(long)arg;
+    avq_search_params sp;
+    avq_search_params_init(&sp);
+    sp.k = MOVE_K;
+    sp.leaves_to_search = 64;
+    sp.pre_reorder = 40;
+    int64_t ids[MOVE_NQ * MOVE_K];
+    float scores[MOVE_NQ * MOVE_K];
+    while (!atomic_load(&move_stop)) {
+        size_t nq = batch ? MOVE_NQ : 1;
+        int st = batch ? avq_index_search_batch(move_ix, move_q, MOVE_NQ, &sp, 1, ids, scores)
+                       : avq_index_search(move_ix, move_q, &sp, ids, scores);
+        if (st != AVQ_OK) atomic_fetch_add(&move_missing, 1000000);
+        for (size_t q = 0; q < nq; q++) {
+            int seen = 0;
+            for (int j = 0; j < MOVE_K; j++) seen += ids[q * MOVE_K + j] == MOVED;
+            if (seen > 1) atomic_fetch_add(&move_twice, 1);
+            if (seen == 0) atomic_fetch_add(&move_missing, 1);
+        }
+        atomic_fetch_add(&move_searches, 1);
+    }
+    return NULL;
+}
+
+Test(living, a_moved_vector_is_seen_once) {
+    uint64_t rng = 5;
+    float *x = malloc(sizeof *x * MOVE_N * MOVE_D);
+    for (size_t i = 0; i < (size_t)MOVE_N * MOVE_D; i++) x[i] = (float)lv_unit(&rng) - 0.5f;
+    avq_build_params p;
+    avq_build_params_init(&p, AVQ_METRIC_DOT);
+    p.num_leaves = 64;
+    p.threads = 1;
+    p.brute_force_below = 1000;
+    cr_assert_eq(avq_index_build(x, MOVE_N, MOVE_D, &p, &move_ix), AVQ_OK, "%s", avq_last_error());
+    /* two far points in different leaves; queries that rank both first */
+    const float *c = move_ix->q->centers;
+    for (int j = 0; j < MOVE_D; j++) {
+        move_u[j] = 20 * c[j];
+        move_v[j] = 20 * c[MOVE_D + j];
+    }
+    int64_t id = MOVED;
+    cr_assert_eq(avq_index_upsert(move_ix, move_u, 1, &id, 1, NULL), AVQ_OK);
+    uint64_t at_u = avq_idmap_get(&move_ix->ids, MOVED);
+    cr_assert_eq(avq_index_upsert(move_ix, move_v, 1, &id, 1, NULL), AVQ_OK);
+    uint64_t at_v = avq_idmap_get(&move_ix->ids, MOVED);
+    cr_assert_neq(at_u >> 32, at_v >> 32, "the two points share a leaf: the test moves nothing");
+    for (int q = 0; q < MOVE_NQ; q++)
+        for (int j = 0; j < MOVE_D; j++)
+            move_q[q * MOVE_D + j] = move_u[j] + move_v[j] + 0.01f * (float)(lv_unit(&rng) - 0.5);
+    cr_assert_eq(avq_index_set_compact_threshold(move_ix, 0.0), AVQ_OK);
+    pthread_t w, r1, r2;
+    pthread_create(&w, NULL, move_writer, NULL);
+    pthread_create(&r1, NULL, move_reader, (void *)1L);
+    pthread_create(&r2, NULL, move_reader, (void *)0L);
+    struct timespec ts = {1, 500000000};
+    nanosleep(&ts, NULL);
+    atomic_store(&move_stop, 1);
+    pthread_join(w, NULL);
+    pthread_join(r1, NULL);
+    pthread_join(r2, NULL);
+    cr_assert_gt(atomic_load(&move_searches), 10);
+    cr_assert_eq(atomic_load(&move_twice), 0, "%ld results held the moved id twice",
+                 atomic_load(&move_twice));
+    cr_assert_eq(atomic_load(&move_missing), 0, "%ld results missed the moved id",
+                 atomic_load(&move_missing));
+    avq_index_free(move_ix);
+    free(x);
+}
