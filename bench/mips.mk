@@ -21,6 +21,8 @@
 # compiled without AVX2.  Only the C++ program gets -march=native (as FAISS
 # itself does); libavq is the ordinary build.
 
+BENCH_CXX        ?= g++
+GLOVE_DIR        ?= $(DATA_DIR)/glove-100
 FAISS_NATIVE_DIR ?= $(DATA_DIR)/cache/faiss-native
 FAISS_NATIVE     = $(FAISS_NATIVE_DIR)/current
 MIPS_FAISS       = $(BUILD)/bench/mips_faiss

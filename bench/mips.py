@@ -7,30 +7,35 @@ candidates with the float vectors):
   avq         `avq build --metric ip` with the library's ip defaults
   avq-recon   the same with `--threshold none` (reconstruction-loss PQ codes)
   faiss       IVF{L},PQ{M}x4fs,RFlat, METRIC_INNER_PRODUCT, L = round(sqrt n),
-              M = d/2 (4 bits, 2 dims per code), FAISS's own IP k-means for the
-              lists (build/bench/mips_faiss, linked against bench/faiss_native.sh's
-              build; never Debian's generic libfaiss)
+              M = d/2 (4 bits, 2 dims per code), FAISS's spherical k-means for
+              the lists, PQ on residuals (--faiss-by-residual), implem 0 (FAISS's
+              choice); build/bench/mips_faiss, linked against bench/faiss_native.sh's
+              build, never Debian's generic libfaiss
   faiss-i11   the same index searched with IndexIVFFastScan::implem = 11 (each
               query's probed lists scanned in turn into a reservoir top-k) instead
               of FAISS's automatic choice (13 when k * k_factor > 20: query/list
               pairs grouped by list, made for batches); --faiss-implem
-  faiss-l2km  (--faiss-coarse ip,l2) the same with L2 k-means centroids
+  faiss-l2km  (--faiss-coarse ip,l2) the same with plain L2 k-means lists (much
+              less even on GloVe: imbalance 9 against 1.5)
 The ratios are against the best FAISS variant at each target.
 The settings are the same grid for both libraries: leaves_to_search = nprobe
-in a range of fractions of the leaf count, pre_reorder = k_factor * k.
+over fractions of the leaf count up to all of them, pre_reorder = k_factor * k
+from 20 to 800.
 
-Protocol: (1) every setting of every system once over all queries, in groups
-of settings, the systems alternating group by group -> recall (exact: it does
-not depend on the timing) and a first QPS; (2) for each target recall the
-fastest few settings of each system that reach it are timed again --runs
-rounds, the systems in rotated order each round.  A system's QPS at a target
-is its best pass over all measured settings with recall >= target (no
-interpolation).  Every timing process first runs an untimed warm-up setting
-(the largest of the grid), so avq's memory-mapped index and FAISS's heap are
-both warm.  Timers: the CPU clock of the searching thread (FAISS:
-CLOCK_THREAD_CPUTIME_ID; avq's recall_qps: the process CPU clock, one thread)
-is the headline on this shared machine (--timer cpu); the wall clock is also
-reported.
+Protocol: (1) screening: every setting of every system once over a random
+subset of the queries (--screen-nq, default 2000, fixed seed; GloVe's query
+file is in word-frequency order, so its first rows are not a sample), in groups
+of settings, the systems alternating group by group; (2) for each target recall
+the fastest few settings of each system whose screening recall is at least
+target - 0.015 (and the fastest two at target + 0.01) are timed over the whole
+query set (or --nq random queries) --runs rounds, the systems in rotated order
+each round.  Recall is that of the whole set (it does not depend on the
+timing).  A system's QPS at a target is its best pass over the stage-2
+settings with recall >= target (no interpolation).  Every timing process first
+runs an untimed warm-up setting (1/16 of the leaves, pre_reorder 80).  Timers:
+the CPU clock of the searching thread (FAISS: CLOCK_THREAD_CPUTIME_ID; avq's
+recall_qps: the process CPU clock, one thread) is the headline on this shared
+machine (--timer cpu); the wall clock is also reported.
 
 Data sets:
   glove  DATA_DIR/glove-100: base.fvecs, query.fvecs, gt_ip.ivecs (`make data`)
@@ -38,7 +43,7 @@ Data sets:
          recipe in synth() and bench/README.md), ground truth by `avq gt --metric ip`
 
 Usage: /usr/bin/python3 bench/mips.py [--dataset glove|synth] [--quick] [--runs 3]
-           [--nq N] [--timer cpu|wall] [--targets 0.90,0.95] [--faiss-coarse ip]
+           [--nq N] [--screen-nq 2000] [--timer cpu|wall] [--targets 0.90,0.95] [--faiss-coarse ip]
            [--out bench/out/mips] [--data-dir data] [--avq build/avq]
            [--recall-qps build/bench/recall_qps] [--faiss build/bench/mips_faiss]
 """
@@ -55,12 +60,14 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import datalib  # noqa: E402
 
 K = 10
-LEAF_FRACTIONS = [0.005, 0.007, 0.01, 0.014, 0.02, 0.028, 0.04, 0.056, 0.08, 0.11, 0.16, 0.22, 0.32]
-REORDERS = [20, 30, 50, 80, 120, 200]          # pre_reorder = k_factor * k
-QUICK_FRACTIONS = [0.007, 0.014, 0.028, 0.056, 0.11, 0.22]
-QUICK_REORDERS = [30, 80, 200]
-GROUP = 13                                      # settings per timing process in stage 1
+LEAF_FRACTIONS = [0.005, 0.007, 0.01, 0.014, 0.02, 0.028, 0.04, 0.056, 0.08, 0.11, 0.16,
+                  0.22, 0.32, 0.45, 0.64, 1.0]
+REORDERS = [20, 30, 50, 80, 120, 200, 300, 500, 800]   # pre_reorder = k_factor * k
+QUICK_FRACTIONS = [0.007, 0.014, 0.028, 0.056, 0.11, 0.22, 0.45, 1.0]
+QUICK_REORDERS = [30, 80, 200, 500]
+GROUP = 16                                      # settings per timing process in screening
 PER_TARGET = 4                                  # settings per target re-timed in stage 2
+SAFE_PER_TARGET = 2                             # ... and with screening recall >= target + 0.01
 
 # The synthetic MIPS set: change anything here and the files are regenerated.
 SYNTH = dict(name="mips-synth-64", seed=20200, n=200_000, nq=1_000, d=64, components=64,
@@ -151,13 +158,14 @@ class System:
     def __init__(self, name, kind, index, build_s, bpv, note):
         self.name, self.kind, self.index = name, kind, index
         self.build_s, self.bpv, self.note = build_s, bpv, note
-        self.rows = {}    # (leaves, reorder) -> [recall, best qps_cpu, best qps_wall, passes]
+        self.screen = {}  # (leaves, reorder) -> [recall, best qps_cpu, best qps_wall, passes]
+        self.rows = {}    # the same over the stage-2 query set
 
-    def time(self, a, data, settings, warm):
-        """One timing process: the warm-up setting (not kept), then settings."""
-        q, gt = os.path.join(data, "query.fvecs"), os.path.join(data, a.gt)
+    def time(self, a, q, gt, settings, warm, rows):
+        """One timing process over the queries q (ground truth gt): the warm-up
+        setting (not kept), then settings; results merged into rows."""
         allset = [warm] + list(settings)
-        nq = ["--nq", str(a.nq)] if a.nq else []
+        nq = []
         if self.kind == "avq":
             spec = ",".join(f"{l}:{r}" for l, r in allset)
             out = run([a.recall_qps, self.index, q, gt, "--settings", spec, "--k", str(K),
@@ -172,7 +180,7 @@ class System:
             sys.exit(f"mips.py: {self.name}: expected {len(allset)} rows, got:\n{out}")
         for (l, r), line in zip(allset[1:], lines[1:]):
             _, _, rec, qw, qc = line.split(",")
-            row = self.rows.setdefault((l, r), [float(rec), 0.0, 0.0, 0])
+            row = rows.setdefault((l, r), [float(rec), 0.0, 0.0, 0])
             if abs(row[0] - float(rec)) > 1e-4:
                 log(f"# WARNING {self.name} {l}:{r}: recall {rec} differs from {row[0]} in an earlier pass")
             row[1] = max(row[1], float(qc))
@@ -209,7 +217,7 @@ def build_systems(a, name, data, outdir):
         cname = "faiss" if coarse == "ip" else f"faiss-{coarse}km"
         index = os.path.join(outdir, f"{name}.{cname}.faiss")
         out = run([a.faiss, "build", "--base", base, "--out", index, "--coarse", coarse,
-                   "--threads", "2"])
+                   "--by-residual", str(a.faiss_by_residual), "--threads", "2"])
         kv = dict(line.split("=", 1) for line in out.strip().split("\n"))
         log(f"# {cname}: {kv['description']} (FAISS {kv['faiss_version']}, "
             f"{kv['compile_options'].strip()}): built in {float(kv['build_s']):.1f} s, "
@@ -249,6 +257,21 @@ def git_rev():
         return "?"
 
 
+def subset(qfile, gtfile, count, seed, prefix):
+    """(query file, gt file, rows): the whole set when count is 0 or not smaller,
+    else `count` rows drawn without replacement (numpy default_rng(seed)),
+    in their original order, written to prefix.{query.fvecs,gt.ivecs}."""
+    import numpy as np
+    q = datalib.read_fvecs(qfile)
+    if not count or count >= q.shape[0]:
+        return qfile, gtfile, q.shape[0]
+    rows = np.sort(np.random.default_rng(seed).choice(q.shape[0], count, replace=False))
+    gt = datalib.read_ivecs(gtfile)
+    datalib.write_fvecs(prefix + ".query.fvecs", q[rows])
+    datalib.write_ivecs(prefix + ".gt.ivecs", gt[rows])
+    return prefix + ".query.fvecs", prefix + ".gt.ivecs", count
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", choices=["glove", "synth"], default="glove")
@@ -259,78 +282,100 @@ def main():
     ap.add_argument("--faiss", default=os.path.join(ROOT, "build", "bench", "mips_faiss"))
     ap.add_argument("--faiss-info", default=None, help="BUILDINFO of the native FAISS (recorded)")
     ap.add_argument("--faiss-coarse", default="ip", help="ip, l2 or ip,l2 (FAISS list training)")
+    ap.add_argument("--faiss-by-residual", type=int, default=1, choices=[0, 1],
+                    help="PQ codes of residuals from the list centroid (1) or of the vectors (0, "
+                         "IndexIVFPQFastScan's default; lower recall on GloVe)")
     ap.add_argument("--faiss-implem", default="0,11",
                     help="IndexIVFFastScan::implem values, one system each (0 = FAISS's own choice; "
                          "11 was the fastest for one query per call here)")
     ap.add_argument("--runs", type=int, default=3, help="stage-2 rounds")
-    ap.add_argument("--nq", type=int, default=0, help="queries used (0 = all)")
+    ap.add_argument("--nq", type=int, default=0,
+                    help="stage-2 queries: a random subset of N (0 = all)")
+    ap.add_argument("--screen-nq", type=int, default=2000,
+                    help="screening queries: a random subset of N (0 = all)")
     ap.add_argument("--timer", choices=["cpu", "wall"], default="cpu")
     ap.add_argument("--targets", default="0.90,0.95")
-    ap.add_argument("--quick", action="store_true", help="small grid, 2000 queries, 1 round")
+    ap.add_argument("--quick", action="store_true",
+                    help="small grid, screening only (its numbers are on the subset)")
     a = ap.parse_args()
-    if a.quick:
-        a.nq = a.nq or 2000
-        a.runs = 1
     targets = [float(t) for t in a.targets.split(",")]
     name, data = dataset(a)
-    a.gt = "gt_ip.ivecs"
     os.makedirs(a.out, exist_ok=True)
     load0 = loadavg()
     log(f"# {name}: true MIPS (raw vectors, gt_ip), k = {K}; load average {load0}; avq {git_rev()}")
 
+    qfile, gtfile = os.path.join(data, "query.fvecs"), os.path.join(data, "gt_ip.ivecs")
+    nq_all = datalib.read_fvecs(qfile).shape[0]
+    screen_q, screen_gt, nq_screen = subset(qfile, gtfile, a.screen_nq, 7,
+                                            os.path.join(a.out, f"{name}.screen"))
+    final_q, final_gt, nq_final = subset(qfile, gtfile, a.nq, 8, os.path.join(a.out, f"{name}.final"))
     systems, n = build_systems(a, name, data, a.out)
     leaves = leaf_count(systems[0].info, n)
     fr, ro = (QUICK_FRACTIONS, QUICK_REORDERS) if a.quick else (LEAF_FRACTIONS, REORDERS)
     lv = sorted({max(1, round(leaves * f)) for f in fr})
     grid = [(l, r) for l in lv for r in ro]
-    warm = (lv[-1], ro[-1])
+    warm = (max(1, round(leaves / 16)), 80)
     log(f"# {leaves} leaves / lists; grid: leaves_to_search = nprobe in {lv}, "
         f"pre_reorder = k_factor*{K} in {ro}; warm-up setting {warm[0]}:{warm[1]}")
 
-    # stage 1: the whole grid once, systems alternating per group
+    # stage 1 (screening): the whole grid once on the subset, systems alternating per group
     t0 = time.time()
     groups = [grid[i:i + GROUP] for i in range(0, len(grid), GROUP)]
     for gi, g in enumerate(groups):
         order = systems[gi % len(systems):] + systems[:gi % len(systems)]
         for s in order:
-            s.time(a, data, g, warm)
-    log(f"# stage 1: {len(grid)} settings x {len(systems)} systems in {time.time() - t0:.0f} s")
+            s.time(a, screen_q, screen_gt, g, warm, s.screen)
+        log(f"#   screening: group {gi + 1}/{len(groups)} done ({time.time() - t0:.0f} s)")
+    log(f"# screening: {len(grid)} settings x {len(systems)} systems on {nq_screen} random queries "
+        f"in {time.time() - t0:.0f} s")
 
-    # stage 2: the best few settings per target, --runs rounds, rotated order
-    picks = {}
-    for s in systems:
-        chosen = []
-        for t in targets:
-            ok = sorted((v[1 if a.timer == "cpu" else 2], st) for st, v in s.rows.items() if v[0] >= t)
-            chosen += [st for _, st in ok[::-1][:PER_TARGET]]
-        picks[s.name] = sorted(set(chosen))
-    t0 = time.time()
-    for r in range(a.runs):
-        order = systems[r % len(systems):] + systems[:r % len(systems)]
-        for s in order:
-            if picks[s.name]:
-                s.time(a, data, picks[s.name], warm)
-    log(f"# stage 2: {a.runs} rounds in {time.time() - t0:.0f} s")
+    col = 1 if a.timer == "cpu" else 2
+    if a.quick:
+        for s in systems:
+            s.rows = s.screen
+        rounds, nq_used = 0, nq_screen
+    else:
+        # stage 2: per target the fastest few screened settings near or above it,
+        # over the stage-2 queries, --runs rounds in rotated order
+        picks = {}
+        for s in systems:
+            chosen = []
+            for t in targets:
+                for margin, count in ((-0.015, PER_TARGET), (0.01, SAFE_PER_TARGET)):
+                    ok = sorted(((v[col], st) for st, v in s.screen.items() if v[0] >= t + margin),
+                                reverse=True)
+                    chosen += [st for _, st in ok[:count]]
+            if not chosen:   # nothing near the targets: the most accurate settings
+                chosen = [st for _, st in sorted(((v[0], st) for st, v in s.screen.items()),
+                                                 reverse=True)[:PER_TARGET]]
+            picks[s.name] = sorted(set(chosen))
+            log(f"#   {s.name}: stage 2 settings {' '.join(f'{l}:{r}' for l, r in picks[s.name])}")
+        t0 = time.time()
+        for r in range(a.runs):
+            order = systems[r % len(systems):] + systems[:r % len(systems)]
+            for s in order:
+                s.time(a, final_q, final_gt, picks[s.name], warm, s.rows)
+            log(f"#   stage 2: round {r + 1}/{a.runs} done ({time.time() - t0:.0f} s)")
+        log(f"# stage 2: {a.runs} rounds on {nq_final} queries in {time.time() - t0:.0f} s")
+        rounds, nq_used = a.runs, nq_final
     load1 = loadavg()
-    qfile = os.path.join(data, "query.fvecs")
-    with open(qfile, "rb") as f:
-        qdim = int.from_bytes(f.read(4), "little")
-    nq_all = os.path.getsize(qfile) // (4 * (1 + qdim))
-    nq_used = min(a.nq, nq_all) if a.nq else nq_all
 
     # results
     csv = os.path.join(a.out, f"{name}.csv")
-    with open(csv, "w") as f:
-        f.write("system,params,recall,qps,build_s,bytes_per_vector,threads,batched,qps_cpu,qps_wall,passes\n")
-        for s in systems:
-            for (l, r), (rec, qc, qw, passes) in sorted(s.rows.items()):
-                p = f"leaves={l} reorder={r}" if s.kind == "avq" else f"nprobe={l} k_factor={r / K:g}"
-                qps = qc if a.timer == "cpu" else qw
-                f.write(f"{s.name},{p},{rec:.4f},{qps:.1f},{s.build_s:.1f},{s.bpv:.1f},1,0,"
-                        f"{qc:.1f},{qw:.1f},{passes}\n")
+    for path, attr in ((csv, "rows"), (os.path.join(a.out, f"{name}.screen.csv"), "screen")):
+        with open(path, "w") as f:
+            f.write("system,params,recall,qps,build_s,bytes_per_vector,threads,batched,"
+                    "qps_cpu,qps_wall,passes\n")
+            for s in systems:
+                for (l, r), (rec, qc, qw, passes) in sorted(getattr(s, attr).items()):
+                    p = f"leaves={l} reorder={r}" if s.kind == "avq" else f"nprobe={l} k_factor={r / K:g}"
+                    qps = qc if a.timer == "cpu" else qw
+                    f.write(f"{s.name},{p},{rec:.4f},{qps:.1f},{s.build_s:.1f},{s.bpv:.1f},1,0,"
+                            f"{qc:.1f},{qw:.1f},{passes}\n")
     md = [f"## True MIPS on {name} (k = {K}, recall@{K} against exact inner-product top-{K})", "",
           f"avq {git_rev()}; timer: {a.timer} (headline), wall also shown; "
-          f"queries: {nq_used}; stage-2 rounds: {a.runs}; load average {load0} -> {load1}", "",
+          f"queries: {nq_used} of {nq_all}{' (screening subset only: --quick)' if a.quick else ''}; "
+          f"stage-2 rounds: {rounds}; load average {load0} -> {load1}", "",
           "| system | index | build s | bytes/vector |", "|---|---|---|---|"]
     for s in systems:
         md.append(f"| {s.name} | {s.note} | {s.build_s:.1f} | {s.bpv:.1f} |")
