@@ -373,7 +373,8 @@ AVQ_API int avq_index_remove(avq_index *index, const int64_t *ids, size_t n,
 AVQ_API int avq_index_compact(avq_index *index, double min_dead_fraction,
                               size_t *compacted);
 
-/* The dead share at which avq_index_remove compacts a leaf by itself:
+/* The dead share at which avq_index_remove and avq_index_upsert compact a
+ * leaf by themselves:
  * (0, 1], or 0 to turn automatic compaction off.  Default 0.5.
  * Errors: AVQ_ERR_INVALID. */
 AVQ_API int avq_index_set_compact_threshold(avq_index *index, double fraction);

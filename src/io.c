@@ -210,7 +210,8 @@ enum {
     CF_REORDER, CF_DEF_LEAVES, CF_DEF_REORDER, CF_KM_ITERS, CF_SPHERICAL, CF_THRESHOLD,
     CF_ETA, CF_CENTER_ETA, CF_SEED, CF_SAMPLE, CF_BRUTE_BELOW, CF_V1_COUNT = CF_BRUTE_BELOW + 1,
     CF_LIVE = CF_V1_COUNT, CF_NEXT_ID, CF_TRAINED_N, CF_V2_0_COUNT,
-    /* appended within version 2; absent in the first v2 files (read as 0) */
+    /* appended within version 2; absent in v1 and the first v2 files, which
+     * encoded with an absolute T: read as AVQ_THRESHOLD_ABSOLUTE */
     CF_THRESHOLD_KIND = CF_V2_0_COUNT, CF_COUNT
 };
 

@@ -258,10 +258,12 @@ class ScannBuilder:
 
         ``training_sample_size``: rows sampled to train the leaf centers
         (and, in avq, the PQ codebooks too); ``training_iterations``:
-        k-means iterations; ``spherical``: unit-norm centers (None = True
-        for cosine, else False); ``avq``: anisotropic leaf centers with
-        this eta (ScaNN's ``avq`` argument; dot_product/cosine only; passed
-        on as ``avq_center_eta``).
+        k-means iterations; ``spherical``: unit-norm centers (None = the
+        library default: True for cosine and dot_product); ``avq``:
+        anisotropic leaf centers with this eta (ScaNN's ``avq`` argument;
+        dot_product/cosine only; passed on as ``avq_center_eta``; None =
+        the library default: 2.5 for dot_product, off for cosine -- unlike
+        ScaNN, whose default is off; pass 0 for none).
         """
         num_leaves = _positive_int(num_leaves, "num_leaves")
         num_leaves_to_search = _positive_int(num_leaves_to_search, "num_leaves_to_search")
