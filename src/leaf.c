@@ -13,6 +13,10 @@
  *     and swaps the pointer: one store, so a search sees the leaf before or
  *     after the change, and a search that starts after the writer returns
  *     sees the change (removed ids are never returned again);
+ *   - one writer call publishes all its leaves between two increments of a
+ *     commit sequence, and a search snapshots the leaves it reads between
+ *     two equal even readings of it, so a call is seen in all its leaves or
+ *     in none (an upsert moving a vector between leaves is seen once);
  *   - the old version (and a store the new one no longer uses) is retired
  *     with the current epoch and freed once every search running at that
  *     moment has finished (epoch-based reclamation: each search holds one of
@@ -24,7 +28,8 @@
  * with 20 leaves per query that is 40 contended atomics saved per query.
  * The writer pays a copy of the tail group (16K bytes) and of the liveness
  * bitmap per changed leaf and change, which is small next to encoding.
- * doc/RESULTS.md has the measured cost with and without a writer.
+ * doc/RESULTS.md ("Living index", part c) has the measured cost with and
+ * without a writer.
  *
  * All functions but avq_read_begin/avq_read_end run with the index's write
  * lock held.
