@@ -6,7 +6,7 @@
 # $(BENCH_CXX), $(GLOVE_DIR).
 #
 #   make faiss-native     build FAISS from Debian's source package at its AVX2 /
-#                         AVX-512 opt level into $(FAISS_NATIVE_DIR) (once; 20-60
+#                         AVX-512 opt level into $(FAISS_NATIVE_DIR) (once; about 3
 #                         minutes on 2 busy cores, niced; bench/faiss_native.sh)
 #   make bench-mips       GloVe-100 raw vectors, ground truth gt_ip.ivecs:
 #                         avq (ip defaults), avq-recon (--threshold none) and
@@ -15,7 +15,7 @@
 #                         -> bench/out/mips/glove-100.{csv,md}
 #   make bench-mips-synth the same on the synthetic MIPS set (200k x 64, Gaussian
 #                         mixture x log-normal norms; generated on first use)
-#   MIPS_ARGS="--quick"   a smoke run (fewer settings, 2000 queries, 1 round)
+#   MIPS_ARGS="--quick"   a smoke run (small grid, 2000 random queries, screening only)
 #
 # Debian's libfaiss-dev is never linked here: mips_faiss refuses a library
 # compiled without AVX2.  Only the C++ program gets -march=native (as FAISS
