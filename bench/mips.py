@@ -28,13 +28,14 @@ file is in word-frequency order, so its first rows are not a sample), in groups
 of settings, the systems alternating group by group; (2) for each target recall
 the fastest few settings of each system whose screening recall is at least
 target - 0.015, the fastest two at target + 0.01, and up to six near the
-screening frontier (recall in [target - 0.015, target + 0.03], no setting at
+screening frontier (recall in [target - 0.015, target + 0.04], no setting at
 least as accurate more than 10 % faster) are timed over the whole
 query set (or --nq random queries) --runs rounds, the systems in rotated order
 each round.  Recall is that of the whole set (it does not depend on the
 timing).  A system's QPS at a target is its best pass over the stage-2
 settings with recall >= target (no interpolation).  Every timing process first
-runs an untimed warm-up setting (1/16 of the leaves, pre_reorder 80).  Timers:
+runs an untimed warm-up setting (1/16 of the leaves, pre_reorder 80) and
+times each setting ceil(2500 / queries) passes (best kept).  Timers:
 the CPU clock of the searching thread (FAISS: CLOCK_THREAD_CPUTIME_ID; avq's
 recall_qps: the process CPU clock, one thread) is the headline on this shared
 machine (--timer cpu); the wall clock is also reported.
@@ -53,6 +54,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -71,6 +73,7 @@ GROUP = 16                                      # settings per timing process in
 PER_TARGET = 4                                  # settings per target re-timed in stage 2
 SAFE_PER_TARGET = 2                             # ... and with screening recall >= target + 0.01
 FRONTIER_PER_TARGET = 6                         # ... and near the screening frontier around it
+MIN_QUERIES_PER_CALL = 2500                     # timed passes per process: ceil(this / queries)
 
 # The synthetic MIPS set: change anything here and the files are regenerated.
 SYNTH = dict(name="mips-synth-64", seed=20200, n=200_000, nq=1_000, d=64, components=64,
@@ -86,6 +89,13 @@ def run(args, env=None):
     if r.returncode != 0:
         sys.exit(f"mips.py: {' '.join(map(str, args))} failed ({r.returncode}):\n{r.stderr}")
     return r.stdout
+
+
+def count_rows(path):
+    """Rows of an .fvecs file, from its size and first dimension."""
+    with open(path, "rb") as f:
+        dim = int.from_bytes(f.read(4), "little")
+    return os.path.getsize(path) // (4 * (1 + dim))
 
 
 def sha256(path):
@@ -169,14 +179,18 @@ class System:
         setting (not kept), then settings; results merged into rows."""
         allset = [warm] + list(settings)
         nq = []
+        # passes per process: at least ~2,500 queries per setting in all, so
+        # short query sets (the 1,000 synthetic queries) are not timed on one
+        # 30 ms pass
+        repeat = str(max(1, math.ceil(MIN_QUERIES_PER_CALL / count_rows(q))))
         if self.kind == "avq":
             spec = ",".join(f"{l}:{r}" for l, r in allset)
             out = run([a.recall_qps, self.index, q, gt, "--settings", spec, "--k", str(K),
-                       "--repeat", "1", *nq])
+                       "--repeat", repeat, *nq])
         else:
             spec = ",".join(f"{l}:{r / K:g}" for l, r in allset)
             out = run([a.faiss, "search", "--index", self.index, "--query", q, "--gt", gt,
-                       "--settings", spec, "--k", str(K), "--repeat", "1", "--implem", self.implem,
+                       "--settings", spec, "--k", str(K), "--repeat", repeat, "--implem", self.implem,
                        *nq])
         lines = out.strip().split("\n")[1:]
         if len(lines) != len(allset):
@@ -305,7 +319,17 @@ def main():
     name, data = dataset(a)
     os.makedirs(a.out, exist_ok=True)
     load0 = loadavg()
-    log(f"# {name}: true MIPS (raw vectors, gt_ip), k = {K}; load average {load0}; avq {git_rev()}")
+    rev0 = git_rev()
+    log(f"# {name}: true MIPS (raw vectors, gt_ip), k = {K}; load average {load0}; avq {rev0}")
+    # Private copies of the timing programs (recall_qps links libavq statically):
+    # a rebuild of build/ by someone else during the run cannot change them.
+    bindir = os.path.join(a.out, "bin")
+    os.makedirs(bindir, exist_ok=True)
+    for attr in ("recall_qps", "faiss"):
+        src = getattr(a, attr)
+        dst = os.path.join(bindir, os.path.basename(src))
+        shutil.copy2(src, dst)
+        setattr(a, attr, dst)
 
     qfile, gtfile = os.path.join(data, "query.fvecs"), os.path.join(data, "gt_ip.ivecs")
     nq_all = datalib.read_fvecs(qfile).shape[0]
@@ -345,9 +369,9 @@ def main():
             chosen = []
             for t in targets:
                 # near-frontier settings of the screening around t: recall in
-                # [t - 0.015, t + 0.03] and no setting at least as accurate is
+                # [t - 0.015, t + 0.04] and no setting at least as accurate is
                 # more than 10 % faster (one screening pass is noisy) ...
-                near = [(v[col], st) for st, v in s.screen.items() if t - 0.015 <= v[0] <= t + 0.03]
+                near = [(v[col], st) for st, v in s.screen.items() if t - 0.015 <= v[0] <= t + 0.04]
                 near = [(q, st) for q, st in near
                         if not any(v[0] >= s.screen[st][0] and v[col] > 1.1 * q
                                    for v in s.screen.values())]
@@ -386,7 +410,7 @@ def main():
                     f.write(f"{s.name},{p},{rec:.4f},{qps:.1f},{s.build_s:.1f},{s.bpv:.1f},1,0,"
                             f"{qc:.1f},{qw:.1f},{passes}\n")
     md = [f"## True MIPS on {name} (k = {K}, recall@{K} against exact inner-product top-{K})", "",
-          f"avq {git_rev()}; timer: {a.timer} (headline), wall also shown; "
+          f"avq {rev0}{'' if git_rev() == rev0 else ' at the start, ' + git_rev() + ' at the end'}; timer: {a.timer} (headline), wall also shown; "
           f"queries: {nq_used} of {nq_all}{' (screening subset only: --quick)' if a.quick else ''}; "
           f"stage-2 rounds: {rounds}; load average {load0} -> {load1}", "",
           "| system | index | build s | bytes/vector |", "|---|---|---|---|"]
