@@ -278,8 +278,19 @@ int cmd_info(int argc, char **argv) {
     printf("leaf balance      cv %.3f (std/mean of live leaf sizes), %zu empty leaves, "
            "max dead share %.3f\n",
            stats.leaf_cv, stats.empty_leaves, stats.max_leaf_dead);
-    printf("quantizer         %d-bit codes, %d dims per block, threshold %s%g, eta %g\n", p.bits,
-           p.dims_per_block, isnan(p.threshold) ? "none/" : "", (double)p.threshold, (double)p.eta);
+    const char *kind = p.threshold_kind == AVQ_THRESHOLD_RELATIVE   ? "relative"
+                       : p.threshold_kind == AVQ_THRESHOLD_ABSOLUTE ? "absolute"
+                       : p.metric == AVQ_METRIC_DOT                 ? "auto: relative"
+                       : p.metric == AVQ_METRIC_COSINE              ? "auto: absolute"
+                                                                    : "auto";
+    printf("quantizer         %d-bit codes, %d dims per block, threshold %s%g (%s), eta %g\n",
+           p.bits, p.dims_per_block, isnan(p.threshold) ? "none/" : "", (double)p.threshold, kind,
+           (double)p.eta);
+    char centers[32] = "off";
+    if (p.avq_center_eta > 0) snprintf(centers, sizeof centers, "eta %g", (double)p.avq_center_eta);
+    bool spherical = p.spherical > 0 || (p.spherical < 0 && p.metric != AVQ_METRIC_L2);
+    printf("partition         %s k-means, anisotropic centers %s\n",
+           spherical ? "spherical" : "plain", centers);
     printf("reorder           %s\n", reorder_name(p.reorder));
     printf("search defaults   leaves_to_search %zu, pre_reorder %zu\n", sp.leaves_to_search,
            sp.pre_reorder);
