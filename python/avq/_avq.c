@@ -136,6 +136,23 @@ static PyObject *raise_status(int st, const char *path, int saved_errno) {
  * (new reference) when it already is one, else a converted copy.  Integer
  * and float dtypes convert; bool, complex, strings, objects, dates raise
  * TypeError (never a silent cast that drops information). */
+
+/* A new array from a non-array object (lists, scalars, buffers); a ValueError
+ * (ragged nested sequences) keeps its type and gets `what` as context. */
+static PyArrayObject *array_of_sequence(PyObject *obj, const char *what) {
+    PyArrayObject *arr = (PyArrayObject *)PyArray_FromAny(obj, NULL, 0, 0, 0, NULL);
+    if (!arr && PyErr_ExceptionMatches(PyExc_ValueError)) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_Format(PyExc_ValueError, "%s: cannot make an array of it (%S)", what,
+                     value ? value : Py_None);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+    }
+    return arr;
+}
+
 static PyArrayObject *as_float32(PyObject *obj, const char *what) {
     PyArrayObject *arr;
     if (PyArray_Check(obj)) {
@@ -147,20 +164,8 @@ static PyArrayObject *as_float32(PyObject *obj, const char *what) {
         }
         Py_INCREF(arr);
     } else {
-        arr = (PyArrayObject *)PyArray_FromAny(obj, NULL, 0, 0, 0, NULL);
-        if (!arr) {
-            if (PyErr_ExceptionMatches(PyExc_ValueError)) {
-                /* ragged nested sequences: keep ValueError, add context */
-                PyObject *type, *value, *tb;
-                PyErr_Fetch(&type, &value, &tb);
-                PyErr_Format(PyExc_ValueError, "%s: cannot make an array of it (%S)", what,
-                             value ? value : Py_None);
-                Py_XDECREF(type);
-                Py_XDECREF(value);
-                Py_XDECREF(tb);
-            }
-            return NULL;
-        }
+        arr = array_of_sequence(obj, what);
+        if (!arr) return NULL;
     }
     char kind = PyArray_DESCR(arr)->kind;
     if (kind != 'f' && kind != 'i' && kind != 'u') {
@@ -937,19 +942,8 @@ static PyArrayObject *as_ids(PyObject *obj, const char *what, int *scalar) {
         arr = (PyArrayObject *)obj;
         Py_INCREF(arr);
     } else {
-        arr = (PyArrayObject *)PyArray_FromAny(obj, NULL, 0, 0, 0, NULL);
-        if (!arr) {
-            if (PyErr_ExceptionMatches(PyExc_ValueError)) {
-                PyObject *type, *value, *tb;
-                PyErr_Fetch(&type, &value, &tb);
-                PyErr_Format(PyExc_ValueError, "%s: cannot make an array of it (%S)", what,
-                             value ? value : Py_None);
-                Py_XDECREF(type);
-                Py_XDECREF(value);
-                Py_XDECREF(tb);
-            }
-            return NULL;
-        }
+        arr = array_of_sequence(obj, what);
+        if (!arr) return NULL;
     }
     char kind = PyArray_DESCR(arr)->kind;
     int nd = PyArray_NDIM(arr);
