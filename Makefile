@@ -197,3 +197,6 @@ include fuzz/fuzz.mk
 
 # True-MIPS benchmark and the natively built FAISS baseline (bench/mips.mk).
 -include bench/mips.mk
+
+# Filtered search against native FAISS and hnswlib (bench/filter.mk: `make bench-filter`).
+-include bench/filter.mk

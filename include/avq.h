@@ -79,7 +79,7 @@ extern "C" {
 /* ------------------------------------------------------------------------- */
 
 #define AVQ_VERSION_MAJOR 0
-#define AVQ_VERSION_MINOR 2
+#define AVQ_VERSION_MINOR 3
 #define AVQ_VERSION_PATCH 0
 /* One number that compares: 100*100*major + 100*minor + patch. */
 #define AVQ_VERSION_NUMBER \
@@ -413,6 +413,10 @@ typedef struct avq_index_stats {
     double max_leaf_dead;     /* largest dead share of any leaf             */
     size_t memory_bytes;      /* as avq_index_memory_bytes                  */
     int64_t next_id;          /* the id the next automatic add will use     */
+    /* since 0.3 */
+    size_t tagged;            /* live vectors carrying at least one tag     */
+    size_t tag_postings;      /* (vector, tag) pairs over live vectors      */
+    size_t distinct_tags;     /* tags carried by at least one live vector   */
 } avq_index_stats;
 
 AVQ_API int avq_index_stats_sized(const avq_index *index, avq_index_stats *out,
@@ -428,6 +432,18 @@ typedef struct avq_search_params {
     size_t leaves_to_search;  /* leaves scanned per query; 0 = index default  */
     size_t pre_reorder;       /* candidates re-scored exactly; 0 = default;
                                  ignored without reorder data                 */
+    /* ---- since 0.3: filtered search (see "Tags and filters") ---- */
+    const struct avq_filter *filter; /* NULL = every vector may be returned    */
+    size_t filter_min_scanned;/* filtered scan: after leaves_to_search leaves
+                                 holding allowed vectors, go on to further
+                                 leaves until at least this many allowed
+                                 vectors were scanned; 0 = default
+                                 (8 x pre_reorder)                            */
+    size_t filter_exact_below;/* when the filter is known to allow at most
+                                 this many vectors (tag counts, the size of
+                                 an allow set), score them all exactly
+                                 instead of scanning; 0 = default (4096);
+                                 1 = (almost) never                           */
 } avq_search_params;
 
 /* k = 10, leaves_to_search and pre_reorder 0 (the index's defaults).  Use
@@ -461,6 +477,19 @@ AVQ_API int avq_index_search_batch(const avq_index *index, const float *queries,
                                    size_t nq, const avq_search_params *params,
                                    int threads, int64_t *ids, float *scores);
 
+/* avq_index_search_batch with one filter per query: filters[i] (NULL = no
+ * filter) applies to query i and params->filter is ignored.  Filtered
+ * queries are searched one at a time inside each worker (their leaves and
+ * masks differ, so leaf reads are not shared); results equal those of
+ * avq_index_search with params->filter = filters[i].  filters may be NULL
+ * (then params->filter applies to every query).
+ * Errors as avq_index_search_batch.  Thread-safe: yes (a callback filter
+ * is then called from `threads` threads at once). */
+AVQ_API int avq_index_search_batch_filtered(const avq_index *index, const float *queries,
+                                            size_t nq, const avq_search_params *params,
+                                            const struct avq_filter *const *filters,
+                                            int threads, int64_t *ids, float *scores);
+
 /* Accessors (index must not be NULL). */
 AVQ_API size_t avq_index_size(const avq_index *index);      /* live vectors */
 AVQ_API size_t avq_index_dim(const avq_index *index);       /* dimension  */
@@ -477,6 +506,107 @@ AVQ_API void avq_index_build_params(const avq_index *index, avq_build_params *ou
  * come from avq_search_params_init. */
 AVQ_API void avq_index_default_search_params(const avq_index *index,
                                              avq_search_params *out);
+
+/* ------------------------------------------------------------------------- */
+/* Tags and filters                                                          */
+/* ------------------------------------------------------------------------- */
+
+/* Tags.  Each vector may carry up to AVQ_MAX_TAGS_PER_VECTOR tags: 32-bit
+ * numbers with any meaning (tenant, language, category, "in stock").  A
+ * search can be restricted to vectors having ANY or ALL of a list of tags
+ * (ScaNN calls these "restricts").  Tags are stored in the index: saved,
+ * loaded (copy or mmap) and kept through add, remove, upsert and compact.
+ *
+ * Tags of n vectors are passed as a CSR pair: tag_offsets has n + 1
+ * entries, tag_offsets[0] = 0 and non-decreasing, and vector i's tags are
+ * tags[tag_offsets[i] .. tag_offsets[i + 1]).  A tag listed twice for one
+ * vector counts once; an empty range means no tags. */
+#define AVQ_MAX_TAGS_PER_VECTOR 1024
+/* The most tags one tag filter may list. */
+#define AVQ_MAX_FILTER_TAGS 4096
+
+/* avq_index_add with tags (tag_offsets and tags NULL = no tags).
+ * Errors as avq_index_add, and AVQ_ERR_INVALID for malformed offsets or a
+ * vector with more than AVQ_MAX_TAGS_PER_VECTOR tags (the row is named). */
+AVQ_API int avq_index_add_tagged(avq_index *index, const float *vectors, size_t n,
+                                 const int64_t *ids, const size_t *tag_offsets,
+                                 const uint32_t *tags, int threads, int64_t *ids_out);
+
+/* avq_index_upsert with tags: each row gets exactly the tags given.
+ * (Plain avq_index_upsert keeps the tags of the vectors it replaces.)
+ * tag_offsets and tags NULL: as avq_index_upsert.  Errors as
+ * avq_index_add_tagged. */
+AVQ_API int avq_index_upsert_tagged(avq_index *index, const float *vectors, size_t n,
+                                    const int64_t *ids, const size_t *tag_offsets,
+                                    const uint32_t *tags, int threads, size_t *replaced);
+
+/* Replace the tags of n vectors already in the index (their vectors stay
+ * as they are); all-or-nothing like the other writers.  This is how to tag
+ * an index made by avq_index_build (ids 0..n-1).
+ * Errors: AVQ_ERR_INVALID (an id not present -- named --, an id twice,
+ * malformed offsets, too many tags), AVQ_ERR_NOMEM. */
+AVQ_API int avq_index_set_tags(avq_index *index, const int64_t *ids, size_t n,
+                               const size_t *tag_offsets, const uint32_t *tags);
+
+/* The tags of vector `id`, ascending and distinct: the first `capacity`
+ * into tags (may be NULL when capacity is 0), and their total number into
+ * *count (so a first call with capacity 0 sizes the buffer).
+ * Errors: AVQ_ERR_INVALID (NULL count, id not present). */
+AVQ_API int avq_index_get_tags(const avq_index *index, int64_t id, uint32_t *tags,
+                               size_t capacity, size_t *count);
+
+/* The number of live vectors carrying `tag` (exact once no writer runs). */
+AVQ_API size_t avq_index_tag_count(const avq_index *index, uint32_t tag);
+
+/* Filters.  An avq_filter says which vectors a search may return; put it
+ * in avq_search_params.filter (or pass one per query to
+ * avq_index_search_batch_filtered).  A filter is immutable once made, is
+ * not tied to an index, and may be used by any number of searches and
+ * threads at once; free it after the last search that uses it.
+ *
+ * Filters work inside the scan, not after it: leaves with no allowed vector
+ * are not scanned, 32-vector code groups with none are skipped, only
+ * allowed vectors enter the candidate list and the re-ranking, and the
+ * search goes on to further leaves until enough allowed vectors were seen
+ * (avq_search_params.filter_min_scanned) -- so recall does not collapse
+ * when the condition is rare or unrelated to the query.  When a filter is
+ * known to allow few vectors (a tag filter, by the index's tag counts; an
+ * allow set, by its size) and the index keeps re-ranking data, those are
+ * scored exactly instead (filter_exact_below): the answer is then exact.
+ * The planner's rule and its measured crossover: doc/DESIGN.md, "Filtered
+ * search". */
+typedef struct avq_filter avq_filter;
+
+/* Only vectors whose id is one of ids[0..n) (copied; duplicates and ids not
+ * in the index are fine).  n = 0 allows nothing: searches return only
+ * AVQ_NO_ID.  An allow set is checked per scanned vector (a hash lookup),
+ * and is not resolved to places in the index: to restrict searches to a
+ * small, fixed group of vectors, tagging them is faster.
+ * Errors: AVQ_ERR_INVALID (NULL with n > 0, NULL out), AVQ_ERR_NOMEM. */
+AVQ_API int avq_filter_allow_ids(const int64_t *ids, size_t n, avq_filter **out);
+
+/* Every vector except those whose id is in ids[0..n) ("not already
+ * seen").  Errors as avq_filter_allow_ids. */
+AVQ_API int avq_filter_deny_ids(const int64_t *ids, size_t n, avq_filter **out);
+
+/* The general, slow path: keep(user, id) is called for each live vector
+ * the search considers (every vector of every leaf it visits) and returns
+ * 1 to allow it, 0 to skip it, or a negative number to stop the search,
+ * which then fails with AVQ_ERR_CANCELLED naming the id and the value.  It
+ * must not change the index, and must be thread-safe when used by a
+ * batched search with several threads.  Prefer tags or id sets: a
+ * callback cannot tell the planner how many vectors it allows. */
+typedef int (*avq_keep_fn)(void *user, int64_t id);
+AVQ_API int avq_filter_callback(avq_keep_fn keep, void *user, avq_filter **out);
+
+/* Vectors carrying at least one of tags[0..n) (ANY) / all of them (ALL).
+ * Errors: AVQ_ERR_INVALID (n = 0, n > AVQ_MAX_FILTER_TAGS, NULL), 
+ * AVQ_ERR_NOMEM. */
+AVQ_API int avq_filter_tags_any(const uint32_t *tags, size_t n, avq_filter **out);
+AVQ_API int avq_filter_tags_all(const uint32_t *tags, size_t n, avq_filter **out);
+
+/* Release a filter.  NULL is a no-op. */
+AVQ_API void avq_filter_free(avq_filter *filter);
 
 /* ------------------------------------------------------------------------- */
 /* Saving and loading                                                        */

@@ -131,6 +131,26 @@ typedef struct avq_leaf_store {
     size_t bytes;            /* allocated bytes, for memory accounting      */
 } avq_leaf_store;
 
+/* ---- tags (tags.c) ---------------------------------------------------------
+ *
+ * A leaf version's tags are an inverted list over its live slots: for each
+ * distinct tag (ascending) the slots carrying it (ascending).  That is what
+ * a tag filter needs -- the allowed slots of a leaf are the union or the
+ * intersection of a few posting lists, found by binary search -- and it is
+ * immutable like the rest of the version (a change makes a new one).
+ * Dead slots never appear in it, so posting lengths are exact live counts.
+ */
+typedef struct avq_leaf_tags {
+    uint32_t nkeys;          /* distinct tags of the leaf's live slots      */
+    uint32_t npost;          /* (tag, slot) pairs                           */
+    const uint32_t *keys;    /* nkeys, strictly ascending                   */
+    const uint32_t *off;     /* nkeys + 1: off[0] = 0, off[nkeys] = npost;
+                                keys[i]'s slots are slots[off[i] .. off[i+1]) */
+    const uint32_t *slots;   /* npost: strictly ascending within each key   */
+    void *own;               /* the allocation holding the arrays, or NULL
+                                when they point into a mapping (a load)     */
+} avq_leaf_tags;
+
 typedef struct avq_leaf {
     avq_retired node;        /* first: the retire list links versions       */
     size_t n;                /* slots, live and dead                        */
@@ -143,6 +163,8 @@ typedef struct avq_leaf {
     avq_leaf_store *store;
     uint8_t *own_tail;       /* what this version allocated itself          */
     uint32_t *own_alive;
+    avq_leaf_tags *tags;     /* NULL = no live slot has a tag; malloc'ed,
+                                freed with the version (arrays: see own)    */
 } avq_leaf;
 
 static inline bool avq_leaf_slot_alive(const avq_leaf *v, size_t slot) {
@@ -173,6 +195,19 @@ void avq_idmap_put(avq_idmap *m, int64_t id, uint64_t place);
 /* Remove; returns whether it was there. */
 bool avq_idmap_del(avq_idmap *m, int64_t id);
 
+/* Per-index live count of every tag: what the filter planner reads to know
+ * how many vectors a tag filter allows without visiting the leaves.  An
+ * open-addressing table the writer updates in place (atomic counts; a key
+ * once inserted stays) and replaces by a larger copy when it fills (the old
+ * one is retired, so searches may go on reading it). */
+typedef struct avq_tag_table {
+    avq_retired node;        /* first: the retire list links tables         */
+    size_t capacity;         /* a power of two                              */
+    size_t used;             /* keys inserted                               */
+    _Atomic uint64_t *keys;  /* tag + 1, 0 = empty                           */
+    _Atomic int64_t *counts; /* live vectors carrying the tag               */
+} avq_tag_table;
+
 /* ---- the index ------------------------------------------------------------ */
 
 struct avq_index {
@@ -193,6 +228,9 @@ struct avq_index {
      * take their leaf snapshot between two equal even readings, so they see
      * a change in all its leaves or in none (avq_snapshot_leaves) */
     _Atomic uint64_t commit_seq;
+
+    /* tag counts (NULL until the first tag; replaced under write_lock) */
+    avq_tag_table *_Atomic tag_table;
 
     /* reclamation */
     _Atomic uint64_t epoch;     /* starts at 1                              */
@@ -246,20 +284,71 @@ typedef struct {
     const float *vectors;     /* count x dim, or NULL                      */
     const int8_t *vectors_i8; /* count x dim, or NULL                      */
     const float *norms2;      /* count, or NULL                            */
+    const size_t *tag_off;    /* count + 1 (absolute into tags), or NULL    */
+    const uint32_t *tags;     /* point i: tags[tag_off[i] .. tag_off[i+1])  */
 } avq_new_points;
+
+/* New tags for slots of an existing version (avq_index_set_tags, and
+ * upserts that keep tags).  slots ascending, distinct, live. */
+typedef struct {
+    size_t count;
+    const uint32_t *slots;
+    const size_t *tag_off;    /* count + 1, absolute into tags             */
+    const uint32_t *tags;
+} avq_tag_edit;
+
+/* Tags of a changed leaf (tags.c): old's postings without dead slots
+ * (alive = the new liveness of old's slots, NULL = all live) and without
+ * the edited slots, renumbered by remap (compaction: remap[s] = new slot
+ * of old slot s; NULL = unchanged), plus the edits, plus the added points'
+ * tags at slots first_new, first_new + 1, ...  *out = NULL when no slot
+ * has a tag.  Tag lists need not be sorted or distinct. */
+int avq_leaf_tags_change(const avq_leaf_tags *old, const uint32_t *alive, const uint32_t *remap,
+                         const avq_tag_edit *edit, const avq_new_points *add, size_t first_new,
+                         avq_leaf_tags **out);
+void avq_leaf_tags_free(avq_leaf_tags *t);
+size_t avq_leaf_tags_bytes(const avq_leaf_tags *t);
+/* Index of `tag` in t->keys, or -1. */
+long avq_leaf_tags_find(const avq_leaf_tags *t, uint32_t tag);
+/* The tags of one slot, ascending, into out (at most cap); returns their
+ * number (O(postings)). */
+size_t avq_leaf_tags_of_slot(const avq_leaf_tags *t, uint32_t slot, uint32_t *out, size_t cap);
+/* Check a leaf's tags against its version (n, alive): keys ascending,
+ * offsets consistent, slots ascending per key, in range and live.  For
+ * loading; the message names `leaf`. */
+int avq_leaf_tags_validate(const avq_leaf_tags *t, const avq_leaf *v, size_t leaf);
+
+/* Tag counts (tags.c).  Reader side: the live count of tag, 0 if unknown. */
+int64_t avq_tag_count(const avq_index *x, uint32_t tag);
+/* Writer side: make room for `more` new keys (may allocate a new table,
+ * published at once: the old one is retired). */
+int avq_tag_table_reserve(avq_index *x, size_t more);
+/* Writer side: apply the change of one leaf's tags (old -> new) to the
+ * counts.  Needs the room reserved. */
+void avq_tag_counts_update(avq_index *x, const avq_leaf_tags *old_tags,
+                           const avq_leaf_tags *new_tags);
+/* Recount every tag from the leaves (after a load).  Writer side. */
+int avq_tag_counts_rebuild(avq_index *x);
+void avq_tag_table_free(avq_tag_table *t);
+void avq_retire_tag_table(avq_index *x, avq_tag_table *t); /* leaf.c */
+size_t avq_tag_table_bytes(const avq_index *x);
+/* Tags with a live count above 0. */
+size_t avq_tag_table_distinct(const avq_index *x);
 
 /* A new version of `old` without the slots in kill[0..nkill) (live slots,
  * any order), with `add` appended; compact = drop every dead slot (a new
  * exact-size store).  Writes only slots beyond old->n of a shared store, so
  * old stays valid for searches.  On success *out is unpublished. */
 int avq_leaf_change(const avq_index *x, const avq_leaf *old, const uint32_t *kill, size_t nkill,
-                    const avq_new_points *add, bool compact, avq_leaf **out);
+                    const avq_new_points *add, const avq_tag_edit *edit, bool compact,
+                    avq_leaf **out);
 
 /* The internal add used by build: rows already leaf-assigned (leaf_of may
- * be NULL to assign here), ids given or NULL for automatic.  mutate.c. */
+ * be NULL to assign here), ids given or NULL for automatic, tags as CSR
+ * (tag_off NULL = none).  mutate.c. */
 int avq_index_add_assigned(avq_index *x, const float *vectors, size_t n, const int64_t *ids,
-                           const int32_t *leaf_of, int threads, int64_t *ids_out,
-                           bool replace, size_t *replaced, avq_progress_fn progress,
-                           void *progress_user);
+                           const size_t *tag_off, const uint32_t *tags, const int32_t *leaf_of,
+                           int threads, int64_t *ids_out, bool replace, size_t *replaced,
+                           avq_progress_fn progress, void *progress_user);
 
 #endif

@@ -43,7 +43,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-enum { RETIRED_LEAF = 1, RETIRED_STORE = 2 };
+enum { RETIRED_LEAF = 1, RETIRED_STORE = 2, RETIRED_TAG_TABLE = 3 };
 
 /* ---- mappings --------------------------------------------------------------- */
 
@@ -95,9 +95,11 @@ static void retire(avq_index *x, avq_retired *node, int kind) {
 
 void avq_retire_leaf(avq_index *x, avq_leaf *v) { retire(x, &v->node, RETIRED_LEAF); }
 void avq_retire_store(avq_index *x, avq_leaf_store *s) { retire(x, &s->node, RETIRED_STORE); }
+void avq_retire_tag_table(avq_index *x, avq_tag_table *t) { retire(x, &t->node, RETIRED_TAG_TABLE); }
 
 static void free_retired(avq_retired *r) {
     if (r->kind == RETIRED_LEAF) avq_leaf_free((avq_leaf *)r);
+    else if (r->kind == RETIRED_TAG_TABLE) avq_tag_table_free((avq_tag_table *)r);
     else avq_leaf_store_free((avq_leaf_store *)r);
 }
 
@@ -157,6 +159,7 @@ void avq_leaf_free(avq_leaf *v) {
     if (!v) return;
     avq_free_aligned(v->own_tail);
     free(v->own_alive);
+    avq_leaf_tags_free(v->tags);
     free(v);
 }
 
@@ -177,7 +180,7 @@ size_t avq_leaf_bytes(const avq_index *x, const avq_leaf *v) {
     if (v->own_tail) b += 16 * x->q->num_blocks;
     if (v->own_alive) b += (v->n + 31) / 32 * sizeof(uint32_t);
     if (v->store) b += v->store->bytes;
-    return b;
+    return b + avq_leaf_tags_bytes(v->tags);
 }
 
 int avq_index_alloc(avq_quantizer *q, avq_index **out) {
@@ -195,6 +198,7 @@ int avq_index_alloc(avq_quantizer *q, avq_index **out) {
     atomic_init(&x->live, 0);
     atomic_init(&x->epoch, 1);
     atomic_init(&x->commit_seq, 0);
+    atomic_init(&x->tag_table, NULL);
     for (size_t i = 0; i < AVQ_READER_SLOTS; i++) atomic_init(&x->readers[i].epoch, 0);
     pthread_mutex_init(&x->write_lock, NULL);
     x->ids_ready = true;
@@ -229,6 +233,7 @@ void avq_index_free(avq_index *x) {
         free_retired(r);
     }
     avq_idmap_free(&x->ids);
+    avq_tag_table_free(atomic_load(&x->tag_table));
     avq_mapping_unref(x->mapping);
     avq_quantizer_free(x->q);
     pthread_mutex_destroy(&x->write_lock);
@@ -332,7 +337,8 @@ static int pack_tail(const avq_index *x, avq_leaf_store *s, size_t first_group,
 }
 
 int avq_leaf_change(const avq_index *x, const avq_leaf *old, const uint32_t *kill, size_t nkill,
-                    const avq_new_points *add, bool compact, avq_leaf **out) {
+                    const avq_new_points *add, const avq_tag_edit *edit, bool compact,
+                    avq_leaf **out) {
     const avq_quantizer *q = x->q;
     size_t K = q->num_blocks, m = add ? add->count : 0, n_old = old->n;
     bool pq = q->mode == AVQ_MODE_PQ, four = pq && q->bits == 4;
@@ -346,7 +352,9 @@ int avq_leaf_change(const avq_index *x, const avq_leaf *old, const uint32_t *kil
     avq_leaf *v = calloc(1, sizeof *v);
     uint32_t *alive = NULL; /* old liveness with the kills applied */
     uint8_t *codes = NULL;  /* unpacked codes of the points that form the tail */
+    uint32_t *remap = NULL; /* compaction: new slot of each kept old slot */
     avq_leaf_store *fresh = NULL;
+    bool tagged = old->tags || (add && add->tag_off) || (edit && edit->count);
     if (!v) return avq_fail_nomem("leaf", sizeof *v);
 
     size_t words_old = (n_old + 31) / 32;
@@ -379,9 +387,17 @@ int avq_leaf_change(const avq_index *x, const avq_leaf *old, const uint32_t *kil
                 goto fail;
             }
         }
+        if (tagged) {
+            remap = malloc((n_old ? n_old : 1) * sizeof *remap);
+            if (!remap) {
+                st = avq_fail_nomem("slot map", n_old * sizeof *remap);
+                goto fail;
+            }
+        }
         size_t at = 0;
         for (size_t s = 0; s < n_old; s++) {
             if (!ALIVE(s)) continue;
+            if (remap) remap[s] = (uint32_t)at;
             copy_slot_data(x, fresh, at, old->store, s);
             if (four) slot_codes4(old, K, s, codes + at * K);
             else if (pq) memcpy(fresh->codes + at * K, old->store->codes + s * K, K);
@@ -399,8 +415,13 @@ int avq_leaf_change(const avq_index *x, const avq_leaf *old, const uint32_t *kil
             st = pack_tail(x, fresh, 0, codes, n_new, true, v);
             if (st != AVQ_OK) goto fail;
         }
+        if (tagged) {
+            st = avq_leaf_tags_change(old->tags, alive, remap, edit, add, keep, &v->tags);
+            if (st != AVQ_OK) goto fail;
+        }
         free(alive);
         free(codes);
+        free(remap);
         *out = v;
         return AVQ_OK;
     }
@@ -458,6 +479,10 @@ int avq_leaf_change(const avq_index *x, const avq_leaf *old, const uint32_t *kil
         v->alive = v->own_alive;
     }
 #undef ALIVE
+    if (tagged) {
+        st = avq_leaf_tags_change(old->tags, alive, NULL, edit, add, n_old, &v->tags);
+        if (st != AVQ_OK) goto fail;
+    }
     free(alive);
     free(codes);
     *out = v;
@@ -465,6 +490,7 @@ int avq_leaf_change(const avq_index *x, const avq_leaf *old, const uint32_t *kil
 fail:
     free(alive);
     free(codes);
+    free(remap);
     avq_leaf_store_free(fresh);
     if (v) {
         v->store = NULL;

@@ -79,6 +79,26 @@ static int check_ids(const avq_index *x, const int64_t *ids, size_t n, bool must
     return st;
 }
 
+/* Tag lists of one call: offsets from 0, non-decreasing, at most
+ * AVQ_MAX_TAGS_PER_VECTOR per row. */
+static int check_tags(size_t n, const size_t *off, const uint32_t *tags, const char *who) {
+    if (!off) return AVQ_OK;
+    if (off[0] != 0)
+        return avq_fail(AVQ_ERR_INVALID, "%s: tag_offsets[0] is %zu, must be 0", who, off[0]);
+    for (size_t i = 0; i < n; i++) {
+        if (off[i + 1] < off[i])
+            return avq_fail(AVQ_ERR_INVALID,
+                            "%s: tag_offsets decrease at row %zu (%zu after %zu)", who, i,
+                            off[i + 1], off[i]);
+        if (off[i + 1] - off[i] > AVQ_MAX_TAGS_PER_VECTOR)
+            return avq_fail(AVQ_ERR_INVALID, "%s: row %zu has %zu tags (the limit is %d)", who, i,
+                            off[i + 1] - off[i], AVQ_MAX_TAGS_PER_VECTOR);
+    }
+    if (off[n] > 0 && !tags)
+        return avq_fail(AVQ_ERR_INVALID, "%s: tag_offsets given with NULL tags", who);
+    return AVQ_OK;
+}
+
 /* ---- encoding --------------------------------------------------------------- */
 
 /* The rows as the index keeps them, in leaf order, with everything a leaf
@@ -92,6 +112,8 @@ typedef struct {
     float *vectors;      /* n x d (float rows)    */
     int8_t *vectors_i8;  /* n x d (int8 rows)     */
     float *norms2;       /* n (L2)                */
+    size_t *tag_off;     /* n + 1, or NULL (no tags) */
+    uint32_t *tags;
 } encoded_rows;
 
 static void encoded_free(encoded_rows *e) {
@@ -102,6 +124,8 @@ static void encoded_free(encoded_rows *e) {
     free(e->vectors);
     free(e->vectors_i8);
     free(e->norms2);
+    free(e->tag_off);
+    free(e->tags);
     memset(e, 0, sizeof *e);
 }
 
@@ -109,6 +133,41 @@ static void encoded_free(encoded_rows *e) {
 /* The call's ids, in the encoded (leaf) order. */
 static void set_encoded_ids(encoded_rows *e, const int64_t *ids) {
     for (size_t i = 0; i < e->n; i++) e->ids[i] = ids[e->order[i]];
+}
+
+/* The rows' tags in the encoded order: tags_of(user, row, &count) gives the
+ * list of call row `row`. */
+typedef const uint32_t *(*tags_of_row_fn)(void *user, size_t row, size_t *count);
+
+static int set_encoded_tags(encoded_rows *e, tags_of_row_fn tags_of, void *user) {
+    size_t total = 0, count;
+    for (size_t i = 0; i < e->n; i++) {
+        tags_of(user, e->order[i], &count);
+        total += count;
+    }
+    free(e->tag_off);
+    free(e->tags);
+    e->tag_off = malloc((e->n + 1) * sizeof *e->tag_off);
+    e->tags = malloc((total ? total : 1) * sizeof *e->tags);
+    if (!e->tag_off || !e->tags) return avq_fail_nomem("tags", total * sizeof *e->tags);
+    e->tag_off[0] = 0;
+    for (size_t i = 0; i < e->n; i++) {
+        const uint32_t *t = tags_of(user, e->order[i], &count);
+        if (count) memcpy(e->tags + e->tag_off[i], t, count * sizeof *t);
+        e->tag_off[i + 1] = e->tag_off[i] + count;
+    }
+    return AVQ_OK;
+}
+
+typedef struct {
+    const size_t *off;
+    const uint32_t *tags;
+} csr_tags;
+
+static const uint32_t *csr_tags_of(void *user, size_t row, size_t *count) {
+    const csr_tags *c = user;
+    *count = c->off[row + 1] - c->off[row];
+    return c->tags + c->off[row];
 }
 
 /* Encode the rows (ids may be NULL: set_encoded_ids later).  Reads only the
@@ -265,9 +324,20 @@ static void pending_abandon(avq_index *x, pending *p) {
     free(p->compacted);
 }
 
+/* Room in the tag count table for every tag the new versions carry (the
+ * last step of a prepare that can fail). */
+static int pending_reserve_tags(avq_index *x, const pending *p) {
+    size_t keys = 0;
+    for (size_t l = 0; l < x->num_leaves; l++)
+        if (p->fresh[l] && p->fresh[l]->tags) keys += p->fresh[l]->tags->nkeys;
+    return keys ? avq_tag_table_reserve(x, keys) : AVQ_OK;
+}
+
 /* Publish every new version as one commit; renumbered leaves get their ids
  * re-pointed. */
 static void pending_commit(avq_index *x, pending *p) {
+    for (size_t l = 0; l < x->num_leaves; l++)
+        if (p->fresh[l]) avq_tag_counts_update(x, avq_leaf_load(x, l)->tags, p->fresh[l]->tags);
     avq_commit_begin(x);
     for (size_t l = 0; l < x->num_leaves; l++)
         if (p->fresh[l]) avq_leaf_publish(x, l, p->fresh[l]);
@@ -319,9 +389,28 @@ static bool wants_compaction(const avq_index *x, const avq_leaf *v, size_t nkill
 
 /* ---- add / upsert --------------------------------------------------------- */
 
+/* Plain upsert: a replaced vector keeps its tags.  Rows get the tags of
+ * the vector their id has now (none for new ids). */
+typedef struct {
+    const avq_index *x;
+    const int64_t *ids;
+    uint32_t buf[AVQ_MAX_TAGS_PER_VECTOR];
+} kept_tags;
+
+static const uint32_t *kept_tags_of(void *user, size_t row, size_t *count) {
+    kept_tags *k = user;
+    uint64_t at = avq_idmap_get(&k->x->ids, k->ids[row]);
+    *count = 0;
+    if (at == AVQ_IDMAP_EMPTY) return k->buf;
+    const avq_leaf *v = avq_leaf_load(k->x, PLACE_LEAF(at));
+    *count = avq_leaf_tags_of_slot(v->tags, PLACE_SLOT(at), k->buf, AVQ_MAX_TAGS_PER_VECTOR);
+    return k->buf;
+}
+
 int avq_index_add_assigned(avq_index *x, const float *vectors, size_t n, const int64_t *ids,
-                           const int32_t *leaf_of, int threads, int64_t *ids_out, bool replace,
-                           size_t *replaced_out, avq_progress_fn progress, void *progress_user) {
+                           const size_t *tag_off, const uint32_t *tags, const int32_t *leaf_of,
+                           int threads, int64_t *ids_out, bool replace, size_t *replaced_out,
+                           avq_progress_fn progress, void *progress_user) {
     const char *who = replace ? "upsert" : "add";
     if (!x) return avq_fail(AVQ_ERR_INVALID, "%s: NULL index", who);
     if (n == 0) {
@@ -335,12 +424,20 @@ int avq_index_add_assigned(avq_index *x, const float *vectors, size_t n, const i
                         INT32_MAX);
     int st = check_rows(x, vectors, n, who);
     if (st == AVQ_OK && ids) st = check_ids(x, ids, n, false, who);
+    if (st == AVQ_OK) st = check_tags(n, tag_off, tags, who);
     if (st != AVQ_OK) return st;
     /* the long part, encoding, needs only the quantizer: searches, readers
      * of the id map and other writers do not wait for it */
     encoded_rows e = {0};
     st = encode_rows(x, vectors, n, ids, leaf_of, threads, progress, progress_user, &e);
-    if (st != AVQ_OK) return st;
+    if (st == AVQ_OK && tag_off) {
+        csr_tags given = {tag_off, tags};
+        st = set_encoded_tags(&e, csr_tags_of, &given);
+    }
+    if (st != AVQ_OK) {
+        encoded_free(&e);
+        return st;
+    }
 
     pthread_mutex_lock(&x->write_lock);
     int64_t *auto_ids = NULL;
@@ -381,6 +478,18 @@ int avq_index_add_assigned(avq_index *x, const float *vectors, size_t n, const i
         if (at != AVQ_IDMAP_EMPTY) places[nreplaced++] = at;
     }
     size_t distinct = 0;
+    if (nreplaced && !tag_off && atomic_load(&x->tag_table)) {
+        kept_tags *keep = malloc(sizeof *keep);
+        if (!keep) {
+            st = avq_fail_nomem("tags", sizeof *keep);
+            goto out;
+        }
+        keep->x = x;
+        keep->ids = ids;
+        st = set_encoded_tags(&e, kept_tags_of, keep);
+        free(keep);
+        if (st != AVQ_OK) goto out;
+    }
     st = group_kills(x, places, nreplaced, &kills, &kill_start, &distinct);
     if (st != AVQ_OK) goto out;
     st = avq_idmap_reserve(&x->ids, n);
@@ -397,11 +506,15 @@ int avq_index_add_assigned(avq_index *x, const float *vectors, size_t n, const i
                               e.ids + first,
                               e.vectors ? e.vectors + first * d : NULL,
                               e.vectors_i8 ? e.vectors_i8 + first * d : NULL,
-                              e.norms2 ? e.norms2 + first : NULL};
+                              e.norms2 ? e.norms2 + first : NULL,
+                              e.tag_off ? e.tag_off + first : NULL,
+                              e.tags};
         const avq_leaf *old = avq_leaf_load(x, l);
         p.compacted[l] = nk > 0 && wants_compaction(x, old, nk);
-        st = avq_leaf_change(x, old, kills + kill_start[l], nk, &add, p.compacted[l], &p.fresh[l]);
+        st = avq_leaf_change(x, old, kills + kill_start[l], nk, &add, NULL, p.compacted[l],
+                             &p.fresh[l]);
     }
+    if (st == AVQ_OK) st = pending_reserve_tags(x, &p);
     if (st != AVQ_OK) goto out;
 
     /* commit: nothing below fails */
@@ -433,14 +546,28 @@ fail:
 
 int avq_index_add(avq_index *x, const float *vectors, size_t n, const int64_t *ids, int threads,
                   int64_t *ids_out) {
-    return avq_index_add_assigned(x, vectors, n, ids, NULL, threads, ids_out, false, NULL, NULL,
-                                  NULL);
+    return avq_index_add_assigned(x, vectors, n, ids, NULL, NULL, NULL, threads, ids_out, false,
+                                  NULL, NULL, NULL);
 }
 
 int avq_index_upsert(avq_index *x, const float *vectors, size_t n, const int64_t *ids,
                      int threads, size_t *replaced) {
-    return avq_index_add_assigned(x, vectors, n, ids, NULL, threads, NULL, true, replaced, NULL,
-                                  NULL);
+    return avq_index_add_assigned(x, vectors, n, ids, NULL, NULL, NULL, threads, NULL, true,
+                                  replaced, NULL, NULL);
+}
+
+int avq_index_add_tagged(avq_index *x, const float *vectors, size_t n, const int64_t *ids,
+                         const size_t *tag_offsets, const uint32_t *tags, int threads,
+                         int64_t *ids_out) {
+    return avq_index_add_assigned(x, vectors, n, ids, tag_offsets, tags, NULL, threads, ids_out,
+                                  false, NULL, NULL, NULL);
+}
+
+int avq_index_upsert_tagged(avq_index *x, const float *vectors, size_t n, const int64_t *ids,
+                            const size_t *tag_offsets, const uint32_t *tags, int threads,
+                            size_t *replaced) {
+    return avq_index_add_assigned(x, vectors, n, ids, tag_offsets, tags, NULL, threads, NULL, true,
+                                  replaced, NULL, NULL);
 }
 
 /* ---- remove / compact ------------------------------------------------------ */
@@ -472,8 +599,10 @@ int avq_index_remove(avq_index *x, const int64_t *ids, size_t n, size_t *removed
         if (nk == 0) continue;
         const avq_leaf *old = avq_leaf_load(x, l);
         p.compacted[l] = wants_compaction(x, old, nk);
-        st = avq_leaf_change(x, old, kills + kill_start[l], nk, NULL, p.compacted[l], &p.fresh[l]);
+        st = avq_leaf_change(x, old, kills + kill_start[l], nk, NULL, NULL, p.compacted[l],
+                             &p.fresh[l]);
     }
+    if (st == AVQ_OK) st = pending_reserve_tags(x, &p);
     if (st != AVQ_OK) goto out;
     /* commit */
     for (size_t i = 0; i < n; i++)
@@ -512,9 +641,10 @@ int avq_index_compact(avq_index *x, double min_dead_fraction, size_t *compacted)
         size_t dead = old->n - old->live;
         if (dead == 0 || (double)dead < min_dead_fraction * (double)old->n) continue;
         p.compacted[l] = true;
-        st = avq_leaf_change(x, old, NULL, 0, NULL, true, &p.fresh[l]);
+        st = avq_leaf_change(x, old, NULL, 0, NULL, NULL, true, &p.fresh[l]);
         count++;
     }
+    if (st == AVQ_OK) st = pending_reserve_tags(x, &p);
     if (st != AVQ_OK) pending_abandon(x, &p);
     else pending_commit(x, &p);
     pthread_mutex_unlock(&x->write_lock);
@@ -578,6 +708,20 @@ int avq_index_get(const avq_index *cx, const int64_t *ids, size_t n, float *out)
 
 /* ---- statistics --------------------------------------------------------------- */
 
+/* Slots of v carrying at least one tag. */
+static size_t tagged_slots(const avq_leaf *v) {
+    size_t words = (v->n + 31) / 32, count = 0;
+    uint32_t *seen = calloc(words ? words : 1, sizeof *seen);
+    if (!seen) return 0; /* statistics only */
+    for (uint32_t j = 0; j < v->tags->npost; j++) {
+        uint32_t s = v->tags->slots[j];
+        if (!((seen[s >> 5] >> (s & 31)) & 1u)) count++;
+        seen[s >> 5] |= 1u << (s & 31);
+    }
+    free(seen);
+    return count;
+}
+
 static void collect_stats(const avq_index *cx, avq_index_stats *s) {
     avq_index *x = (avq_index *)cx;
     memset(s, 0, sizeof *s);
@@ -598,7 +742,13 @@ static void collect_stats(const avq_index *cx, avq_index_stats *s) {
         if (v->n && (double)(v->n - v->live) / (double)v->n > s->max_leaf_dead)
             s->max_leaf_dead = (double)(v->n - v->live) / (double)v->n;
         bytes += avq_leaf_bytes(x, v);
+        if (v->tags) {
+            s->tag_postings += v->tags->npost;
+            s->tagged += tagged_slots(v);
+        }
     }
+    s->distinct_tags = avq_tag_table_distinct(x);
+    bytes += avq_tag_table_bytes(x);
     avq_read_end(x, slot);
     s->mean_leaf = (double)s->live / (double)s->leaves;
     double var = sum2 / (double)s->leaves - s->mean_leaf * s->mean_leaf;
@@ -671,6 +821,8 @@ int avq_index_retrain(const avq_index *cx, const avq_build_params *params, avq_i
     size_t d = x->dim, n = 0;
     float *rows = NULL;
     int64_t *ids = NULL;
+    size_t *tag_off = NULL;
+    uint32_t *tags = NULL;
     int32_t *leaf_of = NULL;
     avq_quantizer *q = NULL;
     avq_index *y = NULL;
@@ -684,11 +836,30 @@ int avq_index_retrain(const avq_index *cx, const avq_build_params *params, avq_i
         st = avq_fail_nomem("retrain copy", live * (d * 4 + 8));
         goto done;
     }
+    size_t postings = 0;
+    for (size_t l = 0; l < x->num_leaves; l++) {
+        const avq_leaf *v = avq_leaf_load(x, l);
+        if (v->tags) postings += v->tags->npost;
+    }
+    if (postings) {
+        tag_off = malloc((live + 1) * sizeof *tag_off);
+        tags = malloc(postings * sizeof *tags);
+        if (!tag_off || !tags) {
+            pthread_mutex_unlock(&x->write_lock);
+            st = avq_fail_nomem("retrain tags", postings * sizeof *tags);
+            goto done;
+        }
+        tag_off[0] = 0;
+    }
     for (size_t l = 0; l < x->num_leaves; l++) {
         const avq_leaf *v = avq_leaf_load(x, l);
         for (size_t s = 0; s < v->n; s++) {
             if (!avq_leaf_slot_alive(v, s)) continue;
             slot_vector(x, v, s, rows + n * d);
+            if (tag_off)
+                tag_off[n + 1] = tag_off[n] + avq_leaf_tags_of_slot(v->tags, (uint32_t)s,
+                                                                    tags + tag_off[n],
+                                                                    postings - tag_off[n]);
             ids[n++] = v->store->ids[s];
         }
     }
@@ -700,7 +871,8 @@ int avq_index_retrain(const avq_index *cx, const avq_build_params *params, avq_i
     st = avq_quantizer_train_assign(rows, n, d, &p, &q, &leaf_of);
     if (st == AVQ_OK) st = avq_index_alloc(q, &y);
     if (st == AVQ_OK)
-        st = avq_index_add_assigned(y, rows, n, ids, leaf_of, p.threads, NULL, false, NULL,
+        st = avq_index_add_assigned(y, rows, n, ids, tag_off, tags, leaf_of, p.threads, NULL,
+                                    false, NULL,
                                     p.progress, p.progress_user);
     if (st == AVQ_OK) {
         y->next_id = x->next_id > y->next_id ? x->next_id : y->next_id;
@@ -713,5 +885,100 @@ done:
     free(leaf_of);
     free(rows);
     free(ids);
+    free(tag_off);
+    free(tags);
     return st;
+}
+
+/* ---- tags by id ------------------------------------------------------------- */
+
+int avq_index_set_tags(avq_index *x, const int64_t *ids, size_t n, const size_t *tag_off,
+                       const uint32_t *tags) {
+    if (!x || (n > 0 && (!ids || !tag_off)))
+        return avq_fail(AVQ_ERR_INVALID, "set_tags: NULL index, ids or tag_offsets");
+    if (n == 0) return AVQ_OK;
+    int st = check_ids(x, ids, n, false, "set_tags");
+    if (st == AVQ_OK) st = check_tags(n, tag_off, tags, "set_tags");
+    if (st != AVQ_OK) return st;
+    pthread_mutex_lock(&x->write_lock);
+    uint64_t *order = NULL; /* place << 0 sorted with the row: (place, row) pairs */
+    uint32_t *slots = NULL;
+    size_t *off = NULL;
+    uint32_t *lists = NULL;
+    pending p = {0};
+    bool have_pending = false;
+    st = avq_index_ensure_ids(x);
+    if (st != AVQ_OK) goto out;
+    AVQ_ALLOC(order, 2 * n);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t at = avq_idmap_get(&x->ids, ids[i]);
+        if (at == AVQ_IDMAP_EMPTY) {
+            st = avq_fail(AVQ_ERR_INVALID, "set_tags: row %zu: id %lld is not in the index", i,
+                          (long long)ids[i]);
+            goto out;
+        }
+        order[2 * i] = at;
+        order[2 * i + 1] = i;
+    }
+    /* by place: rows of one leaf together, slots ascending */
+    qsort(order, n, 2 * sizeof *order, cmp_u64);
+    AVQ_ALLOC(slots, n);
+    AVQ_ALLOC(off, n + 1);
+    AVQ_ALLOC(lists, tag_off[n] ? tag_off[n] : 1);
+    off[0] = 0;
+    for (size_t j = 0; j < n; j++) {
+        size_t row = (size_t)order[2 * j + 1], c = tag_off[row + 1] - tag_off[row];
+        slots[j] = PLACE_SLOT(order[2 * j]);
+        if (c) memcpy(lists + off[j], tags + tag_off[row], c * sizeof *lists);
+        off[j + 1] = off[j] + c;
+    }
+    st = pending_init(x, &p);
+    if (st != AVQ_OK) goto out;
+    have_pending = true;
+    for (size_t j = 0; j < n && st == AVQ_OK;) {
+        size_t l = PLACE_LEAF(order[2 * j]), e = j;
+        while (e < n && PLACE_LEAF(order[2 * e]) == l) e++;
+        avq_tag_edit edit = {e - j, slots + j, off + j, lists};
+        st = avq_leaf_change(x, avq_leaf_load(x, l), NULL, 0, NULL, &edit, false, &p.fresh[l]);
+        j = e;
+    }
+    if (st == AVQ_OK) st = pending_reserve_tags(x, &p);
+    if (st != AVQ_OK) goto out;
+    pending_commit(x, &p);
+    have_pending = false;
+out:
+fail:
+    if (have_pending) pending_abandon(x, &p);
+    pthread_mutex_unlock(&x->write_lock);
+    free(order);
+    free(slots);
+    free(off);
+    free(lists);
+    return st;
+}
+
+int avq_index_get_tags(const avq_index *cx, int64_t id, uint32_t *tags, size_t capacity,
+                       size_t *count) {
+    avq_index *x = (avq_index *)cx;
+    if (!x || !count || (capacity > 0 && !tags))
+        return avq_fail(AVQ_ERR_INVALID, "get_tags: NULL index, count or tags");
+    pthread_mutex_lock(&x->write_lock);
+    int st = avq_index_ensure_ids(x);
+    uint64_t at = st == AVQ_OK && id != AVQ_NO_ID ? avq_idmap_get(&x->ids, id) : AVQ_IDMAP_EMPTY;
+    if (st == AVQ_OK && at == AVQ_IDMAP_EMPTY)
+        st = avq_fail(AVQ_ERR_INVALID, "get_tags: id %lld is not in the index", (long long)id);
+    if (st == AVQ_OK)
+        *count = avq_leaf_tags_of_slot(avq_leaf_load(x, PLACE_LEAF(at))->tags, PLACE_SLOT(at),
+                                       tags, capacity);
+    pthread_mutex_unlock(&x->write_lock);
+    return st;
+}
+
+size_t avq_index_tag_count(const avq_index *cx, uint32_t tag) {
+    avq_index *x = (avq_index *)cx;
+    if (!x) return 0;
+    int slot = avq_read_begin(x);
+    int64_t c = avq_tag_count(x, tag);
+    avq_read_end(x, slot);
+    return (size_t)c;
 }

@@ -379,7 +379,7 @@ int avq_index_build(const float *data, size_t n, size_t dim, const avq_build_par
         /* the progress callback of the caller's params for the encoding */
         avq_build_params p;
         avq_build_params_resolve(params, &p);
-        st = avq_index_add_assigned(x, data, n, NULL, leaf_of, p.threads, NULL, false, NULL,
+        st = avq_index_add_assigned(x, data, n, NULL, NULL, NULL, leaf_of, p.threads, NULL, false, NULL,
                                     p.progress, p.progress_user);
     }
     free(leaf_of);

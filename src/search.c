@@ -27,6 +27,7 @@
  */
 #include "avq_internal.h"
 #include "cpu.h"
+#include "filter.h"
 #include "index.h"
 #include "lut.h"
 #include "scan.h"
@@ -40,7 +41,15 @@
 
 typedef struct {
     size_t k, leaves, pre_reorder; /* resolved parameters */
+    const avq_filter *filter;      /* NULL: none */
+    size_t min_scanned, exact_below;
 } resolved_params;
+
+/* Filter defaults (avq.h): go on past leaves_to_search until this many
+ * times pre_reorder allowed vectors were scanned; score exactly when the
+ * filter allows at most EXACT_BELOW vectors.  Both from bench-filter
+ * (doc/DESIGN.md, "Filtered search"). */
+enum { FILTER_MIN_SCANNED_PER_CANDIDATE = 8, FILTER_EXACT_BELOW = 4096 };
 
 typedef struct {
     float *q;               /* dim: the query as searched (normalised)      */
@@ -56,10 +65,16 @@ typedef struct {
     avq_neighbor *final;    /* 2k + 1                                       */
     const avq_leaf **snap;  /* L: the version of each leaf this query reads */
     void *block;            /* the one allocation all of the above live in  */
+    uint32_t *mask;         /* a leaf's allow mask (filtered searches): grown
+                               to the largest leaf seen, then reused        */
+    size_t mask_words;
 } search_scratch;
 
 /* The fields every avq_search_params has had since struct_size (0.2). */
 #define SEARCH_PARAMS_MIN_SIZE (offsetof(avq_search_params, pre_reorder) + sizeof(size_t))
+/* ... and the filter fields (0.3). */
+#define SEARCH_PARAMS_FILTER_SIZE \
+    (offsetof(avq_search_params, filter_exact_below) + sizeof(size_t))
 
 static int resolve_params(const avq_index *idx, const avq_search_params *p,
                           resolved_params *r) {
@@ -83,6 +98,14 @@ static int resolve_params(const avq_index *idx, const avq_search_params *p,
     r->leaves = p->leaves_to_search ? p->leaves_to_search : q->default_leaves_to_search;
     size_t pre = p->pre_reorder ? p->pre_reorder : q->default_pre_reorder;
     r->pre_reorder = q->reorder == AVQ_REORDER_NONE ? r->k : (pre < r->k ? r->k : pre);
+    r->filter = NULL;
+    r->min_scanned = FILTER_MIN_SCANNED_PER_CANDIDATE * r->pre_reorder;
+    r->exact_below = FILTER_EXACT_BELOW;
+    if (p->struct_size >= SEARCH_PARAMS_FILTER_SIZE) {
+        r->filter = p->filter;
+        if (p->filter_min_scanned) r->min_scanned = p->filter_min_scanned;
+        if (p->filter_exact_below) r->exact_below = p->filter_exact_below;
+    }
     return AVQ_OK;
 }
 
@@ -127,11 +150,29 @@ static int scratch_init(search_scratch *s, const avq_index *idx, const resolved_
                             (void **)&s->lut8,   (void **)&s->scores, (void **)&s->leaves,
                             (void **)&s->cand,   (void **)&s->rows, (void **)&s->exact,
                             (void **)&s->final,  (void **)&s->snap};
+    s->mask = NULL;
+    s->mask_words = 0;
     s->block = carve_block(sizes, slots, sizeof sizes / sizeof sizes[0], "search scratch");
     return s->block ? AVQ_OK : AVQ_ERR_NOMEM;
 }
 
-static void scratch_free(search_scratch *s) { avq_free_aligned(s->block); }
+static void scratch_free(search_scratch *s) {
+    avq_free_aligned(s->block);
+    free(s->mask);
+}
+
+/* Room in s->mask for a leaf of n slots.  Leaves only grow between
+ * compactions, so after the first few queries this never allocates. */
+static int mask_reserve(search_scratch *s, size_t n) {
+    size_t words = (n + 31) / 32;
+    if (words <= s->mask_words) return AVQ_OK;
+    size_t grown = words + words / 2 + 16;
+    uint32_t *m = realloc(s->mask, grown * sizeof *m);
+    if (!m) return avq_fail_nomem("filter mask", grown * sizeof *m);
+    s->mask = m;
+    s->mask_words = grown;
+    return AVQ_OK;
+}
 
 /* Step 1: the query as searched into q (and q_i8 for int8 re-ranking).
  * Returns |q|² (needed to report L2 distances). */
@@ -155,19 +196,31 @@ static inline float point_distance(const avq_index *idx, float dot, const avq_le
     return idx->q->params.metric == AVQ_METRIC_L2 ? leaf->store->norms2[slot] - 2.0f * dot : -dot;
 }
 
-/* Exact scores of every live point: the brute-force tier (one leaf). */
-static void score_all_points(const avq_index *idx, const avq_kernels *kern, search_scratch *s,
-                             avq_topk *out) {
+/* Exact scores of every live point the filter allows: the brute-force
+ * tier (one leaf). */
+static int score_all_points(const avq_index *idx, const avq_kernels *kern, search_scratch *s,
+                            const avq_filter *filter, avq_topk *out) {
     const avq_leaf *leaf = avq_leaf_load(idx, 0);
-    size_t d = idx->dim;
+    size_t d = idx->dim, allowed = 0;
+    const uint32_t *keep = leaf->alive;
+    if (filter) {
+        int st = mask_reserve(s, leaf->n);
+        if (st == AVQ_OK) st = avq_filter_leaf_mask(filter, leaf, s->mask, &allowed);
+        if (st != AVQ_OK) return st;
+        if (allowed == 0) return AVQ_OK;
+        keep = s->mask;
+    }
     for (size_t first = 0; first < leaf->n; first += BRUTE_PIECE) {
         size_t count = leaf->n - first < BRUTE_PIECE ? leaf->n - first : BRUTE_PIECE;
         kern->dot_rows(s->q, leaf->store->vectors + first * d, count, d, s->scores);
-        for (size_t i = 0; i < count; i++)
-            if (avq_leaf_slot_alive(leaf, first + i))
-                avq_topk_push(out, point_distance(idx, s->scores[i], leaf, first + i),
-                              leaf->store->ids[first + i]);
+        for (size_t i = 0; i < count; i++) {
+            size_t slot = first + i;
+            if (!keep || (keep[slot >> 5] >> (slot & 31)) & 1u)
+                avq_topk_push(out, point_distance(idx, s->scores[i], leaf, slot),
+                              leaf->store->ids[slot]);
+        }
     }
+    return AVQ_OK;
 }
 
 /* Step 2: the best `count` leaves of query q, best first, into s->leaves
@@ -302,6 +355,160 @@ static void reorder_candidates(const avq_index *idx, const avq_kernels *kern, co
     }
 }
 
+/* ---- filtered search -----------------------------------------------------
+ *
+ * A filter changes two things (doc/DESIGN.md, "Filtered search").
+ *
+ * The plan.  When the filter is known to allow at most exact_below vectors
+ * (a tag filter by the index's tag counts, an allow set by its size), they
+ * are scored exactly from their re-ranking rows: every leaf's allow mask is
+ * made (for tags, from its posting lists: nothing to do for a leaf without
+ * the tags) and its allowed rows go through the same gather kernel as the
+ * reorder.  That costs about one row read per allowed vector plus a little
+ * per leaf, and is exact.  Otherwise the index is scanned:
+ *
+ * The scan.  Leaves are visited best first as usual, but each through its
+ * allow mask, which the kernels take in place of the liveness bitmap: only
+ * allowed points can enter the candidate list, so it fills with allowed
+ * points however rare they are.  A leaf with no allowed point is not
+ * scanned, and runs of 32-point groups without one are skipped.  And the
+ * search does not stop after leaves_to_search leaves: those count only
+ * leaves that had allowed points, and it goes on until min_scanned allowed
+ * points were scanned -- a rare condition spreads the allowed neighbours
+ * of a query over more leaves, and a condition anti-correlated with the
+ * query puts them in leaves far away.
+ */
+
+/* Exact scores of `count` slots of leaf version v (slot numbers in
+ * s->cand[i].id, rows in s->rows) into out. */
+static void score_slots(const avq_index *idx, const avq_kernels *kern, search_scratch *s,
+                        const avq_leaf *v, bool f32, size_t count, avq_topk *out) {
+    size_t row_bytes = idx->dim * (f32 ? sizeof(float) : 1);
+    for (size_t i = 0; i < count; i++)
+        for (size_t b = 0; b < row_bytes; b += 64) AVQ_PREFETCH((const char *)s->rows[i] + b);
+    if (f32)
+        kern->dot_gather(s->q, (const float *const *)s->rows, idx->dim, count, s->exact);
+    else
+        kern->dot_gather_i8(s->q_i8, (const int8_t *const *)s->rows, idx->dim, count, s->exact);
+    for (size_t i = 0; i < count; i++) {
+        size_t slot = (size_t)s->cand[i].id;
+        avq_topk_push(out, point_distance(idx, s->exact[i], v, slot), v->store->ids[slot]);
+    }
+}
+
+/* Score the allowed slots of leaf version v (mask) exactly into out,
+ * `piece` (<= pre_reorder, the size of s->rows) at a time. */
+static void score_allowed(const avq_index *idx, const avq_kernels *kern, search_scratch *s,
+                          const avq_leaf *v, const uint32_t *mask, size_t piece, avq_topk *out) {
+    bool f32 = idx->q->reorder == AVQ_REORDER_FLOAT;
+    size_t d = idx->dim, words = (v->n + 31) / 32, count = 0;
+    for (size_t w = 0; w < words; w++)
+        for (uint32_t m = mask[w]; m; m &= m - 1) {
+            size_t slot = 32 * w + (size_t)__builtin_ctz(m);
+            s->rows[count] = f32 ? (const void *)(v->store->vectors + slot * d)
+                                 : (const void *)(v->store->vectors_i8 + slot * d);
+            s->cand[count++].id = (int64_t)slot;
+            if (count == piece) {
+                score_slots(idx, kern, s, v, f32, count, out);
+                count = 0;
+            }
+        }
+    if (count) score_slots(idx, kern, s, v, f32, count, out);
+}
+
+/* The exact plan: every allowed vector of every leaf (snapshot in s->snap). */
+static int filtered_exact(const avq_index *idx, const avq_kernels *kern, const resolved_params *r,
+                          search_scratch *s, avq_topk *out) {
+    for (size_t l = 0; l < idx->num_leaves; l++) {
+        const avq_leaf *v = s->snap[l];
+        if (v->live == 0) continue;
+        size_t allowed = 0;
+        int st = mask_reserve(s, v->n);
+        if (st == AVQ_OK) st = avq_filter_leaf_mask(r->filter, v, s->mask, &allowed);
+        if (st != AVQ_OK) return st;
+        if (allowed) score_allowed(idx, kern, s, v, s->mask, r->pre_reorder, out);
+    }
+    return AVQ_OK;
+}
+
+/* Scan the allowed points of leaf l (version v, allow mask) for one query:
+ * one kernel call per run of groups that hold an allowed point. */
+static void scan_masked(const avq_index *idx, avq_topk_scan_fn scan, size_t l, const avq_leaf *v,
+                        const uint32_t *mask, const avq_scan_query *query) {
+    int64_t base = (int64_t)((uint64_t)l << 32);
+    size_t K = idx->q->num_blocks, groups = (v->full + 31) / 32;
+    bool four = idx->q->bits == 4;
+    for (size_t g = 0; g < groups;) {
+        if (!mask[g]) {
+            g++;
+            continue;
+        }
+        size_t end = g + 1;
+        while (end < groups && mask[end]) end++;
+        size_t first = 32 * g, last = 32 * end < v->full ? 32 * end : v->full;
+        const uint8_t *codes = v->store->codes + (four ? g * 16 * K : first * K);
+        avq_scan_leaf part = {codes, last - first, K, NULL, base + (int64_t)first, mask + g};
+        scan(&part, 1, query);
+        g = end;
+    }
+    if (v->n > v->full && mask[v->full / 32]) {
+        avq_scan_leaf part = {v->tail, v->n - v->full, K, NULL, base + (int64_t)v->full,
+                              mask + v->full / 32};
+        scan(&part, 1, query);
+    }
+}
+
+/* The scan plan, into cand. */
+static int filtered_scan(const avq_index *idx, const avq_kernels *kern, const resolved_params *r,
+                         search_scratch *s, avq_topk *cand) {
+    size_t L = idx->num_leaves;
+    avq_lut8_info info;
+    int st = build_lut8(idx, s->q, s, s->lut8, &info);
+    if (st != AVQ_OK) return st;
+    avq_topk_scan_fn scan = topk_kernel(idx, kern);
+    /* leaves in order: a first helping, all of them if it runs out */
+    size_t ordered = 4 * r->leaves + 16 < L ? 4 * r->leaves + 16 : L;
+    select_leaves(idx, kern, s->q, s, ordered);
+    size_t visited = 0, scanned = 0;
+    for (size_t i = 0; i < L; i++) {
+        if (i == ordered) {
+            avq_smallest_of(s->scores, L, L, s->leaves);
+            ordered = L;
+        }
+        size_t l = (size_t)s->leaves[i].id;
+        const avq_leaf *v = s->snap[l];
+        if (v->live == 0) continue;
+        size_t allowed = 0;
+        st = mask_reserve(s, v->n);
+        if (st == AVQ_OK) st = avq_filter_leaf_mask(r->filter, v, s->mask, &allowed);
+        if (st != AVQ_OK) return st;
+        if (allowed == 0) continue;
+        avq_scan_query query = {s->lut8, leaf_bias(idx, &s->leaves[i]) + info.offset, info.scale,
+                                cand};
+        scan_masked(idx, scan, l, v, s->mask, &query);
+        scanned += allowed;
+        if (++visited >= r->leaves && scanned >= r->min_scanned) break;
+    }
+    return AVQ_OK;
+}
+
+/* A filtered query, from the prepared query in s->q. */
+static int filtered_search(const avq_index *idx, const avq_kernels *kern, const resolved_params *r,
+                           search_scratch *s, avq_topk *out) {
+    avq_snapshot_leaves(idx, s->snap, NULL, 0);
+    size_t bound = avq_filter_bound(r->filter, idx);
+    if (bound == 0 && avq_filter_bound_is_known(r->filter)) return AVQ_OK;
+    if (bound <= r->exact_below && idx->q->reorder != AVQ_REORDER_NONE)
+        return filtered_exact(idx, kern, r, s, out);
+    avq_topk cand;
+    avq_topk_init(&cand, r->pre_reorder, s->cand, s->cand_capacity);
+    int st = filtered_scan(idx, kern, r, s, &cand);
+    if (st != AVQ_OK) return st;
+    size_t count = avq_topk_take(&cand);
+    reorder_candidates(idx, kern, s->q, s->q_i8, s, cand.items, count, out);
+    return AVQ_OK;
+}
+
 static void write_output(const avq_index *idx, avq_topk *out, double qnorm2, size_t k,
                          int64_t *ids, float *scores) {
     size_t found = avq_topk_finish(out);
@@ -327,7 +534,11 @@ static int search_with_scratch(const avq_index *idx, const avq_kernels *kern,
     avq_topk out;
     avq_topk_init(&out, r->k, s->final, 2 * r->k + 1);
     if (idx->q->mode == AVQ_MODE_BRUTE) {
-        score_all_points(idx, kern, s, &out);
+        st = score_all_points(idx, kern, s, r->filter, &out);
+        if (st != AVQ_OK) return st;
+    } else if (r->filter) {
+        st = filtered_search(idx, kern, r, s, &out);
+        if (st != AVQ_OK) return st;
     } else {
         avq_topk cand;
         avq_topk_init(&cand, r->pre_reorder, s->cand, s->cand_capacity);
@@ -437,6 +648,7 @@ typedef struct {
     resolved_params r;
     chunk_scratch *scratch; /* one per worker */
     const float *queries;
+    const avq_filter *const *filters; /* per query, or NULL */
     int64_t *ids;
     float *scores;
 } batch_job;
@@ -546,12 +758,15 @@ static int chunk_search(void *ctx, size_t begin, size_t end, int worker) {
     return AVQ_OK;
 }
 
-/* The brute-force tier has no leaves to share: one query at a time. */
-static int brute_search(void *ctx, size_t begin, size_t end, int worker) {
+/* The brute-force tier has no leaves to share, and filtered queries scan
+ * each leaf through their own masks: one query at a time. */
+static int single_search(void *ctx, size_t begin, size_t end, int worker) {
     batch_job *job = ctx;
     size_t d = job->idx->dim, k = job->r.k;
+    resolved_params r = job->r;
     for (size_t q = begin; q < end; q++) {
-        int st = search_with_scratch(job->idx, job->kern, &job->r, &job->scratch[worker].s,
+        if (job->filters) r.filter = job->filters[q];
+        int st = search_with_scratch(job->idx, job->kern, &r, &job->scratch[worker].s,
                                      job->queries + q * d, job->ids + q * k,
                                      job->scores ? job->scores + q * k : NULL);
         if (st != AVQ_OK) return query_failed(st, q);
@@ -559,15 +774,24 @@ static int brute_search(void *ctx, size_t begin, size_t end, int worker) {
     return AVQ_OK;
 }
 
-int avq_index_search_batch(const avq_index *idx, const float *queries, size_t nq,
-                           const avq_search_params *p, int threads, int64_t *ids,
-                           float *scores) {
+static int search_batch(const avq_index *idx, const float *queries, size_t nq,
+                        const avq_search_params *p, const avq_filter *const *filters,
+                        int threads, int64_t *ids, float *scores) {
     if (!idx || !queries || !ids)
         return avq_fail(AVQ_ERR_INVALID, "search: NULL index, queries or ids");
     if (nq == 0) return AVQ_OK;
-    batch_job job = {idx, avq_kernels_get(), {0, 0, 0}, NULL, queries, ids, scores};
+    batch_job job;
+    memset(&job, 0, sizeof job);
+    job.idx = idx;
+    job.kern = avq_kernels_get();
+    job.queries = queries;
+    job.filters = filters;
+    job.ids = ids;
+    job.scores = scores;
     int st = resolve_params(idx, p, &job.r);
     if (st != AVQ_OK) return st;
+    if (filters) job.r.filter = NULL;
+    bool one_by_one = idx->q->mode == AVQ_MODE_BRUTE || job.r.filter || filters;
     threads = avq_resolve_threads(threads);
     /* chunks: as large as BATCH_CHUNK allows while every worker gets work */
     size_t chunk = (nq + (size_t)threads - 1) / (size_t)threads;
@@ -582,12 +806,24 @@ int avq_index_search_batch(const avq_index *idx, const float *queries, size_t nq
     if (st == AVQ_OK) {
         /* one reader slot for the whole call: the workers read under it */
         int slot = avq_read_begin((avq_index *)idx);
-        st = avq_parallel_for(nq, chunk, threads,
-                              idx->q->mode == AVQ_MODE_BRUTE ? brute_search : chunk_search, &job,
+        st = avq_parallel_for(nq, chunk, threads, one_by_one ? single_search : chunk_search, &job,
                               NULL, NULL, "search");
         avq_read_end((avq_index *)idx, slot);
     }
     for (int w = 0; w < made; w++) chunk_scratch_free(&job.scratch[w]);
     free(job.scratch);
     return st;
+}
+
+int avq_index_search_batch(const avq_index *idx, const float *queries, size_t nq,
+                           const avq_search_params *p, int threads, int64_t *ids,
+                           float *scores) {
+    return search_batch(idx, queries, nq, p, NULL, threads, ids, scores);
+}
+
+int avq_index_search_batch_filtered(const avq_index *idx, const float *queries, size_t nq,
+                                    const avq_search_params *p,
+                                    const avq_filter *const *filters, int threads, int64_t *ids,
+                                    float *scores) {
+    return search_batch(idx, queries, nq, p, filters, threads, ids, scores);
 }
