@@ -2,8 +2,10 @@
  * test_stress.c -- searches while one writer changes the index, for a
  * while: 2 searcher threads (single and batch searches, contains, get,
  * stats, save_bytes of a snapshot) and 1 writer thread (add, remove,
- * upsert, compact, changing the compaction threshold), on a PQ index with
- * float re-ranking.
+ * upsert, compact, changing the compaction threshold, setting tags), on a
+ * PQ index with float re-ranking.  Vectors added by `add` carry the tags
+ * tags_of(id) = {id % 7, 100 + id % 11} (plain upserts keep them, set_tags
+ * sets them again); some searches are filtered by a tag or a deny set.
  *
  * What must hold (include/avq.h, "Threads" and avq_index_remove):
  *   - no search returns an id whose removal returned before the search
@@ -17,6 +19,9 @@
  *     re-ranking row -- would show here);
  *   - an id whose add returned and whose removal has not begun is
  *     contained, and get returns its vector;
+ *   - a search filtered by tag t returns only ids with id % 7 == t, one
+ *     with the deny set returns none of its ids (the ids below DENY_BELOW
+ *     divisible by 5), and the other checks hold for both;
  *   - every call succeeds.
  * Ids are never reused after a removal, so "removed" is final.
  *
@@ -76,8 +81,22 @@ enum {
     POOL = 8192,        /* vector of id i: pool row (i * 2654435761) % POOL  */
     NQ = 64,
     K = 20,
-    MAX_IDS = 1 << 22   /* the writer stops adding new ids past this         */
+    MAX_IDS = 1 << 22,  /* the writer stops adding new ids past this         */
+    DENY_BELOW = 1 << 16
 };
+
+/* The tags of an id (see the top). */
+static size_t tags_of(int64_t id, uint32_t *out) {
+    out[0] = (uint32_t)(id % 7);
+    out[1] = (uint32_t)(100 + id % 11);
+    return 2;
+}
+
+/* CSR tags of n ids into off (n + 1) and tags (2n). */
+static void tags_csr(const int64_t *ids, size_t n, size_t *off, uint32_t *tags) {
+    off[0] = 0;
+    for (size_t i = 0; i < n; i++) off[i + 1] = off[i] + tags_of(ids[i], tags + off[i]);
+}
 
 static float *pool, *queries;
 
@@ -161,8 +180,11 @@ static void *writer(void *p) {
                 atomic_store(&added[ids[i]], 1);
             }
             int64_t out[256];
-            int st = avq_index_add(w->index, rows, n, automatic ? NULL : ids,
-                                   (int)(splitmix(&rng) % 3), out);
+            size_t off[257];
+            uint32_t tags[512];
+            tags_csr(ids, n, off, tags);
+            int st = avq_index_add_tagged(w->index, rows, n, automatic ? NULL : ids, off, tags,
+                                          (int)(splitmix(&rng) % 3), out);
             if (st != AVQ_OK) {
                 writer_fail("add", st);
                 break;
@@ -244,6 +266,24 @@ static void *writer(void *p) {
                 w->live[w->nlive++] = fresh;
             }
             w->upserts += m;
+        } else if (r < 0.97 && w->nlive > n) {
+            /* set the tags of live ids again (the same ones: the searchers'
+             * invariant stays) -- a new version of their leaves */
+            size_t m = 0;
+            for (size_t i = 0; i < n; i++) {
+                int64_t id = w->live[splitmix(&rng) % w->nlive];
+                bool dup = false;
+                for (size_t j = 0; j < m; j++) dup |= ids[j] == id;
+                if (!dup) ids[m++] = id;
+            }
+            size_t off[257];
+            uint32_t tags[512];
+            tags_csr(ids, m, off, tags);
+            int st = avq_index_set_tags(w->index, ids, m, off, tags);
+            if (st != AVQ_OK) {
+                writer_fail("set_tags", st);
+                break;
+            }
         } else {
             int st;
             if (splitmix(&rng) % 2) {
@@ -270,7 +310,8 @@ static void *writer(void *p) {
 typedef struct {
     const avq_index *index;
     int number;
-    size_t searches, results, checked_scores, snapshots, gets;
+    size_t searches, results, checked_scores, snapshots, gets, filtered;
+    avq_filter *by_tag[7], *deny; /* shared by both searchers */
 } searcher_state;
 
 static double dot(const float *a, const float *b) {
@@ -345,7 +386,7 @@ static void *searcher(void *p) {
         size_t q = splitmix(&rng) % NQ;
         uint32_t s0 = atomic_load(&seq);
         int r = (int)(splitmix(&rng) % 8);
-        if (r < 5) {
+        if (r < 4) {
             sp.leaves_to_search = r == 0 ? avq_index_num_leaves(st->index) : 0;
             int s = avq_index_search(st->index, queries + q * DIM, &sp, ids, scores);
             TCHECK(s == AVQ_OK, "search: %s", avq_last_error());
@@ -353,6 +394,28 @@ static void *searcher(void *p) {
                 atomic_store(&failed, 1);
                 break;
             }
+            st->searches++;
+        } else if (r == 4) {
+            /* filtered: by a tag (scan or exact plan), or by the deny set */
+            avq_search_params fp = sp;
+            int kind = (int)(splitmix(&rng) % 8);
+            fp.filter = kind < 7 ? st->by_tag[kind] : st->deny;
+            fp.filter_exact_below = splitmix(&rng) % 2 ? 1 : 100000;
+            int s = avq_index_search(st->index, queries + q * DIM, &fp, ids, scores);
+            TCHECK(s == AVQ_OK, "filtered search: %s", avq_last_error());
+            for (int i = 0; i < K; i++) {
+                int64_t id = ids[i];
+                if (id == AVQ_NO_ID) continue;
+                TCHECK(kind == 7 || id % 7 == kind, "tag %d filter returned id %lld", kind,
+                       (long long)id);
+                TCHECK(kind < 7 || id >= DENY_BELOW || id % 5 != 0,
+                       "the deny filter returned id %lld", (long long)id);
+            }
+            if (!check_results(ids, scores, queries + q * DIM, s0, st, K)) {
+                atomic_store(&failed, 1);
+                break;
+            }
+            st->filtered++;
             st->searches++;
         } else if (r == 5) {
             /* a batch of 8 queries (from q on, wrapping) */
@@ -459,10 +522,39 @@ static int run_stress(double seconds) {
     int st = avq_index_build(init, N0, DIM, &p, &index);
     CHECK(st == AVQ_OK, "build: %s", avq_last_error());
     free(init);
+    {
+        int64_t *ids0 = malloc(N0 * sizeof *ids0);
+        size_t *off = malloc((N0 + 1) * sizeof *off);
+        uint32_t *tags = malloc(2 * N0 * sizeof *tags);
+        for (int64_t i = 0; i < N0; i++) ids0[i] = i;
+        tags_csr(ids0, N0, off, tags);
+        st = avq_index_set_tags(index, ids0, N0, off, tags);
+        CHECK(st == AVQ_OK, "set_tags: %s", avq_last_error());
+        free(ids0);
+        free(off);
+        free(tags);
+    }
+    avq_filter *by_tag[7], *deny = NULL;
+    for (uint32_t t = 0; t < 7; t++)
+        CHECK(avq_filter_tags_any(&t, 1, &by_tag[t]) == AVQ_OK, "filter: %s", avq_last_error());
+    {
+        int64_t *d = malloc(DENY_BELOW / 5 * sizeof *d + sizeof *d);
+        size_t nd = 0;
+        for (int64_t id = 0; id < DENY_BELOW; id += 5) d[nd++] = id;
+        CHECK(avq_filter_deny_ids(d, nd, &deny) == AVQ_OK, "filter: %s", avq_last_error());
+        free(d);
+    }
 
     writer_state w = {index, seconds, 0, 0, 0, 0, 0, malloc(MAX_IDS * sizeof(int64_t)), 0};
     for (int64_t i = 0; i < N0; i++) w.live[w.nlive++] = i;
-    searcher_state s[2] = {{index, 0, 0, 0, 0, 0, 0}, {index, 1, 0, 0, 0, 0, 0}};
+    searcher_state s[2];
+    memset(s, 0, sizeof s);
+    for (int i = 0; i < 2; i++) {
+        s[i].index = index;
+        s[i].number = i;
+        memcpy(s[i].by_tag, by_tag, sizeof by_tag);
+        s[i].deny = deny;
+    }
     pthread_t tw, ts[2];
     for (int i = 0; i < 2; i++) CHECK(pthread_create(&ts[i], NULL, searcher, &s[i]) == 0, "pthread_create");
     CHECK(pthread_create(&tw, NULL, writer, &w) == 0, "pthread_create");
@@ -470,9 +562,10 @@ static int run_stress(double seconds) {
     for (int i = 0; i < 2; i++) pthread_join(ts[i], NULL);
 
     INFO("%.1f s: writer %zu ops (%zu added, %zu removed, %zu upserted, %zu compactions/thresholds); "
-         "searchers %zu + %zu searches, %zu results checked (%zu scores), %zu gets, %zu snapshots; "
-         "%zu live at the end",
+         "searchers %zu + %zu searches (%zu filtered), %zu results checked (%zu scores), %zu gets, "
+         "%zu snapshots; %zu live at the end",
          seconds, w.ops, w.adds, w.removes, w.upserts, w.compacts, s[0].searches, s[1].searches,
+         s[0].filtered + s[1].filtered,
          s[0].results + s[1].results, s[0].checked_scores + s[1].checked_scores, s[0].gets + s[1].gets,
          s[0].snapshots, w.nlive);
     int ok = !atomic_load(&failed);
@@ -482,6 +575,8 @@ static int run_stress(double seconds) {
     for (size_t i = 0; i < w.nlive; i++)
         CHECK(avq_index_contains(index, w.live[i]), "live id %lld missing", (long long)w.live[i]);
     CHECK(w.ops > 10 && s[0].searches + s[1].searches > 10, "the run did nothing");
+    for (int t = 0; t < 7; t++) avq_filter_free(by_tag[t]);
+    avq_filter_free(deny);
     avq_index_free(index);
     free(w.live);
     free(pool);
