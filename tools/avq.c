@@ -22,6 +22,8 @@ static const command commands[] = {
     {"remove", cmd_remove, "remove vectors from an index file by id"},
     {"upsert", cmd_upsert, "insert or replace vectors of an index file by id"},
     {"compact", cmd_compact, "reclaim the space of removed vectors"},
+    {"tag", cmd_tag, "replace the tags of vectors of an index file"},
+    {"get-tags", cmd_get_tags, "print the tags of vectors of an index file"},
     {"gt", cmd_gt, "exact top-k ground truth of queries against a base set"},
     {"search", cmd_search, "search queries (exact brute force, or an index)"},
     {"eval", cmd_eval, "recall of search results against ground truth"},
@@ -47,10 +49,12 @@ static void print_help(FILE *out) {
             "commands:\n",
             avq_version());
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].summary);
+        fprintf(out, "  %-9s %s\n", commands[i].name, commands[i].summary);
     fprintf(out,
             "\nvector files: .fvecs .ivecs .bvecs .npy, or HDF5 as FILE.hdf5:DATASET\n"
             "metrics: ip (inner product), l2 (squared Euclidean), cos (cosine)\n"
+            "tags and filters: build/add/upsert --tags, tag, get-tags; search --allow-ids,\n"
+            "  --deny-ids, --tags-any, --tags-all (see avq search --help)\n"
             "environment: AVQ_ISA=scalar|avx2|avx512 forces a SIMD kernel set\n"
             "the paper's experiment (Fig. 3) is the separate program avq-paper (make paper)\n");
 }

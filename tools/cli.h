@@ -24,6 +24,8 @@ int cmd_add(int argc, char **argv);
 int cmd_remove(int argc, char **argv);
 int cmd_upsert(int argc, char **argv);
 int cmd_compact(int argc, char **argv);
+int cmd_tag(int argc, char **argv);
+int cmd_get_tags(int argc, char **argv);
 
 /* Name messages after this program instead of "avq CMD" (avq-paper). */
 void cli_set_program(const char *name);

@@ -5,6 +5,7 @@
 #include "avq.h"
 #include "cli.h"
 #include "dataset.h"
+#include "cli_tags.h"
 
 #include <getopt.h>
 #include <math.h>
@@ -38,7 +39,10 @@ static void build_usage(FILE *out) {
             "  --reorder float|int8|none   re-ranking data kept (default float)\n"
             "  --brute-force-below N  exact tier below N points (default 20000)\n"
             "  --threads N            worker threads (default all CPUs)\n"
-            "  --seed N               random seed (default 42)\n");
+            "  --seed N               random seed (default 42)\n"
+            "  --tags TAGS            tags of the vectors (ids 0..n-1): a tag file with one\n"
+            "                         line per row of B, checked before training\n");
+    fputs(tags_file_help, out);
 }
 
 /* Prints each stage's duration when it ends, and the progress bar. */
@@ -105,6 +109,16 @@ static void warn_flat_eta(const avq_build_params *p, const float_matrix *base) {
                          : "For un-normalised vectors use --threshold-kind relative.");
 }
 
+/* Give the rows of a new index (ids 0..n-1) their tags. */
+static int set_build_tags(avq_index *index, const tag_table *tags) {
+    int64_t *ids = malloc(tags->n * sizeof *ids);
+    if (!ids) return cli_set_nomem("ids", tags->n * sizeof *ids);
+    for (size_t i = 0; i < tags->n; i++) ids[i] = (int64_t)i;
+    int st = avq_index_set_tags(index, ids, tags->n, tags->offsets, tags->tags);
+    free(ids);
+    return st;
+}
+
 int cmd_build(int argc, char **argv) {
     static const struct option opts[] = {
         {"base", required_argument, 0, 'b'},  {"metric", required_argument, 0, 'm'},
@@ -119,8 +133,9 @@ int cmd_build(int argc, char **argv) {
         {"threshold-kind", required_argument, 0, 'K'},
         {"brute-force-below", required_argument, 0, 'F'},
         {"threads", required_argument, 0, 't'}, {"seed", required_argument, 0, 's'},
+        {"tags", required_argument, 0, 'g'},
         {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
-    const char *base_path = NULL, *out_path = NULL, *metric_name = NULL;
+    const char *base_path = NULL, *out_path = NULL, *metric_name = NULL, *tags_path = NULL;
     /* options are applied after the metric is known (its defaults differ) */
     const char *val[128] = {0};
     int c;
@@ -131,6 +146,7 @@ int cmd_build(int argc, char **argv) {
         case 'b': base_path = optarg; break;
         case 'o': out_path = optarg; break;
         case 'm': metric_name = optarg; break;
+        case 'g': tags_path = optarg; break;
         case 'h': build_usage(stdout); return 0;
         case '?': return cli_bad_option("build", argv);
         default: val[c] = optarg; break;
@@ -139,6 +155,7 @@ int cmd_build(int argc, char **argv) {
     if (optind < argc) return cli_usage_error("build", "unexpected argument '%s'", argv[optind]);
     if (!base_path || !out_path || !metric_name)
         return cli_usage_error("build", "--base, --metric and --out are required");
+    if (tags_path && !*tags_path) return cli_usage_error("build", "--tags needs a file name");
     avq_metric metric;
     if (avq_metric_parse(metric_name, &metric) != AVQ_OK) return cli_fail("build", AVQ_ERR_INVALID);
     avq_build_params p;
@@ -201,6 +218,11 @@ int cmd_build(int argc, char **argv) {
     float_matrix base;
     int st = dataset_read_float(base_path, &base);
     if (st) return cli_fail("build", st);
+    tag_table tags = {0};
+    if (tags_path && (st = tags_read_file(tags_path, base.rows, base_path, &tags))) {
+        float_matrix_free(&base);
+        return cli_fail("build", st);
+    }
     warn_flat_eta(&p, &base);
     stage_timer timer = {{0}, 0, cli_now()};
     p.progress = timed_progress;
@@ -208,7 +230,12 @@ int cmd_build(int argc, char **argv) {
     avq_index *index = NULL;
     st = avq_index_build(base.data, base.rows, base.cols, &p, &index);
     float_matrix_free(&base);
-    if (st) return cli_fail("build", st);
+    if (!st && tags.tagged) st = set_build_tags(index, &tags);
+    tag_table_free(&tags);
+    if (st) {
+        avq_index_free(index);
+        return cli_fail("build", st);
+    }
     timed_progress(&timer, "save", 0, 1);
     st = avq_index_save(index, out_path);
     timed_progress(&timer, "done", 1, 1);
@@ -216,8 +243,15 @@ int cmd_build(int argc, char **argv) {
         avq_index_free(index);
         return cli_fail("build", st);
     }
-    fprintf(stderr, "avq build: %zu vectors of dimension %zu, %zu leaves, %.1f s in all, wrote %s\n",
-            avq_index_size(index), avq_index_dim(index), avq_index_num_leaves(index),
+    avq_index_stats stats;
+    if (avq_index_get_stats(index, &stats)) stats.tagged = 0;
+    char tagged[64] = "";
+    if (stats.tagged)
+        snprintf(tagged, sizeof tagged, ", %zu tagged (%zu distinct tags)", stats.tagged,
+                 stats.distinct_tags);
+    fprintf(stderr, "avq build: %zu vectors of dimension %zu, %zu leaves%s, %.1f s in all, "
+                    "wrote %s\n",
+            avq_index_size(index), avq_index_dim(index), avq_index_num_leaves(index), tagged,
             cli_now() - timer.build_start, out_path);
     avq_index_free(index);
     return 0;
@@ -226,7 +260,8 @@ int cmd_build(int argc, char **argv) {
 static void info_usage(FILE *out) {
     fprintf(out, "usage: avq info INDEX\n\n"
                  "Describe an index file: sizes, parameters, live and removed (dead) vectors,\n"
-                 "how even the leaves still are, memory, load time.\n"
+                 "how even the leaves still are, tags, the filter planner's thresholds,\n"
+                 "memory, load time.\n"
                  "  --help   this text\n");
 }
 
@@ -294,6 +329,21 @@ int cmd_info(int argc, char **argv) {
     printf("reorder           %s\n", reorder_name(p.reorder));
     printf("search defaults   leaves_to_search %zu, pre_reorder %zu\n", sp.leaves_to_search,
            sp.pre_reorder);
+    printf("tags              %zu of %zu live vectors tagged, %zu distinct tags, %zu postings "
+           "((vector, tag) pairs)\n",
+           stats.tagged, stats.live, stats.distinct_tags, stats.tag_postings);
+    /* 0 in the defaults means the library's built-in rule (avq.h) */
+    size_t exact_below = sp.filter_exact_below ? sp.filter_exact_below : 4096;
+    size_t min_scanned = sp.filter_min_scanned ? sp.filter_min_scanned : 8 * sp.pre_reorder;
+    if (p.reorder == AVQ_REORDER_NONE)
+        printf("filter planner    filtered scan going on until >= %zu allowed were scanned "
+               "(no exact scoring: reorder none)\n",
+               min_scanned);
+    else
+        printf("filter planner    exact scoring if a filter allows <= %zu vectors, else a "
+               "filtered scan going on until >= %zu allowed were scanned (doc/DESIGN.md, "
+               "\"Filtered search\")\n",
+               exact_below, min_scanned);
     printf("memory            %zu bytes (%s bytes/vector)\n", memory,
            per_vector(b2, sizeof b2, memory, n));
     printf("load (mmap)       %.2f ms (checksums verified)\n", load_ms);

@@ -1,9 +1,11 @@
 /*
  * cmd_living.c -- the commands that change a saved index in place: `avq
- * add`, `avq remove`, `avq upsert` and `avq compact`.
+ * add`, `avq remove`, `avq upsert`, `avq compact` and `avq tag`; and `avq
+ * get-tags`, which only reads one.
  *
- * Each one loads the index file, makes one all-or-nothing call of the
- * library's writer API (avq_index_add / _remove / _upsert / _compact), and
+ * Each writer loads the index file, makes one all-or-nothing call of the
+ * library's writer API (avq_index_add / _remove / _upsert / _compact /
+ * _set_tags, or their _tagged forms), and
  * only if that succeeded saves the result -- back over the index file, or
  * to --out.  avq_index_save writes a temporary file and renames it into
  * place, so a failure at any step (bad input, a full disk, Ctrl-C) leaves
@@ -16,6 +18,7 @@
 #include "avq.h"
 #include "cli.h"
 #include "dataset.h"
+#include "cli_tags.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -28,17 +31,19 @@ enum {
     OPT_IDS = 1u << 1,
     OPT_THREADS = 1u << 2,
     OPT_MIN_DEAD = 1u << 3,
+    OPT_TAGS = 1u << 4,
 };
 
 typedef struct {
-    const char *index_path, *base_path, *ids_path, *out_path;
+    const char *index_path, *base_path, *ids_path, *out_path, *tags_path;
     long threads;
     float min_dead;
 } living_opts;
 
 static void add_usage(FILE *out) {
     fprintf(out,
-            "usage: avq add --index INDEX --base NEW [--ids IDS] [--out OUT] [--threads N]\n\n"
+            "usage: avq add --index INDEX --base NEW [--ids IDS] [--tags TAGS] [--out OUT]\n"
+            "               [--threads N]\n\n"
             "Add the vectors of NEW to an index, encoded with its trained quantizer (no\n"
             "retraining), and save it back to INDEX (or to OUT).  Nothing is written if\n"
             "anything fails.  Prints 'added N ..., size M' on stdout.\n"
@@ -49,13 +54,17 @@ static void add_usage(FILE *out) {
             "                  .ivecs, .npy (int64/int32), FILE.hdf5:ids, or a text file\n"
             "                  with one id per line; default: automatic ids (one more than\n"
             "                  the largest id the index ever held, counting up)\n"
+            "  --tags TAGS     the tags of the new vectors: a tag file (below) with one\n"
+            "                  line per row of NEW; default: no tags\n"
             "  --out OUT       write the result to OUT and leave INDEX as it is\n"
             "  --threads N     encoding threads (default: all CPUs)\n");
+    fputs(tags_file_help, out);
 }
 
 static void upsert_usage(FILE *out) {
     fprintf(out,
-            "usage: avq upsert --index INDEX --base NEW --ids IDS [--out OUT] [--threads N]\n\n"
+            "usage: avq upsert --index INDEX --base NEW --ids IDS [--tags TAGS] [--out OUT]\n"
+            "                  [--threads N]\n\n"
             "Insert or replace: the rows of NEW whose id is in the index replace its vector,\n"
             "the others are added.  Saved back to INDEX (or OUT) only if all succeeded.\n"
             "Prints 'replaced R, added A, size M' on stdout.\n"
@@ -63,8 +72,28 @@ static void upsert_usage(FILE *out) {
             "  --base NEW      vectors (.fvecs .bvecs .npy FILE.hdf5:train)\n"
             "  --ids IDS       one distinct id per row of NEW (.ivecs, .npy int64/int32,\n"
             "                  FILE.hdf5:ids, or text with one id per line)\n"
+            "  --tags TAGS     every row gets exactly these tags: a tag file (below) with\n"
+            "                  one line per row of NEW; without --tags a replaced vector\n"
+            "                  keeps its tags and an added one has none\n"
             "  --out OUT       write the result to OUT and leave INDEX as it is\n"
             "  --threads N     encoding threads (default: all CPUs)\n");
+    fputs(tags_file_help, out);
+}
+
+static void tag_usage(FILE *out) {
+    fprintf(out,
+            "usage: avq tag --index INDEX --ids IDS --tags TAGS [--out OUT]\n\n"
+            "Replace the tags of vectors already in the index (their vectors stay as they\n"
+            "are); all or nothing.  To tag an index made by 'avq build' (ids 0..n-1) give\n"
+            "the ids 0..n-1 (seq 0 $((n-1)) > ids.txt), or use 'avq build --tags'.\n"
+            "Prints 'set the tags of N vectors (W with tags, T tags in all), size M'.\n"
+            "  --index INDEX   index file (changed in place)\n"
+            "  --ids IDS       the ids to tag, each in the index and listed once (.ivecs,\n"
+            "                  .npy int64/int32, FILE.hdf5:ids, or text, one id per line)\n"
+            "  --tags TAGS     their new tags: a tag file (below), line i for the i-th id;\n"
+            "                  an empty line removes a vector's tags\n"
+            "  --out OUT       write the result to OUT and leave INDEX as it is\n");
+    fputs(tags_file_help, out);
 }
 
 static void remove_usage(FILE *out) {
@@ -97,6 +126,7 @@ static int parse_opts(const char *cmd, int argc, char **argv, unsigned allowed,
         {"index", required_argument, 0, 'i'}, {"base", required_argument, 0, 'b'},
         {"ids", required_argument, 0, 'd'},   {"out", required_argument, 0, 'o'},
         {"threads", required_argument, 0, 't'}, {"min-dead", required_argument, 0, 'm'},
+        {"tags", required_argument, 0, 'g'},
         {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
     *o = (living_opts){0};
     int c, which = 0;
@@ -104,7 +134,7 @@ static int parse_opts(const char *cmd, int argc, char **argv, unsigned allowed,
     opterr = 0;
     while ((c = getopt_long(argc, argv, "", opts, &which)) != -1) {
         unsigned need = c == 'b' ? OPT_BASE : c == 'd' ? OPT_IDS : c == 't' ? OPT_THREADS
-                      : c == 'm' ? OPT_MIN_DEAD : 0;
+                      : c == 'm' ? OPT_MIN_DEAD : c == 'g' ? OPT_TAGS : 0;
         if (need && !(allowed & need))
             return cli_usage_error(cmd, "option '--%s' does not apply to 'avq %s'",
                                    opts[which].name, cmd);
@@ -113,6 +143,7 @@ static int parse_opts(const char *cmd, int argc, char **argv, unsigned allowed,
         case 'b': o->base_path = optarg; break;
         case 'd': o->ids_path = optarg; break;
         case 'o': o->out_path = optarg; break;
+        case 'g': o->tags_path = optarg; break;
         case 't':
             if (!cli_parse_int(optarg, 0, 256, &o->threads))
                 return cli_usage_error(cmd, "--threads must be 0..256, got '%s'", optarg);
@@ -129,8 +160,10 @@ static int parse_opts(const char *cmd, int argc, char **argv, unsigned allowed,
     if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
     if (!o->index_path) return cli_usage_error(cmd, "--index is required");
     if ((allowed & OPT_BASE) && !o->base_path) return cli_usage_error(cmd, "--base is required");
-    if (!strcmp(cmd, "upsert") || !strcmp(cmd, "remove"))
+    if (!strcmp(cmd, "upsert") || !strcmp(cmd, "remove") || !strcmp(cmd, "tag"))
         if (!o->ids_path) return cli_usage_error(cmd, "--ids is required");
+    if (!strcmp(cmd, "tag") && !o->tags_path) return cli_usage_error(cmd, "--tags is required");
+    if (o->tags_path && !*o->tags_path) return cli_usage_error(cmd, "--tags needs a file name");
     if (o->out_path && !*o->out_path) return cli_usage_error(cmd, "--out needs a file name");
     return -1;
 }
@@ -140,12 +173,14 @@ typedef struct {
     avq_index *index;
     float_matrix base; /* rows 0 if no --base */
     id_list ids;       /* n 0 if no --ids */
+    tag_table tags;    /* n 0 if no --tags */
 } inputs;
 
 static void inputs_free(inputs *in) {
     avq_index_free(in->index);
     float_matrix_free(&in->base);
     id_list_free(&in->ids);
+    tag_table_free(&in->tags);
     memset(in, 0, sizeof *in);
 }
 
@@ -180,6 +215,16 @@ static int load_inputs(const char *cmd, const living_opts *o, inputs *in) {
             rc = cli_error(cmd, "row count mismatch: %s holds %zu vectors but %s holds %zu ids "
                                 "(one id per vector)",
                            o->base_path, in->base.rows, o->ids_path, in->ids.n);
+            goto fail;
+        }
+    }
+    if (o->tags_path) {
+        /* one line per vector of --base, or (avq tag) per id */
+        size_t rows = o->base_path ? in->base.rows : in->ids.n;
+        st = tags_read_file(o->tags_path, rows, o->base_path ? o->base_path : o->ids_path,
+                            &in->tags);
+        if (st) {
+            rc = cli_fail(cmd, st);
             goto fail;
         }
     }
@@ -218,7 +263,8 @@ static size_t distinct_ids(const int64_t *ids, size_t n) {
 
 int cmd_add(int argc, char **argv) {
     living_opts o;
-    int rc = parse_opts("add", argc, argv, OPT_BASE | OPT_IDS | OPT_THREADS, add_usage, &o);
+    int rc = parse_opts("add", argc, argv, OPT_BASE | OPT_IDS | OPT_THREADS | OPT_TAGS, add_usage,
+                        &o);
     if (rc >= 0) return rc;
     inputs in;
     if ((rc = load_inputs("add", &o, &in))) return rc;
@@ -228,8 +274,11 @@ int cmd_add(int argc, char **argv) {
         inputs_free(&in);
         return cli_error("add", "out of memory for %zu ids", n);
     }
-    int st = avq_index_add(in.index, in.base.data, n, o.ids_path ? in.ids.data : NULL,
-                           (int)o.threads, used);
+    int st = o.tags_path ? avq_index_add_tagged(in.index, in.base.data, n,
+                                                o.ids_path ? in.ids.data : NULL, in.tags.offsets,
+                                                in.tags.tags, (int)o.threads, used)
+                         : avq_index_add(in.index, in.base.data, n,
+                                         o.ids_path ? in.ids.data : NULL, (int)o.threads, used);
     if (st) {
         rc = cli_fail("add", st);
     } else {
@@ -238,6 +287,7 @@ int cmd_add(int argc, char **argv) {
             printf("added %zu", n);
             if (!o.ids_path) printf(" (ids %lld..%lld)", (long long)used[0],
                                     (long long)used[n - 1]);
+            if (o.tags_path) printf(", %zu tagged", in.tags.tagged);
             printf(", size %zu\n", avq_index_size(in.index));
         }
     }
@@ -248,14 +298,17 @@ int cmd_add(int argc, char **argv) {
 
 int cmd_upsert(int argc, char **argv) {
     living_opts o;
-    int rc = parse_opts("upsert", argc, argv, OPT_BASE | OPT_IDS | OPT_THREADS, upsert_usage,
-                        &o);
+    int rc = parse_opts("upsert", argc, argv, OPT_BASE | OPT_IDS | OPT_THREADS | OPT_TAGS,
+                        upsert_usage, &o);
     if (rc >= 0) return rc;
     inputs in;
     if ((rc = load_inputs("upsert", &o, &in))) return rc;
     size_t replaced = 0;
-    int st = avq_index_upsert(in.index, in.base.data, in.base.rows, in.ids.data,
-                              (int)o.threads, &replaced);
+    int st = o.tags_path ? avq_index_upsert_tagged(in.index, in.base.data, in.base.rows,
+                                                   in.ids.data, in.tags.offsets, in.tags.tags,
+                                                   (int)o.threads, &replaced)
+                         : avq_index_upsert(in.index, in.base.data, in.base.rows, in.ids.data,
+                                            (int)o.threads, &replaced);
     if (st) rc = cli_fail("upsert", st);
     else rc = save_index("upsert", &o, in.index);
     if (!rc)
@@ -309,5 +362,114 @@ int cmd_compact(int argc, char **argv) {
                compacted, before.dead, after.dead, before.memory_bytes, after.memory_bytes,
                after.live);
     inputs_free(&in);
+    return rc;
+}
+
+int cmd_tag(int argc, char **argv) {
+    living_opts o;
+    int rc = parse_opts("tag", argc, argv, OPT_IDS | OPT_TAGS, tag_usage, &o);
+    if (rc >= 0) return rc;
+    inputs in;
+    if ((rc = load_inputs("tag", &o, &in))) return rc;
+    int st = avq_index_set_tags(in.index, in.ids.data, in.ids.n, in.tags.offsets, in.tags.tags);
+    if (st) rc = cli_fail("tag", st);
+    else rc = save_index("tag", &o, in.index);
+    if (!rc)
+        printf("set the tags of %zu vectors (%zu with tags, %zu tags in all), size %zu\n",
+               in.tags.n, in.tags.tagged, in.tags.offsets[in.tags.n],
+               avq_index_size(in.index));
+    inputs_free(&in);
+    return rc;
+}
+
+static void get_tags_usage(FILE *out) {
+    fprintf(out,
+            "usage: avq get-tags INDEX ID... | avq get-tags INDEX --ids IDS\n\n"
+            "Print the tags of vectors of an index: one line per id, in the order given,\n"
+            "'ID<tab>TAGS' with the tags ascending and comma-separated (nothing after the\n"
+            "tab for a vector without tags).  'cut -f2' of the output is a tag file for\n"
+            "'avq tag' / 'avq add --tags'.  An id not in the index is an error.  Put\n"
+            "'--' before negative ids (avq get-tags INDEX -- -42).\n"
+            "  --ids IDS   read the ids from a file (.ivecs, .npy int64/int32,\n"
+            "              FILE.hdf5:ids, or text with one id per line)\n"
+            "  --mmap      map the index file instead of reading it\n");
+}
+
+/* Print the tags of one id; returns 0 or an exit code. */
+static int print_tags(const avq_index *index, int64_t id, uint32_t **buf, size_t *cap) {
+    size_t count = 0;
+    int st = avq_index_get_tags(index, id, NULL, 0, &count);
+    if (st) return cli_fail("get-tags", st);
+    if (count > *cap) {
+        uint32_t *p = realloc(*buf, count * sizeof *p);
+        if (!p) return cli_error("get-tags", "out of memory for %zu tags", count);
+        *buf = p;
+        *cap = count;
+    }
+    if (count && (st = avq_index_get_tags(index, id, *buf, *cap, &count)))
+        return cli_fail("get-tags", st);
+    printf("%lld\t", (long long)id);
+    for (size_t i = 0; i < count; i++) printf(i ? ",%u" : "%u", (unsigned)(*buf)[i]);
+    putchar('\n');
+    return 0;
+}
+
+int cmd_get_tags(int argc, char **argv) {
+    static const struct option opts[] = {{"ids", required_argument, 0, 'd'},
+                                         {"mmap", no_argument, 0, 'M'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    const char *ids_path = NULL;
+    int use_mmap = 0, c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'd': ids_path = optarg; break;
+        case 'M': use_mmap = 1; break;
+        case 'h': get_tags_usage(stdout); return 0;
+        default: return cli_bad_option("get-tags", argv);
+        }
+    }
+    if (optind >= argc) return cli_usage_error("get-tags", "expected an index file");
+    const char *index_path = argv[optind++];
+    size_t given = (size_t)(argc - optind);
+    if (ids_path && given) return cli_usage_error("get-tags", "give ids on the command line or --ids, not both");
+    if (!ids_path && !given) return cli_usage_error("get-tags", "expected at least one id (or --ids FILE)");
+    id_list ids = {0, NULL};
+    if (ids_path) {
+        int st = dataset_read_ids(ids_path, &ids);
+        if (st) return cli_fail("get-tags", st);
+    } else {
+        ids.data = malloc(given * sizeof *ids.data);
+        if (!ids.data) return cli_error("get-tags", "out of memory for %zu ids", given);
+        ids.n = given;
+        for (size_t i = 0; i < given; i++) {
+            long v;
+            if (!cli_parse_int(argv[optind + (int)i], INT64_MIN, INT64_MAX, &v)) {
+                id_list_free(&ids);
+                return cli_usage_error("get-tags", "'%s' is not an id (a 64-bit integer)",
+                                       argv[optind + (int)i]);
+            }
+            ids.data[i] = (int64_t)v;
+        }
+    }
+    avq_index *index = NULL;
+    int st = avq_index_load(index_path, use_mmap ? AVQ_LOAD_MMAP : AVQ_LOAD_COPY, &index);
+    if (st) {
+        id_list_free(&ids);
+        return cli_fail("get-tags", st);
+    }
+    /* check every id first: an error prints nothing on stdout */
+    int rc = 0;
+    for (size_t i = 0; i < ids.n && !rc; i++)
+        if (!avq_index_contains(index, ids.data[i]))
+            rc = cli_error("get-tags", "id %lld is not in %s", (long long)ids.data[i], index_path);
+    uint32_t *buf = NULL;
+    size_t cap = 0;
+    for (size_t i = 0; i < ids.n && !rc; i++) rc = print_tags(index, ids.data[i], &buf, &cap);
+    free(buf);
+    avq_index_free(index);
+    id_list_free(&ids);
     return rc;
 }

@@ -9,6 +9,7 @@
 #include "cli.h"
 #include "cmd_common.h"
 #include "dataset.h"
+#include "cli_tags.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -18,7 +19,9 @@ static void usage(FILE *out) {
     fprintf(out,
             "usage: avq search --exact --base B --query Q --metric ip|l2|cos --k K --out R\n"
             "       avq search --index INDEX --query Q --k K --out R [--leaves-to-search L]\n"
-            "                  [--reorder R] [--batch] [--threads T] [--mmap]\n\n"
+            "                  [--reorder R] [--batch] [--threads T] [--mmap]\n"
+            "                  [--allow-ids F | --deny-ids F | --tags-any L | --tags-all L]\n"
+            "                  [--filter-min-scanned N] [--filter-exact-below N]\n\n"
             "  --index INDEX   search an index written by 'avq build'\n"
             "  --leaves-to-search L   leaves scanned per query (default: the index's)\n"
             "  --reorder R     candidates re-scored exactly (pre_reorder; default: the\n"
@@ -34,12 +37,15 @@ static void usage(FILE *out) {
             "  --out R         result ids (.ivecs .npy FILE.hdf5:DATASET)\n"
             "  --scores S      also write the scores (.fvecs .npy)\n"
             "  --threads T     worker threads (default: all CPUs)\n"
-            "Prints 'qps <queries per second>' on stdout.\n");
+            "Prints 'qps <queries per second>' on stdout.\n\n");
+    fputs(tags_filter_help, out);
 }
 
 typedef struct {
     size_t k, leaves, pre_reorder;
     int threads, batch, use_mmap;
+    filter_options filter;
+    size_t filter_min_scanned, filter_exact_below;
 } index_settings;
 
 static int write_results(const char *out_path, const char *scores_path, const int64_t *ids,
@@ -56,18 +62,26 @@ static int write_results(const char *out_path, const char *scores_path, const in
  * ann-benchmarks) unless --batch. */
 static int search_index(const char *index_path, const char *query_path, const char *out_path,
                         const char *scores_path, const index_settings *set) {
+    /* the filter first: a bad id or tag list is reported before a long load */
+    avq_filter *filter = NULL;
+    char filter_desc[96] = "";
+    int rc = filter_make("search", &set->filter, &filter, filter_desc, sizeof filter_desc);
+    if (rc) return rc;
     avq_index *index = NULL;
     double t0 = cli_now();
     int st = avq_index_load(index_path, set->use_mmap ? AVQ_LOAD_MMAP : AVQ_LOAD_COPY, &index);
-    if (st) return cli_fail("search", st);
+    if (st) {
+        avq_filter_free(filter);
+        return cli_fail("search", st);
+    }
     double load_s = cli_now() - t0;
     float_matrix query;
     st = dataset_read_float(query_path, &query);
     if (st) {
+        avq_filter_free(filter);
         avq_index_free(index);
         return cli_fail("search", st);
     }
-    int rc = 0;
     int64_t *ids = NULL;
     float *scores = NULL;
     if (query.cols != avq_index_dim(index)) {
@@ -86,6 +100,9 @@ static int search_index(const char *index_path, const char *query_path, const ch
     sp.k = set->k;
     if (set->leaves) sp.leaves_to_search = set->leaves;
     if (set->pre_reorder) sp.pre_reorder = set->pre_reorder;
+    sp.filter = filter;
+    if (set->filter_min_scanned) sp.filter_min_scanned = set->filter_min_scanned;
+    if (set->filter_exact_below) sp.filter_exact_below = set->filter_exact_below;
     ids = malloc(query.rows * sp.k * sizeof *ids);
     scores = malloc(query.rows * sp.k * sizeof *scores);
     if (!ids || !scores) {
@@ -110,14 +127,16 @@ static int search_index(const char *index_path, const char *query_path, const ch
         double qps = (double)query.rows / (secs > 0 ? secs : 1e-9);
         printf("qps %.1f\n", qps);
         fprintf(stderr,
-                "avq search: %zu queries, k=%zu, leaves_to_search=%zu, pre_reorder=%zu, %s: "
-                "%.1f queries/s (load %.1f ms, SIMD %s)\n",
+                "avq search: %zu queries, k=%zu, leaves_to_search=%zu, pre_reorder=%zu%s%s, "
+                "%s: %.1f queries/s (load %.1f ms, SIMD %s)\n",
                 query.rows, sp.k, sp.leaves_to_search, sp.pre_reorder,
+                filter ? ", filter " : "", filter_desc,
                 set->batch ? "batched" : "one at a time", qps, 1e3 * load_s, avq_isa());
     }
 out:
     free(ids);
     free(scores);
+    avq_filter_free(filter);
     float_matrix_free(&query);
     avq_index_free(index);
     return rc;
@@ -132,13 +151,21 @@ int cmd_search(int argc, char **argv) {
         {"index", required_argument, 0, 'i'}, {"help", no_argument, 0, 'h'},
         {"leaves-to-search", required_argument, 0, 'L'}, {"reorder", required_argument, 0, 'R'},
         {"batch", no_argument, 0, 'B'}, {"mmap", no_argument, 0, 'M'},
+        {"allow-ids", required_argument, 0, 'A'}, {"deny-ids", required_argument, 0, 'D'},
+        {"tags-any", required_argument, 0, 'Y'}, {"tags-all", required_argument, 0, 'W'},
+        {"filter-min-scanned", required_argument, 0, 'S'},
+        {"filter-exact-below", required_argument, 0, 'E'},
         {0, 0, 0, 0}};
     const char *base_path = NULL, *query_path = NULL, *out_path = NULL, *metric_name = NULL,
                *scores_path = NULL, *index_path = NULL;
     size_t k = 10;
     long threads = 0;
     int exact = 0, batch = 0, use_mmap = 0, c;
-    size_t leaves = 0, pre_reorder = 0;
+    size_t leaves = 0, pre_reorder = 0, min_scanned = 0, exact_below = 0;
+    filter_options filter = {0};
+    /* the filter options in the order given, for the "exclude each other" message */
+    const char *filter_names[4];
+    int filters_given = 0;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -153,6 +180,28 @@ int cmd_search(int argc, char **argv) {
         case 'R':
             if (!cli_parse_size(optarg, &pre_reorder) || pre_reorder == 0)
                 return cli_usage_error("search", "--reorder must be a positive integer, got '%s'", optarg);
+            break;
+        case 'A':
+        case 'D':
+        case 'Y':
+        case 'W': {
+            const char **slot = c == 'A' ? &filter.allow_ids : c == 'D' ? &filter.deny_ids
+                              : c == 'Y' ? &filter.tags_any : &filter.tags_all;
+            const char *name = c == 'A' ? "--allow-ids" : c == 'D' ? "--deny-ids"
+                             : c == 'Y' ? "--tags-any" : "--tags-all";
+            if (*slot) return cli_usage_error("search", "%s given twice", name);
+            if (!*optarg) return cli_usage_error("search", "%s needs a value", name);
+            *slot = optarg;
+            filter_names[filters_given++] = name;
+            break;
+        }
+        case 'S':
+            if (!cli_parse_size(optarg, &min_scanned) || min_scanned == 0)
+                return cli_usage_error("search", "--filter-min-scanned must be a positive integer, got '%s'", optarg);
+            break;
+        case 'E':
+            if (!cli_parse_size(optarg, &exact_below) || exact_below == 0)
+                return cli_usage_error("search", "--filter-exact-below must be a positive integer, got '%s'", optarg);
             break;
         case 'b': base_path = optarg; break;
         case 'q': query_path = optarg; break;
@@ -174,9 +223,21 @@ int cmd_search(int argc, char **argv) {
     }
     if (optind < argc) return cli_usage_error("search", "unexpected argument '%s'", argv[optind]);
     if (index_path && exact) return cli_usage_error("search", "--exact and --index exclude each other");
+    if (filters_given > 1)
+        return cli_usage_error("search", "%s and %s exclude each other: give at most one filter "
+                                         "(--allow-ids, --deny-ids, --tags-any or --tags-all)",
+                               filter_names[0], filter_names[1]);
+    if ((min_scanned || exact_below) && !filters_given)
+        return cli_usage_error("search", "%s applies only to a filtered search (give --allow-ids, "
+                                         "--deny-ids, --tags-any or --tags-all)",
+                               min_scanned ? "--filter-min-scanned" : "--filter-exact-below");
+    if (filters_given && !index_path)
+        return cli_usage_error("search", "%s needs --index (filters apply to index searches)",
+                               filter_names[0]);
     if (index_path) {
         if (!query_path) return cli_usage_error("search", "--index needs --query");
-        index_settings set = {k, leaves, pre_reorder, (int)threads, batch, use_mmap};
+        index_settings set = {k, leaves, pre_reorder, (int)threads, batch, use_mmap,
+                              filter, min_scanned, exact_below};
         return search_index(index_path, query_path, out_path, scores_path, &set);
     }
     if (!exact) return cli_usage_error("search", "give --exact (brute force) or --index");

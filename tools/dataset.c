@@ -1287,7 +1287,15 @@ void id_list_free(id_list *l) {
 /* One id per line, decimal, optionally signed; blank lines and lines
  * starting with '#' are skipped; spaces, tabs and a CR around the number
  * are allowed, nothing else. */
-static int text_ids_read(const char *name, id_list *out) {
+static int text_ids_read(const char *name, bool allow_empty, id_list *out) {
+    if (allow_empty) { /* an empty file is the empty set, not an error */
+        struct stat sb;
+        if (stat(name, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size == 0) {
+            out->n = 0;
+            out->data = NULL;
+            return AVQ_OK;
+        }
+    }
     source s;
     int st = source_open(&s, name);
     if (st) return st;
@@ -1345,7 +1353,7 @@ static int text_ids_read(const char *name, id_list *out) {
         }
         n++;
     }
-    if (n == 0) {
+    if (n == 0 && !allow_empty) {
         st = cli_set_error(AVQ_ERR_FORMAT, "%s: holds no ids (only blank or '#' lines)", name);
         goto done;
     }
@@ -1358,14 +1366,14 @@ done:
     return st;
 }
 
-int dataset_read_ids(const char *path, id_list *out) {
+static int read_ids(const char *path, bool allow_empty, id_list *out) {
     if (!out) return cli_set_error(AVQ_ERR_INVALID, "dataset_read_ids: NULL output");
     if (!path || !*path) return cli_set_error(AVQ_ERR_INVALID, "empty file name");
     file_format format;
     size_t len = strlen(path);
     const char *colon = strrchr(path, ':');
     bool h5 = colon && is_hdf5_name(path, (size_t)(colon - path));
-    if (!h5 && !path_format(path, len, &format)) return text_ids_read(path, out);
+    if (!h5 && !path_format(path, len, &format)) return text_ids_read(path, allow_empty, out);
     parsed_path pp;
     int st = parse_path(path, &pp);
     if (st) return st;
@@ -1408,3 +1416,7 @@ int dataset_read_ids(const char *path, id_list *out) {
     out->data = data;
     return AVQ_OK;
 }
+
+int dataset_read_ids(const char *path, id_list *out) { return read_ids(path, false, out); }
+
+int dataset_read_id_set(const char *path, id_list *out) { return read_ids(path, true, out); }

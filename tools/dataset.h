@@ -92,4 +92,9 @@ void id_list_free(id_list *l);
  * duplicates itself. */
 int dataset_read_ids(const char *path, id_list *out);
 
+/* As dataset_read_ids, for a set of ids that may be empty (a search's
+ * allow/deny list): a text file that is empty or holds only blank and '#'
+ * lines gives n = 0 instead of an error. */
+int dataset_read_id_set(const char *path, id_list *out);
+
 #endif
