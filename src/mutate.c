@@ -17,6 +17,7 @@
  */
 #include "aniso.h"
 #include "avq_internal.h"
+#include "filter.h"
 #include "index.h"
 #include "kmeans.h"
 #include "pq.h"
@@ -797,6 +798,9 @@ void avq_index_default_search_params(const avq_index *x, avq_search_params *out)
     p.struct_size = size;
     p.leaves_to_search = x->q->default_leaves_to_search;
     p.pre_reorder = x->q->default_pre_reorder;
+    p.filter_min_scanned = AVQ_FILTER_MIN_SCANNED_PER_CANDIDATE *
+                           (p.pre_reorder > p.k ? p.pre_reorder : p.k);
+    p.filter_exact_below = AVQ_FILTER_EXACT_BELOW;
     memcpy(out, &p, size < sizeof p ? size : sizeof p);
 }
 

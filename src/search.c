@@ -45,11 +45,6 @@ typedef struct {
     size_t min_scanned, exact_below;
 } resolved_params;
 
-/* Filter defaults (avq.h): go on past leaves_to_search until this many
- * times pre_reorder allowed vectors were scanned; score exactly when the
- * filter allows at most EXACT_BELOW vectors.  Both from bench-filter
- * (doc/DESIGN.md, "Filtered search"). */
-enum { FILTER_MIN_SCANNED_PER_CANDIDATE = 8, FILTER_EXACT_BELOW = 4096 };
 
 typedef struct {
     float *q;               /* dim: the query as searched (normalised)      */
@@ -99,8 +94,8 @@ static int resolve_params(const avq_index *idx, const avq_search_params *p,
     size_t pre = p->pre_reorder ? p->pre_reorder : q->default_pre_reorder;
     r->pre_reorder = q->reorder == AVQ_REORDER_NONE ? r->k : (pre < r->k ? r->k : pre);
     r->filter = NULL;
-    r->min_scanned = FILTER_MIN_SCANNED_PER_CANDIDATE * r->pre_reorder;
-    r->exact_below = FILTER_EXACT_BELOW;
+    r->min_scanned = AVQ_FILTER_MIN_SCANNED_PER_CANDIDATE * r->pre_reorder;
+    r->exact_below = AVQ_FILTER_EXACT_BELOW;
     if (p->struct_size >= SEARCH_PARAMS_FILTER_SIZE) {
         r->filter = p->filter;
         if (p->filter_min_scanned) r->min_scanned = p->filter_min_scanned;
@@ -498,7 +493,11 @@ static int filtered_search(const avq_index *idx, const avq_kernels *kern, const 
     avq_snapshot_leaves(idx, s->snap, NULL, 0);
     size_t bound = avq_filter_bound(r->filter, idx);
     if (bound == 0 && avq_filter_bound_is_known(r->filter)) return AVQ_OK;
-    if (bound <= r->exact_below && idx->q->reorder != AVQ_REORDER_NONE)
+    /* only a known bound: a deny set or callback that happens to face a
+     * small index is scanned like any other, so "allow everything" gives
+     * the unfiltered answer */
+    if (avq_filter_bound_is_known(r->filter) && bound <= r->exact_below &&
+        idx->q->reorder != AVQ_REORDER_NONE)
         return filtered_exact(idx, kern, r, s, out);
     avq_topk cand;
     avq_topk_init(&cand, r->pre_reorder, s->cand, s->cand_capacity);
