@@ -25,6 +25,17 @@ A living index (vectors added and removed while other threads search)::
     index.remove([1000, 5]); 7 in index; len(index); index.get([3])
     blob = pickle.dumps(index)                        # = index.to_bytes()
 
+Filtered search and tags (each vector may carry a few uint32 tags)::
+
+    index = avq.Index.build(data, "cosine", tags=[[3, 17], [], [5], ...])  # one list per row
+    index.add(more, tags=(offsets, flat))             # CSR: row i = flat[offsets[i]:offsets[i+1]]
+    ids, scores = index.search(q, k=10, tags_any=[3, 17])     # or tags_all=[...]
+    ids, scores = index.search(q, k=10, filter=allowed_ids)   # deny=seen_ids
+    ids, scores = index.search(q, k=10, filter=lambda i: i % 2 == 0)  # slow, general
+    f = avq.Filter.allow_ids(big_id_array)            # build once, reuse
+    ids, scores = index.search_batched(Q, k=10, filter=f)      # or filters=[f1, None, ...]
+    index.set_tags([7], [[1, 2]]); index.get_tags(7); index.tag_count(1)
+
 ScaNN style::
 
     searcher = (avq.builder(data, 10, "dot_product")
@@ -57,13 +68,13 @@ import sys
 
 import numpy as np
 
-from ._avq import (VERSION_NUMBER, Error, FormatError, Index, Quantizer, __version__,
-                   exact_search, isa, load)
+from ._avq import (MAX_FILTER_TAGS, MAX_TAGS_PER_VECTOR, VERSION_NUMBER, Error, Filter,
+                   FormatError, Index, Quantizer, __version__, exact_search, isa, load)
 
 __all__ = [
-    "Index", "Quantizer", "load", "exact_search", "recall", "isa", "Error", "FormatError",
+    "Index", "Quantizer", "Filter", "load", "exact_search", "recall", "isa", "Error", "FormatError",
     "builder", "ScannBuilder", "ScannSearcher", "load_searcher", "progress_bar",
-    "METRICS", "__version__", "VERSION_NUMBER",
+    "METRICS", "__version__", "VERSION_NUMBER", "MAX_TAGS_PER_VECTOR", "MAX_FILTER_TAGS",
 ]
 
 #: The canonical metric names (aliases such as 'ip', 'l2', 'cos', 'angular'

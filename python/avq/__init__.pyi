@@ -1,7 +1,8 @@
 # Type stub of the avq package (the compiled core avq._avq is re-exported
 # here; docstrings are on the real objects: help(avq.Index.search)).
 import os
-from typing import Any, Callable, Dict, Literal, Optional, Sequence, Tuple, TypedDict, Union
+from typing import (Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple, TypedDict,
+                    Union)
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +22,22 @@ Vectors = npt.NDArray[np.float32]
 # ids: an int, or a 1-D integer array / sequence of ints (floats and bools are refused)
 IdsLike = Union[int, np.integer[Any], Sequence[int], npt.NDArray[np.integer[Any]]]
 Reorder = Optional[Literal["float", "float32", "int8", "none"]]
+# tags are ints in [0, 2**32)
+TagList = Union[Sequence[int], npt.NDArray[np.integer[Any]]]
+# the tags of n rows: one list (or None) per row, a 2-D (n, t) int array, or a
+# CSR pair (offsets: n + 1 ints, tags) -- a tuple of two is always read as CSR
+RowTags = Union[
+    Sequence[Optional[TagList]],
+    npt.NDArray[np.integer[Any]],
+    Tuple[TagList, TagList],
+]
+# ids to allow or deny: a sequence, set or 1-D integer array (not a single int)
+IdSet = Union[Sequence[int], "set[int]", "frozenset[int]", npt.NDArray[np.integer[Any]]]
+Keep = Callable[[int], Any]   # keep(id) -> truthy to allow
+FilterLike = Union["Filter", Keep, IdSet]
+
+MAX_TAGS_PER_VECTOR: int   # 1024
+MAX_FILTER_TAGS: int       # 4096
 
 class Error(Exception): ...
 class FormatError(Error): ...
@@ -37,6 +54,27 @@ class IndexStats(TypedDict):
     max_leaf_dead: float
     memory_bytes: int
     next_id: int
+    tagged: int
+    tag_postings: int
+    distinct_tags: int
+
+class Filter:
+    @classmethod
+    def allow_ids(cls, ids: IdSet, /) -> "Filter": ...
+    @classmethod
+    def deny_ids(cls, ids: IdSet, /) -> "Filter": ...
+    @classmethod
+    def tags_any(cls, tags: TagList, /) -> "Filter": ...
+    @classmethod
+    def tags_all(cls, tags: TagList, /) -> "Filter": ...
+    @classmethod
+    def callback(cls, keep: Keep, /) -> "Filter": ...
+    @property
+    def kind(self) -> Literal["allow_ids", "deny_ids", "tags_any", "tags_all", "callback"]: ...
+    @property
+    def size(self) -> Optional[int]: ...
+    @property
+    def keep(self) -> Optional[Keep]: ...
 
 class Quantizer:
     @classmethod
@@ -98,15 +136,25 @@ class Index:
         seed: int = 42,
         progress: Progress = None,
         threshold_kind: Literal["auto", "relative", "absolute"] = "auto",
+        tags: Optional[RowTags] = None,
     ) -> "Index": ...
-    # q of shape (dim,) gives results of shape (k,); q of shape (1, dim) gives (1, k)
+    # q of shape (dim,) gives results of shape (k,); q of shape (1, dim) gives (1, k).
+    # At most one of filter / deny / tags_any / tags_all.
     def search(
         self,
         q: ArrayLike,
         k: int = 10,
         leaves_to_search: Optional[int] = None,
         pre_reorder: Optional[int] = None,
+        *,
+        filter: Optional[FilterLike] = None,
+        deny: Optional[IdSet] = None,
+        tags_any: Optional[TagList] = None,
+        tags_all: Optional[TagList] = None,
+        filter_min_scanned: Optional[int] = None,
+        filter_exact_below: Optional[int] = None,
     ) -> Tuple[Ids, Scores]: ...
+    # filters: one filter (or None) per query, instead of the four one-for-all keywords
     def search_batched(
         self,
         queries: ArrayLike,
@@ -114,11 +162,24 @@ class Index:
         leaves_to_search: Optional[int] = None,
         pre_reorder: Optional[int] = None,
         threads: Optional[int] = None,
+        *,
+        filter: Optional[FilterLike] = None,
+        deny: Optional[IdSet] = None,
+        tags_any: Optional[TagList] = None,
+        tags_all: Optional[TagList] = None,
+        filter_min_scanned: Optional[int] = None,
+        filter_exact_below: Optional[int] = None,
+        filters: Optional[Sequence[Optional[FilterLike]]] = None,
     ) -> Tuple[Ids, Scores]: ...
     def save(self, path: PathLike) -> None: ...
     def add(self, vectors: ArrayLike, ids: Optional[IdsLike] = None,
-            threads: Optional[int] = 0) -> Ids: ...
-    def upsert(self, ids: IdsLike, vectors: ArrayLike, threads: Optional[int] = 0) -> int: ...
+            threads: Optional[int] = 0, *, tags: Optional[RowTags] = None) -> Ids: ...
+    def upsert(self, ids: IdsLike, vectors: ArrayLike, threads: Optional[int] = 0, *,
+               tags: Optional[RowTags] = None) -> int: ...
+    # one int id: tags is that vector's one list of tags
+    def set_tags(self, ids: IdsLike, tags: Union[RowTags, TagList], /) -> None: ...
+    def get_tags(self, id: int, /) -> List[int]: ...
+    def tag_count(self, tag: int, /) -> int: ...
     def remove(self, ids: IdsLike, /) -> int: ...
     def compact(self, min_dead_fraction: float = 0.0) -> int: ...
     def set_compact_threshold(self, fraction: float, /) -> None: ...

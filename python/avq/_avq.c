@@ -17,6 +17,14 @@
  * when it releases.  The counter and the flag are only touched with the GIL
  * held, which is what makes them safe without a lock (the module does not
  * declare itself free-threading safe, so CPython keeps the GIL on for it).
+ *
+ * Filters.  Ids and tags given to a search become a C avq_filter for that
+ * call; avq.Filter holds one made once.  A Python keep(id) callback is
+ * wrapped in a C filter per call (keep_trampoline): it is called with the
+ * GIL released, possibly from the library's worker threads, so it takes the
+ * GIL with PyGILState_Ensure; an exception it raises is kept in the call's
+ * keep_call, the callback returns -1 (the library then stops the search),
+ * and the search re-raises it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -26,6 +34,8 @@
 #include "avq.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <stdatomic.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -284,11 +294,12 @@ static int get_path(PyObject *o, PyObject **out) {
  * usually a pointer comparison. */
 static int parse_fast(const char *fname, PyObject *const *args, Py_ssize_t nargs,
                       PyObject *kwnames, PyObject *const *names, Py_ssize_t nnames,
-                      Py_ssize_t nrequired, PyObject **values) {
+                      Py_ssize_t npositional, Py_ssize_t nrequired, PyObject **values) {
     for (Py_ssize_t i = 0; i < nnames; i++) values[i] = NULL;
-    if (nargs > nnames) {
-        PyErr_Format(PyExc_TypeError, "%s() takes at most %zd arguments (%zd given)", fname,
-                     nnames, nargs);
+    if (nargs > npositional) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() takes at most %zd positional arguments (%zd given)", fname,
+                     npositional, nargs);
         return -1;
     }
     for (Py_ssize_t i = 0; i < nargs; i++) values[i] = args[i];
@@ -324,9 +335,21 @@ static int parse_fast(const char *fname, PyObject *const *args, Py_ssize_t nargs
     return 0;
 }
 
+/* search(q, k, leaves_to_search, pre_reorder, *, <filter keywords>) and
+ * search_batched(queries, k, leaves_to_search, pre_reorder, threads, *,
+ * <filter keywords>, filters): the filter keywords follow the positional
+ * ones (at F_BASE_SEARCH / F_BASE_BATCHED), in the order of the F_ enum. */
 enum { S_Q, S_K, S_LEAVES, S_PRE, S_THREADS, S_COUNT };
-static PyObject *search_names[S_COUNT]; /* "q", "k", "leaves_to_search", "pre_reorder", "threads" */
-static PyObject *batched_names[S_COUNT]; /* same with "queries" first */
+enum { F_FILTER, F_DENY, F_TAGS_ANY, F_TAGS_ALL, F_MIN_SCANNED, F_EXACT_BELOW, F_COUNT };
+enum {
+    F_BASE_SEARCH = S_THREADS,                       /* search has no threads */
+    SEARCH_NAMES = F_BASE_SEARCH + F_COUNT,
+    F_BASE_BATCHED = S_COUNT,
+    B_FILTERS = F_BASE_BATCHED + F_COUNT,            /* search_batched(filters=) */
+    BATCHED_NAMES = B_FILTERS + 1
+};
+static PyObject *search_names[SEARCH_NAMES];
+static PyObject *batched_names[BATCHED_NAMES];
 
 /* k: a positive int. */
 static int get_k(PyObject *o, size_t *out) {
@@ -489,6 +512,796 @@ static void Index_dealloc(IndexObject *self) {
     PyObject_Free(self);
 }
 
+/* --- ids ----------------------------------------------------------------- */
+
+/* ids as a C-contiguous int64 array (new reference), 1-D -- or 0-d for a
+ * single id (*scalar set).  Any integer dtype or a list of Python ints;
+ * floats, bools and anything else raise TypeError (an id is never rounded),
+ * uint64 values above 2**63 - 1 ValueError.  An empty list (numpy makes it
+ * float64) is accepted as no ids. */
+static PyArrayObject *as_ids(PyObject *obj, const char *what, int *scalar) {
+    *scalar = 0;
+    PyArrayObject *arr;
+    if (obj == Py_None) {
+        PyErr_Format(PyExc_TypeError, "%s must be integers, got None", what);
+        return NULL;
+    }
+    if (PyArray_Check(obj)) {
+        arr = (PyArrayObject *)obj;
+        Py_INCREF(arr);
+    } else {
+        arr = array_of_sequence(obj, what);
+        if (!arr) return NULL;
+    }
+    char kind = PyArray_DESCR(arr)->kind;
+    int nd = PyArray_NDIM(arr);
+    int empty_list = !PyArray_Check(obj) && nd == 1 && PyArray_SIZE(arr) == 0;
+    if (kind != 'i' && kind != 'u' && !empty_list) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s must be integers (an int, or a 1-D array-like of ints in the int64 "
+                     "range), got dtype %S",
+                     what, (PyObject *)PyArray_DESCR(arr));
+        Py_DECREF(arr);
+        return NULL;
+    }
+    if (nd > 1) {
+        PyErr_Format(PyExc_ValueError, "%s must be 1-D, got %d dimensions", what, nd);
+        Py_DECREF(arr);
+        return NULL;
+    }
+    *scalar = nd == 0;
+    int wide_unsigned = kind == 'u' && PyArray_ITEMSIZE(arr) >= 8;
+    PyArrayObject *out = (PyArrayObject *)PyArray_FromArray(
+        arr, PyArray_DescrFromType(NPY_INT64), NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST);
+    Py_DECREF(arr);
+    if (!out) return NULL;
+    if (wide_unsigned) {
+        const int64_t *v = PyArray_DATA(out);
+        for (npy_intp i = 0; i < PyArray_SIZE(out); i++)
+            if (v[i] < 0) {
+                PyErr_Format(PyExc_ValueError, "%s: %llu is out of range (ids are int64)", what,
+                             (unsigned long long)v[i]);
+                Py_DECREF(out);
+                return NULL;
+            }
+    }
+    return out;
+}
+
+/* --- tags and filters: conversions, the Filter type ---------------------- */
+
+/* One tag from a Python int (or anything with __index__): 0 .. 2**32-1.
+ * `what` and `row` (SIZE_MAX = none) name it in the messages. */
+static int tag_of_object(PyObject *o, const char *what, size_t row, uint32_t *out) {
+    if (PyBool_Check(o) || !PyIndex_Check(o)) {
+        if (row == SIZE_MAX)
+            PyErr_Format(PyExc_TypeError, "%s: tags must be ints, got %.100s", what,
+                         Py_TYPE(o)->tp_name);
+        else
+            PyErr_Format(PyExc_TypeError, "%s: row %zu: tags must be ints, got %.100s", what, row,
+                         Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    PyObject *as_int = PyNumber_Index(o);
+    if (!as_int) return -1;
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(as_int, &overflow);
+    if (v == -1 && !overflow && PyErr_Occurred()) {
+        Py_DECREF(as_int);
+        return -1;
+    }
+    if (overflow || v < 0 || (unsigned long long)v > UINT32_MAX) {
+        if (row == SIZE_MAX)
+            PyErr_Format(PyExc_ValueError,
+                         "%s: tag %S is out of range (tags are integers in [0, 2**32))", what,
+                         as_int);
+        else
+            PyErr_Format(PyExc_ValueError,
+                         "%s: row %zu: tag %S is out of range (tags are integers in [0, 2**32))",
+                         what, row, as_int);
+        Py_DECREF(as_int);
+        return -1;
+    }
+    Py_DECREF(as_int);
+    *out = (uint32_t)v;
+    return 0;
+}
+
+/* A growable array of tags (PyMem). */
+typedef struct {
+    uint32_t *v;
+    size_t n, cap;
+} tag_buf;
+
+static int tag_buf_reserve(tag_buf *b, size_t more) {
+    if (more <= b->cap - b->n) return 0;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap - b->n < more) {
+        if (cap > (SIZE_MAX / sizeof *b->v) / 2) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        cap *= 2;
+    }
+    uint32_t *v = PyMem_Realloc(b->v, cap * sizeof *v);
+    if (!v) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->v = v;
+    b->cap = cap;
+    return 0;
+}
+
+/* Append the tags of `obj` -- a 1-D integer ndarray, or a list / tuple /
+ * other sequence of ints -- to *b.  row as for tag_of_object.  (An object
+ * ndarray, e.g. of ints beyond 64 bits, is taken item by item.) */
+static int tag_buf_append(tag_buf *b, PyObject *obj, const char *what, size_t row) {
+    if (PyArray_Check(obj) && PyArray_DESCR((PyArrayObject *)obj)->kind != 'O') {
+        PyArrayObject *a = (PyArrayObject *)obj;
+        char kind = PyArray_DESCR(a)->kind;
+        if (kind != 'i' && kind != 'u') {
+            if (row == SIZE_MAX)
+                PyErr_Format(PyExc_TypeError, "%s: tags must be integers, got dtype %S", what,
+                             (PyObject *)PyArray_DESCR(a));
+            else
+                PyErr_Format(PyExc_TypeError, "%s: row %zu: tags must be integers, got dtype %S",
+                             what, row, (PyObject *)PyArray_DESCR(a));
+            return -1;
+        }
+        if (PyArray_NDIM(a) != 1) {
+            PyErr_Format(PyExc_ValueError, "%s: a list of tags must be 1-D, got %d dimensions",
+                         what, PyArray_NDIM(a));
+            return -1;
+        }
+        {
+            int is_signed = kind == 'i';
+            PyArrayObject *c = (PyArrayObject *)PyArray_FromArray(
+                a, PyArray_DescrFromType(is_signed ? NPY_INT64 : NPY_UINT64),
+                NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST);
+            if (!c) return -1;
+            size_t n = (size_t)PyArray_SIZE(c);
+            if (tag_buf_reserve(b, n) < 0) {
+                Py_DECREF(c);
+                return -1;
+            }
+            const int64_t *sv = PyArray_DATA(c);
+            const uint64_t *uv = PyArray_DATA(c);
+            for (size_t i = 0; i < n; i++) {
+                int bad = is_signed ? (sv[i] < 0 || sv[i] > (int64_t)UINT32_MAX)
+                                    : uv[i] > UINT32_MAX;
+                if (bad) {
+                    char num[32];
+                    if (is_signed) snprintf(num, sizeof num, "%lld", (long long)sv[i]);
+                    else snprintf(num, sizeof num, "%llu", (unsigned long long)uv[i]);
+                    if (row == SIZE_MAX)
+                        PyErr_Format(PyExc_ValueError,
+                                     "%s: tag %s is out of range (tags are integers in [0, "
+                                     "2**32))",
+                                     what, num);
+                    else
+                        PyErr_Format(PyExc_ValueError,
+                                     "%s: row %zu: tag %s is out of range (tags are integers in "
+                                     "[0, 2**32))",
+                                     what, row, num);
+                    Py_DECREF(c);
+                    return -1;
+                }
+                b->v[b->n++] = (uint32_t)(is_signed ? (uint64_t)sv[i] : uv[i]);
+            }
+            Py_DECREF(c);
+            return 0;
+        }
+    }
+    if (PyUnicode_Check(obj) || PyBytes_Check(obj) || PyByteArray_Check(obj) ||
+        !PySequence_Check(obj)) {
+        if (row == SIZE_MAX)
+            PyErr_Format(PyExc_TypeError, "%s must be a sequence of ints, got %.100s", what,
+                         Py_TYPE(obj)->tp_name);
+        else
+            PyErr_Format(PyExc_TypeError,
+                         "%s[%zu] must be a sequence of ints (the tags of row %zu) or None, got "
+                         "%.100s",
+                         what, row, row, Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    PyObject *seq = PySequence_Fast(obj, what);
+    if (!seq) return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (tag_buf_reserve(b, (size_t)n) < 0) {
+        Py_DECREF(seq);
+        return -1;
+    }
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (tag_of_object(items[i], what, row, &b->v[b->n]) < 0) {
+            Py_DECREF(seq);
+            return -1;
+        }
+        b->n++;
+    }
+    Py_DECREF(seq);
+    return 0;
+}
+
+/* The tags of a tag filter (tags_any= / tags_all= / Filter.tags_*):
+ * *out (PyMem, free with PyMem_Free) and *n.  The count limits are the
+ * library's (its message says them). */
+static int tags_of_object(PyObject *obj, const char *what, uint32_t **out, size_t *n) {
+    tag_buf b = {NULL, 0, 0};
+    if (PyArray_Check(obj) && PyArray_NDIM((PyArrayObject *)obj) == 0) {
+        PyErr_Format(PyExc_TypeError, "%s must be a sequence of ints, got a 0-d array", what);
+        return -1;
+    }
+    if (PyAnySet_Check(obj)) {
+        PyObject *list = PySequence_List(obj);
+        if (!list) return -1;
+        int r = tag_buf_append(&b, list, what, SIZE_MAX);
+        Py_DECREF(list);
+        if (r < 0) {
+            PyMem_Free(b.v);
+            return -1;
+        }
+    } else if (tag_buf_append(&b, obj, what, SIZE_MAX) < 0) {
+        PyMem_Free(b.v);
+        return -1;
+    }
+    *out = b.v;
+    *n = b.n;
+    return 0;
+}
+
+/* The tags of n rows as the library's CSR pair (PyMem buffers). */
+typedef struct {
+    size_t *offsets; /* n + 1 entries */
+    uint32_t *tags;
+} tag_csr;
+
+static void tag_csr_free(tag_csr *c) {
+    PyMem_Free(c->offsets);
+    PyMem_Free(c->tags);
+    c->offsets = NULL;
+    c->tags = NULL;
+}
+
+/* tags for n rows (what = the argument's name), in one of three forms:
+ *   - a tuple (offsets, tags): CSR, offsets n + 1 non-decreasing ints from
+ *     0 to len(tags);
+ *   - a 2-D integer ndarray of shape (n, t): t tags per row;
+ *   - a sequence of n items, each a sequence of ints, a 1-D integer ndarray
+ *     or None (no tags).
+ * The tag values are checked here; the per-row count limit by the library. */
+static int tags_csr_of_object(PyObject *obj, size_t n, const char *what, tag_csr *out) {
+    out->offsets = NULL;
+    out->tags = NULL;
+    if (n > (SIZE_MAX / sizeof(size_t)) - 1) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    size_t *offsets = PyMem_Malloc((n + 1) * sizeof *offsets);
+    if (!offsets) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    tag_buf b = {NULL, 0, 0};
+    offsets[0] = 0;
+    if (PyTuple_Check(obj) && PyTuple_GET_SIZE(obj) == 2) {
+        /* CSR */
+        int scalar = 0;
+        PyArrayObject *off = as_ids(PyTuple_GET_ITEM(obj, 0), "tag offsets", &scalar);
+        if (!off) goto fail;
+        if (scalar || (size_t)PyArray_SIZE(off) != n + 1) {
+            PyErr_Format(PyExc_ValueError,
+                         "%s: a tuple is read as a CSR pair (offsets, tags), and offsets must "
+                         "have n + 1 = %zu entries, got %zd (give per-row tags as a list of "
+                         "lists)",
+                         what, n + 1, scalar ? (Py_ssize_t)0 : PyArray_SIZE(off));
+            Py_DECREF(off);
+            goto fail;
+        }
+        if (tag_buf_append(&b, PyTuple_GET_ITEM(obj, 1), what, SIZE_MAX) < 0) {
+            Py_DECREF(off);
+            goto fail;
+        }
+        const int64_t *o = PyArray_DATA(off);
+        const char *bad = NULL;
+        size_t at = 0;
+        if (o[0] != 0) bad = "the first offset must be 0";
+        for (size_t i = 1; i <= n && !bad; i++)
+            if (o[i] < o[i - 1]) bad = "offsets must not decrease", at = i;
+        if (!bad && (uint64_t)o[n] != (uint64_t)b.n)
+            bad = "the last offset must be len(tags)", at = n;
+        if (bad) {
+            PyErr_Format(PyExc_ValueError,
+                         "%s: malformed CSR pair: %s (offsets[%zu] = %lld, len(tags) = %zu)",
+                         what, bad, at, (long long)o[at], b.n);
+            Py_DECREF(off);
+            goto fail;
+        }
+        for (size_t i = 0; i <= n; i++) offsets[i] = (size_t)o[i];
+        Py_DECREF(off);
+    } else if (PyArray_Check(obj) && PyArray_NDIM((PyArrayObject *)obj) == 2) {
+        PyArrayObject *a = (PyArrayObject *)obj;
+        if ((size_t)PyArray_DIM(a, 0) != n) {
+            PyErr_Format(PyExc_ValueError, "%s has %zd rows for %zu vectors: give one row of tags "
+                         "per vector",
+                         what, PyArray_DIM(a, 0), n);
+            goto fail;
+        }
+        PyObject *flat = PyArray_Ravel(a, NPY_CORDER);
+        if (!flat) goto fail;
+        int r = tag_buf_append(&b, flat, what, SIZE_MAX);
+        Py_DECREF(flat);
+        if (r < 0) goto fail;
+        size_t t = (size_t)PyArray_DIM(a, 1);
+        for (size_t i = 1; i <= n; i++) offsets[i] = i * t;
+    } else {
+        if (PyArray_Check(obj)) {
+            PyArrayObject *a = (PyArrayObject *)obj;
+            if (PyArray_NDIM(a) != 1 || PyArray_DESCR(a)->kind != 'O') {
+                PyErr_Format(PyExc_TypeError,
+                             "%s: an ndarray of tags must be 2-D (n, tags per row), got %d "
+                             "dimension(s) of dtype %S (for one tag per row use shape (n, 1); "
+                             "else give a list of lists or a CSR pair (offsets, tags))",
+                             what, PyArray_NDIM(a), (PyObject *)PyArray_DESCR(a));
+                goto fail;
+            }
+        }
+        if (PyUnicode_Check(obj) || PyBytes_Check(obj) || !PySequence_Check(obj)) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s must be a list of tag lists (one per row), a CSR pair "
+                         "(offsets, tags) or a 2-D int array, got %.100s",
+                         what, Py_TYPE(obj)->tp_name);
+            goto fail;
+        }
+        PyObject *seq = PySequence_Fast(obj, what);
+        if (!seq) goto fail;
+        if ((size_t)PySequence_Fast_GET_SIZE(seq) != n) {
+            PyErr_Format(PyExc_ValueError,
+                         "%s has %zd rows for %zu vectors: give one list of tags per vector",
+                         what, PySequence_Fast_GET_SIZE(seq), n);
+            Py_DECREF(seq);
+            goto fail;
+        }
+        PyObject **items = PySequence_Fast_ITEMS(seq);
+        for (size_t i = 0; i < n; i++) {
+            if (items[i] != Py_None && tag_buf_append(&b, items[i], what, i) < 0) {
+                Py_DECREF(seq);
+                goto fail;
+            }
+            offsets[i + 1] = b.n;
+        }
+        Py_DECREF(seq);
+    }
+    if (!b.v) { /* no tags at all: the library still wants a pointer */
+        b.v = PyMem_Malloc(sizeof *b.v);
+        if (!b.v) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+    }
+    out->offsets = offsets;
+    out->tags = b.v;
+    return 0;
+fail:
+    PyMem_Free(offsets);
+    PyMem_Free(b.v);
+    return -1;
+}
+
+/* ids of a filter: an array-like of ints, or a set / frozenset of them. */
+static PyArrayObject *as_filter_ids(PyObject *obj, const char *what) {
+    int scalar = 0;
+    PyArrayObject *ids;
+    if (PyAnySet_Check(obj)) {
+        PyObject *list = PySequence_List(obj);
+        if (!list) return NULL;
+        ids = as_ids(list, what, &scalar);
+        Py_DECREF(list);
+    } else {
+        ids = as_ids(obj, what, &scalar);
+    }
+    if (ids && scalar) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s must be a sequence, set or 1-D array of ids, got a single int "
+                     "(write [id] for one id)",
+                     what);
+        Py_DECREF(ids);
+        return NULL;
+    }
+    return ids;
+}
+
+enum { FK_ALLOW, FK_DENY, FK_TAGS_ANY, FK_TAGS_ALL, FK_CALLBACK };
+static const char *const filter_kind_names[] = {"allow_ids", "deny_ids", "tags_any", "tags_all",
+                                                "callback"};
+
+/* An id set made with the GIL released (building its hash takes time for
+ * millions of ids). */
+static int make_id_filter(int kind, PyArrayObject *ids, avq_filter **out) {
+    const int64_t *v = PyArray_DATA(ids);
+    size_t n = (size_t)PyArray_SIZE(ids);
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    st = kind == FK_ALLOW ? avq_filter_allow_ids(v, n, out) : avq_filter_deny_ids(v, n, out);
+    Py_END_ALLOW_THREADS
+    if (st != AVQ_OK) raise_status(st, NULL, 0);
+    return st == AVQ_OK ? 0 : -1;
+}
+
+/* A tags_any / tags_all filter of the tags in `obj`; *count = how many were
+ * given. */
+static int make_tag_filter(int kind, PyObject *obj, const char *what, avq_filter **out,
+                           size_t *count) {
+    uint32_t *tags = NULL;
+    size_t n = 0;
+    if (tags_of_object(obj, what, &tags, &n) < 0) return -1;
+    if (n == 0 || n > AVQ_MAX_FILTER_TAGS) {
+        PyMem_Free(tags);
+        PyErr_Format(PyExc_ValueError, "%s: a tag filter lists 1 to %d tags, got %zu", what,
+                     AVQ_MAX_FILTER_TAGS, n);
+        return -1;
+    }
+    int st = kind == FK_TAGS_ANY ? avq_filter_tags_any(tags, n, out)
+                                 : avq_filter_tags_all(tags, n, out);
+    PyMem_Free(tags);
+    if (st != AVQ_OK) {
+        raise_status(st, NULL, 0);
+        return -1;
+    }
+    if (count) *count = n;
+    return 0;
+}
+
+/* The Filter type: an avq_filter built once, reused by any number of
+ * searches.  A callback filter keeps only the callable: each search makes
+ * its own small C filter around it, so an exception raised inside reaches
+ * the search that called it even when several threads search at once. */
+typedef struct {
+    PyObject_HEAD
+    avq_filter *filter; /* NULL for a callback */
+    PyObject *keep;     /* the callable of a callback filter */
+    int kind;
+    size_t count;       /* ids or tags given */
+} FilterObject;
+
+static PyTypeObject FilterType;
+
+/* (garbage-collected: a keep() closure may refer back to its Filter) */
+static int Filter_traverse(FilterObject *self, visitproc visit, void *arg) {
+    Py_VISIT(self->keep);
+    return 0;
+}
+
+static int Filter_clear(FilterObject *self) {
+    Py_CLEAR(self->keep);
+    return 0;
+}
+
+static void Filter_dealloc(FilterObject *self) {
+    PyObject_GC_UnTrack(self);
+    avq_filter_free(self->filter);
+    Py_CLEAR(self->keep);
+    PyObject_GC_Del(self);
+}
+
+static PyObject *filter_wrap(int kind, avq_filter *f, PyObject *keep, size_t count) {
+    FilterObject *self = PyObject_GC_New(FilterObject, &FilterType);
+    if (!self) {
+        avq_filter_free(f);
+        return NULL;
+    }
+    self->filter = f;
+    self->keep = Py_XNewRef(keep);
+    self->kind = kind;
+    self->count = count;
+    PyObject_GC_Track(self);
+    return (PyObject *)self;
+}
+
+static PyObject *filter_of_ids(int kind, PyObject *arg) {
+    PyArrayObject *ids = as_filter_ids(arg, "ids");
+    if (!ids) return NULL;
+    avq_filter *f = NULL;
+    size_t n = (size_t)PyArray_SIZE(ids);
+    int r = make_id_filter(kind, ids, &f);
+    Py_DECREF(ids);
+    return r < 0 ? NULL : filter_wrap(kind, f, NULL, n);
+}
+
+static PyObject *filter_of_tags(int kind, PyObject *arg) {
+    avq_filter *f = NULL;
+    size_t n = 0;
+    if (make_tag_filter(kind, arg, "tags", &f, &n) < 0) return NULL;
+    return filter_wrap(kind, f, NULL, n);
+}
+
+static PyObject *Filter_allow_ids(PyObject *cls, PyObject *arg) {
+    return filter_of_ids(FK_ALLOW, arg);
+}
+static PyObject *Filter_deny_ids(PyObject *cls, PyObject *arg) {
+    return filter_of_ids(FK_DENY, arg);
+}
+static PyObject *Filter_tags_any(PyObject *cls, PyObject *arg) {
+    return filter_of_tags(FK_TAGS_ANY, arg);
+}
+static PyObject *Filter_tags_all(PyObject *cls, PyObject *arg) {
+    return filter_of_tags(FK_TAGS_ALL, arg);
+}
+static PyObject *Filter_callback(PyObject *cls, PyObject *arg) {
+    if (!PyCallable_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "keep must be callable(id) -> bool, got %.100s",
+                     Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    return filter_wrap(FK_CALLBACK, NULL, arg, 0);
+}
+
+static PyObject *Filter_get_kind(FilterObject *self, void *c) {
+    return PyUnicode_FromString(filter_kind_names[self->kind]);
+}
+
+static PyObject *Filter_get_size(FilterObject *self, void *c) {
+    if (self->kind == FK_CALLBACK) Py_RETURN_NONE;
+    return PyLong_FromSize_t(self->count);
+}
+
+static PyObject *Filter_get_keep(FilterObject *self, void *c) {
+    return Py_NewRef(self->keep ? self->keep : Py_None);
+}
+
+static PyObject *Filter_repr(FilterObject *self) {
+    if (self->kind == FK_CALLBACK)
+        return PyUnicode_FromFormat("<avq.Filter callback %R>", self->keep);
+    return PyUnicode_FromFormat("<avq.Filter %s (%zu %s)>", filter_kind_names[self->kind],
+                                self->count,
+                                self->kind <= FK_DENY ? "ids" : "tags");
+}
+
+PyDoc_STRVAR(Filter_allow_ids_doc,
+"allow_ids($type, ids, /)\n"
+"--\n"
+"\n"
+"Only vectors whose id is in `ids` (an array-like or set of ints; copied;\n"
+"duplicates and ids not in any index are fine).  No ids allows nothing: a\n"
+"search then returns only id -1.  Built once (a hash set, GIL released),\n"
+"then reused by any number of searches.");
+
+PyDoc_STRVAR(Filter_deny_ids_doc,
+"deny_ids($type, ids, /)\n"
+"--\n"
+"\n"
+"Every vector except those whose id is in `ids` (\"not already seen\").");
+
+PyDoc_STRVAR(Filter_tags_any_doc,
+"tags_any($type, tags, /)\n"
+"--\n"
+"\n"
+"Vectors carrying at least one of `tags` (1 to 4096 ints in [0, 2**32)).");
+
+PyDoc_STRVAR(Filter_tags_all_doc,
+"tags_all($type, tags, /)\n"
+"--\n"
+"\n"
+"Vectors carrying every one of `tags` (1 to 4096 ints in [0, 2**32)).");
+
+PyDoc_STRVAR(Filter_callback_doc,
+"callback($type, keep, /)\n"
+"--\n"
+"\n"
+"The general, slow path: keep(id) -> bool is called (with the GIL) for\n"
+"every live vector the search looks at.  An exception raised by keep\n"
+"stops the search, which re-raises it.  Prefer tags or id sets: they are\n"
+"checked inside the scan without Python, and the search can plan by their\n"
+"size.");
+
+static PyMethodDef Filter_methods[] = {
+    {"allow_ids", (PyCFunction)Filter_allow_ids, METH_CLASS | METH_O, Filter_allow_ids_doc},
+    {"deny_ids", (PyCFunction)Filter_deny_ids, METH_CLASS | METH_O, Filter_deny_ids_doc},
+    {"tags_any", (PyCFunction)Filter_tags_any, METH_CLASS | METH_O, Filter_tags_any_doc},
+    {"tags_all", (PyCFunction)Filter_tags_all, METH_CLASS | METH_O, Filter_tags_all_doc},
+    {"callback", (PyCFunction)Filter_callback, METH_CLASS | METH_O, Filter_callback_doc},
+    {NULL, NULL, 0, NULL}};
+
+static PyGetSetDef Filter_getset[] = {
+    {"kind", (getter)Filter_get_kind, NULL,
+     "'allow_ids', 'deny_ids', 'tags_any', 'tags_all' or 'callback' (str).", NULL},
+    {"size", (getter)Filter_get_size, NULL,
+     "How many ids or tags were given (duplicates included); None for a callback.", NULL},
+    {"keep", (getter)Filter_get_keep, NULL, "The callable of a callback filter, else None.",
+     NULL},
+    {NULL, NULL, NULL, NULL, NULL}};
+
+PyDoc_STRVAR(Filter_doc,
+"A search filter built once and reused: pass it as search(..., filter=f).\n"
+"\n"
+"Make one with Filter.allow_ids(ids), Filter.deny_ids(ids),\n"
+"Filter.tags_any(tags), Filter.tags_all(tags) or Filter.callback(keep).\n"
+"Immutable, not tied to an index, safe to share between threads.  Passing\n"
+"ids or tags to search() directly builds such a filter on every call;\n"
+"for large id sets build it once here.");
+
+static PyTypeObject FilterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "avq.Filter",
+    .tp_basicsize = sizeof(FilterObject),
+    .tp_dealloc = (destructor)Filter_dealloc,
+    .tp_repr = (reprfunc)Filter_repr,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)Filter_traverse,
+    .tp_clear = (inquiry)Filter_clear,
+    .tp_doc = Filter_doc,
+    .tp_methods = Filter_methods,
+    .tp_getset = Filter_getset,
+};
+
+/* --- filters of one search call ------------------------------------------ */
+
+/* What the callback filters of one search call share: the first exception
+ * raised by a keep() (re-raised when the search returns) and a flag that
+ * makes every later call stop at once. */
+typedef struct {
+    atomic_int failed;
+    PyObject *type, *value, *tb;
+} keep_call;
+
+typedef struct {
+    keep_call *call;
+    PyObject *keep; /* borrowed: the search's argument (or its Filter) holds it */
+} keep_ctx;
+
+/* A query's filter: `use` goes into the search parameters; `owned` (may be
+ * NULL) is freed after the call. */
+typedef struct {
+    avq_filter *owned;
+    const avq_filter *use;
+    keep_ctx ctx;
+} query_filter;
+
+/* Called by the library, from the searching thread or a batch worker, with
+ * the GIL released: take it (PyGILState works from any thread) and ask
+ * keep(id).  Pending signals are handled here too, so Ctrl-C stops a long
+ * callback-filtered search (KeyboardInterrupt). */
+static int keep_trampoline(void *user, int64_t id) {
+    keep_ctx *c = user;
+    if (atomic_load_explicit(&c->call->failed, memory_order_relaxed)) return -1;
+    PyGILState_STATE g = PyGILState_Ensure();
+    int r = -1;
+    PyObject *o = PyLong_FromLongLong((long long)id);
+    if (o) {
+        PyObject *res = PyObject_CallOneArg(c->keep, o);
+        Py_DECREF(o);
+        if (res) {
+            r = PyObject_IsTrue(res);
+            Py_DECREF(res);
+        }
+    }
+    if (r >= 0 && PyErr_CheckSignals() < 0) r = -1;
+    if (r < 0) {
+        if (!c->call->type) PyErr_Fetch(&c->call->type, &c->call->value, &c->call->tb);
+        else PyErr_Clear();
+        atomic_store(&c->call->failed, 1);
+    }
+    PyGILState_Release(g);
+    return r < 0 ? -1 : r;
+}
+
+static void keep_call_init(keep_call *call) {
+    atomic_init(&call->failed, 0);
+    call->type = call->value = call->tb = NULL;
+}
+
+/* After the search: 1 (with the exception set) when a keep() raised. */
+static int keep_call_finish(keep_call *call) {
+    if (!call->type) return 0;
+    PyErr_Restore(call->type, call->value, call->tb);
+    call->type = call->value = call->tb = NULL;
+    return 1;
+}
+
+static void keep_call_discard(keep_call *call) {
+    Py_CLEAR(call->type);
+    Py_CLEAR(call->value);
+    Py_CLEAR(call->tb);
+}
+
+static int query_filter_callback(query_filter *qf, PyObject *keep, keep_call *call) {
+    qf->ctx.call = call;
+    qf->ctx.keep = keep;
+    int st = avq_filter_callback(keep_trampoline, &qf->ctx, &qf->owned);
+    if (st != AVQ_OK) {
+        raise_status(st, NULL, 0);
+        return -1;
+    }
+    qf->use = qf->owned;
+    return 0;
+}
+
+/* `obj` as the filter of kind `kind` (FK_ALLOW: the filter= argument: an
+ * avq.Filter, a callable or ids; FK_DENY: ids; FK_TAGS_*: tags).  qf must
+ * not move afterwards (a callback filter points into it). */
+static int query_filter_make(query_filter *qf, int kind, PyObject *obj, const char *what,
+                             keep_call *call) {
+    qf->owned = NULL;
+    qf->use = NULL;
+    qf->ctx.call = call;
+    qf->ctx.keep = NULL;
+    if (kind == FK_ALLOW) {
+        if (PyObject_TypeCheck(obj, &FilterType)) {
+            FilterObject *f = (FilterObject *)obj;
+            if (f->kind == FK_CALLBACK) {
+                if (!f->keep) {
+                    PyErr_SetString(PyExc_ValueError, "this avq.Filter was cleared");
+                    return -1;
+                }
+                return query_filter_callback(qf, f->keep, call);
+            }
+            qf->use = f->filter;
+            return 0;
+        }
+        if (PyCallable_Check(obj)) return query_filter_callback(qf, obj, call);
+    }
+    if (kind == FK_ALLOW || kind == FK_DENY) {
+        PyArrayObject *ids = as_filter_ids(obj, what);
+        if (!ids) {
+            /* (a single int keeps as_filter_ids' own message) */
+            if (kind == FK_ALLOW && !PyIndex_Check(obj) &&
+                PyErr_ExceptionMatches(PyExc_TypeError)) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_TypeError,
+                             "%s must be an avq.Filter, a callable keep(id) -> bool, or ids (a "
+                             "sequence, set or 1-D array of ints), got %.100s",
+                             what, Py_TYPE(obj)->tp_name);
+            }
+            return -1;
+        }
+        int r = make_id_filter(kind, ids, &qf->owned);
+        Py_DECREF(ids);
+        if (r < 0) return -1;
+    } else if (make_tag_filter(kind, obj, what, &qf->owned, NULL) < 0) {
+        return -1;
+    }
+    qf->use = qf->owned;
+    return 0;
+}
+
+static void query_filter_clear(query_filter *qf) {
+    avq_filter_free(qf->owned);
+    qf->owned = NULL;
+    qf->use = NULL;
+}
+
+/* The filter keywords of search / search_batched (v[F_*], NULL = not
+ * given): at most one filter into *qf (use = NULL when none) and the two
+ * sizes into *sp.  Returns 0, or -1 with an exception. */
+static int parse_search_filter(PyObject *const *v, avq_search_params *sp, query_filter *qf,
+                               keep_call *call) {
+    static const char *const names[] = {"filter", "deny", "tags_any", "tags_all"};
+    static const int kinds[] = {FK_ALLOW, FK_DENY, FK_TAGS_ANY, FK_TAGS_ALL};
+    qf->owned = NULL;
+    qf->use = NULL;
+    if (v[F_MIN_SCANNED] && v[F_MIN_SCANNED] != Py_None &&
+        get_size(v[F_MIN_SCANNED], "filter_min_scanned", &sp->filter_min_scanned) < 0)
+        return -1;
+    if (v[F_EXACT_BELOW] && v[F_EXACT_BELOW] != Py_None &&
+        get_size(v[F_EXACT_BELOW], "filter_exact_below", &sp->filter_exact_below) < 0)
+        return -1;
+    int which = -1;
+    for (int i = 0; i < 4; i++) {
+        if (!v[i] || v[i] == Py_None) continue;
+        if (which >= 0) {
+            PyErr_Format(PyExc_ValueError,
+                         "give at most one of filter, deny, tags_any and tags_all (got %s and "
+                         "%s): combine conditions in one tag list, an avq.Filter or a callable",
+                         names[which], names[i]);
+            return -1;
+        }
+        which = i;
+    }
+    if (which < 0) return 0;
+    return query_filter_make(qf, kinds[which], v[which], names[which], call);
+}
+
 /* --- build --------------------------------------------------------------- */
 
 PyDoc_STRVAR(Index_build_doc,
@@ -496,11 +1309,12 @@ PyDoc_STRVAR(Index_build_doc,
 "      training_sample=0, kmeans_iterations=12, spherical=None,\n"
 "      avq_center_eta=..., dims_per_block=2, bits=4, threshold=...,\n"
 "      eta=0.0, reorder='float', brute_force_below=20000, threads=None,\n"
-"      seed=42, progress=None, threshold_kind='auto')\n"
+"      seed=42, progress=None, threshold_kind='auto', tags=None)\n"
 "--\n"
 "\n"
 "Build an index over the rows of `data` (an (n, dim) array-like of real\n"
-"numbers; row i gets id i).\n"
+"numbers; row i gets id i).  tags: the tags of the rows, in any form\n"
+"Index.add takes (checked before the build starts).\n"
 "\n"
 "`data` is used without a copy when it is a C-contiguous float32 ndarray;\n"
 "anything else (float64, int, non-contiguous, lists) is converted once.\n"
@@ -735,21 +1549,77 @@ static void *run_training(int what, PyArrayObject *arr, const avq_index *source,
     return what == TRAIN_QUANTIZER ? (void *)qz : (void *)ix;
 }
 
+/* Tag the n vectors of a fresh build (ids 0..n-1). */
+static int tag_built_index(avq_index *ix, size_t n, const tag_csr *csr) {
+    int64_t *ids = PyMem_RawMalloc((n ? n : 1) * sizeof *ids);
+    if (!ids) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    for (size_t i = 0; i < n; i++) ids[i] = (int64_t)i;
+    st = avq_index_set_tags(ix, ids, n, csr->offsets, csr->tags);
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(ids);
+    if (st != AVQ_OK) {
+        raise_status(st, NULL, 0);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *Index_build(PyObject *cls, PyObject *args, PyObject *kwargs) {
     avq_build_params p;
     build_kw kw;
     PyArrayObject *arr;
-    if (parse_training_call(args, kwargs, "build", &p, &kw, &arr) < 0) return NULL;
+    PyObject *tags_o = NULL, *rest = NULL;
+    (void)cls;
+    if (kwargs) { /* tags= is build's own: the other keywords are shared with train */
+        tags_o = PyDict_GetItemString(kwargs, "tags");
+        if (tags_o) {
+            rest = PyDict_Copy(kwargs);
+            if (!rest) return NULL;
+            Py_INCREF(tags_o);
+            if (PyDict_DelItemString(rest, "tags") < 0) {
+                Py_DECREF(rest);
+                Py_DECREF(tags_o);
+                return NULL;
+            }
+            kwargs = rest;
+        }
+    }
+    int r = parse_training_call(args, kwargs, "build", &p, &kw, &arr);
+    Py_XDECREF(rest);
+    if (r < 0) {
+        Py_XDECREF(tags_o);
+        return NULL;
+    }
+    tag_csr csr = {NULL, NULL};
+    size_t n = (size_t)PyArray_DIM(arr, 0);
+    /* checked before the (long) build */
+    if (tags_o && tags_o != Py_None && tags_csr_of_object(tags_o, n, "tags", &csr) < 0) {
+        Py_DECREF(arr);
+        Py_DECREF(tags_o);
+        return NULL;
+    }
+    Py_XDECREF(tags_o);
     avq_index *ix = run_training(TRAIN_INDEX, arr, NULL, &p, kw.progress);
     Py_DECREF(arr);
-    (void)cls;
+    if (ix && csr.offsets && tag_built_index(ix, n, &csr) < 0) {
+        free_index_nogil(ix);
+        ix = NULL;
+    }
+    tag_csr_free(&csr);
     return ix ? index_wrap(ix, 0) : NULL;
 }
 
 /* --- search -------------------------------------------------------------- */
 
 PyDoc_STRVAR(Index_search_doc,
-"search($self, /, q, k=10, leaves_to_search=None, pre_reorder=None)\n"
+"search($self, /, q, k=10, leaves_to_search=None, pre_reorder=None, *,\n"
+"       filter=None, deny=None, tags_any=None, tags_all=None,\n"
+"       filter_min_scanned=None, filter_exact_below=None)\n"
 "--\n"
 "\n"
 "The k best database vectors for one query `q` (a 1-D array-like of length\n"
@@ -767,14 +1637,34 @@ PyDoc_STRVAR(Index_search_doc,
 "search one index in parallel.  A C-contiguous float32 query is used\n"
 "without a copy.\n"
 "\n"
+"Filtered search (at most one of the four; keyword-only):\n"
+"  filter      an avq.Filter (built once, reused), a callable keep(id) ->\n"
+"              bool (the slow, general path: called with the GIL for every\n"
+"              vector the search looks at; an exception it raises stops the\n"
+"              search and is re-raised), or ids (a sequence, set or 1-D array\n"
+"              of ints): only those may be returned\n"
+"  deny        ids that must not be returned\n"
+"  tags_any    a sequence of tags: vectors carrying at least one of them\n"
+"  tags_all    a sequence of tags: vectors carrying all of them\n"
+"The filter works inside the scan: only allowed vectors enter the\n"
+"candidates, and the search visits further leaves until enough allowed\n"
+"vectors were seen (filter_min_scanned; None = 8 x pre_reorder).  When the\n"
+"filter allows at most filter_exact_below vectors (None = 4096; known for\n"
+"tags and allow sets) they are all scored exactly.  A filter that allows\n"
+"nothing gives ids -1 and scores NaN.  ids / tags given here build a\n"
+"filter on every call; for large id sets build an avq.Filter once.\n"
+"\n"
 "Raises ValueError (wrong length or shape, NaN/infinite values, k < 1,\n"
-"leaves_to_search larger than num_leaves, closed index), TypeError (not an\n"
-"array of real numbers).");
+"leaves_to_search larger than num_leaves, closed index, two filters, a tag\n"
+"out of [0, 2**32), a tag filter of 0 or more than 4096 tags), TypeError\n"
+"(not an array of real numbers, a filter of the wrong type), whatever a\n"
+"keep() callback raises.");
 
 static PyObject *Index_search(IndexObject *self, PyObject *const *args, Py_ssize_t nargs,
                               PyObject *kwnames) {
-    PyObject *v[S_COUNT];
-    if (parse_fast("search", args, nargs, kwnames, search_names, S_THREADS, 1, v) < 0)
+    PyObject *v[SEARCH_NAMES];
+    if (parse_fast("search", args, nargs, kwnames, search_names, SEARCH_NAMES, F_BASE_SEARCH, 1,
+                   v) < 0)
         return NULL;
     avq_search_params sp;
     avq_search_params_init(&sp);
@@ -782,8 +1672,18 @@ static PyObject *Index_search(IndexObject *self, PyObject *const *args, Py_ssize
         get_positive_or_none(v[S_LEAVES], "leaves_to_search", &sp.leaves_to_search) < 0 ||
         get_positive_or_none(v[S_PRE], "pre_reorder", &sp.pre_reorder) < 0)
         return NULL;
+    keep_call call;
+    keep_call_init(&call);
+    query_filter qf = {NULL, NULL, {NULL, NULL}};
+    int filtered = 0;
+    for (int i = 0; i < F_COUNT && !filtered; i++) filtered = v[F_BASE_SEARCH + i] != NULL;
+    if (filtered && parse_search_filter(v + F_BASE_SEARCH, &sp, &qf, &call) < 0) return NULL;
+    sp.filter = qf.use;
     avq_index *ix = index_acquire(self);
-    if (!ix) return NULL;
+    if (!ix) {
+        query_filter_clear(&qf);
+        return NULL;
+    }
     PyObject *ids = NULL, *scores = NULL, *result = NULL;
     PyArrayObject *q = as_float32(v[S_Q], "q");
     if (!q) goto done;
@@ -817,6 +1717,7 @@ static PyObject *Index_search(IndexObject *self, PyObject *const *args, Py_ssize
                           (int64_t *)PyArray_DATA((PyArrayObject *)ids),
                           (float *)PyArray_DATA((PyArrayObject *)scores));
     Py_END_ALLOW_THREADS
+    if (keep_call_finish(&call)) goto done; /* a keep() raised: that exception */
     if (st != AVQ_OK) {
         raise_status(st, NULL, 0);
         goto done;
@@ -826,13 +1727,17 @@ done:
     Py_XDECREF(q);
     Py_XDECREF(ids);
     Py_XDECREF(scores);
+    query_filter_clear(&qf);
+    keep_call_discard(&call);
     index_release(self);
     return result;
 }
 
 PyDoc_STRVAR(Index_search_batched_doc,
 "search_batched($self, /, queries, k=10, leaves_to_search=None, pre_reorder=None,\n"
-"               threads=None)\n"
+"               threads=None, *, filter=None, deny=None, tags_any=None,\n"
+"               tags_all=None, filter_min_scanned=None, filter_exact_below=None,\n"
+"               filters=None)\n"
 "--\n"
 "\n"
 "Search every row of `queries` (an (nq, dim) array-like) on `threads`\n"
@@ -840,10 +1745,17 @@ PyDoc_STRVAR(Index_search_batched_doc,
 "(nq, k): int64 and float32, row i being exactly what search(queries[i], ...)\n"
 "returns.  nq = 0 gives two empty (0, k) arrays.\n"
 "\n"
+"filter / deny / tags_any / tags_all: one filter for every query, as in\n"
+"search().  filters: one filter per query instead -- a sequence of nq items,\n"
+"each None (no filter), an avq.Filter, a callable keep(id) -> bool or ids to\n"
+"allow (for per-query deny or tag filters use avq.Filter objects); it cannot\n"
+"be combined with the four above.  A callable is called from the worker\n"
+"threads, one at a time (it takes the GIL).\n"
+"\n"
 "The GIL is released; long batches are cut into pieces of 4096 queries\n"
 "and Ctrl-C is honoured between pieces (KeyboardInterrupt).\n"
 "\n"
-"Raises as search().");
+"Raises as search(); ValueError if filters has not nq items.");
 
 enum { BATCH_PIECE = 4096 };
 
@@ -855,10 +1767,61 @@ static size_t first_non_finite(const float *x, size_t rows, size_t dim) {
     return rows * dim;
 }
 
+/* filters= of search_batched: nq query filters (PyMem arrays *qfs and
+ * *ptrs, the latter what the library takes). */
+static int parse_query_filters(PyObject *obj, size_t nq, keep_call *call, query_filter **qfs,
+                               const avq_filter ***ptrs) {
+    *qfs = NULL;
+    *ptrs = NULL;
+    if (PyUnicode_Check(obj) || PyBytes_Check(obj) || !PySequence_Check(obj)) {
+        PyErr_Format(PyExc_TypeError,
+                     "filters must be a sequence with one filter (or None) per query, got %.100s",
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    PyObject *seq = PySequence_Fast(obj, "filters");
+    if (!seq) return -1;
+    if ((size_t)PySequence_Fast_GET_SIZE(seq) != nq) {
+        PyErr_Format(PyExc_ValueError, "filters has %zd items for %zu queries: give one per query",
+                     PySequence_Fast_GET_SIZE(seq), nq);
+        Py_DECREF(seq);
+        return -1;
+    }
+    size_t alloc = nq ? nq : 1;
+    query_filter *q = PyMem_Calloc(alloc, sizeof *q);
+    const avq_filter **p = PyMem_Calloc(alloc, sizeof *p);
+    if (!q || !p) {
+        PyMem_Free(q);
+        PyMem_Free(p);
+        Py_DECREF(seq);
+        PyErr_NoMemory();
+        return -1;
+    }
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    for (size_t i = 0; i < nq; i++) {
+        if (items[i] == Py_None) continue;
+        char what[48];
+        snprintf(what, sizeof what, "filters[%zu]", i);
+        if (query_filter_make(&q[i], FK_ALLOW, items[i], what, call) < 0) {
+            for (size_t j = 0; j < i; j++) query_filter_clear(&q[j]);
+            PyMem_Free(q);
+            PyMem_Free(p);
+            Py_DECREF(seq);
+            return -1;
+        }
+        p[i] = q[i].use;
+    }
+    Py_DECREF(seq);
+    *qfs = q;
+    *ptrs = p;
+    return 0;
+}
+
 static PyObject *Index_search_batched(IndexObject *self, PyObject *const *args,
                                       Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[S_COUNT];
-    if (parse_fast("search_batched", args, nargs, kwnames, batched_names, S_COUNT, 1, v) < 0)
+    PyObject *v[BATCHED_NAMES];
+    if (parse_fast("search_batched", args, nargs, kwnames, batched_names, BATCHED_NAMES,
+                   F_BASE_BATCHED, 1, v) < 0)
         return NULL;
     avq_search_params sp;
     avq_search_params_init(&sp);
@@ -868,8 +1831,31 @@ static PyObject *Index_search_batched(IndexObject *self, PyObject *const *args,
         get_positive_or_none(v[S_PRE], "pre_reorder", &sp.pre_reorder) < 0 ||
         get_threads(v[S_THREADS], &threads) < 0)
         return NULL;
+    PyObject *filters_o = v[B_FILTERS] == Py_None ? NULL : v[B_FILTERS];
+    keep_call call;
+    keep_call_init(&call);
+    query_filter qf = {NULL, NULL, {NULL, NULL}};
+    query_filter *qfs = NULL;
+    const avq_filter **per_query = NULL;
+    size_t nqf = 0;
+    int filtered = 0;
+    for (int i = 0; i < F_COUNT && !filtered; i++) filtered = v[F_BASE_BATCHED + i] != NULL;
+    if (filters_o) {
+        for (int i = 0; i < 4; i++)
+            if (v[F_BASE_BATCHED + i] && v[F_BASE_BATCHED + i] != Py_None) {
+                PyErr_SetString(PyExc_ValueError,
+                                "filters (one per query) cannot be combined with filter, deny, "
+                                "tags_any or tags_all (one for all queries)");
+                return NULL;
+            }
+    }
+    if (filtered && parse_search_filter(v + F_BASE_BATCHED, &sp, &qf, &call) < 0) return NULL;
+    sp.filter = qf.use;
     avq_index *ix = index_acquire(self);
-    if (!ix) return NULL;
+    if (!ix) {
+        query_filter_clear(&qf);
+        return NULL;
+    }
     PyObject *ids = NULL, *scores = NULL, *result = NULL;
     PyArrayObject *q = as_float32(v[S_Q], "queries");
     if (!q) goto done;
@@ -884,6 +1870,10 @@ static PyObject *Index_search_batched(IndexObject *self, PyObject *const *args,
         goto done;
     }
     size_t nq = (size_t)PyArray_DIM(q, 0);
+    if (filters_o) {
+        if (parse_query_filters(filters_o, nq, &call, &qfs, &per_query) < 0) goto done;
+        nqf = nq;
+    }
     npy_intp shape[2] = {(npy_intp)nq, (npy_intp)sp.k};
     ids = PyArray_SimpleNew(2, shape, NPY_INT64);
     scores = PyArray_SimpleNew(2, shape, NPY_FLOAT32);
@@ -897,9 +1887,15 @@ static PyObject *Index_search_batched(IndexObject *self, PyObject *const *args,
         error_snapshot snap;
         take_snapshot(&snap);
         Py_BEGIN_ALLOW_THREADS
-        st = avq_index_search_batch(ix, qd + first * dim, count, &sp, threads, id + first * sp.k,
-                                    sc + first * sp.k);
+        if (per_query)
+            st = avq_index_search_batch_filtered(ix, qd + first * dim, count, &sp,
+                                                 per_query + first, threads, id + first * sp.k,
+                                                 sc + first * sp.k);
+        else
+            st = avq_index_search_batch(ix, qd + first * dim, count, &sp, threads,
+                                        id + first * sp.k, sc + first * sp.k);
         Py_END_ALLOW_THREADS
+        if (keep_call_finish(&call)) goto done; /* a keep() raised: that exception */
         if (st != AVQ_OK) {
             size_t bad = first_non_finite(qd + first * dim, count, dim);
             if (st == AVQ_ERR_INVALID && bad < count * dim) {
@@ -920,65 +1916,16 @@ done:
     Py_XDECREF(q);
     Py_XDECREF(ids);
     Py_XDECREF(scores);
+    for (size_t i = 0; i < nqf; i++) query_filter_clear(&qfs[i]);
+    PyMem_Free(qfs);
+    PyMem_Free(per_query);
+    query_filter_clear(&qf);
+    keep_call_discard(&call);
     index_release(self);
     return result;
 }
 
 /* --- the living index: add, upsert, remove, compact, get, stats ---------- */
-
-/* ids as a C-contiguous int64 array (new reference), 1-D -- or 0-d for a
- * single id (*scalar set).  Any integer dtype or a list of Python ints;
- * floats, bools and anything else raise TypeError (an id is never rounded),
- * uint64 values above 2**63 - 1 ValueError.  An empty list (numpy makes it
- * float64) is accepted as no ids. */
-static PyArrayObject *as_ids(PyObject *obj, const char *what, int *scalar) {
-    *scalar = 0;
-    PyArrayObject *arr;
-    if (obj == Py_None) {
-        PyErr_Format(PyExc_TypeError, "%s must be integers, got None", what);
-        return NULL;
-    }
-    if (PyArray_Check(obj)) {
-        arr = (PyArrayObject *)obj;
-        Py_INCREF(arr);
-    } else {
-        arr = array_of_sequence(obj, what);
-        if (!arr) return NULL;
-    }
-    char kind = PyArray_DESCR(arr)->kind;
-    int nd = PyArray_NDIM(arr);
-    int empty_list = !PyArray_Check(obj) && nd == 1 && PyArray_SIZE(arr) == 0;
-    if (kind != 'i' && kind != 'u' && !empty_list) {
-        PyErr_Format(PyExc_TypeError,
-                     "%s must be integers (an int, or a 1-D array-like of ints in the int64 "
-                     "range), got dtype %S",
-                     what, (PyObject *)PyArray_DESCR(arr));
-        Py_DECREF(arr);
-        return NULL;
-    }
-    if (nd > 1) {
-        PyErr_Format(PyExc_ValueError, "%s must be 1-D, got %d dimensions", what, nd);
-        Py_DECREF(arr);
-        return NULL;
-    }
-    *scalar = nd == 0;
-    int wide_unsigned = kind == 'u' && PyArray_ITEMSIZE(arr) >= 8;
-    PyArrayObject *out = (PyArrayObject *)PyArray_FromArray(
-        arr, PyArray_DescrFromType(NPY_INT64), NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST);
-    Py_DECREF(arr);
-    if (!out) return NULL;
-    if (wide_unsigned) {
-        const int64_t *v = PyArray_DATA(out);
-        for (npy_intp i = 0; i < PyArray_SIZE(out); i++)
-            if (v[i] < 0) {
-                PyErr_Format(PyExc_ValueError, "%s: %llu is out of range (ids are int64)", what,
-                             (unsigned long long)v[i]);
-                Py_DECREF(out);
-                return NULL;
-            }
-    }
-    return out;
-}
 
 /* vectors for a writer: an (n, dim) array-like, or one (dim,) vector. */
 static PyArrayObject *as_rows(PyObject *obj, size_t dim, size_t *n) {
@@ -1011,7 +1958,7 @@ static int check_same_count(PyArrayObject *ids, size_t n) {
 }
 
 PyDoc_STRVAR(Index_add_doc,
-"add($self, /, vectors, ids=None, threads=0)\n"
+"add($self, /, vectors, ids=None, threads=0, *, tags=None)\n"
 "--\n"
 "\n"
 "Add vectors (an (n, dim) array-like, or one (dim,) vector) under `ids`\n"
@@ -1030,13 +1977,21 @@ PyDoc_STRVAR(Index_add_doc,
 "\n"
 "Raises ValueError (wrong shape or dimension, ids and vectors of\n"
 "different lengths, the rows above: the message names the row), TypeError\n"
-"(non-integer ids, vectors that are not real numbers).");
+"(non-integer ids, vectors that are not real numbers).\n"
+"\n"
+"tags: the tags of the new vectors (ints in [0, 2**32), at most 1024 per\n"
+"vector, duplicates merged), in one of three forms: a list with one list\n"
+"of tags (or None) per row; a 2-D integer array of shape (n, t); or a\n"
+"tuple (offsets, tags) -- CSR: offsets n + 1 non-decreasing ints from 0\n"
+"to len(tags), row i's tags being tags[offsets[i]:offsets[i + 1]].  A\n"
+"tuple of two is always read as CSR.  ValueError for a tag out of range,\n"
+"too many tags on a row, or not one entry per row.");
 
 static PyObject *Index_add(IndexObject *self, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"vectors", "ids", "threads", NULL};
-    PyObject *vec_o, *ids_o = Py_None, *threads_o = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OO:add", kwlist, &vec_o, &ids_o,
-                                     &threads_o))
+    static char *kwlist[] = {"vectors", "ids", "threads", "tags", NULL};
+    PyObject *vec_o, *ids_o = Py_None, *threads_o = NULL, *tags_o = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OO$O:add", kwlist, &vec_o, &ids_o,
+                                     &threads_o, &tags_o))
         return NULL;
     int threads;
     if (get_threads(threads_o, &threads) < 0) return NULL;
@@ -1044,6 +1999,7 @@ static PyObject *Index_add(IndexObject *self, PyObject *args, PyObject *kwargs) 
     if (!ix) return NULL;
     PyArrayObject *vec = NULL, *ids = NULL;
     PyObject *out = NULL, *result = NULL;
+    tag_csr csr = {NULL, NULL};
     size_t n;
     int scalar;
     vec = as_rows(vec_o, avq_index_dim(ix), &n);
@@ -1052,6 +2008,7 @@ static PyObject *Index_add(IndexObject *self, PyObject *args, PyObject *kwargs) 
         ids = as_ids(ids_o, "ids", &scalar);
         if (!ids || check_same_count(ids, n) < 0) goto done;
     }
+    if (tags_o != Py_None && tags_csr_of_object(tags_o, n, "tags", &csr) < 0) goto done;
     npy_intp nn = (npy_intp)n;
     out = PyArray_SimpleNew(1, &nn, NPY_INT64);
     if (!out) goto done;
@@ -1059,9 +2016,14 @@ static PyObject *Index_add(IndexObject *self, PyObject *args, PyObject *kwargs) 
     take_snapshot(&snap);
     int st;
     Py_BEGIN_ALLOW_THREADS
-    st = avq_index_add(ix, (const float *)PyArray_DATA(vec), n,
-                       ids ? (const int64_t *)PyArray_DATA(ids) : NULL, threads,
-                       (int64_t *)PyArray_DATA((PyArrayObject *)out));
+    if (csr.offsets)
+        st = avq_index_add_tagged(ix, (const float *)PyArray_DATA(vec), n,
+                                  ids ? (const int64_t *)PyArray_DATA(ids) : NULL, csr.offsets,
+                                  csr.tags, threads, (int64_t *)PyArray_DATA((PyArrayObject *)out));
+    else
+        st = avq_index_add(ix, (const float *)PyArray_DATA(vec), n,
+                           ids ? (const int64_t *)PyArray_DATA(ids) : NULL, threads,
+                           (int64_t *)PyArray_DATA((PyArrayObject *)out));
     Py_END_ALLOW_THREADS
     if (st != AVQ_OK) {
         raise_status_snap(st, NULL, 0, &snap);
@@ -1073,24 +2035,28 @@ done:
     Py_XDECREF(vec);
     Py_XDECREF(ids);
     Py_XDECREF(out);
+    tag_csr_free(&csr);
     index_release(self);
     return result;
 }
 
 PyDoc_STRVAR(Index_upsert_doc,
-"upsert($self, /, ids, vectors, threads=0)\n"
+"upsert($self, /, ids, vectors, threads=0, *, tags=None)\n"
 "--\n"
 "\n"
 "Insert or replace: the vectors of ids already in the index are replaced,\n"
 "the others are added.  `ids` and `vectors` as for add() (ids required).\n"
 "Returns how many ids were present (replaced).  All or nothing, GIL\n"
-"released, raises as add().");
+"released, raises as add().\n"
+"\n"
+"tags (forms as for add()): every row gets exactly these tags.  Without\n"
+"tags, a replaced vector keeps the tags it had and an added one has none.");
 
 static PyObject *Index_upsert(IndexObject *self, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"ids", "vectors", "threads", NULL};
-    PyObject *ids_o, *vec_o, *threads_o = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O:upsert", kwlist, &ids_o, &vec_o,
-                                     &threads_o))
+    static char *kwlist[] = {"ids", "vectors", "threads", "tags", NULL};
+    PyObject *ids_o, *vec_o, *threads_o = NULL, *tags_o = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O$O:upsert", kwlist, &ids_o, &vec_o,
+                                     &threads_o, &tags_o))
         return NULL;
     int threads;
     if (get_threads(threads_o, &threads) < 0) return NULL;
@@ -1098,18 +2064,25 @@ static PyObject *Index_upsert(IndexObject *self, PyObject *args, PyObject *kwarg
     if (!ix) return NULL;
     PyArrayObject *vec = NULL, *ids = NULL;
     PyObject *result = NULL;
+    tag_csr csr = {NULL, NULL};
     size_t n, replaced = 0;
     int scalar;
     ids = as_ids(ids_o, "ids", &scalar);
     if (!ids) goto done;
     vec = as_rows(vec_o, avq_index_dim(ix), &n);
     if (!vec || check_same_count(ids, n) < 0) goto done;
+    if (tags_o != Py_None && tags_csr_of_object(tags_o, n, "tags", &csr) < 0) goto done;
     error_snapshot snap;
     take_snapshot(&snap);
     int st;
     Py_BEGIN_ALLOW_THREADS
-    st = avq_index_upsert(ix, (const float *)PyArray_DATA(vec), n,
-                          (const int64_t *)PyArray_DATA(ids), threads, &replaced);
+    if (csr.offsets)
+        st = avq_index_upsert_tagged(ix, (const float *)PyArray_DATA(vec), n,
+                                     (const int64_t *)PyArray_DATA(ids), csr.offsets, csr.tags,
+                                     threads, &replaced);
+    else
+        st = avq_index_upsert(ix, (const float *)PyArray_DATA(vec), n,
+                              (const int64_t *)PyArray_DATA(ids), threads, &replaced);
     Py_END_ALLOW_THREADS
     if (st != AVQ_OK) {
         raise_status_snap(st, NULL, 0, &snap);
@@ -1119,6 +2092,7 @@ static PyObject *Index_upsert(IndexObject *self, PyObject *args, PyObject *kwarg
 done:
     Py_XDECREF(vec);
     Py_XDECREF(ids);
+    tag_csr_free(&csr);
     index_release(self);
     return result;
 }
@@ -1271,7 +2245,9 @@ PyDoc_STRVAR(Index_stats_doc,
 "deviation / mean of the leaf sizes: 0 = even; it grows as added data\n"
 "drifts from the training sample -- retrain() is the remedy),\n"
 "max_leaf_dead (largest dead share of a leaf), memory_bytes (= nbytes),\n"
-"next_id (the id the next automatic add uses).");
+"next_id (the id the next automatic add uses), tagged (live vectors with\n"
+"at least one tag), tag_postings ((vector, tag) pairs over live vectors),\n"
+"distinct_tags (tags carried by at least one live vector).");
 
 static PyObject *Index_stats(IndexObject *self, PyObject *unused) {
     avq_index *ix = index_acquire(self);
@@ -1285,13 +2261,147 @@ static PyObject *Index_stats(IndexObject *self, PyObject *unused) {
     Py_END_ALLOW_THREADS
     index_release(self);
     if (st != AVQ_OK) return raise_status(st, NULL, 0);
-    return Py_BuildValue("{s:n,s:n,s:n,s:n,s:n,s:n,s:d,s:d,s:d,s:n,s:L}", "live",
+    return Py_BuildValue("{s:n,s:n,s:n,s:n,s:n,s:n,s:d,s:d,s:d,s:n,s:L,s:n,s:n,s:n}", "live",
                          (Py_ssize_t)s.live, "dead", (Py_ssize_t)s.dead, "leaves",
                          (Py_ssize_t)s.leaves, "empty_leaves", (Py_ssize_t)s.empty_leaves,
                          "min_leaf", (Py_ssize_t)s.min_leaf, "max_leaf", (Py_ssize_t)s.max_leaf,
                          "mean_leaf", s.mean_leaf, "leaf_cv", s.leaf_cv, "max_leaf_dead",
                          s.max_leaf_dead, "memory_bytes", (Py_ssize_t)s.memory_bytes, "next_id",
-                         (long long)s.next_id);
+                         (long long)s.next_id, "tagged", (Py_ssize_t)s.tagged, "tag_postings",
+                         (Py_ssize_t)s.tag_postings, "distinct_tags",
+                         (Py_ssize_t)s.distinct_tags);
+}
+
+/* --- tags of stored vectors ---------------------------------------------- */
+
+PyDoc_STRVAR(Index_set_tags_doc,
+"set_tags($self, ids, tags, /)\n"
+"--\n"
+"\n"
+"Replace the tags of vectors already in the index (their vectors stay):\n"
+"`ids` an int or array-like of distinct ids, `tags` one entry per id in\n"
+"any form add() takes (for a single int id: one list of tags).  This is how\n"
+"to tag an index made by Index.build (ids 0..n-1; or pass tags= to build).\n"
+"All or nothing; the GIL is released.  Raises ValueError (an id not\n"
+"present -- named --, an id twice, a tag out of range, too many tags).");
+
+static PyObject *Index_set_tags(IndexObject *self, PyObject *args) {
+    PyObject *ids_o, *tags_o;
+    if (!PyArg_ParseTuple(args, "OO:set_tags", &ids_o, &tags_o)) return NULL;
+    avq_index *ix = index_acquire(self);
+    if (!ix) return NULL;
+    PyObject *result = NULL, *wrapped = NULL;
+    tag_csr csr = {NULL, NULL};
+    int scalar;
+    PyArrayObject *ids = as_ids(ids_o, "ids", &scalar);
+    if (!ids) goto done;
+    size_t n = (size_t)PyArray_SIZE(ids);
+    if (scalar) { /* one id: tags is its one list */
+        wrapped = PyList_New(1);
+        if (!wrapped) goto done;
+        PyList_SET_ITEM(wrapped, 0, Py_NewRef(tags_o));
+        tags_o = wrapped;
+    }
+    if (tags_csr_of_object(tags_o, n, "tags", &csr) < 0) goto done;
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    st = avq_index_set_tags(ix, (const int64_t *)PyArray_DATA(ids), n, csr.offsets, csr.tags);
+    Py_END_ALLOW_THREADS
+    if (st != AVQ_OK) {
+        raise_status(st, NULL, 0);
+        goto done;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(ids);
+    Py_XDECREF(wrapped);
+    tag_csr_free(&csr);
+    index_release(self);
+    return result;
+}
+
+PyDoc_STRVAR(Index_get_tags_doc,
+"get_tags($self, id, /)\n"
+"--\n"
+"\n"
+"The tags of vector `id` as a list of ints, ascending and distinct ([] for\n"
+"none).  Raises ValueError if the id is not in the index.");
+
+static int get_one_id(PyObject *o, int64_t *out) {
+    if (PyBool_Check(o) || !PyIndex_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "id must be an int, got %.100s", Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    PyObject *as_int = PyNumber_Index(o);
+    if (!as_int) return -1;
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(as_int, &overflow);
+    Py_DECREF(as_int);
+    if (v == -1 && !overflow && PyErr_Occurred()) return -1;
+    if (overflow) {
+        PyErr_SetString(PyExc_ValueError, "id is out of range (ids are int64)");
+        return -1;
+    }
+    *out = (int64_t)v;
+    return 0;
+}
+
+static PyObject *Index_get_tags(IndexObject *self, PyObject *arg) {
+    int64_t id;
+    if (get_one_id(arg, &id) < 0) return NULL;
+    avq_index *ix = index_acquire(self);
+    if (!ix) return NULL;
+    uint32_t small[64], *buf = small;
+    size_t cap = sizeof small / sizeof small[0], count = 0;
+    PyObject *result = NULL;
+    for (;;) {
+        int st;
+        Py_BEGIN_ALLOW_THREADS
+        st = avq_index_get_tags(ix, id, buf, cap, &count);
+        Py_END_ALLOW_THREADS
+        if (st != AVQ_OK) {
+            raise_status(st, NULL, 0);
+            goto done;
+        }
+        if (count <= cap) break;
+        /* more than fit (or a writer added some meanwhile): grow and ask again */
+        if (buf != small) PyMem_Free(buf);
+        cap = count;
+        buf = PyMem_Malloc(cap * sizeof *buf);
+        if (!buf) {
+            PyErr_NoMemory();
+            goto done;
+        }
+    }
+    result = PyList_New((Py_ssize_t)count);
+    for (size_t i = 0; result && i < count; i++) {
+        PyObject *t = PyLong_FromUnsignedLong(buf[i]);
+        if (!t) Py_CLEAR(result);
+        else PyList_SET_ITEM(result, (Py_ssize_t)i, t);
+    }
+done:
+    if (buf != small) PyMem_Free(buf);
+    index_release(self);
+    return result;
+}
+
+PyDoc_STRVAR(Index_tag_count_doc,
+"tag_count($self, tag, /)\n"
+"--\n"
+"\n"
+"How many live vectors carry `tag` (an int in [0, 2**32)).");
+
+static PyObject *Index_tag_count(IndexObject *self, PyObject *arg) {
+    uint32_t tag;
+    if (tag_of_object(arg, "tag_count", SIZE_MAX, &tag) < 0) return NULL;
+    avq_index *ix = index_acquire(self);
+    if (!ix) return NULL;
+    size_t c;
+    Py_BEGIN_ALLOW_THREADS
+    c = avq_index_tag_count(ix, tag);
+    Py_END_ALLOW_THREADS
+    index_release(self);
+    return PyLong_FromSize_t(c);
 }
 
 /* --- len(), `in` ---------------------------------------------------------- */
@@ -1740,6 +2850,9 @@ static PyMethodDef Index_methods[] = {
      Index_set_compact_threshold_doc},
     {"get", (PyCFunction)Index_get, METH_O, Index_get_doc},
     {"stats", (PyCFunction)Index_stats, METH_NOARGS, Index_stats_doc},
+    {"set_tags", (PyCFunction)Index_set_tags, METH_VARARGS, Index_set_tags_doc},
+    {"get_tags", (PyCFunction)Index_get_tags, METH_O, Index_get_tags_doc},
+    {"tag_count", (PyCFunction)Index_tag_count, METH_O, Index_tag_count_doc},
     {"to_bytes", (PyCFunction)Index_to_bytes, METH_NOARGS, Index_to_bytes_doc},
     {"from_bytes", (PyCFunction)Index_from_bytes, METH_CLASS | METH_O, Index_from_bytes_doc},
     {"__reduce__", (PyCFunction)Index_reduce, METH_NOARGS,
@@ -2118,14 +3231,18 @@ PyMODINIT_FUNC PyInit__avq(void) {
                      AVQ_VERSION_NUMBER, avq_version());
         return NULL;
     }
-    static const char *const sn[S_COUNT] = {"q", "k", "leaves_to_search", "pre_reorder",
-                                            "threads"};
-    static const char *const bn[S_COUNT] = {"queries", "k", "leaves_to_search", "pre_reorder",
-                                            "threads"};
-    if (intern_names(search_names, sn, S_COUNT) < 0 ||
-        intern_names(batched_names, bn, S_COUNT) < 0)
+    static const char *const sn[SEARCH_NAMES] = {
+        "q", "k", "leaves_to_search", "pre_reorder", "filter", "deny", "tags_any", "tags_all",
+        "filter_min_scanned", "filter_exact_below"};
+    static const char *const bn[BATCHED_NAMES] = {
+        "queries", "k", "leaves_to_search", "pre_reorder", "threads", "filter", "deny",
+        "tags_any", "tags_all", "filter_min_scanned", "filter_exact_below", "filters"};
+    if (intern_names(search_names, sn, SEARCH_NAMES) < 0 ||
+        intern_names(batched_names, bn, BATCHED_NAMES) < 0)
         return NULL;
-    if (PyType_Ready(&IndexType) < 0 || PyType_Ready(&QuantizerType) < 0) return NULL;
+    if (PyType_Ready(&IndexType) < 0 || PyType_Ready(&QuantizerType) < 0 ||
+        PyType_Ready(&FilterType) < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&avq_module);
     if (!m) return NULL;
     AvqError = PyErr_NewExceptionWithDoc(
@@ -2146,6 +3263,9 @@ PyMODINIT_FUNC PyInit__avq(void) {
         PyModule_AddObjectRef(m, "FormatError", AvqFormatError) < 0 ||
         PyModule_AddObjectRef(m, "Index", (PyObject *)&IndexType) < 0 ||
         PyModule_AddObjectRef(m, "Quantizer", (PyObject *)&QuantizerType) < 0 ||
+        PyModule_AddObjectRef(m, "Filter", (PyObject *)&FilterType) < 0 ||
+        PyModule_AddIntConstant(m, "MAX_TAGS_PER_VECTOR", AVQ_MAX_TAGS_PER_VECTOR) < 0 ||
+        PyModule_AddIntConstant(m, "MAX_FILTER_TAGS", AVQ_MAX_FILTER_TAGS) < 0 ||
         PyModule_AddStringConstant(m, "__version__", avq_version()) < 0 ||
         PyModule_AddIntConstant(m, "VERSION_NUMBER", (long)avq_version_number()) < 0)
         goto fail;
