@@ -519,8 +519,10 @@ AVQ_API void avq_index_default_search_params(const avq_index *index,
  *
  * Tags of n vectors are passed as a CSR pair: tag_offsets has n + 1
  * entries, tag_offsets[0] = 0 and non-decreasing, and vector i's tags are
- * tags[tag_offsets[i] .. tag_offsets[i + 1]).  A tag listed twice for one
- * vector counts once; an empty range means no tags. */
+ * tags[tag_offsets[i] .. tag_offsets[i + 1]).  A range may hold at most
+ * AVQ_MAX_TAGS_PER_VECTOR entries; a tag listed twice for one vector counts
+ * once; an empty range means no tags.  avq_index_retrain keeps every
+ * vector's tags. */
 #define AVQ_MAX_TAGS_PER_VECTOR 1024
 /* The most tags one tag filter may list. */
 #define AVQ_MAX_FILTER_TAGS 4096
