@@ -1487,6 +1487,11 @@ Test(filter, tags_follow_every_writer) {
         expect_same_tags_and_results(index, copy, &md, flags ? "load mmap" : "load copy");
         avq_index_free(copy);
     }
+    /* retrain keeps every vector's tags (and its vectors: FLOAT reorder) */
+    avq_index *retrained = NULL;
+    cr_assert_eq(avq_index_retrain(index, NULL, &retrained), AVQ_OK, "%s", avq_last_error());
+    model_check(retrained, &md, true, "retrained");
+    avq_index_free(retrained);
     free(bytes);
     free(rows);
     free(pool);
@@ -1666,8 +1671,15 @@ Test(filter, bad_tags_are_refused_and_change_nothing) {
     expect_unchanged(index, &s2, "after refused tag writes (one removed)");
     cr_assert_eq(s2.st.live, s.st.live - 1);
 
-    /* the boundary: exactly AVQ_MAX_TAGS_PER_VECTOR tags are accepted
-     * (whether the limit counts listed or distinct tags is not tested) */
+    /* the limit counts entries: AVQ_MAX_TAGS_PER_VECTOR + 1 of them are
+     * refused even when duplicates leave fewer distinct tags */
+    size_t dup_off[2] = {0, AVQ_MAX_TAGS_PER_VECTOR + 1};
+    for (size_t j = 0; j <= AVQ_MAX_TAGS_PER_VECTOR; j++) tags[j] = (uint32_t)(j % 7);
+    int64_t ten = 10;
+    expect_error(avq_index_set_tags(index, &ten, 1, dup_off, tags), AVQ_ERR_INVALID,
+                 "set_tags, 1025 entries, 7 distinct", NULL);
+    expect_unchanged(index, &s2, "after a refused set_tags of 1025 entries");
+    /* the boundary: exactly AVQ_MAX_TAGS_PER_VECTOR tags are accepted */
     size_t ok_off[2] = {0, AVQ_MAX_TAGS_PER_VECTOR};
     for (size_t j = 0; j < AVQ_MAX_TAGS_PER_VECTOR; j++) tags[j] = (uint32_t)(100000 + j);
     int64_t one = 10;
