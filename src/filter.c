@@ -169,6 +169,13 @@ size_t avq_filter_bound(const avq_filter *f, const avq_index *x) {
     }
 }
 
+size_t avq_filter_tag_list(const avq_filter *f, const uint32_t **tags, bool *all) {
+    if (f->kind != FILTER_ANY && f->kind != FILTER_ALL) return 0;
+    *tags = f->tags;
+    *all = f->kind == FILTER_ALL;
+    return f->ntags;
+}
+
 bool avq_filter_bound_is_known(const avq_filter *f) {
     return f->kind == FILTER_ALLOW || f->kind == FILTER_ANY || f->kind == FILTER_ALL;
 }

@@ -24,6 +24,10 @@ size_t avq_filter_bound(const avq_filter *f, const avq_index *x);
 /* Whether avq_filter_bound says more than "the live count". */
 bool avq_filter_bound_is_known(const avq_filter *f);
 
+/* A tag filter's tags (ascending, distinct) into *tags and whether it is
+ * ALL; returns their number, 0 for the other kinds. */
+size_t avq_filter_tag_list(const avq_filter *f, const uint32_t **tags, bool *all);
+
 /* The slots of version v the filter allows -- live ones only -- as a bitmap
  * of (v->n + 31) / 32 words in mask, and their number in *allowed.
  * AVQ_ERR_CANCELLED (with the message set) when a callback asks to stop. */

@@ -195,17 +195,27 @@ void avq_idmap_put(avq_idmap *m, int64_t id, uint64_t place);
 /* Remove; returns whether it was there. */
 bool avq_idmap_del(avq_idmap *m, int64_t id);
 
-/* Per-index live count of every tag: what the filter planner reads to know
- * how many vectors a tag filter allows without visiting the leaves.  An
- * open-addressing table the writer updates in place (atomic counts; a key
- * once inserted stays) and replaces by a larger copy when it fills (the old
- * one is retired, so searches may go on reading it). */
+/* The leaves holding a tag: immutable, replaced as a whole (and retired)
+ * when a leaf gains its first or loses its last vector with the tag. */
+typedef struct avq_tag_leaves {
+    avq_retired node;        /* first: the retire list links them           */
+    uint32_t count;
+    uint32_t leaves[];       /* ascending                                   */
+} avq_tag_leaves;
+
+/* Per-index live count of every tag, and the leaves holding it: what the
+ * filter planner reads to know how many vectors a tag filter allows, and
+ * where they are, without visiting every leaf.  An open-addressing table
+ * the writer updates in place (atomic counts and list pointers; a key once
+ * inserted stays) and replaces by a larger copy when it fills (the old one
+ * is retired, so searches may go on reading it; the lists are shared). */
 typedef struct avq_tag_table {
     avq_retired node;        /* first: the retire list links tables         */
     size_t capacity;         /* a power of two                              */
     size_t used;             /* keys inserted                               */
     _Atomic uint64_t *keys;  /* tag + 1, 0 = empty                           */
     _Atomic int64_t *counts; /* live vectors carrying the tag               */
+    avq_tag_leaves *_Atomic *lists; /* leaves holding it, or NULL           */
 } avq_tag_table;
 
 /* ---- the index ------------------------------------------------------------ */
@@ -252,6 +262,10 @@ static inline avq_leaf *avq_leaf_load(const avq_index *x, size_t l) {
  * stores), never for encoding or copying. */
 void avq_snapshot_leaves(const avq_index *x, const avq_leaf **snap, const avq_neighbor *which,
                          size_t count);
+/* Every leaf's version into snap, and also(ctx) called in the same window
+ * (it reads what a commit publishes with the versions: tag leaf lists). */
+void avq_snapshot_all(const avq_index *x, const avq_leaf **snap, void (*also)(void *ctx),
+                      void *ctx);
 /* Writer: bracket the publication of one change's versions. */
 void avq_commit_begin(avq_index *x);
 void avq_commit_end(avq_index *x);
@@ -318,8 +332,26 @@ size_t avq_leaf_tags_of_slot(const avq_leaf_tags *t, uint32_t slot, uint32_t *ou
  * loading; the message names `leaf`. */
 int avq_leaf_tags_validate(const avq_leaf_tags *t, const avq_leaf *v, size_t leaf);
 
-/* Tag counts (tags.c).  Reader side: the live count of tag, 0 if unknown. */
+/* Tag counts (tags.c).  Reader side: the live count of tag, 0 if unknown;
+ * the leaves holding it (NULL: none).  The caller holds a read slot. */
 int64_t avq_tag_count(const avq_index *x, uint32_t tag);
+const avq_tag_leaves *avq_tag_leaves_of(const avq_index *x, uint32_t tag);
+
+/* The new leaf lists of the tags whose set of leaves a change alters:
+ * made in prepare (can fail), published in commit (cannot). */
+typedef struct {
+    size_t count;
+    uint32_t *tags;
+    avq_tag_leaves **lists;  /* NULL entries: no leaf holds the tag any more */
+} avq_tag_list_change;
+
+/* Writer side: the lists after leaf l changes from its current version to
+ * fresh[l] (NULL = unchanged), for every l; from_empty: as if every leaf
+ * had no tags before (a rebuild).  Needs the table's room reserved. */
+int avq_tag_lists_prepare(const avq_index *x, avq_leaf *const *fresh, bool from_empty,
+                          avq_tag_list_change *out);
+void avq_tag_lists_commit(avq_index *x, avq_tag_list_change *c);
+void avq_tag_lists_abandon(avq_tag_list_change *c);
 /* Writer side: make room for `more` new keys (may allocate a new table,
  * published at once: the old one is retired). */
 int avq_tag_table_reserve(avq_index *x, size_t more);
@@ -329,8 +361,10 @@ void avq_tag_counts_update(avq_index *x, const avq_leaf_tags *old_tags,
                            const avq_leaf_tags *new_tags);
 /* Recount every tag from the leaves (after a load).  Writer side. */
 int avq_tag_counts_rebuild(avq_index *x);
-void avq_tag_table_free(avq_tag_table *t);
+void avq_tag_table_free(avq_tag_table *t);      /* a retired table         */
+void avq_tag_table_free_all(avq_tag_table *t);  /* the last: with its lists */
 void avq_retire_tag_table(avq_index *x, avq_tag_table *t); /* leaf.c */
+void avq_retire_tag_leaves(avq_index *x, avq_tag_leaves *t); /* leaf.c */
 size_t avq_tag_table_bytes(const avq_index *x);
 /* Tags with a live count above 0. */
 size_t avq_tag_table_distinct(const avq_index *x);

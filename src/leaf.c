@@ -43,7 +43,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-enum { RETIRED_LEAF = 1, RETIRED_STORE = 2, RETIRED_TAG_TABLE = 3 };
+enum { RETIRED_LEAF = 1, RETIRED_STORE = 2, RETIRED_TAG_TABLE = 3, RETIRED_TAG_LEAVES = 4 };
 
 /* ---- mappings --------------------------------------------------------------- */
 
@@ -96,10 +96,12 @@ static void retire(avq_index *x, avq_retired *node, int kind) {
 void avq_retire_leaf(avq_index *x, avq_leaf *v) { retire(x, &v->node, RETIRED_LEAF); }
 void avq_retire_store(avq_index *x, avq_leaf_store *s) { retire(x, &s->node, RETIRED_STORE); }
 void avq_retire_tag_table(avq_index *x, avq_tag_table *t) { retire(x, &t->node, RETIRED_TAG_TABLE); }
+void avq_retire_tag_leaves(avq_index *x, avq_tag_leaves *t) { retire(x, &t->node, RETIRED_TAG_LEAVES); }
 
 static void free_retired(avq_retired *r) {
     if (r->kind == RETIRED_LEAF) avq_leaf_free((avq_leaf *)r);
     else if (r->kind == RETIRED_TAG_TABLE) avq_tag_table_free((avq_tag_table *)r);
+    else if (r->kind == RETIRED_TAG_LEAVES) free(r);
     else avq_leaf_store_free((avq_leaf_store *)r);
 }
 
@@ -140,6 +142,21 @@ void avq_snapshot_leaves(const avq_index *x, const avq_leaf **snap, const avq_ne
             size_t l = which ? (size_t)which[i].id : i;
             snap[l] = atomic_load(&mx->leaves[l]);
         }
+        if (atomic_load(&mx->commit_seq) == before) return;
+    }
+}
+
+void avq_snapshot_all(const avq_index *x, const avq_leaf **snap, void (*also)(void *ctx),
+                      void *ctx) {
+    avq_index *mx = (avq_index *)x;
+    for (;;) {
+        uint64_t before = atomic_load(&mx->commit_seq);
+        if (before & 1) {
+            sched_yield();
+            continue;
+        }
+        for (size_t l = 0; l < x->num_leaves; l++) snap[l] = atomic_load(&mx->leaves[l]);
+        if (also) also(ctx);
         if (atomic_load(&mx->commit_seq) == before) return;
     }
 }
@@ -233,7 +250,7 @@ void avq_index_free(avq_index *x) {
         free_retired(r);
     }
     avq_idmap_free(&x->ids);
-    avq_tag_table_free(atomic_load(&x->tag_table));
+    avq_tag_table_free_all(atomic_load(&x->tag_table));
     avq_mapping_unref(x->mapping);
     avq_quantizer_free(x->q);
     pthread_mutex_destroy(&x->write_lock);

@@ -300,9 +300,11 @@ fail:
 typedef struct {
     avq_leaf **fresh;    /* num_leaves: the new version, or NULL (unchanged) */
     bool *compacted;     /* num_leaves: slots renumbered                     */
+    avq_tag_list_change lists; /* the tags' new leaf lists                  */
 } pending;
 
 static int pending_init(const avq_index *x, pending *p) {
+    memset(&p->lists, 0, sizeof p->lists);
     p->fresh = calloc(x->num_leaves, sizeof *p->fresh);
     p->compacted = calloc(x->num_leaves, sizeof *p->compacted);
     if (!p->fresh || !p->compacted) {
@@ -321,17 +323,24 @@ static void pending_abandon(avq_index *x, pending *p) {
         if (v->store != avq_leaf_load(x, l)->store) avq_leaf_store_free(v->store);
         avq_leaf_free(v);
     }
+    avq_tag_lists_abandon(&p->lists);
     free(p->fresh);
     free(p->compacted);
 }
 
-/* Room in the tag count table for every tag the new versions carry (the
- * last step of a prepare that can fail). */
-static int pending_reserve_tags(avq_index *x, const pending *p) {
+/* Room in the tag count table for every tag the new versions carry, and
+ * the tags' new leaf lists (the last step of a prepare that can fail). */
+static int pending_reserve_tags(avq_index *x, pending *p) {
     size_t keys = 0;
-    for (size_t l = 0; l < x->num_leaves; l++)
-        if (p->fresh[l] && p->fresh[l]->tags) keys += p->fresh[l]->tags->nkeys;
-    return keys ? avq_tag_table_reserve(x, keys) : AVQ_OK;
+    bool tags = false;
+    for (size_t l = 0; l < x->num_leaves; l++) {
+        if (!p->fresh[l]) continue;
+        if (p->fresh[l]->tags) keys += p->fresh[l]->tags->nkeys;
+        tags |= p->fresh[l]->tags || avq_leaf_load(x, l)->tags;
+    }
+    int st = keys ? avq_tag_table_reserve(x, keys) : AVQ_OK;
+    if (st == AVQ_OK && tags) st = avq_tag_lists_prepare(x, p->fresh, false, &p->lists);
+    return st;
 }
 
 /* Publish every new version as one commit; renumbered leaves get their ids
@@ -340,6 +349,7 @@ static void pending_commit(avq_index *x, pending *p) {
     for (size_t l = 0; l < x->num_leaves; l++)
         if (p->fresh[l]) avq_tag_counts_update(x, avq_leaf_load(x, l)->tags, p->fresh[l]->tags);
     avq_commit_begin(x);
+    avq_tag_lists_commit(x, &p->lists); /* with the versions: see tags.c */
     for (size_t l = 0; l < x->num_leaves; l++)
         if (p->fresh[l]) avq_leaf_publish(x, l, p->fresh[l]);
     avq_commit_end(x);

@@ -63,6 +63,10 @@ typedef struct {
     uint32_t *mask;         /* a leaf's allow mask (filtered searches): grown
                                to the largest leaf seen, then reused        */
     size_t mask_words;
+    const avq_tag_leaves **tag_lists; /* AVQ_MAX_FILTER_TAGS: a tag filter's
+                                         leaf lists (exact plan)            */
+    uint32_t *leaf_mark;    /* L: the query serial that last visited a leaf  */
+    uint32_t serial;
 } search_scratch;
 
 /* The fields every avq_search_params has had since struct_size (0.2). */
@@ -139,15 +143,19 @@ static int scratch_init(search_scratch *s, const avq_index *idx, const resolved_
         nscores * sizeof(float),     idx->num_leaves * sizeof(avq_neighbor),
         s->cand_capacity * sizeof(avq_neighbor), r->pre_reorder * sizeof(void *),
         r->pre_reorder * sizeof(float), (2 * r->k + 1) * sizeof(avq_neighbor),
-        idx->num_leaves * sizeof(avq_leaf *),
+        idx->num_leaves * sizeof(avq_leaf *), AVQ_MAX_FILTER_TAGS * sizeof(void *),
+        idx->num_leaves * sizeof(uint32_t),
     };
     void **const slots[] = {(void **)&s->q,      (void **)&s->q_i8,   (void **)&s->lut,
                             (void **)&s->lut8,   (void **)&s->scores, (void **)&s->leaves,
                             (void **)&s->cand,   (void **)&s->rows, (void **)&s->exact,
-                            (void **)&s->final,  (void **)&s->snap};
+                            (void **)&s->final,  (void **)&s->snap, (void **)&s->tag_lists,
+                            (void **)&s->leaf_mark};
     s->mask = NULL;
     s->mask_words = 0;
+    s->serial = 0;
     s->block = carve_block(sizes, slots, sizeof sizes / sizeof sizes[0], "search scratch");
+    if (s->block) memset(s->leaf_mark, 0, idx->num_leaves * sizeof(uint32_t));
     return s->block ? AVQ_OK : AVQ_ERR_NOMEM;
 }
 
@@ -411,17 +419,68 @@ static void score_allowed(const avq_index *idx, const avq_kernels *kern, search_
     if (count) score_slots(idx, kern, s, v, f32, count, out);
 }
 
-/* The exact plan: every allowed vector of every leaf (snapshot in s->snap). */
+/* The exact plan for leaf l (version in s->snap), once per query. */
+static int exact_leaf(const avq_index *idx, const avq_kernels *kern, const resolved_params *r,
+                      search_scratch *s, size_t l, avq_topk *out) {
+    const avq_leaf *v = s->snap[l];
+    if (v->live == 0 || s->leaf_mark[l] == s->serial) return AVQ_OK;
+    s->leaf_mark[l] = s->serial;
+    size_t allowed = 0;
+    int st = mask_reserve(s, v->n);
+    if (st == AVQ_OK) st = avq_filter_leaf_mask(r->filter, v, s->mask, &allowed);
+    if (st == AVQ_OK && allowed) score_allowed(idx, kern, s, v, s->mask, r->pre_reorder, out);
+    return st;
+}
+
+/* What a tag filter's exact plan reads with the leaf snapshot. */
+typedef struct {
+    const avq_index *idx;
+    const uint32_t *tags;
+    size_t ntags;
+    const avq_tag_leaves **lists;
+} list_reader;
+
+static void read_lists(void *ctx) {
+    list_reader *lr = ctx;
+    for (size_t i = 0; i < lr->ntags; i++) lr->lists[i] = avq_tag_leaves_of(lr->idx, lr->tags[i]);
+}
+
+/* The exact plan: every allowed vector.  A tag filter visits the leaves
+ * its tags' lists name (ALL: the shortest list); other filters visit every
+ * leaf.  The leaf snapshot is taken here. */
 static int filtered_exact(const avq_index *idx, const avq_kernels *kern, const resolved_params *r,
                           search_scratch *s, avq_topk *out) {
-    for (size_t l = 0; l < idx->num_leaves; l++) {
-        const avq_leaf *v = s->snap[l];
-        if (v->live == 0) continue;
-        size_t allowed = 0;
-        int st = mask_reserve(s, v->n);
-        if (st == AVQ_OK) st = avq_filter_leaf_mask(r->filter, v, s->mask, &allowed);
-        if (st != AVQ_OK) return st;
-        if (allowed) score_allowed(idx, kern, s, v, s->mask, r->pre_reorder, out);
+    if (++s->serial == 0) { /* wrapped: forget every mark */
+        memset(s->leaf_mark, 0, idx->num_leaves * sizeof(uint32_t));
+        s->serial = 1;
+    }
+    const uint32_t *tags;
+    bool all;
+    size_t ntags = avq_filter_tag_list(r->filter, &tags, &all);
+    if (ntags == 0) {
+        avq_snapshot_all(idx, s->snap, NULL, NULL);
+        for (size_t l = 0; l < idx->num_leaves; l++) {
+            int st = exact_leaf(idx, kern, r, s, l, out);
+            if (st != AVQ_OK) return st;
+        }
+        return AVQ_OK;
+    }
+    list_reader lr = {idx, tags, ntags, s->tag_lists};
+    avq_snapshot_all(idx, s->snap, read_lists, &lr);
+    size_t first = 0, end = ntags;
+    if (all) { /* every allowed vector is in each list's leaves: take the shortest */
+        for (size_t i = 0; i < ntags; i++) {
+            if (!s->tag_lists[i]) return AVQ_OK;
+            if (s->tag_lists[i]->count < s->tag_lists[first]->count) first = i;
+        }
+        end = first + 1;
+    }
+    for (size_t i = first; i < end; i++) {
+        const avq_tag_leaves *list = s->tag_lists[i];
+        for (uint32_t j = 0; list && j < list->count; j++) {
+            int st = exact_leaf(idx, kern, r, s, list->leaves[j], out);
+            if (st != AVQ_OK) return st;
+        }
     }
     return AVQ_OK;
 }
@@ -490,7 +549,6 @@ static int filtered_scan(const avq_index *idx, const avq_kernels *kern, const re
 /* A filtered query, from the prepared query in s->q. */
 static int filtered_search(const avq_index *idx, const avq_kernels *kern, const resolved_params *r,
                            search_scratch *s, avq_topk *out) {
-    avq_snapshot_leaves(idx, s->snap, NULL, 0);
     size_t bound = avq_filter_bound(r->filter, idx);
     if (bound == 0 && avq_filter_bound_is_known(r->filter)) return AVQ_OK;
     /* only a known bound: a deny set or callback that happens to face a
@@ -499,6 +557,7 @@ static int filtered_search(const avq_index *idx, const avq_kernels *kern, const 
     if (avq_filter_bound_is_known(r->filter) && bound <= r->exact_below &&
         idx->q->reorder != AVQ_REORDER_NONE)
         return filtered_exact(idx, kern, r, s, out);
+    avq_snapshot_all(idx, s->snap, NULL, NULL);
     avq_topk cand;
     avq_topk_init(&cand, r->pre_reorder, s->cand, s->cand_capacity);
     int st = filtered_scan(idx, kern, r, s, &cand);

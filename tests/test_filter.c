@@ -698,6 +698,53 @@ Test(filter, exact_path_is_exact) {
     cr_expect(ties <= 3, "%zu near ties", ties);
 }
 
+/* Tag values at both ends of the range (0, UINT32_MAX: 30 % of the
+ * vectors each) on both plans: any 32-bit value is a tag. */
+Test(filter, extreme_tag_values) {
+    avq_index *index = fixture(AVQ_METRIC_L2, AVQ_REORDER_FLOAT);
+    double *keys = fixture_keys(AVQ_METRIC_L2);
+    const uint32_t lists[4][2] = {{UINT32_MAX, 0}, {0, 0}, {UINT32_MAX, 0}, {0x80000000u, UINT32_MAX}};
+    const size_t lens[4] = {1, 1, 2, 2};
+    const bool all[4] = {false, false, true, false};
+    bool *mask = malloc(N * sizeof *mask);
+    for (int c = 0; c < 4; c++) {
+        size_t allowed = 0;
+        for (size_t i = 0; i < N; i++) {
+            bool any = false, every = true;
+            for (size_t j = 0; j < lens[c]; j++) {
+                bool h = has_tag(i, lists[c][j]);
+                any |= h;
+                every &= h;
+            }
+            mask[i] = all[c] ? every : any;
+            allowed += mask[i];
+        }
+        cr_assert_gt(allowed, 0);
+        if (c == 0) cr_assert_eq(avq_index_tag_count(index, UINT32_MAX), allowed);
+        avq_filter *f = NULL;
+        cr_assert_eq((all[c] ? avq_filter_tags_all : avq_filter_tags_any)(lists[c], lens[c], &f), AVQ_OK);
+        for (int plan = 0; plan < 2; plan++) {
+            avq_search_params sp = lv_exhaustive(index, K, N);
+            sp.filter = f;
+            if (plan == 0) { /* exact plan: one leaf would not do */
+                sp.leaves_to_search = 1;
+                sp.pre_reorder = K;
+                sp.filter_exact_below = N + 1;
+            } else {
+                sp.filter_exact_below = 1;
+            }
+            char what[120];
+            snprintf(what, sizeof what, "tags %s {%#x%s}, %s plan (%zu allowed)", all[c] ? "all" : "any",
+                     lists[c][0], lens[c] > 1 ? ", ..." : "", plan ? "scan" : "exact", allowed);
+            expect_exact_all(index, AVQ_METRIC_L2, keys, N, mask, &sp, what);
+        }
+        avq_filter_free(f);
+    }
+    free(mask);
+    free(keys);
+    avq_index_free(index);
+}
+
 /* Fewer allowed than k: the allowed ones, then -1 / NaN (both paths). */
 Test(filter, fewer_allowed_than_k) {
     avq_index *index = fixture(AVQ_METRIC_L2, AVQ_REORDER_FLOAT);
