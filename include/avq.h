@@ -576,7 +576,10 @@ AVQ_API size_t avq_index_tag_count(const avq_index *index, uint32_t tag);
  * allow set, by its size) and the index keeps re-ranking data, those are
  * scored exactly instead (filter_exact_below): the answer is then exact.
  * The planner's rule and its measured crossover: doc/DESIGN.md, "Filtered
- * search". */
+ * search".  So a filter that allows everything returns the unfiltered
+ * results only when neither rule applies (no exact plan, and
+ * filter_min_scanned at most the vectors of the leaves_to_search leaves);
+ * otherwise it returns results at least as good. */
 typedef struct avq_filter avq_filter;
 
 /* Only vectors whose id is one of ids[0..n) (copied; duplicates and ids not
