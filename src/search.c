@@ -143,25 +143,42 @@ static int scratch_init(search_scratch *s, const avq_index *idx, const resolved_
         nscores * sizeof(float),     idx->num_leaves * sizeof(avq_neighbor),
         s->cand_capacity * sizeof(avq_neighbor), r->pre_reorder * sizeof(void *),
         r->pre_reorder * sizeof(float), (2 * r->k + 1) * sizeof(avq_neighbor),
-        idx->num_leaves * sizeof(avq_leaf *), AVQ_MAX_FILTER_TAGS * sizeof(void *),
-        idx->num_leaves * sizeof(uint32_t),
+        idx->num_leaves * sizeof(avq_leaf *),
     };
     void **const slots[] = {(void **)&s->q,      (void **)&s->q_i8,   (void **)&s->lut,
                             (void **)&s->lut8,   (void **)&s->scores, (void **)&s->leaves,
                             (void **)&s->cand,   (void **)&s->rows, (void **)&s->exact,
-                            (void **)&s->final,  (void **)&s->snap, (void **)&s->tag_lists,
-                            (void **)&s->leaf_mark};
+                            (void **)&s->final,  (void **)&s->snap};
     s->mask = NULL;
     s->mask_words = 0;
+    s->tag_lists = NULL;
+    s->leaf_mark = NULL;
     s->serial = 0;
     s->block = carve_block(sizes, slots, sizeof sizes / sizeof sizes[0], "search scratch");
-    if (s->block) memset(s->leaf_mark, 0, idx->num_leaves * sizeof(uint32_t));
     return s->block ? AVQ_OK : AVQ_ERR_NOMEM;
 }
 
 static void scratch_free(search_scratch *s) {
     avq_free_aligned(s->block);
     free(s->mask);
+    free(s->tag_lists);
+    free(s->leaf_mark);
+}
+
+/* The exact plan's arrays, made on its first use (unfiltered searches
+ * never pay for them). */
+static int exact_scratch(search_scratch *s, size_t num_leaves) {
+    if (s->leaf_mark) return AVQ_OK;
+    s->tag_lists = malloc(AVQ_MAX_FILTER_TAGS * sizeof *s->tag_lists);
+    s->leaf_mark = calloc(num_leaves, sizeof *s->leaf_mark);
+    if (!s->tag_lists || !s->leaf_mark) {
+        free(s->tag_lists);
+        free(s->leaf_mark);
+        s->tag_lists = NULL;
+        s->leaf_mark = NULL;
+        return avq_fail_nomem("exact plan scratch", num_leaves * sizeof(uint32_t));
+    }
+    return AVQ_OK;
 }
 
 /* Room in s->mask for a leaf of n slots.  Leaves only grow between
@@ -450,6 +467,8 @@ static void read_lists(void *ctx) {
  * leaf.  The leaf snapshot is taken here. */
 static int filtered_exact(const avq_index *idx, const avq_kernels *kern, const resolved_params *r,
                           search_scratch *s, avq_topk *out) {
+    int st = exact_scratch(s, idx->num_leaves);
+    if (st != AVQ_OK) return st;
     if (++s->serial == 0) { /* wrapped: forget every mark */
         memset(s->leaf_mark, 0, idx->num_leaves * sizeof(uint32_t));
         s->serial = 1;
@@ -459,11 +478,9 @@ static int filtered_exact(const avq_index *idx, const avq_kernels *kern, const r
     size_t ntags = avq_filter_tag_list(r->filter, &tags, &all);
     if (ntags == 0) {
         avq_snapshot_all(idx, s->snap, NULL, NULL);
-        for (size_t l = 0; l < idx->num_leaves; l++) {
-            int st = exact_leaf(idx, kern, r, s, l, out);
-            if (st != AVQ_OK) return st;
-        }
-        return AVQ_OK;
+        for (size_t l = 0; l < idx->num_leaves && st == AVQ_OK; l++)
+            st = exact_leaf(idx, kern, r, s, l, out);
+        return st;
     }
     list_reader lr = {idx, tags, ntags, s->tag_lists};
     avq_snapshot_all(idx, s->snap, read_lists, &lr);
@@ -477,12 +494,10 @@ static int filtered_exact(const avq_index *idx, const avq_kernels *kern, const r
     }
     for (size_t i = first; i < end; i++) {
         const avq_tag_leaves *list = s->tag_lists[i];
-        for (uint32_t j = 0; list && j < list->count; j++) {
-            int st = exact_leaf(idx, kern, r, s, list->leaves[j], out);
-            if (st != AVQ_OK) return st;
-        }
+        for (uint32_t j = 0; list && j < list->count && st == AVQ_OK; j++)
+            st = exact_leaf(idx, kern, r, s, list->leaves[j], out);
     }
-    return AVQ_OK;
+    return st;
 }
 
 /* Scan the allowed points of leaf l (version v, allow mask) for one query:
