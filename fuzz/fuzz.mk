@@ -4,7 +4,9 @@
 #   make fuzz FUZZ_SECONDS=600     a longer run
 #   make fuzz-build                only build $(FUZZ_BUILD)/fuzz_load
 #   make fuzz-corpus               regenerate the format-2 seed corpus fuzz/corpus-v2/
-#                                  (deterministic; fuzz/corpus/ keeps avq 0.1's v1 files)
+#                                  (deterministic; fuzz/corpus/ keeps avq 0.1's v1 files;
+#                                  the format-3 (tagged) seeds fuzz/corpus-v3/ come from
+#                                  tests/test_filter_io.c, see its header)
 #   make fuzz-clean                remove $(FUZZ_BUILD) (objects, binary, working corpus)
 #   AVQ_FUZZ_LENIENT=1 make fuzz   memory safety only: skip the consistency checks of
 #                                  fuzz_load.c (to fuzz past a known inconsistency)
@@ -15,7 +17,8 @@
 # UBSan does not recover: any undefined behaviour is a crash.  The fuzzer
 # runs on a working corpus $(FUZZ_BUILD)/corpus (not committed) seeded from
 # fuzz/corpus/ (format 1, written by avq 0.1), fuzz/corpus-v2/ (format 2:
-# changed indexes with dead slots, empty, emptied and quantizer-only files)
+# changed indexes with dead slots, empty, emptied and quantizer-only files),
+# fuzz/corpus-v3/ (format 3: tagged indexes, damaged tag lists)
 # and fuzz/regressions/ + fuzz/regressions-v2/; crash reproducers go to
 # fuzz/crashes/ (ignored by git: copy one into fuzz/regressions-v2/, which
 # tests/test_living_io.c replays -- fuzz/regressions/ is tests/test_corpus.c's).
@@ -59,6 +62,7 @@ fuzz: $(FUZZ_BIN)
 	@mkdir -p $(FUZZ_BUILD)/corpus fuzz/crashes fuzz/regressions
 	cp -n fuzz/corpus/* $(FUZZ_BUILD)/corpus/ 2>/dev/null || true
 	cp -n fuzz/corpus-v2/* $(FUZZ_BUILD)/corpus/ 2>/dev/null || true
+	cp -n fuzz/corpus-v3/* $(FUZZ_BUILD)/corpus/ 2>/dev/null || true
 	cp -n fuzz/regressions/* $(FUZZ_BUILD)/corpus/ 2>/dev/null || true
 	cp -n fuzz/regressions-v2/* $(FUZZ_BUILD)/corpus/ 2>/dev/null || true
 	$(FUZZ_ENV) $(FUZZ_BIN) $(FUZZ_BUILD)/corpus -dict=fuzz/avq.dict \

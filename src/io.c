@@ -21,12 +21,21 @@
  * the live count, the next automatic id and the training size.  Version 1
  * files load with ids = their stored row numbers, all live.
  *
+ * Version 3 adds to version 2 the vectors' tags: five sections (TKOF, TSOF,
+ * TKEY, TPOS, TSLT) holding every leaf's inverted tag list exactly as the
+ * leaf keeps it (avq_leaf_tags in index.h), so a loaded leaf's tags point
+ * into the bytes like its codes.  A version-3 file has all five; an index
+ * without any tag is written as version 2, byte for byte what a writer
+ * without tags wrote, so avq 0.2 still reads it.
+ *
  * Validation order matters: (1) header fields and table entries against the
  * file size, (2) checksums, (3) the configuration's counts against every
- * section length, (4) the contents that later code indexes with (leaf and
- * code offsets monotone and in range, liveness bits within their leaves,
- * ids distinct unless the caller declared the data trusted).  Only then is
- * the index handed out, so search code never meets an out-of-range offset.
+ * section length, (4) the contents that later code indexes with (leaf, code
+ * and tag offsets monotone and in range, liveness bits within their leaves,
+ * every leaf's tag list against the leaf -- always, since its slot numbers
+ * index memory -- and ids distinct unless the caller declared the data
+ * trusted).  Only then is the index handed out, so search code never meets
+ * an out-of-range offset.
  *
  * Forward compatibility: a reader skips sections it does not know unless
  * their REQUIRED flag is set, in which case it refuses the file and says so.
@@ -49,7 +58,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define AVQ_FORMAT_VERSION 2u /* written; 1 and 2 are read */
+#define AVQ_FORMAT_UNTAGGED 2u /* written for an index without tags        */
+#define AVQ_FORMAT_TAGGED 3u   /* written when some vector has a tag        */
+#define AVQ_FORMAT_NEWEST 3u   /* 1 .. this are read                        */
 #define ENDIAN_MARK 0x01020304u
 #define HEADER_BYTES 64u
 #define ENTRY_BYTES 32u
@@ -201,6 +212,12 @@ typedef struct {
     int8_t *vectors_i8;
     float *norms2;
     uint32_t *live_bits;
+    /* tags (version 3): leaf l's keys are tag_keys[tag_key_offsets[l] ..
+     * tag_key_offsets[l+1]), its per-key posting starts the nkeys_l + 1
+     * words tag_pos[tag_key_offsets[l] + l ..], its postings
+     * tag_slots[tag_slot_offsets[l] .. tag_slot_offsets[l+1]) */
+    uint64_t *tag_key_offsets, *tag_slot_offsets;
+    uint32_t *tag_keys, *tag_pos, *tag_slots;
 } file_view;
 
 /* Field order of the CONF section: 8-byte little-endian slots.  Version 2
@@ -236,7 +253,8 @@ static void encode_conf(const file_view *x, uint8_t *out) {
 
 static int decode_conf(const uint8_t *in, size_t len, unsigned version, file_view *x,
                        const char *path) {
-    int count = version == 1 ? CF_V1_COUNT : CF_V2_0_COUNT;
+    /* version 3 came after slot 23: its CONF always has it */
+    int count = version == 1 ? CF_V1_COUNT : version == 2 ? CF_V2_0_COUNT : CF_COUNT;
     if (len < 8 * (size_t)count)
         return avq_fail(AVQ_ERR_FORMAT, "%s: section CONF: %zu bytes, expected at least %d", path, len,
                         8 * count);
@@ -318,7 +336,10 @@ typedef struct {
 #define ARRAY(a, b, c, d, field, type, part) \
     {TAG(a, b, c, d), #field, sizeof(type), offsetof(file_view, field), part}
 
-enum { A_CENT, A_CNRM, A_LOFF, A_IDS, A_CBOK, A_CODE, A_COFF, A_VECF, A_VEC8, A_I8SC, A_NRM2, A_LIVE };
+enum {
+    A_CENT, A_CNRM, A_LOFF, A_IDS, A_CBOK, A_CODE, A_COFF, A_VECF, A_VEC8, A_I8SC, A_NRM2, A_LIVE,
+    A_TKOF, A_TSOF, A_TKEY, A_TPOS, A_TSLT
+};
 
 static const array_section ARRAYS[] = {
     [A_CENT] = ARRAY('C', 'E', 'N', 'T', centers, float, PART_QUANTIZER),
@@ -333,6 +354,11 @@ static const array_section ARRAYS[] = {
     [A_I8SC] = ARRAY('I', '8', 'S', 'C', i8_scale, float, PART_QUANTIZER),
     [A_NRM2] = ARRAY('N', 'R', 'M', '2', norms2, float, PART_LEAVES),
     [A_LIVE] = ARRAY('L', 'I', 'V', 'E', live_bits, uint32_t, PART_LEAVES),
+    [A_TKOF] = ARRAY('T', 'K', 'O', 'F', tag_key_offsets, uint64_t, PART_LEAVES),
+    [A_TSOF] = ARRAY('T', 'S', 'O', 'F', tag_slot_offsets, uint64_t, PART_LEAVES),
+    [A_TKEY] = ARRAY('T', 'K', 'E', 'Y', tag_keys, uint32_t, PART_LEAVES),
+    [A_TPOS] = ARRAY('T', 'P', 'O', 'S', tag_pos, uint32_t, PART_LEAVES),
+    [A_TSLT] = ARRAY('T', 'S', 'L', 'T', tag_slots, uint32_t, PART_LEAVES),
 };
 #define NUM_ARRAYS (sizeof ARRAYS / sizeof ARRAYS[0])
 #define CONF_TAG TAG('C', 'O', 'N', 'F')
@@ -374,6 +400,12 @@ static size_t expected_count(const file_view *x, size_t which) {
     case A_I8SC: return (pq && x->reorder == AVQ_REORDER_INT8) ? d : 0;
     case A_NRM2: return x->params.metric == AVQ_METRIC_L2 ? n : 0;
     case A_LIVE: return x->version >= 2 && x->live < n && x->leaf_offsets ? live_words(x) : 0;
+    /* version 3: always all five (an index without tags is written as v2) */
+    case A_TKOF: return x->version >= 3 ? L + 1 : 0;
+    case A_TSOF: return x->version >= 3 ? L + 1 : 0;
+    case A_TKEY: return x->version >= 3 && x->tag_key_offsets ? (size_t)x->tag_key_offsets[L] : 0;
+    case A_TPOS: return x->version >= 3 && x->tag_key_offsets ? (size_t)x->tag_key_offsets[L] + L : 0;
+    case A_TSLT: return x->version >= 3 && x->tag_slot_offsets ? (size_t)x->tag_slot_offsets[L] : 0;
     default: return 0;
     }
 }
@@ -439,12 +471,13 @@ static size_t layout_sections(out_section *secs, size_t count) {
     return pos;
 }
 
-static int write_sections(sink *out, out_section *secs, size_t count, size_t file_size) {
+static int write_sections(sink *out, unsigned version, out_section *secs, size_t count,
+                          size_t file_size) {
     size_t table_end = HEADER_BYTES + count * ENTRY_BYTES;
     uint8_t head[HEADER_BYTES + MAX_SECTIONS * ENTRY_BYTES];
     memset(head, 0, sizeof head);
     memcpy(head, MAGIC, 8);
-    put_u32(head + 8, AVQ_FORMAT_VERSION);
+    put_u32(head + 8, version);
     put_u32(head + 12, ENDIAN_MARK);
     put_u32(head + 16, (uint32_t)count);
     put_u64(head + 24, file_size);
@@ -487,6 +520,8 @@ typedef struct {
 static void plan_free(save_plan *p) {
     free(p->view.leaf_offsets);
     free(p->view.code_offsets);
+    free(p->view.tag_key_offsets);
+    free(p->view.tag_slot_offsets);
     free(p->pieces);
     free(p->live_all);
 }
@@ -503,13 +538,20 @@ static const void *leaf_array(const avq_leaf *v, size_t which, size_t d, size_t 
     }
 }
 
+/* The tags a leaf version saves: NULL for none (also for an empty list). */
+static const avq_leaf_tags *saved_tags(const avq_leaf *v) {
+    return v->tags && v->tags->nkeys > 0 ? v->tags : NULL;
+}
+
 /* A plan for quantizer q with these leaf versions (NULL: no vectors). */
 static int plan_save(const avq_quantizer *q, const avq_leaf *const *leaves, int64_t next_id,
                      save_plan *p) {
     memset(p, 0, sizeof *p);
     file_view *v = &p->view;
     size_t L = q->num_leaves, d = q->dim, K = q->num_blocks;
-    v->version = AVQ_FORMAT_VERSION;
+    bool tagged = false;
+    for (size_t l = 0; leaves && l < L; l++) tagged |= saved_tags(leaves[l]) != NULL;
+    v->version = tagged ? AVQ_FORMAT_TAGGED : AVQ_FORMAT_UNTAGGED;
     v->params = q->params;
     v->mode = q->mode;
     v->dim = d;
@@ -531,7 +573,12 @@ static int plan_save(const avq_quantizer *q, const avq_leaf *const *leaves, int6
     v->code_offsets = calloc(L + 1, sizeof *v->code_offsets);
     /* at most 2 pieces per leaf per section, 1 for quantizer arrays */
     p->pieces = malloc((NUM_ARRAYS * (2 * L + 1)) * sizeof *p->pieces);
-    if (!v->leaf_offsets || !v->code_offsets || !p->pieces) {
+    if (tagged) {
+        v->tag_key_offsets = calloc(L + 1, sizeof *v->tag_key_offsets);
+        v->tag_slot_offsets = calloc(L + 1, sizeof *v->tag_slot_offsets);
+    }
+    if (!v->leaf_offsets || !v->code_offsets || !p->pieces ||
+        (tagged && (!v->tag_key_offsets || !v->tag_slot_offsets))) {
         plan_free(p);
         return avq_fail_nomem("save plan", NUM_ARRAYS * (2 * L + 1) * sizeof *p->pieces);
     }
@@ -542,6 +589,11 @@ static int plan_save(const avq_quantizer *q, const avq_leaf *const *leaves, int6
         v->code_offsets[l + 1] = v->code_offsets[l] + leaf_code_bytes(v, n);
         v->live += leaves ? leaves[l]->live : 0;
         words += (n + 31) / 32;
+        if (tagged) {
+            const avq_leaf_tags *t = saved_tags(leaves[l]);
+            v->tag_key_offsets[l + 1] = v->tag_key_offsets[l] + (t ? t->nkeys : 0);
+            v->tag_slot_offsets[l + 1] = v->tag_slot_offsets[l] + (t ? t->npost : 0);
+        }
     }
     v->n = v->leaf_offsets[L];
     if (v->mode != AVQ_MODE_PQ) memset(v->code_offsets, 0, (L + 1) * sizeof *v->code_offsets);
@@ -564,8 +616,23 @@ static int plan_save(const avq_quantizer *q, const avq_leaf *const *leaves, int6
         if (want == 0) continue;
         out_section *sec = &p->secs[p->count++];
         *sec = (out_section){a->tag, FLAG_REQUIRED, next, 0, 0, 0, 0};
-        if (a->part == PART_QUANTIZER || i == A_LOFF || i == A_COFF) {
+        if (a->part == PART_QUANTIZER || i == A_LOFF || i == A_COFF || i == A_TKOF ||
+            i == A_TSOF) {
             *next++ = (piece){*field_ptr(v, a), want * a->elem};
+        } else if (i == A_TKEY || i == A_TPOS || i == A_TSLT) {
+            /* every leaf has nkeys + 1 TPOS words (one zero word when it has
+             * no tags, empty leaves included); TKEY and TSLT have nothing of
+             * a leaf without tags */
+            static const uint32_t zero_word = 0;
+            for (size_t l = 0; l < L; l++) {
+                const avq_leaf_tags *t = saved_tags(leaves[l]);
+                if (i == A_TPOS)
+                    *next++ = t ? (piece){t->off, ((size_t)t->nkeys + 1) * 4} : (piece){&zero_word, 4};
+                else if (t && i == A_TKEY && t->nkeys)
+                    *next++ = (piece){t->keys, (size_t)t->nkeys * 4};
+                else if (t && i == A_TSLT && t->npost)
+                    *next++ = (piece){t->slots, (size_t)t->npost * 4};
+            }
         } else {
             for (size_t l = 0; l < L; l++) {
                 const avq_leaf *lv = leaves[l];
@@ -615,7 +682,7 @@ static int save_plan_to_file(save_plan *plan, const char *path) {
                         strerror(err));
     }
     sink out = {fd, NULL, 0, 0, path};
-    int st = write_sections(&out, plan->secs, plan->count, size);
+    int st = write_sections(&out, plan->view.version, plan->secs, plan->count, size);
     if (st == AVQ_OK && fsync(fd) != 0)
         st = avq_fail(AVQ_ERR_IO, "%s: fsync failed: %s", path, strerror(errno));
     if (close(fd) != 0 && st == AVQ_OK)
@@ -663,7 +730,7 @@ static int with_index_plan(const avq_index *cx, const char *path, void **bytes, 
                 st = avq_fail_nomem("index bytes", total);
             } else {
                 sink out = {-1, mem, 0, total, "<memory>"};
-                st = write_sections(&out, plan.secs, plan.count, total);
+                st = write_sections(&out, plan.view.version, plan.secs, plan.count, total);
                 if (st == AVQ_OK) {
                     *bytes = mem;
                     *size = total;
@@ -725,9 +792,9 @@ static int parse_header(const uint8_t *file, size_t size, in_section *secs, size
     if (memcmp(file, MAGIC, 8) != 0)
         return avq_fail(AVQ_ERR_FORMAT, "%s: not an avq index (bad magic)", path);
     uint32_t version = get_u32(file + 8);
-    if (version != 1 && version != 2)
-        return avq_fail(AVQ_ERR_FORMAT, "%s: format version %u, this library reads versions 1 and %u",
-                        path, version, AVQ_FORMAT_VERSION);
+    if (version < 1 || version > AVQ_FORMAT_NEWEST)
+        return avq_fail(AVQ_ERR_FORMAT, "%s: format version %u, this library reads versions 1 to %u",
+                        path, version, AVQ_FORMAT_NEWEST);
     if (get_u32(file + 12) != ENDIAN_MARK)
         return avq_fail(AVQ_ERR_FORMAT, "%s: bad endianness mark", path);
     uint32_t n = get_u32(file + 16);
@@ -835,6 +902,27 @@ static int check_contents(const file_view *x, bool check_ids, const char *path) 
         return avq_fail(AVQ_ERR_FORMAT, "%s: CONF: %zu of %zu slots live but no section LIVE", path,
                         x->live, x->n);
     }
+    if (x->tag_key_offsets) {
+        /* the frame of every leaf's tag list (O(L)); its contents -- keys
+         * ascending, starts increasing, slots ascending, in range and
+         * live -- are checked against the leaf by avq_leaf_tags_validate
+         * when the leaf is made (index_from_view) */
+        for (size_t l = 0; l < L; l++) {
+            uint64_t nkeys = x->tag_key_offsets[l + 1] - x->tag_key_offsets[l];
+            uint64_t npost = x->tag_slot_offsets[l + 1] - x->tag_slot_offsets[l];
+            const uint32_t *pos = x->tag_pos + x->tag_key_offsets[l] + l;
+            if ((nkeys == 0) != (npost == 0) || nkeys > npost ||
+                (nkeys > 0 && leaf_slots(x, l) == 0))
+                return avq_fail(AVQ_ERR_FORMAT,
+                                "%s: sections TKOF/TSOF: leaf %zu (%zu slots) has %llu tags and "
+                                "%llu postings", path, l, leaf_slots(x, l),
+                                (unsigned long long)nkeys, (unsigned long long)npost);
+            if (pos[0] != 0 || pos[nkeys] != npost)
+                return avq_fail(AVQ_ERR_FORMAT,
+                                "%s: section TPOS: leaf %zu's starts run from %u to %u, expected 0 "
+                                "to %llu", path, l, pos[0], pos[nkeys], (unsigned long long)npost);
+        }
+    }
     if (!check_ids || x->version != 1) return AVQ_OK;
     /* a bitmap: n/8 bytes, so the random accesses stay in cache */
     uint64_t *seen = calloc((x->n + 63) / 64, sizeof *seen);
@@ -856,9 +944,12 @@ static int check_contents(const file_view *x, bool check_ids, const char *path) 
 /* Point every array section into the loaded bytes. */
 static int attach_arrays(file_view *x, const uint8_t *file, const in_section *secs, size_t count,
                          const char *path) {
-    /* the offsets first: CODE's and LIVE's expected sizes depend on them */
-    static const size_t order[] = {A_COFF, A_LOFF, A_CENT, A_CNRM, A_IDS,  A_CBOK,
-                                   A_CODE, A_VECF, A_VEC8, A_I8SC, A_NRM2, A_LIVE};
+    /* the offsets first: CODE's, LIVE's and the tag arrays' expected sizes
+     * depend on them */
+    static const size_t order[] = {A_COFF, A_LOFF, A_TKOF, A_TSOF, A_CENT, A_CNRM,
+                                   A_IDS,  A_CBOK, A_CODE, A_VECF, A_VEC8, A_I8SC,
+                                   A_NRM2, A_LIVE, A_TKEY, A_TPOS, A_TSLT};
+    _Static_assert(sizeof order / sizeof order[0] == NUM_ARRAYS, "every array is attached");
     for (size_t k = 0; k < NUM_ARRAYS; k++) {
         size_t i = order[k];
         const array_section *a = &ARRAYS[i];
@@ -867,9 +958,19 @@ static int attach_arrays(file_view *x, const uint8_t *file, const in_section *se
         char name[5];
         tag_name(a->tag, name);
         if (want == 0 && !s) continue;
-        if (want == 0 || !s)
+        if (want == 0 || !s) {
+            if ((i == A_TKOF || i == A_TSOF) && want)
+                return avq_fail(AVQ_ERR_FORMAT,
+                                "%s: section %s is missing: a format version %u file has the tag "
+                                "sections", path, name, x->version);
+            if (i == A_TKOF || i == A_TSOF)
+                return avq_fail(AVQ_ERR_FORMAT,
+                                "%s: section %s is unexpected: tag sections need format version "
+                                "%u, this file is version %u", path, name, AVQ_FORMAT_TAGGED,
+                                x->version);
             return avq_fail(AVQ_ERR_FORMAT, "%s: section %s is %s for this configuration", path, name,
                             want ? "missing" : "unexpected");
+        }
         if (s->length / a->elem != want || s->length % a->elem)
             return avq_fail(AVQ_ERR_FORMAT, "%s: section %s has %llu bytes, expected %zu", path, name,
                             (unsigned long long)s->length, want * a->elem);
@@ -888,6 +989,19 @@ static int attach_arrays(file_view *x, const uint8_t *file, const in_section *se
                 if (co[l + 1] < co[l] || co[l + 1] > (uint64_t)1 << 48)
                     return avq_fail(AVQ_ERR_FORMAT, "%s: section COFF: offsets decrease at leaf %zu",
                                     path, l);
+        }
+        if (i == A_TKOF || i == A_TSOF) {
+            /* TKEY's, TPOS's and TSLT's sizes derive from these: from 0,
+             * non-decreasing, bounded, and < 2^32 per leaf (the counts of
+             * a leaf's list are 32-bit) */
+            const uint64_t *o = *field_ptr(x, a);
+            if (o[0] != 0)
+                return avq_fail(AVQ_ERR_FORMAT, "%s: section %s: first offset not 0", path, name);
+            for (size_t l = 0; l < x->num_leaves; l++)
+                if (o[l + 1] < o[l] || o[l + 1] > (uint64_t)1 << 48 || o[l + 1] - o[l] > UINT32_MAX)
+                    return avq_fail(AVQ_ERR_FORMAT,
+                                    "%s: section %s: offsets decrease or jump at leaf %zu", path,
+                                    name, l);
         }
     }
     return AVQ_OK;
@@ -941,7 +1055,8 @@ static int verify_checksums_fd(int fd, const in_section *secs, size_t count, con
     return st;
 }
 
-static int check_known_sections(const in_section *secs, size_t count, const char *path) {
+static int check_known_sections(const in_section *secs, size_t count, unsigned version,
+                                const char *path) {
     for (size_t i = 0; i < count; i++) {
         bool known = secs[i].tag == CONF_TAG;
         for (size_t a = 0; a < NUM_ARRAYS; a++) known |= secs[i].tag == ARRAYS[a].tag;
@@ -952,8 +1067,9 @@ static int check_known_sections(const in_section *secs, size_t count, const char
             char name[5];
             tag_name(secs[i].tag, name);
             return avq_fail(AVQ_ERR_FORMAT,
-                            "%s: required section %s is unknown to this library (format %u): "
-                            "written by a newer avq?", path, name, AVQ_FORMAT_VERSION);
+                            "%s: required section %s is unknown to this library (file format %u, "
+                            "this library reads formats 1 to %u): written by a newer avq?",
+                            path, name, version, AVQ_FORMAT_NEWEST);
         }
     }
     return AVQ_OK;
@@ -974,7 +1090,7 @@ static int parse_file(file_view *x, const uint8_t *file, size_t size, unsigned f
     unsigned version = 0;
     memset(x, 0, sizeof *x);
     int st = parse_header(file, size, secs, &count, &version, path);
-    if (st == AVQ_OK) st = check_known_sections(secs, count, path);
+    if (st == AVQ_OK) st = check_known_sections(secs, count, version, path);
     const in_section *conf = st == AVQ_OK ? find_section(secs, count, CONF_TAG) : NULL;
     if (st == AVQ_OK && !conf) st = avq_fail(AVQ_ERR_FORMAT, "%s: no CONF section", path);
     if (st == AVQ_OK && verifies(flags))
@@ -1027,6 +1143,7 @@ static int index_from_view(const file_view *v, avq_mapping *map, bool build_ids,
     avq_mapping_ref(map);
     x->mapping = map;
     size_t d = v->dim, K = v->num_blocks, word = 0;
+    bool tagged = false;
     for (size_t l = 0; l < v->num_leaves && st == AVQ_OK; l++) {
         size_t first = v->leaf_offsets[l], n = leaf_slots(v, l);
         avq_leaf *lv = avq_leaf_load(x, l);
@@ -1059,7 +1176,31 @@ static int index_from_view(const file_view *v, avq_mapping *map, bool build_ids,
             word += words;
         }
         (void)K;
+        size_t nkeys = v->tag_key_offsets
+                           ? (size_t)(v->tag_key_offsets[l + 1] - v->tag_key_offsets[l]) : 0;
+        if (nkeys > 0) {
+            /* the list as the leaf keeps it, pointing into the bytes */
+            avq_leaf_tags *t = calloc(1, sizeof *t);
+            if (!t) {
+                st = avq_fail_nomem("leaf tags", sizeof *t);
+                break;
+            }
+            t->nkeys = (uint32_t)nkeys;
+            t->npost = (uint32_t)(v->tag_slot_offsets[l + 1] - v->tag_slot_offsets[l]);
+            t->keys = v->tag_keys + v->tag_key_offsets[l];
+            t->off = v->tag_pos + v->tag_key_offsets[l] + l;
+            t->slots = v->tag_slots + v->tag_slot_offsets[l];
+            t->own = NULL;
+            lv->tags = t;
+            tagged = true;
+            if ((st = avq_leaf_tags_validate(t, lv, l)) != AVQ_OK) {
+                char why[256];
+                snprintf(why, sizeof why, "%s", avq_last_error());
+                st = avq_fail(st, "%s: tag sections: %s", path, why);
+            }
+        }
     }
+    if (st == AVQ_OK && tagged) st = avq_tag_counts_rebuild(x);
     if (st == AVQ_OK) {
         atomic_store(&x->live, v->live);
         x->next_id = v->next_id;
