@@ -490,19 +490,26 @@ Test(corrupt, missing_duplicate_and_unknown_sections) {
 
 Test(corrupt, newer_version_and_bad_marks) {
     const file_image *img = &images[0];
-    uint32_t versions[] = {0, 3, 4, UINT32_MAX};
+    uint32_t versions[] = {0, 4, 5, UINT32_MAX};
     for (size_t k = 0; k < 4; k++) {
         uint8_t *c = copy_of(img);
         avqf_put32(c + 8, versions[k]);
         avqf_fix(c, img->size, AVQF_FIX_HEADER_CRC);
         judge(c, img->size, FAILS, "format version");
         char want[64];
-        snprintf(want, sizeof want, "format version %u, this library reads versions 1 and 2",
+        snprintf(want, sizeof want, "format version %u, this library reads versions 1 to 3",
                  versions[k]);
         cr_assert(strstr(avq_last_error(), want), "%s", avq_last_error());
         free(c);
     }
+    /* version 3 is read, but a version-3 file has the tag sections */
     uint8_t *c = copy_of(img);
+    avqf_put32(c + 8, 3);
+    avqf_fix(c, img->size, AVQF_FIX_HEADER_CRC);
+    judge(c, img->size, FAILS, "format version 3 without tag sections");
+    cr_assert(strstr(avq_last_error(), "TKOF is missing"), "%s", avq_last_error());
+    free(c);
+    c = copy_of(img);
     avqf_put32(c + 12, 0x04030201u); /* written on a big-endian machine */
     avqf_fix(c, img->size, AVQF_FIX_HEADER_CRC);
     judge(c, img->size, FAILS, "endianness mark");
