@@ -189,16 +189,6 @@ static inline uint32_t live_word(const avq_leaf *v, size_t w) {
     return left >= 32 ? 0xFFFFFFFFu : (1u << left) - 1u;
 }
 
-static bool sorted_has(const uint32_t *p, size_t n, uint32_t slot) {
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (p[mid] < slot) lo = mid + 1;
-        else hi = mid;
-    }
-    return lo < n && p[lo] == slot;
-}
-
 static void set_list(uint32_t *mask, const avq_leaf_tags *t, long key) {
     for (uint32_t j = t->off[key]; j < t->off[key + 1]; j++)
         mask[t->slots[j] >> 5] |= 1u << (t->slots[j] & 31);
@@ -213,8 +203,13 @@ static void mask_any(const avq_filter *f, const avq_leaf_tags *t, uint32_t *mask
         }
     } else { /* more filter tags than the leaf has: look up the leaf's */
         for (uint32_t key = 0; key < t->nkeys; key++)
-            if (sorted_has(f->tags, f->ntags, t->keys[key])) set_list(mask, t, key);
+            if (avq_sorted_u32_has(f->tags, f->ntags, t->keys[key])) set_list(mask, t, key);
     }
+}
+
+/* The length of posting list `key` of t. */
+static inline uint32_t list_len(const avq_leaf_tags *t, long key) {
+    return t->off[key + 1] - t->off[key];
 }
 
 static void mask_all(const avq_filter *f, const avq_leaf_tags *t, uint32_t *mask) {
@@ -223,17 +218,17 @@ static void mask_all(const avq_filter *f, const avq_leaf_tags *t, uint32_t *mask
     size_t shortest = 0;
     for (size_t i = 0; i < f->ntags; i++) {
         keys[i] = avq_leaf_tags_find(t, f->tags[i]);
-        if (keys[i] < 0) return;
-        if (t->off[keys[i] + 1] - t->off[keys[i]] < t->off[keys[shortest] + 1] - t->off[keys[shortest]])
-            shortest = i;
+        if (keys[i] < 0) return; /* a tag the leaf lacks: nothing allowed */
+        if (list_len(t, keys[i]) < list_len(t, keys[shortest])) shortest = i;
     }
+    /* each slot of the shortest list that is in every other list */
     long s = keys[shortest];
     for (uint32_t j = t->off[s]; j < t->off[s + 1]; j++) {
         uint32_t slot = t->slots[j];
         bool all = true;
         for (size_t i = 0; i < f->ntags && all; i++)
             if (i != shortest)
-                all = sorted_has(t->slots + t->off[keys[i]], t->off[keys[i] + 1] - t->off[keys[i]], slot);
+                all = avq_sorted_u32_has(t->slots + t->off[keys[i]], list_len(t, keys[i]), slot);
         if (all) mask[slot >> 5] |= 1u << (slot & 31);
     }
 }

@@ -322,6 +322,8 @@ int avq_leaf_tags_change(const avq_leaf_tags *old, const uint32_t *alive, const 
                          avq_leaf_tags **out);
 void avq_leaf_tags_free(avq_leaf_tags *t);
 size_t avq_leaf_tags_bytes(const avq_leaf_tags *t);
+/* Whether v is in the ascending list p[0..n) (binary search). */
+bool avq_sorted_u32_has(const uint32_t *p, size_t n, uint32_t v);
 /* Index of `tag` in t->keys, or -1. */
 long avq_leaf_tags_find(const avq_leaf_tags *t, uint32_t tag);
 /* The tags of one slot, ascending, into out (at most cap); returns their

@@ -66,8 +66,7 @@ long avq_leaf_tags_find(const avq_leaf_tags *t, uint32_t tag) {
     return lo < t->nkeys && t->keys[lo] == tag ? (long)lo : -1;
 }
 
-/* Whether `slot` is in the ascending list p[0..n). */
-static bool list_has(const uint32_t *p, size_t n, uint32_t slot) {
+bool avq_sorted_u32_has(const uint32_t *p, size_t n, uint32_t slot) {
     size_t lo = 0, hi = n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
@@ -81,7 +80,7 @@ size_t avq_leaf_tags_of_slot(const avq_leaf_tags *t, uint32_t slot, uint32_t *ou
     if (!t) return 0;
     size_t found = 0;
     for (uint32_t i = 0; i < t->nkeys; i++)
-        if (list_has(t->slots + t->off[i], t->off[i + 1] - t->off[i], slot)) {
+        if (avq_sorted_u32_has(t->slots + t->off[i], t->off[i + 1] - t->off[i], slot)) {
             if (found < cap) out[found] = t->keys[i];
             found++;
         }
@@ -127,7 +126,7 @@ int avq_leaf_tags_change(const avq_leaf_tags *old, const uint32_t *alive, const 
         for (uint32_t j = old->off[i]; j < old->off[i + 1]; j++) {
             uint32_t s = old->slots[j];
             if (alive && !((alive[s >> 5] >> (s & 31)) & 1u)) continue;
-            if (nedit && list_has(edit->slots, nedit, s)) continue;
+            if (nedit && avq_sorted_u32_has(edit->slots, nedit, s)) continue;
             a[na++] = PAIR(old->keys[i], remap ? remap[s] : s);
         }
     /* the new pairs, sorted and without repeats */
