@@ -2327,9 +2327,12 @@ PyDoc_STRVAR(Index_get_tags_doc,
 "The tags of vector `id` as a list of ints, ascending and distinct ([] for\n"
 "none).  Raises ValueError if the id is not in the index.");
 
-static int get_one_id(PyObject *o, int64_t *out) {
+/* An id given as a Python int: 0 with *out set; 1 when it is beyond int64
+ * (no vector can have it; nothing raised); -1 with TypeError for a
+ * non-int (bool included). */
+static int id_from_object(PyObject *o, int64_t *out) {
     if (PyBool_Check(o) || !PyIndex_Check(o)) {
-        PyErr_Format(PyExc_TypeError, "id must be an int, got %.100s", Py_TYPE(o)->tp_name);
+        PyErr_Format(PyExc_TypeError, "an id must be an int, got %.100s", Py_TYPE(o)->tp_name);
         return -1;
     }
     PyObject *as_int = PyNumber_Index(o);
@@ -2338,12 +2341,19 @@ static int get_one_id(PyObject *o, int64_t *out) {
     long long v = PyLong_AsLongLongAndOverflow(as_int, &overflow);
     Py_DECREF(as_int);
     if (v == -1 && !overflow && PyErr_Occurred()) return -1;
-    if (overflow) {
+    if (overflow) return 1;
+    *out = (int64_t)v;
+    return 0;
+}
+
+/* The same, raising ValueError for an id beyond int64. */
+static int get_one_id(PyObject *o, int64_t *out) {
+    int r = id_from_object(o, out);
+    if (r == 1) {
         PyErr_SetString(PyExc_ValueError, "id is out of range (ids are int64)");
         return -1;
     }
-    *out = (int64_t)v;
-    return 0;
+    return r;
 }
 
 static PyObject *Index_get_tags(IndexObject *self, PyObject *arg) {
@@ -2415,26 +2425,17 @@ static Py_ssize_t Index_len(IndexObject *self) {
 }
 
 static int Index_contains(IndexObject *self, PyObject *key) {
-    if (PyBool_Check(key) || !PyIndex_Check(key)) {
-        PyErr_Format(PyExc_TypeError, "ids are ints, got %.100s", Py_TYPE(key)->tp_name);
-        return -1;
-    }
-    PyObject *as_int = PyNumber_Index(key);
-    if (!as_int) return -1;
-    int overflow = 0;
-    long long id = PyLong_AsLongLongAndOverflow(as_int, &overflow);
-    Py_DECREF(as_int);
-    if (id == -1 && PyErr_Occurred()) return -1;
+    int64_t id;
+    int r = id_from_object(key, &id);
+    if (r != 0) return r < 0 ? -1 : 0; /* beyond int64: not in any index */
     avq_index *ix = index_acquire(self);
     if (!ix) return -1;
     int found = 0;
-    if (!overflow) {
-        /* the library takes the writers' lock (and builds its id map on
-         * first use): never wait for a long add() with the GIL held */
-        Py_BEGIN_ALLOW_THREADS
-        found = avq_index_contains(ix, (int64_t)id);
-        Py_END_ALLOW_THREADS
-    }
+    /* the library takes the writers' lock (and builds its id map on first
+     * use): never wait for a long add() with the GIL held */
+    Py_BEGIN_ALLOW_THREADS
+    found = avq_index_contains(ix, id);
+    Py_END_ALLOW_THREADS
     index_release(self);
     return found ? 1 : 0;
 }
