@@ -453,7 +453,10 @@ AVQ_API void avq_search_params_init_sized(avq_search_params *params, size_t stru
     avq_search_params_init_sized((params), sizeof *(params))
 
 /* Search one query (dim floats).  ids/scores: k entries each, caller
- * allocated (scores may be NULL).  Scores and order follow the conventions
+ * allocated (scores may be NULL).  When the leaves_to_search chosen leaves
+ * hold fewer than k live vectors (emptied by removals, or left empty by
+ * duplicate-heavy data), the search goes on to the next leaves until they
+ * hold k: an index with at least k vectors always returns k results.  Scores and order follow the conventions
  * at the top of this file; with reordering the scores are exact (FLOAT) or
  * int8-approximate, without they are the quantized estimates.
  * Allocates a small scratch per call; for allocation-free repeated searches

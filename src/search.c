@@ -316,8 +316,13 @@ static void prefetch_leaf_start(const avq_index *idx, const avq_leaf *v) {
 
 /* Steps 3-4: quantized LUT and the fast scan of the chosen leaves, best
  * first, into `cand`. */
+static void scan_until_k(const avq_index *idx, const avq_kernels *kern, search_scratch *s,
+                         const float *q, const avq_leaf *const *snap, const uint8_t *lut8,
+                         const avq_lut8_info *info, size_t min_leaves, size_t k, avq_topk *cand);
+static size_t live_in(const avq_leaf *const *snap, const avq_neighbor *chosen, size_t count);
+
 static int scan_leaves(const avq_index *idx, const avq_kernels *kern, search_scratch *s,
-                       size_t count, avq_topk *cand) {
+                       size_t count, size_t k, avq_topk *cand) {
     avq_lut8_info info;
     int st = build_lut8(idx, s->q, s, s->lut8, &info);
     if (st != AVQ_OK) return st;
@@ -332,7 +337,42 @@ static int scan_leaves(const avq_index *idx, const avq_kernels *kern, search_scr
                                 info.scale, cand};
         for (int part = 0; part < np; part++) scan(&parts[part], 1, &query);
     }
+    if (count < idx->num_leaves && live_in(s->snap, s->leaves, count) < k) {
+        avq_snapshot_leaves(idx, s->snap, NULL, 0);
+        scan_until_k(idx, kern, s, s->q, s->snap, s->lut8, &info, count, k, cand);
+    }
     return AVQ_OK;
+}
+
+/* Live points of the first `count` leaves of `chosen` (versions in snap). */
+static size_t live_in(const avq_leaf *const *snap, const avq_neighbor *chosen, size_t count) {
+    size_t live = 0;
+    for (size_t i = 0; i < count; i++) live += snap[chosen[i].id]->live;
+    return live;
+}
+
+/* When the chosen leaves hold fewer than k live points (empty leaves after
+ * removals, or duplicate-heavy data whose k-means left leaves empty), the
+ * query is scanned again over the leaves in order until they hold k live
+ * points: a search of an index with at least k points always returns k
+ * results.  snap must hold every leaf (a full snapshot); cand is reset. */
+static void scan_until_k(const avq_index *idx, const avq_kernels *kern, search_scratch *s,
+                         const float *q, const avq_leaf *const *snap, const uint8_t *lut8,
+                         const avq_lut8_info *info, size_t min_leaves, size_t k, avq_topk *cand) {
+    size_t L = idx->num_leaves, live = 0;
+    avq_topk_init(cand, cand->k, cand->items, cand->capacity);
+    select_leaves(idx, kern, q, s, L);
+    avq_topk_scan_fn scan = topk_kernel(idx, kern);
+    for (size_t i = 0; i < L; i++) {
+        size_t l = (size_t)s->leaves[i].id;
+        avq_scan_leaf parts[2];
+        int np = scan_parts_of(idx, l, snap[l], parts);
+        avq_scan_query query = {lut8, leaf_bias(idx, &s->leaves[i]) + info->offset, info->scale,
+                                cand};
+        for (int part = 0; part < np; part++) scan(&parts[part], 1, &query);
+        live += snap[l]->live;
+        if (i + 1 >= min_leaves && live >= k) break;
+    }
 }
 
 #define CAND_LEAF(id) ((size_t)((uint64_t)(id) >> 32))
@@ -616,7 +656,7 @@ static int search_with_scratch(const avq_index *idx, const avq_kernels *kern,
         avq_topk cand;
         avq_topk_init(&cand, r->pre_reorder, s->cand, s->cand_capacity);
         select_leaves(idx, kern, s->q, s, r->leaves);
-        st = scan_leaves(idx, kern, s, r->leaves, &cand);
+        st = scan_leaves(idx, kern, s, r->leaves, r->k, &cand);
         if (st != AVQ_OK) return st;
         size_t count = avq_topk_take(&cand);
         reorder_candidates(idx, kern, s->q, s->q_i8, s, cand.items, count, &out);
@@ -819,6 +859,10 @@ static int chunk_search(void *ctx, size_t begin, size_t end, int worker) {
             chunk_scan_leaf(job, c, l);
         }
     for (size_t j = 0; j < count; j++) {
+        if (m < idx->num_leaves && live_in(c->s.snap, c->leaves + j * m, m) < k)
+            scan_until_k(idx, job->kern, &c->s, c->q + j * d, c->s.snap,
+                         c->lut8 + j * idx->q->num_blocks * idx->q->num_centers, &c->info[j], m, k,
+                         &c->cand[j]);
         avq_topk out;
         avq_topk_init(&out, k, c->s.final, 2 * k + 1);
         size_t found = avq_topk_take(&c->cand[j]);
