@@ -442,7 +442,7 @@ typedef struct avq_search_params {
     size_t filter_exact_below;/* when the filter is known to allow at most
                                  this many vectors (tag counts, the size of
                                  an allow set), score them all exactly
-                                 instead of scanning; 0 = default (4096);
+                                 instead of scanning; 0 = default (1500);
                                  1 = (almost) never                           */
 } avq_search_params;
 

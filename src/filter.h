@@ -14,7 +14,7 @@
  * until this many times pre_reorder allowed vectors were scanned; a filter
  * known to allow at most EXACT_BELOW vectors is scored exactly.  Measured
  * by bench-filter (doc/DESIGN.md §16). */
-enum { AVQ_FILTER_MIN_SCANNED_PER_CANDIDATE = 8, AVQ_FILTER_EXACT_BELOW = 4096 };
+enum { AVQ_FILTER_MIN_SCANNED_PER_CANDIDATE = 8, AVQ_FILTER_EXACT_BELOW = 1500 };
 
 /* At most how many live vectors of x the filter allows (reader side: the
  * caller holds a read slot).  Exact for allow sets and single tags, an

@@ -387,7 +387,7 @@ def test_build_tags_and_info(run_avq, tmp_path, small_data, small_indexes):
     info = ok(w.run("info", w.index)).stdout
     assert tag_stats(info) == expected_stats(dict(enumerate(w.tags)))
     planner = re.search(r"^filter planner\s+(.*)$", info, re.M)
-    assert planner and "4096" in planner.group(1) and "640" in planner.group(1), info
+    assert planner and "1500" in planner.group(1) and "640" in planner.group(1), info
     # 'cut -f2' of get-tags is a tag file: build a second index from it
     col = w.path("col.txt")
     with open(col, "w") as f:

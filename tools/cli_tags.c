@@ -37,7 +37,7 @@ const char tags_filter_help[] =
     "                  8 x --reorder)\n"
     "  --filter-exact-below N  score every allowed vector exactly when the filter\n"
     "                  allows at most N (known for tag filters and allow sets;\n"
-    "                  default 4096; 1 = (almost) never)\n"
+    "                  default 1500; 1 = (almost) never)\n"
     "  Fewer than K allowed vectors: the missing results are id -1, score NaN.\n";
 
 void tag_table_free(tag_table *t) {

@@ -332,9 +332,8 @@ int cmd_info(int argc, char **argv) {
     printf("tags              %zu of %zu live vectors tagged, %zu distinct tags, %zu postings "
            "((vector, tag) pairs)\n",
            stats.tagged, stats.live, stats.distinct_tags, stats.tag_postings);
-    /* 0 in the defaults means the library's built-in rule (avq.h) */
-    size_t exact_below = sp.filter_exact_below ? sp.filter_exact_below : 4096;
-    size_t min_scanned = sp.filter_min_scanned ? sp.filter_min_scanned : 8 * sp.pre_reorder;
+    /* avq_index_default_search_params resolves the planner's defaults */
+    size_t exact_below = sp.filter_exact_below, min_scanned = sp.filter_min_scanned;
     if (p.reorder == AVQ_REORDER_NONE)
         printf("filter planner    filtered scan going on until >= %zu allowed were scanned "
                "(no exact scoring: reorder none)\n",
