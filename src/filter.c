@@ -189,22 +189,43 @@ static inline uint32_t live_word(const avq_leaf *v, size_t w) {
     return left >= 32 ? 0xFFFFFFFFu : (1u << left) - 1u;
 }
 
+/* Bits set in x.  The library is built for any x86-64 (no -mpopcnt), where
+ * __builtin_popcount is a call into libgcc. */
+static inline size_t popcount32(uint32_t x) {
+    x = x - ((x >> 1) & 0x55555555u);
+    x = (x & 0x33333333u) + ((x >> 2) & 0x33333333u);
+    x = (x + (x >> 4)) & 0x0F0F0F0Fu;
+    return (size_t)((x * 0x01010101u) >> 24);
+}
+
 static void set_list(uint32_t *mask, const avq_leaf_tags *t, long key) {
     for (uint32_t j = t->off[key]; j < t->off[key + 1]; j++)
         mask[t->slots[j] >> 5] |= 1u << (t->slots[j] & 31);
 }
 
-static void mask_any(const avq_filter *f, const avq_leaf_tags *t, uint32_t *mask) {
-    if (!t) return;
+/* The union of the lists of f's tags in t, into the zeroed mask; returns
+ * how many slots it sets when that is known without counting (one list:
+ * its length), SIZE_MAX otherwise. */
+static size_t mask_any(const avq_filter *f, const avq_leaf_tags *t, uint32_t *mask) {
+    if (!t) return 0;
+    size_t lists = 0, set = 0;
     if (f->ntags <= t->nkeys) {
         for (size_t i = 0; i < f->ntags; i++) {
             long key = avq_leaf_tags_find(t, f->tags[i]);
-            if (key >= 0) set_list(mask, t, key);
+            if (key < 0) continue;
+            set_list(mask, t, key);
+            lists++;
+            set = t->off[key + 1] - t->off[key];
         }
     } else { /* more filter tags than the leaf has: look up the leaf's */
         for (uint32_t key = 0; key < t->nkeys; key++)
-            if (avq_sorted_u32_has(f->tags, f->ntags, t->keys[key])) set_list(mask, t, key);
+            if (avq_sorted_u32_has(f->tags, f->ntags, t->keys[key])) {
+                set_list(mask, t, key);
+                lists++;
+                set = t->off[key + 1] - t->off[key];
+            }
     }
+    return lists <= 1 ? (lists ? set : 0) : SIZE_MAX;
 }
 
 /* The length of posting list `key` of t. */
@@ -212,13 +233,15 @@ static inline uint32_t list_len(const avq_leaf_tags *t, long key) {
     return t->off[key + 1] - t->off[key];
 }
 
-static void mask_all(const avq_filter *f, const avq_leaf_tags *t, uint32_t *mask) {
-    if (!t || f->ntags > t->nkeys) return;
+/* The intersection, into the zeroed mask; returns the slots set. */
+static size_t mask_all(const avq_filter *f, const avq_leaf_tags *t, uint32_t *mask) {
+    size_t set = 0;
+    if (!t || f->ntags > t->nkeys) return 0;
     long keys[AVQ_MAX_FILTER_TAGS];
     size_t shortest = 0;
     for (size_t i = 0; i < f->ntags; i++) {
         keys[i] = avq_leaf_tags_find(t, f->tags[i]);
-        if (keys[i] < 0) return; /* a tag the leaf lacks: nothing allowed */
+        if (keys[i] < 0) return 0; /* a tag the leaf lacks: nothing allowed */
         if (list_len(t, keys[i]) < list_len(t, keys[shortest])) shortest = i;
     }
     /* each slot of the shortest list that is in every other list */
@@ -229,8 +252,12 @@ static void mask_all(const avq_filter *f, const avq_leaf_tags *t, uint32_t *mask
         for (size_t i = 0; i < f->ntags && all; i++)
             if (i != shortest)
                 all = avq_sorted_u32_has(t->slots + t->off[keys[i]], list_len(t, keys[i]), slot);
-        if (all) mask[slot >> 5] |= 1u << (slot & 31);
+        if (all) {
+            mask[slot >> 5] |= 1u << (slot & 31);
+            set++;
+        }
     }
+    return set;
 }
 
 int avq_filter_leaf_mask(const avq_filter *f, const avq_leaf *v, uint32_t *mask,
@@ -240,12 +267,13 @@ int avq_filter_leaf_mask(const avq_filter *f, const avq_leaf *v, uint32_t *mask,
     switch (f->kind) {
     case FILTER_ANY:
     case FILTER_ALL:
+        /* the lists hold live slots only (tags.c keeps them so, loading
+         * validates it): no AND with the liveness bitmap */
         memset(mask, 0, words * sizeof *mask);
-        if (f->kind == FILTER_ANY) mask_any(f, v->tags, mask);
-        else mask_all(f, v->tags, mask);
-        for (size_t w = 0; w < words; w++) {
-            mask[w] &= live_word(v, w); /* the lists hold live slots; be sure */
-            count += (size_t)__builtin_popcount(mask[w]);
+        count = f->kind == FILTER_ANY ? mask_any(f, v->tags, mask) : mask_all(f, v->tags, mask);
+        if (count == SIZE_MAX) {
+            count = 0;
+            for (size_t w = 0; w < words; w++) count += popcount32(mask[w]);
         }
         break;
     default:
@@ -268,7 +296,7 @@ int avq_filter_leaf_mask(const avq_filter *f, const avq_leaf *v, uint32_t *mask,
                 if (ok) keep |= 1u << b;
             }
             mask[w] = keep;
-            count += (size_t)__builtin_popcount(keep);
+            count += popcount32(keep);
         }
         break;
     }
