@@ -28,7 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { QUERY_TILE = 1024, BASE_TILE = 8192 };
+enum { QUERY_TILE = 1024, BASE_TILE = 8192, EXACT_MAX_PADDED_K = 1 << 20 };
 
 typedef struct {
     avq_metric metric;
@@ -56,13 +56,6 @@ static int select_tile_rows(void *ctx, size_t begin, size_t end, int worker) {
         }
     }
     return AVQ_OK;
-}
-
-static int check_finite(const float *x, size_t rows, size_t dim, const char *what) {
-    if (avq_all_finite(x, rows * dim)) return AVQ_OK;
-    size_t at = avq_first_non_finite(x, rows * dim);
-    return avq_fail(AVQ_ERR_INVALID, "%s row %zu, column %zu is not a finite number",
-                    what, at / dim, at % dim);
 }
 
 static int write_results(avq_topk *heaps, size_t nq, size_t k, avq_metric metric,
@@ -101,8 +94,15 @@ int avq_exact_search(const float *base, size_t n, size_t dim, const float *queri
         return avq_fail(AVQ_ERR_INVALID, "exact search: unknown metric %d", (int)metric);
     if (n > (size_t)INT32_MAX || dim > (size_t)INT32_MAX)
         return avq_fail(AVQ_ERR_INVALID, "exact search: n=%zu or dim=%zu too large", n, dim);
-    int st = check_finite(base, n, dim, "base");
-    if (st == AVQ_OK) st = check_finite(queries, nq, dim, "query");
+    /* padding beyond n is allowed up to avq_index_search's limit, so that a
+     * k like 10^9 is refused here, before anything (ours or a binding's
+     * nq x k result arrays) is sized by it */
+    if (k > n && k > EXACT_MAX_PADDED_K)
+        return avq_fail(AVQ_ERR_INVALID,
+                        "exact search: k = %zu exceeds both the %zu base rows and the limit of "
+                        "%d results per query", k, n, EXACT_MAX_PADDED_K);
+    int st = avq_check_rows(base, n, dim, metric, "exact search", "base row");
+    if (st == AVQ_OK) st = avq_check_rows(queries, nq, dim, metric, "exact search", "query row");
     if (st != AVQ_OK) return st;
 
     size_t kk = k < n ? k : n;  /* at most n real results exist */

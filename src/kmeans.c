@@ -88,6 +88,17 @@ static float objective_min(float *restrict row, size_t cols, const float *restri
     return m[0];
 }
 
+/* The first column of row holding m, the minimum objective_min returned.
+ * Objectives that are NaN (from products that overflow float: entry points
+ * refuse such input, vecmath.h, but nothing here may depend on it) are
+ * never the minimum; when every one is NaN, m is +inf and may be in no
+ * column: then 0, a valid center. */
+static size_t first_index_of(const float *row, size_t cols, float m) {
+    for (size_t c = 0; c < cols; c++)
+        if (row[c] == m) return c;
+    return 0;
+}
+
 static int argmin_rows(void *ctx, size_t begin, size_t end, int worker) {
     (void)worker;
     const argmin_job *job = ctx;
@@ -98,8 +109,7 @@ static int argmin_rows(void *ctx, size_t begin, size_t end, int worker) {
         size_t i = job->r0 + r;
         /* strict: an equal value in a later center tile keeps the lower index */
         if (!(m < job->best[i])) continue;
-        size_t c = 0;
-        while (row[c] != m) c++;
+        size_t c = first_index_of(row, job->cols, m);
         job->best[i] = m;
         job->assign[i] = (int32_t)(job->c0 + c);
     }
@@ -159,8 +169,7 @@ static int direct_rows(void *ctx, size_t begin, size_t end, int worker) {
             for (; j < k; j++) obj[j] += v * ct[j];
         }
         float m = objective_min(obj, k, job->cnorm2);
-        size_t c = 0;
-        while (obj[c] != m) c++;
+        size_t c = first_index_of(obj, k, m);
         job->best[i] = m;
         job->assign[i] = (int32_t)c;
     }

@@ -37,10 +37,8 @@ static int64_t live_total(const avq_index *x) { return (int64_t)atomic_load(&x->
 
 static int check_rows(const avq_index *x, const float *v, size_t n, const char *who) {
     size_t d = x->dim;
-    size_t bad = avq_first_non_finite(v, n * d);
-    if (bad < n * d)
-        return avq_fail(AVQ_ERR_INVALID, "%s: row %zu, column %zu is not a finite number", who,
-                        bad / d, bad % d);
+    int st = avq_check_rows(v, n, d, x->q->params.metric, who, "row");
+    if (st != AVQ_OK) return st;
     if (x->q->params.metric == AVQ_METRIC_COSINE)
         for (size_t i = 0; i < n; i++)
             if (avq_norm2_f64(v + i * d, d) == 0.0)

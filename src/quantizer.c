@@ -292,10 +292,8 @@ int avq_quantizer_train_assign(const float *data, size_t n, size_t dim,
     if (st != AVQ_OK) return st;
     st = validate_params(&p, n, dim);
     if (st != AVQ_OK) return st;
-    size_t bad = avq_first_non_finite(data, n * dim);
-    if (bad < n * dim)
-        return avq_fail(AVQ_ERR_INVALID, "build: row %zu, column %zu is not a finite number",
-                        bad / dim, bad % dim);
+    st = avq_check_rows(data, n, dim, p.metric, "build", "row");
+    if (st != AVQ_OK) return st;
 
     avq_quantizer *q = calloc(1, sizeof *q);
     float *x = NULL;

@@ -351,6 +351,18 @@ enum {
 static PyObject *search_names[SEARCH_NAMES];
 static PyObject *batched_names[BATCHED_NAMES];
 
+/* The largest k avq_index_search accepts (src/search.c) and the largest
+ * k > n avq_exact_search pads to (src/exact.c).  Checked here as well,
+ * because the (nq, k) result arrays are allocated before the library sees
+ * k: k=10**9 must be a ValueError, not a 12 GB allocation per query. */
+enum { MAX_SEARCH_K = 1 << 20 };
+
+static int check_search_k(size_t k) {
+    if (k <= MAX_SEARCH_K) return 0;
+    PyErr_Format(PyExc_ValueError, "k = %zu is unreasonably large (max %d)", k, MAX_SEARCH_K);
+    return -1;
+}
+
 /* k: a positive int. */
 static int get_k(PyObject *o, size_t *out) {
     if (o == NULL) {
@@ -1668,7 +1680,7 @@ static PyObject *Index_search(IndexObject *self, PyObject *const *args, Py_ssize
         return NULL;
     avq_search_params sp;
     avq_search_params_init(&sp);
-    if (get_k(v[S_K], &sp.k) < 0 ||
+    if (get_k(v[S_K], &sp.k) < 0 || check_search_k(sp.k) < 0 ||
         get_positive_or_none(v[S_LEAVES], "leaves_to_search", &sp.leaves_to_search) < 0 ||
         get_positive_or_none(v[S_PRE], "pre_reorder", &sp.pre_reorder) < 0)
         return NULL;
@@ -1826,7 +1838,7 @@ static PyObject *Index_search_batched(IndexObject *self, PyObject *const *args,
     avq_search_params sp;
     avq_search_params_init(&sp);
     int threads;
-    if (get_k(v[S_K], &sp.k) < 0 ||
+    if (get_k(v[S_K], &sp.k) < 0 || check_search_k(sp.k) < 0 ||
         get_positive_or_none(v[S_LEAVES], "leaves_to_search", &sp.leaves_to_search) < 0 ||
         get_positive_or_none(v[S_PRE], "pre_reorder", &sp.pre_reorder) < 0 ||
         get_threads(v[S_THREADS], &threads) < 0)
@@ -2627,7 +2639,7 @@ static PyObject *Index_c_search_loop(IndexObject *self, PyObject *args) {
                           &cpu))
         return NULL;
     if (PyArray_TYPE(q) != NPY_FLOAT32 || !PyArray_ISCARRAY_RO(q) || PyArray_NDIM(q) != 2 ||
-        PyArray_DIM(q, 0) == 0 || k < 1 || leaves < 0 || pre < 0) {
+        PyArray_DIM(q, 0) == 0 || k < 1 || k > MAX_SEARCH_K || leaves < 0 || pre < 0) {
         PyErr_SetString(PyExc_ValueError, "_c_search_loop: bad arguments");
         return NULL;
     }
@@ -3128,7 +3140,8 @@ PyDoc_STRVAR(exact_search_doc,
 "~20k vectors.  Returns (ids, scores), int64 and float32 of shape (nq, k)\n"
 "-- or (k,) when `queries` is 1-D.  Scores and order follow the same\n"
 "conventions as Index.search; ties go to the lower id; k > len(base) pads\n"
-"with id -1 / score NaN.  The result does not depend on `threads`.\n"
+"with id -1 / score NaN (up to k = 2**20; a larger k must not exceed\n"
+"len(base)).  The result does not depend on `threads`.\n"
 "\n"
 "The GIL is released; Ctrl-C cancels (KeyboardInterrupt); `progress` is\n"
 "called as for Index.build.  Raises ValueError, TypeError, MemoryError.");
@@ -3165,6 +3178,12 @@ static PyObject *avq_py_exact_search(PyObject *module, PyObject *args, PyObject 
         goto done;
     }
     size_t nq = one ? 1 : (size_t)PyArray_DIM(queries, 0);
+    if (k > n && k > MAX_SEARCH_K) {
+        PyErr_Format(PyExc_ValueError,
+                     "k = %zu exceeds both the %zu rows of base and the limit of %d results "
+                     "per query", k, n, MAX_SEARCH_K);
+        goto done;
+    }
     npy_intp shape[2] = {(npy_intp)nq, (npy_intp)k};
     ids = one ? PyArray_SimpleNew(1, shape + 1, NPY_INT64) : PyArray_SimpleNew(2, shape, NPY_INT64);
     scores = one ? PyArray_SimpleNew(1, shape + 1, NPY_FLOAT32)
