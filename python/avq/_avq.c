@@ -1661,7 +1661,7 @@ PyDoc_STRVAR(Index_search_doc,
 "The filter works inside the scan: only allowed vectors enter the\n"
 "candidates, and the search visits further leaves until enough allowed\n"
 "vectors were seen (filter_min_scanned; None = 8 x pre_reorder).  When the\n"
-"filter allows at most filter_exact_below vectors (None = 4096; known for\n"
+"filter allows at most filter_exact_below vectors (None = 1500; known for\n"
 "tags and allow sets) they are all scored exactly.  A filter that allows\n"
 "nothing gives ids -1 and scores NaN.  ids / tags given here build a\n"
 "filter on every call; for large id sets build an avq.Filter once.\n"
