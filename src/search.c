@@ -199,9 +199,10 @@ static int mask_reserve(search_scratch *s, size_t n) {
 static int prepare_query(const avq_index *idx, const float *query, float *q, float *q_i8,
                          double *qnorm2) {
     size_t d = idx->dim;
-    size_t bad = avq_first_non_finite(query, d);
-    if (bad < d)
-        return avq_fail(AVQ_ERR_INVALID, "search: query value %zu is not a finite number", bad);
+    /* finite, and small enough that every LUT entry and score stays finite
+     * (vecmath.h: the same rule as for the indexed vectors) */
+    int st = avq_check_query(query, d, idx->q->params.metric, "search");
+    if (st != AVQ_OK) return st;
     memcpy(q, query, d * sizeof(float));
     if (idx->q->params.metric == AVQ_METRIC_COSINE) avq_normalize_rows(q, 1, d);
     *qnorm2 = avq_norm2_f64(q, d);
