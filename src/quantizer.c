@@ -363,12 +363,29 @@ size_t avq_quantizer_memory_bytes(const avq_quantizer *q) {
 
 /* ---- the one-call build ---------------------------------------------------- */
 
+/* Cosine: a zero row has no direction and cannot be added (mutate.c), so
+ * refuse it before the training spends its time, in the build's words.
+ * Anything else wrong is the training's to report. */
+static int refuse_zero_cosine_rows(const float *data, size_t n, size_t dim,
+                                   const avq_build_params *params) {
+    if (!data || !params || params->struct_size < BUILD_PARAMS_MIN_SIZE ||
+        params->metric != AVQ_METRIC_COSINE || dim == 0)
+        return AVQ_OK;
+    for (size_t i = 0; i < n; i++)
+        if (avq_norm2_f64(data + i * dim, dim) == 0.0)
+            return avq_fail(AVQ_ERR_INVALID,
+                            "build: row %zu is a zero vector, which has no cosine similarity", i);
+    return AVQ_OK;
+}
+
 int avq_index_build(const float *data, size_t n, size_t dim, const avq_build_params *params,
                     avq_index **out) {
     if (out) *out = NULL;
     avq_quantizer *q = NULL;
     int32_t *leaf_of = NULL;
-    int st = avq_quantizer_train_assign(data, n, dim, params, &q, &leaf_of);
+    int st = refuse_zero_cosine_rows(data, n, dim, params);
+    if (st != AVQ_OK) return st;
+    st = avq_quantizer_train_assign(data, n, dim, params, &q, &leaf_of);
     if (st != AVQ_OK) return st;
     avq_index *x = NULL;
     st = avq_index_alloc(q, &x);

@@ -126,26 +126,26 @@ static const char *expected_refusal(input_kind kind, avq_metric m, size_t n, cha
     case IN_NAN:
     case IN_POS_INF:
     case IN_NEG_INF:
-        snprintf(buf, len, "row %zu, column %d is not a finite number", row, BAD_COL);
+        snprintf(buf, len, "build: row %zu, column %d is not a finite number", row, BAD_COL);
         return buf;
     case IN_HUGE_1E19:
     case IN_HUGE_1E20:
     case IN_HUGE_FLTMAX:
         if (m == AVQ_METRIC_COSINE) return NULL;
-        snprintf(buf, len, "row %zu is too large for %s: its squared norm is", row,
+        snprintf(buf, len, "build: row %zu is too large for %s: its squared norm is", row,
                  avq_metric_name(m));
         return buf;
     case IN_ALL_HUGE:
         if (m == AVQ_METRIC_COSINE) return NULL;
-        snprintf(buf, len, "row 0 is too large for %s", avq_metric_name(m));
+        snprintf(buf, len, "build: row 0 is too large for %s", avq_metric_name(m));
         return buf;
     case IN_ZERO_ROWS:
         if (m != AVQ_METRIC_COSINE) return NULL;
-        snprintf(buf, len, "row 0 is a zero vector");
+        snprintf(buf, len, "build: row 0 is a zero vector");
         return buf;
     case IN_NEG_ZERO:
         if (m != AVQ_METRIC_COSINE) return NULL;
-        snprintf(buf, len, "row %zu is a zero vector", n / 2);
+        snprintf(buf, len, "build: row %zu is a zero vector", n / 2);
         return buf;
     default: return NULL;
     }
