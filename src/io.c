@@ -666,36 +666,182 @@ static int plan_save(const avq_quantizer *q, const avq_leaf *const *leaves, int6
     return AVQ_OK;
 }
 
-/* Write the plan to `path` atomically: a temporary file beside it, fsync,
- * rename, fsync of the directory. */
-static int save_plan_to_file(save_plan *plan, const char *path) {
-    size_t size = layout_sections(plan->secs, plan->count);
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 16);
-    if (!tmp) return avq_fail_nomem("temporary path", plen + 16);
-    snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        int err = errno;
-        free(tmp);
-        return avq_fail(AVQ_ERR_IO, "%s: cannot create a temporary file beside it: %s", path,
-                        strerror(err));
+/* ---- output files: what cp and install users expect ------------------------ */
+
+/* Test hooks (tests/test_files.c): force the named-temporary path, as on a
+ * filesystem without O_TMPFILE, and pretend to be a big-endian host. */
+int avq_io_test_no_tmpfile = 0;
+int avq_io_test_big_endian = 0;
+
+/* Whether this host stores numbers little-endian (the byte order of every
+ * avq file).  Asked at run time: the answer decides the refusal below, and
+ * tests/test_files.c checks it against the compiler's __BYTE_ORDER__. */
+int avq_io_host_little_endian(void) {
+    const uint32_t probe = ENDIAN_MARK;
+    uint8_t first;
+    memcpy(&first, &probe, 1);
+    return first == 0x04 && !avq_io_test_big_endian;
+}
+
+/* The arrays of a file are used in place (mmap), so they must be in the
+ * host's order: a big-endian host neither reads nor writes avq files. */
+static int refuse_big_endian_host(const char *path) {
+    if (avq_io_host_little_endian()) return AVQ_OK;
+    return avq_fail(AVQ_ERR_UNSUPPORTED,
+                    "%s: this host is big-endian; avq index files are little-endian and are read "
+                    "and written only on little-endian hosts", path);
+}
+
+/* Where a save goes.  `path` is followed like cp follows a destination:
+ *   - missing: a new file, mode 0666 & ~umask;
+ *   - a regular file, or a symbolic link (chain) to one: the target -- the
+ *     link's target, in its own directory -- is replaced atomically, keeping
+ *     its permission bits (and its owner and group where allowed);
+ *   - a character device or FIFO (/dev/null, a pipe): written through, in
+ *     place and not atomically, as cp and shell redirection do; no rename;
+ *   - a directory, block device, socket or dangling symlink: refused.
+ * A replacement is written to an unnamed file (O_TMPFILE) in the target's
+ * directory, so a process killed mid-save leaves nothing behind; it gets a
+ * name only once written and synced, just before the rename.  Without
+ * O_TMPFILE (or /proc/self/fd) a named temporary TARGET.tmp.XXXXXX is used
+ * and removed on every failure that returns. */
+typedef struct {
+    char *target;   /* the file replaced (symlinks resolved) or written through */
+    char *tmp;      /* the named temporary, once it exists */
+    int fd;
+    bool through;   /* writing through to a device or FIFO */
+    bool anon;      /* fd is an O_TMPFILE file */
+} out_file;
+
+static void out_discard(out_file *o) {
+    if (o->fd >= 0) close(o->fd);
+    if (o->tmp) unlink(o->tmp);
+    free(o->tmp);
+    free(o->target);
+    o->fd = -1;
+    o->tmp = o->target = NULL;
+}
+
+static _Atomic uint64_t temp_counter;
+
+/* Create TARGET.tmp.XXXXXX exclusively (mode 0666 & ~umask) as o->fd, or
+ * with fd_link >= 0 give that O_TMPFILE file such a name (linkat). */
+static int named_temp(out_file *o, int fd_link, const char *path) {
+    size_t len = strlen(o->target) + 16;
+    char *name = malloc(len);
+    if (!name) return avq_fail_nomem("temporary path", len);
+    static const char digits[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+    int err = EEXIST;
+    for (int attempt = 0; attempt < 100 && err == EEXIST; attempt++) {
+        uint64_t r = (uint64_t)getpid() * 0x9E3779B97F4A7C15ull ^
+                     atomic_fetch_add(&temp_counter, 1) * 0xBF58476D1CE4E5B9ull ^
+                     (uint64_t)(uintptr_t)name;
+        char suffix[7];
+        for (int i = 0; i < 6; i++, r /= 36) suffix[i] = digits[r % 36];
+        suffix[6] = 0;
+        snprintf(name, len, "%s.tmp.%s", o->target, suffix);
+        if (fd_link >= 0) {
+            char proc[40];
+            snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd_link);
+            err = linkat(AT_FDCWD, proc, AT_FDCWD, name, AT_SYMLINK_FOLLOW) == 0 ? 0 : errno;
+        } else {
+            o->fd = open(name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+            err = o->fd >= 0 ? 0 : errno;
+        }
     }
-    sink out = {fd, NULL, 0, 0, path};
-    int st = write_sections(&out, plan->view.version, plan->secs, plan->count, size);
-    if (st == AVQ_OK && fsync(fd) != 0)
+    if (err) {
+        free(name);
+        return avq_fail(AVQ_ERR_IO, "%s: cannot create a temporary file beside %s: %s", path,
+                        o->target, strerror(err));
+    }
+    o->tmp = name;
+    return AVQ_OK;
+}
+
+static int out_open(out_file *o, const char *path) {
+    memset(o, 0, sizeof *o);
+    o->fd = -1;
+    struct stat sb, lsb;
+    bool exists = stat(path, &sb) == 0;
+    if (!exists && errno != ENOENT)
+        return avq_fail(AVQ_ERR_IO, "%s: cannot save there: %s", path, strerror(errno));
+    if (!exists && lstat(path, &lsb) == 0)
+        return avq_fail(AVQ_ERR_IO, "%s: is a symbolic link to a missing file; not writing "
+                                    "through it (remove it, or create its target)", path);
+    if (exists && S_ISDIR(sb.st_mode))
+        return avq_fail(AVQ_ERR_IO, "%s: is a directory", path);
+    if (exists && !S_ISREG(sb.st_mode) && !S_ISCHR(sb.st_mode) && !S_ISFIFO(sb.st_mode))
+        return avq_fail(AVQ_ERR_IO, "%s: is a %s; avq saves to regular files, character "
+                                    "devices and FIFOs only", path,
+                        S_ISBLK(sb.st_mode) ? "block device" : S_ISSOCK(sb.st_mode) ? "socket"
+                                                                                  : "special file");
+    if (exists && !S_ISREG(sb.st_mode)) {
+        /* written through, like cp: a FIFO waits for its reader here */
+        o->through = true;
+        o->fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+        if (o->fd < 0) return avq_fail(AVQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        return AVQ_OK;
+    }
+    bool link = exists && lstat(path, &lsb) == 0 && S_ISLNK(lsb.st_mode);
+    o->target = link ? realpath(path, NULL) : strdup(path);
+    if (!o->target)
+        return link ? avq_fail(AVQ_ERR_IO, "%s: cannot resolve the symbolic link: %s", path,
+                               strerror(errno))
+                    : avq_fail_nomem("path", strlen(path) + 1);
+    char *dir_copy = strdup(o->target);
+    if (!dir_copy) {
+        out_discard(o);
+        return avq_fail_nomem("path", strlen(path) + 1);
+    }
+    const char *dir = dirname(dir_copy);
+#ifdef O_TMPFILE
+    if (!avq_io_test_no_tmpfile && access("/proc/self/fd", X_OK) == 0) {
+        o->fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0666);
+        o->anon = o->fd >= 0;
+    }
+#endif
+    free(dir_copy);
+    int st = o->fd >= 0 ? AVQ_OK : named_temp(o, -1, path);
+    if (st != AVQ_OK) {
+        out_discard(o);
+        return st;
+    }
+    if (exists) {
+        /* what cp keeps when it overwrites: the permission bits, and the
+         * owner and group where we may set them (root; a group of ours) */
+        if ((sb.st_uid != geteuid() || sb.st_gid != getegid()) &&
+            fchown(o->fd, sb.st_uid, sb.st_gid) != 0)
+            (void)!fchown(o->fd, (uid_t)-1, sb.st_gid); /* else the group alone, or ours */
+        if (fchmod(o->fd, sb.st_mode & 07777 & ~(mode_t)(S_ISUID | S_ISGID)) != 0) {
+            st = avq_fail(AVQ_ERR_IO, "%s: cannot set the mode: %s", path, strerror(errno));
+            out_discard(o);
+        }
+    }
+    return st;
+}
+
+/* Finish a written file: sync, give it its name (rename over the target),
+ * sync the directory.  On failure nothing is left and the old file is
+ * whole. */
+static int out_commit(out_file *o, const char *path) {
+    int st = AVQ_OK;
+    if (fsync(o->fd) != 0 && !(o->through && (errno == EINVAL || errno == EROFS ||
+                                              errno == ENOTSUP)))
         st = avq_fail(AVQ_ERR_IO, "%s: fsync failed: %s", path, strerror(errno));
+    if (st == AVQ_OK && o->anon) st = named_temp(o, o->fd, path);
+    int fd = o->fd;
+    o->fd = -1;
     if (close(fd) != 0 && st == AVQ_OK)
         st = avq_fail(AVQ_ERR_IO, "%s: close failed: %s", path, strerror(errno));
-    if (st == AVQ_OK && rename(tmp, path) != 0)
-        st = avq_fail(AVQ_ERR_IO, "%s: rename from %s failed: %s", path, tmp, strerror(errno));
-    if (st != AVQ_OK) {
-        unlink(tmp);
-    } else {
+    if (st == AVQ_OK && !o->through && rename(o->tmp, o->target) != 0)
+        st = avq_fail(AVQ_ERR_IO, "%s: rename from %s failed: %s", path, o->tmp, strerror(errno));
+    if (st == AVQ_OK && !o->through) {
+        free(o->tmp); /* renamed: nothing to remove */
+        o->tmp = NULL;
         /* make the rename itself durable */
-        char *dir = strdup(path);
+        char *dir = strdup(o->target);
         if (dir) {
-            int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY);
+            int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
             if (dfd >= 0) {
                 fsync(dfd);
                 close(dfd);
@@ -703,8 +849,24 @@ static int save_plan_to_file(save_plan *plan, const char *path) {
             free(dir);
         }
     }
-    free(tmp);
+    out_discard(o);
     return st;
+}
+
+/* Write the plan to `path` (see out_file: atomically for a regular file). */
+static int save_plan_to_file(save_plan *plan, const char *path) {
+    int st = refuse_big_endian_host(path);
+    if (st != AVQ_OK) return st;
+    size_t size = layout_sections(plan->secs, plan->count);
+    out_file o;
+    if ((st = out_open(&o, path)) != AVQ_OK) return st;
+    sink out = {o.fd, NULL, 0, 0, path};
+    st = write_sections(&out, plan->view.version, plan->secs, plan->count, size);
+    if (st != AVQ_OK) {
+        out_discard(&o);
+        return st;
+    }
+    return out_commit(&o, path);
 }
 
 /* The index's plan, made and used under its write lock (a consistent state;
@@ -755,6 +917,8 @@ int avq_index_save_bytes(const avq_index *x, void **bytes, size_t *size) {
     if (!x || !bytes || !size) return avq_fail(AVQ_ERR_INVALID, "save: NULL argument");
     *bytes = NULL;
     *size = 0;
+    int st = refuse_big_endian_host("<memory>");
+    if (st != AVQ_OK) return st;
     return with_index_plan(x, NULL, bytes, size);
 }
 
@@ -795,8 +959,18 @@ static int parse_header(const uint8_t *file, size_t size, in_section *secs, size
     if (version < 1 || version > AVQ_FORMAT_NEWEST)
         return avq_fail(AVQ_ERR_FORMAT, "%s: format version %u, this library reads versions 1 to %u",
                         path, version, AVQ_FORMAT_NEWEST);
-    if (get_u32(file + 12) != ENDIAN_MARK)
-        return avq_fail(AVQ_ERR_FORMAT, "%s: bad endianness mark", path);
+    /* the mark is written in the writer's byte order -- always little-endian,
+     * since big-endian hosts refuse to save (and to load, before this) */
+    uint32_t mark;
+    memcpy(&mark, file + 12, 4);
+    if (mark == __builtin_bswap32(ENDIAN_MARK))
+        return avq_fail(AVQ_ERR_FORMAT,
+                        "%s: big-endian byte order (endianness mark %02x %02x %02x %02x): avq "
+                        "files are little-endian; this one was not written by avq on a "
+                        "little-endian host", path, file[12], file[13], file[14], file[15]);
+    if (mark != ENDIAN_MARK)
+        return avq_fail(AVQ_ERR_FORMAT, "%s: bad endianness mark %02x %02x %02x %02x (expected "
+                        "04 03 02 01)", path, file[12], file[13], file[14], file[15]);
     uint32_t n = get_u32(file + 16);
     if (n == 0 || n > MAX_SECTIONS)
         return avq_fail(AVQ_ERR_FORMAT, "%s: section count %u out of range", path, n);
@@ -1259,19 +1433,32 @@ static int open_file(const char *path, unsigned flags, file_view *view, avq_mapp
     *map_out = NULL;
     if (flags & ~(AVQ_LOAD_MMAP | AVQ_LOAD_SKIP_CHECKSUMS))
         return avq_fail(AVQ_ERR_INVALID, "load: unknown flags 0x%x", flags);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int st = refuse_big_endian_host(path);
+    if (st != AVQ_OK) return st;
+    /* O_NONBLOCK: opening a FIFO (or a device) must not wait for a writer;
+     * it is refused below, and for a regular file the flag does nothing */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) return avq_fail(AVQ_ERR_IO, "%s: %s", path, strerror(errno));
     struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+    if (fstat(fd, &sb) != 0) {
+        int err = errno;
         close(fd);
-        return avq_fail(AVQ_ERR_IO, "%s: not a regular file", path);
+        return avq_fail(AVQ_ERR_IO, "%s: cannot stat: %s", path, strerror(err));
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        return avq_fail(AVQ_ERR_IO, "%s: not a regular file (a %s): an index is loaded from a "
+                                    "regular file", path,
+                        S_ISDIR(sb.st_mode) ? "directory" : S_ISFIFO(sb.st_mode) ? "FIFO"
+                        : S_ISCHR(sb.st_mode) ? "character device"
+                        : S_ISBLK(sb.st_mode) ? "block device"
+                        : S_ISSOCK(sb.st_mode) ? "socket" : "special file");
     }
     size_t size = (size_t)sb.st_size;
     if (size < HEADER_BYTES) {
         close(fd);
         return avq_fail(AVQ_ERR_FORMAT, "%s: %zu bytes is too short for an avq index", path, size);
     }
-    int st = AVQ_OK;
     void *mem;
     if (flags & AVQ_LOAD_MMAP) {
         mem = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -1318,9 +1505,10 @@ int avq_index_load_bytes(const void *bytes, size_t size, avq_index **out) {
     if (out) *out = NULL;
     if (!bytes || !out) return avq_fail(AVQ_ERR_INVALID, "load: NULL bytes or out");
     const char *path = "<bytes>";
+    int st = refuse_big_endian_host(path);
+    if (st != AVQ_OK) return st;
     if (size < HEADER_BYTES)
         return avq_fail(AVQ_ERR_FORMAT, "%s: %zu bytes is too short for an avq index", path, size);
-    int st = AVQ_OK;
     void *mem = read_copy(-1, bytes, size, path, &st);
     if (!mem) return st;
     avq_mapping *map = avq_mapping_new(mem, size);

@@ -14,6 +14,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -21,7 +22,8 @@ static void usage(FILE *out) {
             "       avq search --index INDEX --query Q --k K --out R [--leaves-to-search L]\n"
             "                  [--reorder R] [--batch] [--threads T] [--mmap]\n"
             "                  [--allow-ids F | --deny-ids F | --tags-any L | --tags-all L]\n"
-            "                  [--filter-min-scanned N] [--filter-exact-below N]\n\n"
+            "                  [--filter-min-scanned N] [--filter-exact-below N]\n"
+            "       (both: [--scores S] [--replace])\n\n"
             "  --index INDEX   search an index written by 'avq build'\n"
             "  --leaves-to-search L   leaves scanned per query (default: the index's)\n"
             "  --reorder R     candidates re-scored exactly (pre_reorder; default: the\n"
@@ -34,8 +36,14 @@ static void usage(FILE *out) {
             "  --query Q       query vectors (FILE.hdf5:test)\n"
             "  --metric M      ip, l2 or cos\n"
             "  --k K           results per query (default 10)\n"
-            "  --out R         result ids (.ivecs .npy FILE.hdf5:DATASET)\n"
-            "  --scores S      also write the scores (.fvecs .npy)\n"
+            "  --out R         result ids (.ivecs .npy FILE.hdf5:DATASET, default\n"
+            "                  dataset 'neighbors')\n"
+            "  --scores S      also write the scores (.fvecs .npy FILE.hdf5:DATASET,\n"
+            "                  default dataset 'distances')\n"
+            "  --replace       let an HDF5 output replace an existing dataset (without it\n"
+            "                  that is refused before the search).  An output is never\n"
+            "                  one of the input files (.fvecs/.npy/.ivecs); a new\n"
+            "                  dataset may go into an input HDF5 file\n"
             "  --threads T     worker threads (default: all CPUs)\n"
             "Prints 'qps <queries per second>' on stdout.\n\n");
     fputs(tags_filter_help, out);
@@ -48,14 +56,41 @@ typedef struct {
     size_t filter_min_scanned, filter_exact_below;
 } index_settings;
 
+/* Flags of every output write: an existing HDF5 dataset is kept (the
+ * write refused) unless --replace. */
+static unsigned out_flags;
+
 static int write_results(const char *out_path, const char *scores_path, const int64_t *ids,
                          const float *scores, size_t rows, size_t k) {
-    int rc = out_path ? cli_write_ids("search", out_path, ids, rows, k) : 0;
-    if (!rc && scores_path) {
-        int st = dataset_write_float(scores_path, scores, rows, k);
-        if (st) rc = cli_fail("search", st);
+    int st = out_path ? dataset_write_int64_flags(out_path, ids, rows, k, out_flags) : 0;
+    if (!st && scores_path) st = dataset_write_float_flags(scores_path, scores, rows, k, out_flags);
+    return st ? cli_fail("search", st) : 0;
+}
+
+/* Before any work: the outputs can be written, none is an input file (an
+ * HDF5 input may receive a new dataset), and they do not collide. */
+static int check_outputs(const char *out_path, const char *scores_path,
+                         const char *const inputs[][2], size_t ninputs) {
+    const char *outs[2][2] = {{"--out", out_path}, {"--scores", scores_path}};
+    for (int o = 0; o < 2; o++) {
+        const char *path = outs[o][1], *dset;
+        if (!path) continue;
+        int st = dataset_check_output(path, o == 0, out_flags);
+        if (st) return cli_fail("search", st);
+        bool h5 = dataset_hdf5_name(path, &dset);
+        for (size_t i = 0; i < ninputs && !h5; i++)
+            if (inputs[i][1] && dataset_same_file(path, inputs[i][1]))
+                return cli_error("search", "%s %s is the file %s reads; refusing to overwrite an "
+                                 "input: write the results elsewhere", outs[o][0], path,
+                                 inputs[i][0]);
     }
-    return rc;
+    if (out_path && scores_path && dataset_same_file(out_path, scores_path)) {
+        const char *d1, *d2;
+        bool h5 = dataset_hdf5_name(out_path, &d1) && dataset_hdf5_name(scores_path, &d2);
+        if (!h5 || (d1 && d2 && strcmp(d1, d2) == 0))
+            return cli_error("search", "--out and --scores name the same %s", h5 ? "dataset" : "file");
+    }
+    return 0;
 }
 
 /* Search an index file: one query at a time (the latency protocol of
@@ -65,7 +100,12 @@ static int search_index(const char *index_path, const char *query_path, const ch
     /* the filter first: a bad id or tag list is reported before a long load */
     avq_filter *filter = NULL;
     char filter_desc[96] = "";
-    int rc = filter_make("search", &set->filter, &filter, filter_desc, sizeof filter_desc);
+    const char *const inputs[][2] = {{"--index", index_path}, {"--query", query_path},
+                                     {"--allow-ids", set->filter.allow_ids},
+                                     {"--deny-ids", set->filter.deny_ids}};
+    int rc = check_outputs(out_path, scores_path, inputs, 4);
+    if (rc) return rc;
+    rc = filter_make("search", &set->filter, &filter, filter_desc, sizeof filter_desc);
     if (rc) return rc;
     avq_index *index = NULL;
     double t0 = cli_now();
@@ -142,6 +182,12 @@ out:
     return rc;
 }
 
+static int search_main(int exact, const char *index_path, const char *base_path,
+                       const char *query_path, const char *out_path, const char *scores_path,
+                       const char *metric_name, size_t k, long threads, int batch, int use_mmap,
+                       size_t leaves, size_t pre_reorder, filter_options filter,
+                       size_t min_scanned, size_t exact_below);
+
 int cmd_search(int argc, char **argv) {
     static const struct option opts[] = {
         {"exact", no_argument, 0, 'x'},       {"base", required_argument, 0, 'b'},
@@ -155,6 +201,7 @@ int cmd_search(int argc, char **argv) {
         {"tags-any", required_argument, 0, 'Y'}, {"tags-all", required_argument, 0, 'W'},
         {"filter-min-scanned", required_argument, 0, 'S'},
         {"filter-exact-below", required_argument, 0, 'E'},
+        {"replace", no_argument, 0, 'P'},
         {0, 0, 0, 0}};
     const char *base_path = NULL, *query_path = NULL, *out_path = NULL, *metric_name = NULL,
                *scores_path = NULL, *index_path = NULL;
@@ -168,9 +215,11 @@ int cmd_search(int argc, char **argv) {
     int filters_given = 0;
     optind = 1;
     opterr = 0;
+    out_flags = DATASET_KEEP_EXISTING;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'x': exact = 1; break;
+        case 'P': out_flags &= ~DATASET_KEEP_EXISTING; break;
         case 'B': batch = 1; break;
         case 'M': use_mmap = 1; break;
         case 'L':
@@ -234,6 +283,29 @@ int cmd_search(int argc, char **argv) {
     if (filters_given && !index_path)
         return cli_usage_error("search", "%s needs --index (filters apply to index searches)",
                                filter_names[0]);
+    /* scores into HDF5 go to 'distances' (ann-benchmarks), not the float
+     * default 'train' */
+    char *scores_named = NULL;
+    const char *scores_dset;
+    if (scores_path && dataset_hdf5_name(scores_path, &scores_dset) && !scores_dset) {
+        size_t len = strlen(scores_path) + sizeof ":distances";
+        if (!(scores_named = malloc(len)))
+            return cli_error("search", "out of memory");
+        snprintf(scores_named, len, "%s:distances", scores_path);
+        scores_path = scores_named;
+    }
+    int rc = search_main(exact, index_path, base_path, query_path, out_path, scores_path,
+                         metric_name, k, threads, batch, use_mmap, leaves, pre_reorder,
+                         filter, min_scanned, exact_below);
+    free(scores_named);
+    return rc;
+}
+
+static int search_main(int exact, const char *index_path, const char *base_path,
+                       const char *query_path, const char *out_path, const char *scores_path,
+                       const char *metric_name, size_t k, long threads, int batch, int use_mmap,
+                       size_t leaves, size_t pre_reorder, filter_options filter,
+                       size_t min_scanned, size_t exact_below) {
     if (index_path) {
         if (!query_path) return cli_usage_error("search", "--index needs --query");
         index_settings set = {k, leaves, pre_reorder, (int)threads, batch, use_mmap,
@@ -247,8 +319,11 @@ int cmd_search(int argc, char **argv) {
     if (avq_metric_parse(metric_name, &metric) != AVQ_OK)
         return cli_fail("search", AVQ_ERR_INVALID);
 
+    const char *const inputs[][2] = {{"--base", base_path}, {"--query", query_path}};
+    int rc = check_outputs(out_path, scores_path, inputs, 2);
+    if (rc) return rc;
     float_matrix base, query;
-    int rc = cli_load_base_query("search", base_path, query_path, &base, &query);
+    rc = cli_load_base_query("search", base_path, query_path, &base, &query);
     if (rc) return rc;
     if (k > base.rows) {
         rc = cli_error("search", "--k %zu is larger than the base set (%zu vectors)", k,

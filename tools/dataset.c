@@ -15,10 +15,13 @@
  * a SIGBUS.
  *
  * Writers produce a complete file or nothing: vecs and .npy output goes to
- * a temporary file in the same directory that is renamed over the target
- * only after the last byte was written and closed successfully, so a full
- * disk never leaves a plausible-looking short file behind.  HDF5 output is
- * the exception: it adds a dataset to a possibly existing file, in place.
+ * a temporary file in the target's directory (unnamed, O_TMPFILE, where the
+ * filesystem allows, so even a killed process leaves nothing) that is
+ * renamed over the target only after the last byte was written and closed
+ * successfully, so a full disk never leaves a plausible-looking short file
+ * behind.  Paths are followed like cp follows them (see sink): symlinks are
+ * written through, devices and FIFOs written in place.  HDF5 output is the
+ * exception: it adds a dataset to a possibly existing file, in place.
  *
  * All multi-byte values on disk are little-endian (TEXMEX convention, and
  * what we write into .npy headers); big-endian .npy data is converted.
@@ -31,6 +34,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
+#include <libgen.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -159,10 +163,18 @@ typedef struct {
     bool eof;
 } source;
 
+static const char *file_kind(mode_t m) {
+    return S_ISDIR(m) ? "directory" : S_ISFIFO(m) ? "FIFO" : S_ISCHR(m) ? "character device"
+         : S_ISBLK(m) ? "block device" : S_ISSOCK(m) ? "socket" : S_ISREG(m) ? "regular file"
+         : "special file";
+}
+
 static int source_open(source *s, const char *name) {
     memset(s, 0, sizeof *s);
     s->name = name;
-    s->fd = open(name, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO (or a device) is refused below instead of waiting
+     * for a writer; on a regular file the flag changes nothing */
+    s->fd = open(name, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (s->fd < 0) return cli_set_error(AVQ_ERR_IO, "%s: cannot open: %s", name, strerror(errno));
     struct stat st;
     if (fstat(s->fd, &st) != 0) {
@@ -176,7 +188,8 @@ static int source_open(source *s, const char *name) {
     }
     if (!S_ISREG(st.st_mode)) {
         close(s->fd);
-        return cli_set_error(AVQ_ERR_IO, "%s: not a regular file", name);
+        return cli_set_error(AVQ_ERR_IO, "%s: not a regular file (a %s): vectors and ids are "
+                                         "read from regular files", name, file_kind(st.st_mode));
     }
     if (st.st_size == 0) {
         close(s->fd);
@@ -380,39 +393,155 @@ fail:
 /* Writing: temporary file, then rename                                     */
 /* ======================================================================= */
 
+/* Where an output goes, following `name` like cp follows a destination
+ * (the same rules as the library's saves, src/io.c):
+ *   - missing: a new file, mode 0666 & ~umask;
+ *   - a regular file, or a symbolic link (chain) to one: the target (the
+ *     link's target, in its own directory) is replaced atomically, keeping
+ *     its permission bits (and owner and group where allowed);
+ *   - a character device or a FIFO (/dev/null, a pipe): written through, in
+ *     place, as cp and shell redirection do;
+ *   - a directory, block device, socket or dangling symlink: refused.
+ * A replacement is written to an unnamed file (O_TMPFILE) in the target's
+ * directory, so a killed process leaves nothing behind, and is named
+ * NAME.tmp.XXXXXX only once complete, just before the rename.  Without
+ * O_TMPFILE a named temporary is created at once (and removed on failure). */
 typedef struct {
-    const char *name;   /* final path, for messages */
-    char *tmp;          /* temporary path being written */
+    const char *name;   /* the path given, for messages */
+    char *target;       /* the file replaced (symlinks resolved) */
+    char *tmp;          /* the named temporary, once it exists */
     int fd;
+    bool through, anon;
     unsigned char *buf;
     size_t len, cap;
 } sink;
+
+/* Test hook (tests/test_files.c): as on a filesystem without O_TMPFILE. */
+int dataset_test_no_tmpfile = 0;
+
+static unsigned temp_counter;
+
+/* Create TARGET.tmp.XXXXXX exclusively, or (fd_link >= 0) give that
+ * O_TMPFILE file such a name. */
+static int sink_named_temp(sink *k, int fd_link) {
+    size_t len = strlen(k->target) + 16;
+    char *name = malloc(len);
+    if (!name) return cli_set_nomem("a file name", len);
+    static const char digits[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+    int err = EEXIST;
+    for (int attempt = 0; attempt < 100 && err == EEXIST; attempt++) {
+        uint64_t r = (uint64_t)getpid() * 0x9E3779B97F4A7C15ull ^
+                     (uint64_t)__atomic_fetch_add(&temp_counter, 1, __ATOMIC_RELAXED) *
+                         0xBF58476D1CE4E5B9ull ^ (uint64_t)(uintptr_t)name;
+        char suffix[7];
+        for (int i = 0; i < 6; i++, r /= 36) suffix[i] = digits[r % 36];
+        suffix[6] = 0;
+        snprintf(name, len, "%s.tmp.%s", k->target, suffix);
+        if (fd_link >= 0) {
+            char proc[40];
+            snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd_link);
+            err = linkat(AT_FDCWD, proc, AT_FDCWD, name, AT_SYMLINK_FOLLOW) == 0 ? 0 : errno;
+        } else {
+            k->fd = open(name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+            err = k->fd >= 0 ? 0 : errno;
+        }
+    }
+    if (err) {
+        free(name);
+        return cli_set_error(AVQ_ERR_IO, "%s: cannot create a temporary file beside %s: %s",
+                             k->name, k->target, strerror(err));
+    }
+    k->tmp = name;
+    return AVQ_OK;
+}
+
+static void sink_discard(sink *k) {
+    if (k->fd >= 0) close(k->fd);
+    if (k->tmp) unlink(k->tmp);
+    free(k->tmp);
+    free(k->target);
+    free(k->buf);
+    k->fd = -1;
+    k->tmp = k->target = NULL;
+    k->buf = NULL;
+}
+
+/* What an output path is, before anything is written: AVQ_OK for a missing
+ * file or a regular one (through symlinks) -- *is_special false -- or a
+ * character device or FIFO (*is_special true); else the refusal. */
+static int output_kind(const char *name, bool *exists, bool *is_special, struct stat *sb) {
+    struct stat lsb;
+    *exists = stat(name, sb) == 0;
+    *is_special = false;
+    if (!*exists && errno != ENOENT)
+        return cli_set_error(AVQ_ERR_IO, "%s: cannot write there: %s", name, strerror(errno));
+    if (!*exists && lstat(name, &lsb) == 0)
+        return cli_set_error(AVQ_ERR_IO, "%s: is a symbolic link to a missing file; not "
+                                         "writing through it (remove it, or create its target)",
+                             name);
+    if (!*exists) return AVQ_OK;
+    if (S_ISDIR(sb->st_mode)) return cli_set_error(AVQ_ERR_IO, "%s: is a directory", name);
+    if (!S_ISREG(sb->st_mode) && !S_ISCHR(sb->st_mode) && !S_ISFIFO(sb->st_mode))
+        return cli_set_error(AVQ_ERR_IO, "%s: is a %s; outputs go to regular files, character "
+                                         "devices and FIFOs only", name, file_kind(sb->st_mode));
+    *is_special = !S_ISREG(sb->st_mode);
+    return AVQ_OK;
+}
 
 static int sink_open(sink *k, const char *name) {
     memset(k, 0, sizeof *k);
     k->name = name;
     k->fd = -1;
-    size_t n = strlen(name) + 40;
-    k->tmp = malloc(n);
     k->cap = (size_t)1 << 20;
     k->buf = malloc(k->cap);
-    if (!k->tmp || !k->buf) {
-        free(k->tmp);
-        free(k->buf);
-        return cli_set_nomem("a write buffer", k->cap);
+    if (!k->buf) return cli_set_nomem("a write buffer", k->cap);
+    bool exists, special;
+    struct stat sb, lsb;
+    int st = output_kind(name, &exists, &special, &sb);
+    if (st) {
+        sink_discard(k);
+        return st;
     }
-    /* O_EXCL with a per-process name: never clobber a stranger's file, and
-     * the mode follows the umask like any ordinary output file. */
-    for (unsigned attempt = 0; attempt < 100 && k->fd < 0; attempt++) {
-        snprintf(k->tmp, n, "%s.tmp%ld.%u", name, (long)getpid(), attempt);
-        k->fd = open(k->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-        if (k->fd < 0 && errno != EEXIST) break;
+    if (special) {
+        k->through = true;
+        k->fd = open(name, O_WRONLY | O_TRUNC | O_CLOEXEC);
+        if (k->fd < 0) {
+            int err = errno;
+            sink_discard(k);
+            return cli_set_error(AVQ_ERR_IO, "%s: cannot open: %s", name, strerror(err));
+        }
+        return AVQ_OK;
     }
-    if (k->fd < 0) {
+    bool link = exists && lstat(name, &lsb) == 0 && S_ISLNK(lsb.st_mode);
+    k->target = link ? realpath(name, NULL) : strdup(name);
+    if (!k->target) {
         int err = errno;
-        free(k->tmp);
-        free(k->buf);
-        return cli_set_error(AVQ_ERR_IO, "%s: cannot create: %s", name, strerror(err));
+        sink_discard(k);
+        return link ? cli_set_error(AVQ_ERR_IO, "%s: cannot resolve the symbolic link: %s", name,
+                                    strerror(err))
+                    : cli_set_nomem("a file name", strlen(name) + 1);
+    }
+#ifdef O_TMPFILE
+    char *dir = strdup(k->target);
+    if (dir && !dataset_test_no_tmpfile && access("/proc/self/fd", X_OK) == 0) {
+        k->fd = open(dirname(dir), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0666);
+        k->anon = k->fd >= 0;
+    }
+    free(dir);
+#endif
+    if (k->fd < 0 && (st = sink_named_temp(k, -1)) != AVQ_OK) {
+        sink_discard(k);
+        return st;
+    }
+    if (exists) { /* what cp keeps when it overwrites a file */
+        if ((sb.st_uid != geteuid() || sb.st_gid != getegid()) &&
+            fchown(k->fd, sb.st_uid, sb.st_gid) != 0)
+            (void)!fchown(k->fd, (uid_t)-1, sb.st_gid); /* else the group alone, or ours */
+        if (fchmod(k->fd, sb.st_mode & 07777 & ~(mode_t)(S_ISUID | S_ISGID)) != 0) {
+            int err = errno;
+            sink_discard(k);
+            return cli_set_error(AVQ_ERR_IO, "%s: cannot set the mode: %s", name, strerror(err));
+        }
     }
     return AVQ_OK;
 }
@@ -466,18 +595,23 @@ static int sink_put_le(sink *k, const void *p, size_t n, size_t size) {
     return AVQ_OK;
 }
 
-/* Finish (st == AVQ_OK: flush, close, rename) or abandon (remove the
- * temporary file).  Returns the final status. */
+/* Finish (st == AVQ_OK: flush, name, rename over the target) or
+ * abandon (nothing is left).  Returns the final status. */
 static int sink_close(sink *k, int st) {
     if (st == AVQ_OK) st = sink_flush(k);
-    if (close(k->fd) != 0 && st == AVQ_OK)
+    if (st == AVQ_OK && k->anon) st = sink_named_temp(k, k->fd);
+    int fd = k->fd;
+    k->fd = -1;
+    if (close(fd) != 0 && st == AVQ_OK)
         st = cli_set_error(AVQ_ERR_IO, "%s: write failed on close: %s", k->name, strerror(errno));
-    if (st == AVQ_OK && rename(k->tmp, k->name) != 0)
+    if (st == AVQ_OK && !k->through && rename(k->tmp, k->target) != 0)
         st = cli_set_error(AVQ_ERR_IO, "%s: cannot rename %s into place: %s", k->name, k->tmp,
                            strerror(errno));
-    if (st != AVQ_OK) unlink(k->tmp);
-    free(k->tmp);
-    free(k->buf);
+    if (st == AVQ_OK && !k->through) {
+        free(k->tmp); /* renamed: nothing to remove */
+        k->tmp = NULL;
+    }
+    sink_discard(k);
     return st;
 }
 
@@ -1073,25 +1207,35 @@ out:
     return AVQ_OK;
 }
 
-/* Open for writing: an existing HDF5 file is extended, a missing one
- * created; an existing file of another kind is left alone. */
+/* Open for writing: an existing HDF5 file is extended (through a symbolic
+ * link: its target), a missing one created; an existing file of another
+ * kind is left alone, and anything but a regular file refused. */
 static int hdf5_open_for_write(const char *file, hid_t *fid) {
-    struct stat st;
-    if (stat(file, &st) == 0) {
+    bool exists, special;
+    struct stat sb;
+    int st = output_kind(file, &exists, &special, &sb);
+    if (st) return st;
+    if (special)
+        return cli_set_error(AVQ_ERR_IO, "%s: is a %s; an HDF5 output must be a regular file",
+                             file, file_kind(sb.st_mode));
+    if (exists) {
         *fid = H5Fopen(file, H5F_ACC_RDWR, H5P_DEFAULT);
         if (*fid < 0)
             return hdf5_fail(AVQ_ERR_IO, file,
                              "exists but cannot be opened as HDF5 for writing; not overwriting it");
         return AVQ_OK;
     }
-    if (errno != ENOENT) return cli_set_error(AVQ_ERR_IO, "%s: cannot stat: %s", file, strerror(errno));
     *fid = H5Fcreate(file, H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT);
     if (*fid < 0) return hdf5_fail(AVQ_ERR_IO, file, "cannot create the file");
     return AVQ_OK;
 }
 
+#define HDF5_EXISTS_MESSAGE                                                                   \
+    "%s: already has a dataset '%s'; not replacing it (write to another dataset or file, or "  \
+    "ask for the replacement: avq search --replace)"
+
 static int hdf5_write(const char *file, const char *dset, elem_kind kind, const void *data,
-                      size_t rows, size_t cols) {
+                      size_t rows, size_t cols, unsigned flags) {
     hdf5_quiet();
     if (strchr(dset, '/'))
         return cli_set_error(AVQ_ERR_INVALID,
@@ -1101,9 +1245,15 @@ static int hdf5_write(const char *file, const char *dset, elem_kind kind, const 
     int st = hdf5_open_for_write(file, &fid);
     if (st) return st;
     hid_t space = -1, did = -1;
-    if (H5Lexists(fid, dset, H5P_DEFAULT) > 0 && H5Ldelete(fid, dset, H5P_DEFAULT) < 0) {
-        st = hdf5_fail(AVQ_ERR_IO, file, "cannot replace the existing dataset");
-        goto out;
+    if (H5Lexists(fid, dset, H5P_DEFAULT) > 0) {
+        if (flags & DATASET_KEEP_EXISTING) {
+            st = cli_set_error(AVQ_ERR_INVALID, HDF5_EXISTS_MESSAGE, file, dset);
+            goto out;
+        }
+        if (H5Ldelete(fid, dset, H5P_DEFAULT) < 0) {
+            st = hdf5_fail(AVQ_ERR_IO, file, "cannot replace the existing dataset");
+            goto out;
+        }
     }
     hsize_t dims[2] = {rows, cols};
     space = H5Screate_simple(2, dims, NULL);
@@ -1212,7 +1362,7 @@ int dataset_read_int(const char *path, int_matrix *out) {
  * that all fit in int32 are written as int32 (what readers of ground truth
  * expect); others go to .npy and HDF5 as int64, never to .ivecs. */
 static int dataset_write(const char *path, const void *data, size_t rows, size_t cols,
-                         elem_kind kind) {
+                         elem_kind kind, unsigned flags) {
     parsed_path pp;
     int st = parse_path(path, &pp);
     if (st) return st;
@@ -1246,7 +1396,7 @@ static int dataset_write(const char *path, const void *data, size_t rows, size_t
                            elem_size(kind), data, rows, cols);
         } else if (pp.format == FMT_HDF5) {
             const char *dset = pp.dataset ? pp.dataset : (ints ? "neighbors" : "train");
-            st = hdf5_write(pp.file, dset, kind, data, rows, cols);
+            st = hdf5_write(pp.file, dset, kind, data, rows, cols, flags);
         } else {
             st = cli_set_error(AVQ_ERR_INVALID,
                                ints ? "%s: cannot write integer ids in this format (use .ivecs, "
@@ -1262,15 +1412,88 @@ static int dataset_write(const char *path, const void *data, size_t rows, size_t
 }
 
 int dataset_write_float(const char *path, const float *data, size_t rows, size_t cols) {
-    return dataset_write(path, data, rows, cols, ELEM_F32);
+    return dataset_write(path, data, rows, cols, ELEM_F32, 0);
 }
 
 int dataset_write_int(const char *path, const int32_t *data, size_t rows, size_t cols) {
-    return dataset_write(path, data, rows, cols, ELEM_I32);
+    return dataset_write(path, data, rows, cols, ELEM_I32, 0);
 }
 
 int dataset_write_int64(const char *path, const int64_t *data, size_t rows, size_t cols) {
-    return dataset_write(path, data, rows, cols, ELEM_I64);
+    return dataset_write(path, data, rows, cols, ELEM_I64, 0);
+}
+
+int dataset_write_float_flags(const char *path, const float *data, size_t rows, size_t cols,
+                              unsigned flags) {
+    return dataset_write(path, data, rows, cols, ELEM_F32, flags);
+}
+
+int dataset_write_int64_flags(const char *path, const int64_t *data, size_t rows, size_t cols,
+                              unsigned flags) {
+    return dataset_write(path, data, rows, cols, ELEM_I64, flags);
+}
+
+int dataset_check_output(const char *path, bool ints, unsigned flags) {
+    parsed_path pp;
+    int st = parse_path(path, &pp);
+    if (st) return st;
+    bool exists, special;
+    struct stat sb;
+    st = output_kind(pp.file, &exists, &special, &sb);
+    if (!st && pp.format == FMT_HDF5 && special)
+        st = cli_set_error(AVQ_ERR_IO, "%s: is a %s; an HDF5 output must be a regular file",
+                           pp.file, file_kind(sb.st_mode));
+    if (!st && pp.format == FMT_HDF5 && exists && (flags & DATASET_KEEP_EXISTING)) {
+        const char *dset = pp.dataset ? pp.dataset : (ints ? "neighbors" : "train");
+        hdf5_quiet();
+        hid_t fid = H5Fopen(pp.file, H5F_ACC_RDONLY, H5P_DEFAULT);
+        if (fid < 0) {
+            st = hdf5_fail(AVQ_ERR_IO, pp.file,
+                           "exists but cannot be opened as HDF5; not overwriting it");
+        } else {
+            if (H5Lexists(fid, dset, H5P_DEFAULT) > 0)
+                st = cli_set_error(AVQ_ERR_INVALID, HDF5_EXISTS_MESSAGE, pp.file, dset);
+            H5Fclose(fid);
+        }
+    }
+    free(pp.file);
+    return st;
+}
+
+int dataset_hdf5_name(const char *path, const char **dataset) {
+    parsed_path pp;
+    *dataset = NULL;
+    if (!path || !*path) return 0;
+    const char *colon = strrchr(path, ':');
+    bool named = colon && is_hdf5_name(path, (size_t)(colon - path));
+    if (parse_path(path, &pp)) return 0;
+    int h5 = pp.format == FMT_HDF5;
+    free(pp.file);
+    if (h5 && named) *dataset = colon + 1;
+    return h5;
+}
+
+/* The file part of a path: before the dataset's colon of an HDF5 path. */
+static char *file_part(const char *path) {
+    const char *colon = strrchr(path, ':');
+    size_t len = colon && is_hdf5_name(path, (size_t)(colon - path)) ? (size_t)(colon - path)
+                                                                       : strlen(path);
+    return strndup(path, len);
+}
+
+int dataset_same_file(const char *a, const char *b) {
+    if (!a || !b) return 0;
+    char *fa = file_part(a), *fb = file_part(b);
+    struct stat sa, sb;
+    int same = 0;
+    if (fa && fb) {
+        bool ea = stat(fa, &sa) == 0, eb = stat(fb, &sb) == 0;
+        same = ea && eb ? sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino
+                        : !ea && !eb && strcmp(fa, fb) == 0; /* both to be made */
+    }
+    free(fa);
+    free(fb);
+    return same;
 }
 
 /* ======================================================================= */

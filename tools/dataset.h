@@ -31,6 +31,7 @@
 #include "avq.h"
 #include "cli_util.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -61,6 +62,20 @@ int dataset_read_float(const char *path, float_matrix *out);
  * (default dataset "neighbors"). */
 int dataset_read_int(const char *path, int_matrix *out);
 
+/* Outputs.  Every writer follows the path like cp follows a destination:
+ * a missing file is created with mode 0666 & ~umask; an existing regular
+ * file, or the target of a symbolic link to one, is replaced atomically
+ * (a temporary file in the target's directory renamed over it: unnamed,
+ * O_TMPFILE, until complete, so a killed process leaves nothing behind),
+ * keeping its permission bits; a character device or a FIFO (/dev/null, a
+ * pipe) is written through in place; a directory, block device, socket or
+ * dangling symlink is refused.  HDF5 outputs are written in place into a
+ * regular file (created if missing); an existing dataset of that name is
+ * replaced -- unless DATASET_KEEP_EXISTING is given (avq search without
+ * --replace): then that is AVQ_ERR_INVALID naming the file and the
+ * dataset, and nothing is written. */
+#define DATASET_KEEP_EXISTING 1u
+
 /* Write float vectors as .fvecs or .npy (float32), or an HDF5 dataset
  * ("out.hdf5:train"; the file is created if missing, the dataset replaced
  * if present). */
@@ -74,6 +89,27 @@ int dataset_write_int(const char *path, const int32_t *data, size_t rows, size_t
  * int32, HDF5 int32).  Otherwise .npy and HDF5 get int64, and .ivecs is
  * refused (AVQ_ERR_INVALID naming the first wide id; nothing written). */
 int dataset_write_int64(const char *path, const int64_t *data, size_t rows, size_t cols);
+
+/* The same with flags (DATASET_KEEP_EXISTING). */
+int dataset_write_float_flags(const char *path, const float *data, size_t rows, size_t cols,
+                              unsigned flags);
+int dataset_write_int64_flags(const char *path, const int64_t *data, size_t rows, size_t cols,
+                              unsigned flags);
+
+/* Whether an output could be written, checked before the work that makes
+ * it (a search): the path's format, the kind of file there (see Outputs),
+ * and for HDF5 with DATASET_KEEP_EXISTING that the dataset -- for ints the
+ * default "neighbors", else "train" -- does not exist yet. */
+int dataset_check_output(const char *path, bool ints, unsigned flags);
+
+/* 1 if the path names an HDF5 file (*dataset: the name after its colon,
+ * or NULL for none), else 0 (*dataset NULL). */
+int dataset_hdf5_name(const char *path, const char **dataset);
+
+/* 1 if the files of two paths (HDF5 dataset names stripped) are the same
+ * file: both exist with one device and inode (links and symlinks
+ * included), or neither exists and the names are equal; else 0. */
+int dataset_same_file(const char *a, const char *b);
 
 /* A list of 64-bit ids owned by the struct (free with id_list_free). */
 typedef struct {
