@@ -620,16 +620,23 @@ AVQ_API void avq_filter_free(avq_filter *filter);
 /* Saving and loading                                                        */
 /* ------------------------------------------------------------------------- */
 
-/* Write the index to one file (format: doc/FORMAT.md, version 2).  It
+/* Write the index to one file (format: doc/FORMAT.md: version 3 when some
+ * vector has tags, else version 2, which avq 0.2 reads).  It
  * holds the quantizer, every leaf with its dead slots and liveness, the
- * ids and the next automatic id: a loaded index is the saved one, and can
- * change again.  Waits for a running writer (the file is one consistent
- * state); searches go on meanwhile.  The data goes to a
- * temporary file in the same directory, is flushed to disk (fsync) and then
- * renamed over `path`: a crash or a full disk mid-save never destroys a
- * previous file at `path`.
+ * ids, tags and the next automatic id: a loaded index is the saved one, and
+ * can change again.  Waits for a running writer (the file is one consistent
+ * state); searches go on meanwhile.  The data goes to an unnamed temporary
+ * file in the same directory (O_TMPFILE; a named one where the filesystem
+ * lacks it), is flushed to disk (fsync) and then renamed over `path`: a
+ * crash or a full disk mid-save never destroys a previous file at `path`,
+ * and a killed save leaves nothing behind.  `path` is followed as cp
+ * follows a destination: a symlink's target is replaced (the link stays),
+ * a character device or FIFO is written in place, a directory is refused;
+ * a new file gets mode 0666 & ~umask, a replaced one keeps its mode
+ * (doc/FORMAT.md, "Saving: what the path is").
  * Errors: AVQ_ERR_INVALID (NULL), AVQ_ERR_IO (message names the file and the
- * system error).  Thread-safe: yes (the index is only read). */
+ * system error), AVQ_ERR_UNSUPPORTED (a big-endian host: files are
+ * little-endian).  Thread-safe: yes (the index is only read). */
 AVQ_API int avq_index_save(const avq_index *index, const char *path);
 
 /* Flags for avq_index_load. */

@@ -351,6 +351,18 @@ def test_max_filter_tags(run_avq, tmp_path, small_data, small_indexes):
             "--tags-all", "4097", "4096")
 
 
+def test_tag_list_from_a_fifo_is_refused_not_waited_on(run_avq, tmp_path, small_data,
+                                                      small_indexes):
+    # issue 16 item 2 for tag files: opening a FIFO for reading waits for a
+    # writer; the CLI must refuse it instead of hanging
+    w = small_work(run_avq, tmp_path, small_data, small_indexes)
+    fifo = str(tmp_path / "tags.fifo")
+    os.mkfifo(fifo)
+    r = w.run("search", "--index", w.index, "--query", w.path("q.npy"), "--out",
+              w.path("r.npy"), "--tags-any", "@" + fifo)
+    refused(r, "tags.fifo", "not a regular file")
+
+
 # ------------------------------------------------------------ tags in the index
 
 def parse_get_tags(stdout):

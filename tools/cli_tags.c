@@ -8,6 +8,8 @@
 #include "dataset.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,12 +143,19 @@ static int parse_tags(const char *where, const char *p, size_t len, tag_vec *v) 
 
 /* The whole of a (text) file into *buf (NUL-terminated, malloc'ed). */
 static int read_text_file(const char *path, char **buf, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return cli_set_error(AVQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    /* O_NONBLOCK: opening a FIFO for reading would wait for a writer; it is
+     * refused below instead (no effect on reading a regular file) */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0) return cli_set_error(AVQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        fclose(f);
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
         return cli_set_error(AVQ_ERR_IO, "%s: not a regular file", path);
+    }
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return cli_set_error(AVQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     }
     size_t size = (size_t)sb.st_size;
     char *p = malloc(size + 1);
