@@ -586,3 +586,43 @@ Test(input_domain, index_search_refuses_huge_query, .disabled = true) {
             free(x);
         }
 }
+
+/* Values at the bound through the other encodings: 8-bit codes and int8
+ * re-ranking (its sums are the largest float quantity: <= sqrt(dim)·1e30)
+ * stay finite, and a data row finds itself. */
+Test(input_domain, bound_with_8bit_codes_and_int8_reorder) {
+    size_t n = 300, d = 16;
+    for (int mi = 0; mi < 2; mi++)
+        for (int variant = 0; variant < 2; variant++) {
+            float *x = make_rows(IN_NEAR_LIMIT, n, d, 21);
+            avq_build_params p;
+            avq_build_params_init(&p, METRICS[mi]);
+            p.brute_force_below = 0;
+            p.num_leaves = 4;
+            p.threads = 1;
+            p.reorder = variant ? AVQ_REORDER_INT8 : AVQ_REORDER_NONE;
+            p.bits = variant ? 4 : 8;
+            avq_index *ix;
+            cr_assert_eq(avq_index_build(x, n, d, &p, &ix), AVQ_OK, "%s", avq_last_error());
+            avq_search_params sp;
+            avq_search_params_init(&sp);
+            sp.k = 5;
+            sp.leaves_to_search = 4;
+            sp.pre_reorder = n;
+            int64_t ids[5];
+            float sc[5];
+            for (size_t qi = 0; qi < 20; qi++) {
+                cr_assert_eq(avq_index_search(ix, x + qi * d, &sp, ids, sc), AVQ_OK, "%s",
+                             avq_last_error());
+                for (int r = 0; r < 5; r++)
+                    cr_assert(ids[r] >= 0 && isfinite(sc[r]), "%s variant %d query %zu rank %d: "
+                              "id %lld score %g", avq_metric_name(METRICS[mi]), variant, qi, r,
+                              (long long)ids[r], (double)sc[r]);
+                if (METRICS[mi] == AVQ_METRIC_L2 && variant == 1)
+                    cr_assert_eq(ids[0], (int64_t)qi, "query %zu found %lld", qi,
+                                 (long long)ids[0]);
+            }
+            avq_index_free(ix);
+            free(x);
+        }
+}
