@@ -228,3 +228,28 @@ def test_search_k_is_checked_before_allocating():
                 ix.search_batched(base, k=k)
         ids, _ = ix.search_batched(base[:2], k=2**20)
         assert ids.shape == (2, 2**20) and (ids[:, 50:] == -1).all()
+
+
+@pytest.mark.parametrize("tier", TIERS)
+@pytest.mark.parametrize("metric", ["dot_product", "squared_l2"])
+def test_huge_query_is_refused(metric, tier):
+    """A dot/L2 query of norm > 1e15 used to be answered with inf/NaN scores
+    (exact tier) or fail with 'lut quantize: ... not finite' (PQ tier)."""
+    base = _rows("normal", 300, 8, 4)
+    q = base[0].copy()
+    q[3] = 4e19
+    with avq.Index.build(base, metric, **TIERS[tier]) as ix:
+        with pytest.raises(ValueError, match="the query is too large"):
+            ix.search(q)
+        with pytest.raises(ValueError, match="query 1: .*the query is too large"):
+            ix.search_batched(np.stack([base[1], q]))
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_huge_cosine_query_is_answered(tier):
+    base = _rows("normal", 300, 8, 4)
+    with avq.Index.build(base, "cosine", **TIERS[tier]) as ix:
+        q = base[5] * np.float32(1e30)
+        ids, scores = ix.search(q, k=5, leaves_to_search=ix.num_leaves, pre_reorder=300)
+        assert ids[0] == 5 and np.isfinite(scores).all()
+        _check(ids, scores, base, q, "cosine", 5)
