@@ -52,6 +52,16 @@
  *   in increasing order.  Ties are broken by the lower id.  When fewer than k
  *   results exist, the remaining ids are -1 and their scores are NaN.
  *
+ * Input domain.  Every vector avq is given -- to build, train, add, upsert
+ *   (and their _tagged forms), exact search (base and queries), and as a
+ *   query to a search -- must have finite values and, for AVQ_METRIC_DOT and
+ *   AVQ_METRIC_L2, a squared norm (summed in double) of at most 1e30, i.e.
+ *   |x| <= 1e15, so that every inner product, distance and lookup-table
+ *   entry stays finite in float32.  A vector outside it is refused with
+ *   AVQ_ERR_INVALID and a message naming its row and column.
+ *   AVQ_METRIC_COSINE normalises vectors first and accepts any finite
+ *   magnitude, but an index cannot hold a zero vector.
+ *
  * Ids.  Every vector in an index has a 64-bit id.  The caller chooses it
  *   (avq_index_add with ids) or avq assigns the next free one: one more than
  *   the largest id the index has ever held (0 for an empty index), so an
@@ -170,8 +180,10 @@ typedef int (*avq_progress_fn)(void *user, const char *stage, size_t done,
  * lower id, so the result is fully deterministic and independent of
  * `threads`.  Inner products are computed in float32 with a GEMM (OpenBLAS),
  * so scores equal a naive double loop to within float rounding.
- * Errors: AVQ_ERR_INVALID (NULL pointer, n, dim, nq or k of 0, a NaN or
- * infinite value in base or queries), AVQ_ERR_NOMEM, AVQ_ERR_CANCELLED.
+ * k may exceed n up to 1048576 (the rest padded with -1 / NaN).
+ * Errors: AVQ_ERR_INVALID (NULL pointer, n, dim, nq or k of 0, k > n
+ * together with k > 1048576, a base or query row outside the input domain
+ * -- top of this file), AVQ_ERR_NOMEM, AVQ_ERR_CANCELLED.
  * Thread-safe: yes (reads its inputs only). */
 AVQ_API int avq_exact_search(const float *base, size_t n, size_t dim,
                              const float *queries, size_t nq,
@@ -323,7 +335,8 @@ AVQ_API const avq_quantizer *avq_index_quantizer(const avq_index *index);
  * (release with avq_index_free).  Long: reports progress and can be
  * cancelled through params->progress.
  * Errors: AVQ_ERR_INVALID (bad params -- the message names the field --,
- * NULL pointers, n or dim 0, NaN/infinite values), AVQ_ERR_NOMEM,
+ * NULL pointers, n or dim 0, a row outside the input domain, a zero row
+ * with the cosine metric), AVQ_ERR_NOMEM,
  * AVQ_ERR_CANCELLED.  Thread-safe: yes. */
 AVQ_API int avq_index_build(const float *data, size_t n, size_t dim,
                             const avq_build_params *params, avq_index **out);
@@ -338,7 +351,8 @@ AVQ_API void avq_index_free(avq_index *index);
  * leaves, codebook and anisotropic weights are never retrained: see
  * avq_index_stats for the drift to watch).  Writers are serialised with
  * each other; searches run on while they work and see each leaf change at
- * once.  Rows are checked first: a row with NaN/Inf, a zero row with the
+ * once.  Rows are checked first: a row with NaN/Inf or, for dot/L2, a norm
+ * above 1e15, a zero row with the
  * cosine metric, a duplicate id within the call or the id AVQ_NO_ID make the
  * call fail with AVQ_ERR_INVALID naming the row, and nothing is added. */
 
@@ -461,8 +475,10 @@ AVQ_API void avq_search_params_init_sized(avq_search_params *params, size_t stru
  * int8-approximate, without they are the quantized estimates.
  * Allocates a small scratch per call; for allocation-free repeated searches
  * use avq_index_search_batch with many queries.
- * Errors: AVQ_ERR_INVALID (k = 0, leaves_to_search > leaves, NaN in the
- * query, NULL pointers).  Thread-safe: yes, any number of concurrent calls. */
+ * Errors: AVQ_ERR_INVALID (k = 0 or k > 1048576, leaves_to_search > leaves,
+ * a query outside the input domain -- NaN, infinity, or for dot/L2 a norm
+ * above 1e15 --, NULL pointers), AVQ_ERR_CANCELLED (a filter callback
+ * stopped it).  Thread-safe: yes, any number of concurrent calls. */
 AVQ_API int avq_index_search(const avq_index *index, const float *query,
                              const avq_search_params *params, int64_t *ids,
                              float *scores);
