@@ -74,31 +74,19 @@ static int errno_from_message(const char *msg, int saved_errno) {
     return 0;
 }
 
-/* The calling thread's avq_last_error() before a multi-threaded call.  The
- * library keeps messages in thread-local storage, and a failure inside one
- * of its worker threads leaves its message in that worker's storage: the
- * caller then still sees the message of some earlier failure (or "").
- * Comparing with a snapshot taken before the call detects that. */
-typedef struct {
-    char text[512];
-} error_snapshot;
-
-static void take_snapshot(error_snapshot *snap) {
-    snprintf(snap->text, sizeof snap->text, "%s", avq_last_error());
-}
-
 /* Raise the Python exception for a failed avq call and return NULL.
  * `path` (may be NULL) names the file of an IO error; `saved_errno` is errno
- * right after the call; `snap` (may be NULL) is the message before a
- * multi-threaded call, so a stale message is never shown.  An exception
- * already set (by a progress callback that cancelled the call, or by
- * Ctrl-C) wins over the avq status. */
-static PyObject *raise_status_snap(int st, const char *path, int saved_errno,
-                                   const error_snapshot *snap) {
+ * right after the call.  The message is avq_last_error() of this thread: a
+ * failure inside one of the library's worker threads is copied to the
+ * calling thread by avq_parallel_for (src/threads.c), so it is never stale.
+ * (An earlier version compared it with a snapshot taken before the call,
+ * which hid the message of the second of two identical failures.)  An
+ * exception already set (by a progress callback that cancelled the call,
+ * or by Ctrl-C) wins over the avq status. */
+static PyObject *raise_status(int st, const char *path, int saved_errno) {
     if (PyErr_Occurred()) return NULL;
     const char *msg = avq_last_error();
-    if (!msg || !msg[0] || (snap && strncmp(msg, snap->text, sizeof snap->text - 1) == 0))
-        msg = avq_strerror(st);
+    if (!msg || !msg[0]) msg = avq_strerror(st);
     switch (st) {
     case AVQ_ERR_INVALID: PyErr_SetString(PyExc_ValueError, msg); break;
     case AVQ_ERR_NOMEM: PyErr_SetString(PyExc_MemoryError, msg); break;
@@ -134,9 +122,6 @@ static PyObject *raise_status_snap(int st, const char *path, int saved_errno,
     return NULL;
 }
 
-static PyObject *raise_status(int st, const char *path, int saved_errno) {
-    return raise_status_snap(st, path, saved_errno, NULL);
-}
 
 /* ------------------------------------------------------------------------- */
 /* Argument helpers                                                          */
@@ -1540,8 +1525,6 @@ static void *run_training(int what, PyArrayObject *arr, const avq_index *source,
     avq_quantizer *qz = NULL;
     const float *data = arr ? (const float *)PyArray_DATA(arr) : NULL;
     size_t n = arr ? (size_t)PyArray_DIM(arr, 0) : 0, dim = arr ? (size_t)PyArray_DIM(arr, 1) : 0;
-    error_snapshot snap;
-    take_snapshot(&snap);
     ctx.ts = PyEval_SaveThread();
     int st = what == TRAIN_INDEX       ? avq_index_build(data, n, dim, p, &ix)
              : what == TRAIN_QUANTIZER ? avq_quantizer_train(data, n, dim, p, &qz)
@@ -1555,7 +1538,7 @@ static void *run_training(int what, PyArrayObject *arr, const avq_index *source,
         return NULL;
     }
     if (st != AVQ_OK) {
-        raise_status_snap(st, NULL, 0, &snap);
+        raise_status(st, NULL, 0);
         return NULL;
     }
     return what == TRAIN_QUANTIZER ? (void *)qz : (void *)ix;
@@ -1896,8 +1879,6 @@ static PyObject *Index_search_batched(IndexObject *self, PyObject *const *args,
     for (size_t first = 0; first < nq; first += BATCH_PIECE) {
         size_t count = nq - first < BATCH_PIECE ? nq - first : BATCH_PIECE;
         int st;
-        error_snapshot snap;
-        take_snapshot(&snap);
         Py_BEGIN_ALLOW_THREADS
         if (per_query)
             st = avq_index_search_batch_filtered(ix, qd + first * dim, count, &sp,
@@ -1917,7 +1898,7 @@ static PyObject *Index_search_batched(IndexObject *self, PyObject *const *args,
                              "query %zu: search: query value %zu is not a finite number",
                              first + bad / dim, bad % dim);
             } else {
-                raise_status_snap(st, NULL, 0, &snap);
+                raise_status(st, NULL, 0);
             }
             goto done;
         }
@@ -2024,8 +2005,6 @@ static PyObject *Index_add(IndexObject *self, PyObject *args, PyObject *kwargs) 
     npy_intp nn = (npy_intp)n;
     out = PyArray_SimpleNew(1, &nn, NPY_INT64);
     if (!out) goto done;
-    error_snapshot snap;
-    take_snapshot(&snap);
     int st;
     Py_BEGIN_ALLOW_THREADS
     if (csr.offsets)
@@ -2038,7 +2017,7 @@ static PyObject *Index_add(IndexObject *self, PyObject *args, PyObject *kwargs) 
                            (int64_t *)PyArray_DATA((PyArrayObject *)out));
     Py_END_ALLOW_THREADS
     if (st != AVQ_OK) {
-        raise_status_snap(st, NULL, 0, &snap);
+        raise_status(st, NULL, 0);
         goto done;
     }
     result = out;
@@ -2084,8 +2063,6 @@ static PyObject *Index_upsert(IndexObject *self, PyObject *args, PyObject *kwarg
     vec = as_rows(vec_o, avq_index_dim(ix), &n);
     if (!vec || check_same_count(ids, n) < 0) goto done;
     if (tags_o != Py_None && tags_csr_of_object(tags_o, n, "tags", &csr) < 0) goto done;
-    error_snapshot snap;
-    take_snapshot(&snap);
     int st;
     Py_BEGIN_ALLOW_THREADS
     if (csr.offsets)
@@ -2097,7 +2074,7 @@ static PyObject *Index_upsert(IndexObject *self, PyObject *args, PyObject *kwarg
                               (const int64_t *)PyArray_DATA(ids), threads, &replaced);
     Py_END_ALLOW_THREADS
     if (st != AVQ_OK) {
-        raise_status_snap(st, NULL, 0, &snap);
+        raise_status(st, NULL, 0);
         goto done;
     }
     result = PyLong_FromSize_t(replaced);
@@ -3192,8 +3169,6 @@ static PyObject *avq_py_exact_search(PyObject *module, PyObject *args, PyObject 
     if (nq > 0) {
         progress_ctx ctx = {NULL, progress == Py_None ? NULL : progress, 0, 0.0, {0}};
         ctx.last_time = monotonic_seconds();
-        error_snapshot snap;
-        take_snapshot(&snap);
         ctx.ts = PyEval_SaveThread();
         int st = avq_exact_search(PyArray_DATA(base), n, dim, PyArray_DATA(queries), nq, metric,
                                   k, threads, PyArray_DATA((PyArrayObject *)ids),
@@ -3201,7 +3176,7 @@ static PyObject *avq_py_exact_search(PyObject *module, PyObject *args, PyObject 
                                   &ctx);
         PyEval_RestoreThread(ctx.ts);
         if (st != AVQ_OK || PyErr_Occurred()) {
-            raise_status_snap(st, NULL, 0, &snap);
+            raise_status(st, NULL, 0);
             goto done;
         }
     }
