@@ -4,11 +4,21 @@
 #   make paper      build/avq-paper, the paper's experiment (not part of the CLI)
 #   make test       all tests: Criterion unit tests, then pytest (CLI, Python)
 #   make check      the same tests built with AddressSanitizer + UBSan
+#   make ci         the whole CI contract (.ci/run): test, check, AVQ_ISA
+#                   variants, tsan, fuzz, format check
+#   make format-check  clang-format-14 --dry-run on the files kept formatted
+#   make WERROR=1   any of the above with warnings as errors (CI does)
 #   make bench      benchmarks (needs the GloVe data: fetched on first use)
 #   make demo       the main job on the default GloVe data
 #   make data       fetch and prepare the default data sets into $(DATA_DIR)
 #   make install    PREFIX=/usr/local: header, libraries, CLI, pkg-config file
 #   make clean
+#
+# Warnings are errors only on request: `make WERROR=1` (CI sets it, see
+# .ci/run), so that a newer compiler's new warning cannot break a user's
+# build.  Header dependencies come from the compiler (-MMD -MP: one .d file
+# beside each object, included below), so an object is rebuilt when a
+# header it includes changes, and only then.
 #
 # The library is compiled for baseline x86-64 (or any other CPU); only the
 # files in src/simd/ get ISA flags (-mavx2, -mavx512*), and the kernel is
@@ -33,7 +43,12 @@ DATA_DIR ?= $(CURDIR)/data
 HDF5_CFLAGS := $(shell pkg-config --cflags hdf5 2>/dev/null)
 HDF5_LIBS   := $(shell pkg-config --libs hdf5 2>/dev/null || echo -lhdf5)
 
-WARN     = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+WERROR  ?=
+WARN     = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+ifeq ($(WERROR),1)
+  WARN  += -Werror
+endif
+DEPFLAGS = -MMD -MP
 OPT     ?= -O2 -g
 CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -fPIC -fvisibility=hidden \
              -Iinclude -Isrc $(SANITIZE) $(CFLAGS)
@@ -79,30 +94,38 @@ TOOL_CFLAGS = -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -Iinclude -Itools $(SANITIZE
 # LD_LIBRARY_PATH.
 CLI_RPATH = -Wl,--disable-new-dtags,-rpath,'$$ORIGIN:$$ORIGIN/../lib'
 
-.PHONY: all test unit-test py-test check bench bench-micro bench-avq demo data install clean paper fuzz python
+.PHONY: all test unit-test py-test check ci format-check bench bench-micro bench-avq demo data install clean paper fuzz python
 
 all: $(STATIC_LIB) $(SHARED_LIB) $(SONAME_LINK) $(CLI)
 
-$(BUILD)/%.o: %.c $(wildcard include/*.h src/*.h tools/*.h)
+# Each object depends on its .d file too: an object built before its .d
+# existed (a tree from before -MMD) is rebuilt once, so that no header
+# change can be missed; the empty rule below makes a missing .d "new".
+$(BUILD)/%.o: %.c $(BUILD)/%.d
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(HDF5_CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS_ALL) $(DEPFLAGS) $(HDF5_CFLAGS) -c $< -o $@
 
-$(BUILD)/tools/%.o: tools/%.c $(wildcard include/*.h tools/*.h)
+$(BUILD)/tools/%.o: tools/%.c $(BUILD)/tools/%.d
 	@mkdir -p $(dir $@)
-	$(CC) $(TOOL_CFLAGS) -c $< -o $@
+	$(CC) $(TOOL_CFLAGS) $(DEPFLAGS) -c $< -o $@
 
 # the one tools/ file that uses internal headers (avq-paper only)
-$(BUILD)/tools/cmd_paper.o: tools/cmd_paper.c $(wildcard include/*.h src/*.h tools/*.h)
+$(BUILD)/tools/cmd_paper.o: tools/cmd_paper.c $(BUILD)/tools/cmd_paper.d
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(HDF5_CFLAGS) -Itools -c $< -o $@
+	$(CC) $(CFLAGS_ALL) $(DEPFLAGS) $(HDF5_CFLAGS) -Itools -c $< -o $@
 
-$(BUILD)/src/simd/%_avx2.o: src/simd/%_avx2.c $(wildcard include/*.h src/*.h)
+$(BUILD)/src/simd/%_avx2.o: src/simd/%_avx2.c $(BUILD)/src/simd/%_avx2.d
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(AVX2_FLAGS) -c $< -o $@
+	$(CC) $(CFLAGS_ALL) $(DEPFLAGS) $(AVX2_FLAGS) -c $< -o $@
 
-$(BUILD)/src/simd/%_avx512.o: src/simd/%_avx512.c $(wildcard include/*.h src/*.h)
+$(BUILD)/src/simd/%_avx512.o: src/simd/%_avx512.c $(BUILD)/src/simd/%_avx512.d
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(AVX512_FLAGS) -c $< -o $@
+	$(CC) $(CFLAGS_ALL) $(DEPFLAGS) $(AVX512_FLAGS) -c $< -o $@
+
+DEP_FILES = $(patsubst %.o,%.d,$(LIB_OBJ) $(TOOL_OBJ) $(PAPER_OBJ) $(TEST_OBJ)) \
+            $(patsubst %,%.d,$(BENCH_BIN))
+$(DEP_FILES):
+-include $(wildcard $(DEP_FILES))
 
 $(STATIC_LIB): $(LIB_OBJ)
 	@rm -f $@
@@ -133,7 +156,7 @@ $(TEST_BIN): $(TEST_OBJ) $(TOOL_LIB_OBJ) $(STATIC_LIB)
 
 $(BUILD)/bench/%: bench/%.c $(STATIC_LIB) $(TOOL_LIB_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(HDF5_CFLAGS) -Itools -o $@ $< $(TOOL_LIB_OBJ) $(STATIC_LIB) $(HDF5_LIBS) $(LDLIBS_LIB)
+	$(CC) $(CFLAGS_ALL) $(DEPFLAGS) -MF $@.d $(HDF5_CFLAGS) -Itools -o $@ $< $(TOOL_LIB_OBJ) $(STATIC_LIB) $(HDF5_LIBS) $(LDLIBS_LIB)
 
 test: unit-test py-test
 
@@ -145,6 +168,24 @@ py-test: $(CLI) $(SHARED_LIB) $(PAPER_BIN) python
 
 check:
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp $(MAKE) BUILD=build-sanitize SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" OPT="-O1 -g" test
+
+# The CI contract, as CI runs it (a fresh clone: bash .ci/run).
+ci:
+	bash .ci/run
+
+# clang-format-14 (Debian 12's; other versions format differently) on the
+# files that are formatted to .clang-format -- not every file: see there
+# why.  Skipped with a message when clang-format-14 is not installed.
+CLANG_FORMAT   ?= clang-format-14
+FORMAT_CHECKED  = src/cpu.c src/cpu.h src/util.c src/topk.h bench/train.c \
+                  tests/test_mips.c tests/test_index.c tests/test_corpus.c
+format-check:
+	@if ! command -v $(CLANG_FORMAT) >/dev/null 2>&1; then \
+	    echo "format-check: $(CLANG_FORMAT) is not installed: skipped"; \
+	else \
+	    $(CLANG_FORMAT) --dry-run --Werror $(FORMAT_CHECKED) && \
+	    echo "format-check: $(words $(FORMAT_CHECKED)) files formatted as .clang-format says"; \
+	fi
 
 # The whole comparison takes a while (hnswlib builds dominate); each part
 # can be run alone: bench-micro, bench-avq, bench-baselines, bench-report.
@@ -181,7 +222,7 @@ install: all avq.pc
 	install -m 644 $(BUILD)/avq.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
 
 clean:
-	rm -rf build build-sanitize build-clang build-fuzz
+	rm -rf build build-sanitize build-clang build-fuzz build-tsan
 
 # Benchmarks against other libraries (C++ parts, baselines) live in their own
 # fragment so they can evolve without touching the core build.

@@ -79,16 +79,20 @@ def test_info_describes_the_index(run_avq, data):
 
 
 def test_search_recall_and_modes_agree(run_avq, data):
+    # 6 of 30 leaves, default re-ranking; measured 0.943 (200 queries x 10,
+    # one neighbour = 0.0005; the same for AVQ_ISA=scalar, avx2, avx512)
     one = search(run_avq, data, data.path("one.ivecs"), "--leaves-to-search", "6")
-    assert recall(one, data.truth) >= 0.85
+    assert recall(one, data.truth) >= 0.935
     batched = search(run_avq, data, data.path("b.ivecs"), "--leaves-to-search", "6",
                      "--batch", "--threads", "2")
     mapped = search(run_avq, data, data.path("m.ivecs"), "--leaves-to-search", "6", "--mmap")
     assert np.array_equal(one, batched)
     assert np.array_equal(one, mapped)
+    # every leaf, 500 re-ranked in float: measured 1.000; a float32 near-tie
+    # at rank 10 may cost a neighbour or two, not more
     every = search(run_avq, data, data.path("all.ivecs"), "--leaves-to-search", "30",
                    "--reorder", "500")
-    assert recall(every, data.truth) >= 0.99
+    assert recall(every, data.truth) >= 0.998
 
 
 def test_tune_reaches_the_target(run_avq, data):

@@ -16,6 +16,7 @@
 
 #include "avq.h"
 #include "avq_internal.h"
+#include "../fuzz/avq_file.h" /* the container's layout, re-implemented independently */
 
 enum { N = 24000, DIM = 32, NQ = 200, K = 10 };
 
@@ -69,14 +70,16 @@ static avq_index *build(avq_metric metric, int bits, avq_reorder reorder, size_t
 
 static double index_recall(avq_index *index, avq_metric metric, size_t leaves, size_t pre) {
     int64_t *truth = malloc(NQ * K * sizeof *truth), *got = malloc(NQ * K * sizeof *got);
-    cr_assert_eq(avq_exact_search(base, N, DIM, queries, NQ, metric, K, 2, truth, NULL, NULL, NULL), AVQ_OK);
+    cr_assert_eq(avq_exact_search(base, N, DIM, queries, NQ, metric, K, 2, truth, NULL, NULL, NULL),
+                 AVQ_OK);
     avq_search_params sp;
     avq_search_params_init(&sp);
     sp.k = K;
     sp.leaves_to_search = leaves;
     sp.pre_reorder = pre;
     for (size_t q = 0; q < NQ; q++)
-        cr_assert_eq(avq_index_search(index, queries + q * DIM, &sp, got + q * K, NULL), AVQ_OK, "%s", avq_last_error());
+        cr_assert_eq(avq_index_search(index, queries + q * DIM, &sp, got + q * K, NULL), AVQ_OK,
+                     "%s", avq_last_error());
     double r = recall(got, truth, NQ, K);
     free(truth);
     free(got);
@@ -86,20 +89,35 @@ static double index_recall(avq_index *index, avq_metric metric, size_t leaves, s
 static void expect_recall(avq_metric metric, int bits, avq_reorder reorder, double floor) {
     avq_index *index = build(metric, bits, reorder, 40);
     double r = index_recall(index, metric, 16, 200);
-    cr_expect(r >= floor, "%s %d-bit reorder %d: recall@10 %.3f below %.2f", avq_metric_name(metric),
-              bits, (int)reorder, r, floor);
+    cr_expect(r >= floor, "%s %d-bit reorder %d: recall@10 %.4f below %.3f",
+              avq_metric_name(metric), bits, (int)reorder, r, floor);
     avq_index_free(index);
 }
 
 TestSuite(index, .init = setup, .fini = teardown, .timeout = 120);
 
-Test(index, recall_dot_4bit_float) { expect_recall(AVQ_METRIC_DOT, 4, AVQ_REORDER_FLOAT, 0.90); }
-Test(index, recall_cos_4bit_float) { expect_recall(AVQ_METRIC_COSINE, 4, AVQ_REORDER_FLOAT, 0.90); }
-Test(index, recall_l2_4bit_float) { expect_recall(AVQ_METRIC_L2, 4, AVQ_REORDER_FLOAT, 0.85); }
-Test(index, recall_cos_4bit_int8) { expect_recall(AVQ_METRIC_COSINE, 4, AVQ_REORDER_INT8, 0.85); }
-Test(index, recall_l2_8bit_int8) { expect_recall(AVQ_METRIC_L2, 8, AVQ_REORDER_INT8, 0.85); }
-Test(index, recall_dot_8bit_float) { expect_recall(AVQ_METRIC_DOT, 8, AVQ_REORDER_FLOAT, 0.90); }
-Test(index, recall_cos_4bit_none) { expect_recall(AVQ_METRIC_COSINE, 4, AVQ_REORDER_NONE, 0.30); }
+/* Recall floors sit just under what the code reaches on this fixed-seed
+ * data (measured: 40 leaves, 16 searched, 200 re-ranked; 200 queries x 10
+ * neighbours, so one neighbour is 0.0005; the same value for AVQ_ISA=scalar,
+ * avx2 and avx512, -O2 and the sanitizer build): a loss of more than ~10
+ * neighbours in 2,000 fails.  8-bit codes must stay above every 4-bit floor
+ * of the same metric. */
+/* measured 0.9885 */
+Test(index, recall_dot_4bit_float) { expect_recall(AVQ_METRIC_DOT, 4, AVQ_REORDER_FLOAT, 0.980); }
+/* measured 0.9730 */
+Test(index, recall_cos_4bit_float) {
+    expect_recall(AVQ_METRIC_COSINE, 4, AVQ_REORDER_FLOAT, 0.965);
+}
+/* measured 0.9035 */
+Test(index, recall_l2_4bit_float) { expect_recall(AVQ_METRIC_L2, 4, AVQ_REORDER_FLOAT, 0.895); }
+/* measured 0.9475 */
+Test(index, recall_cos_4bit_int8) { expect_recall(AVQ_METRIC_COSINE, 4, AVQ_REORDER_INT8, 0.940); }
+/* measured 0.9765 */
+Test(index, recall_l2_8bit_int8) { expect_recall(AVQ_METRIC_L2, 8, AVQ_REORDER_INT8, 0.970); }
+/* measured 1.0000 */
+Test(index, recall_dot_8bit_float) { expect_recall(AVQ_METRIC_DOT, 8, AVQ_REORDER_FLOAT, 0.995); }
+/* no re-ranking: measured 0.3680 */
+Test(index, recall_cos_4bit_none) { expect_recall(AVQ_METRIC_COSINE, 4, AVQ_REORDER_NONE, 0.360); }
 
 /* Anisotropic leaf centers change the partition's centers (and so the
  * search) but must keep recall at the level of plain k-means centers. */
@@ -115,10 +133,11 @@ Test(index, anisotropic_centers) {
     avq_build_params got;
     avq_index_build_params(aniso, &got);
     cr_assert_eq(got.avq_center_eta, 4.0f);
+    /* measured: plain 0.9885, anisotropic 0.9815 */
     double r_plain = index_recall(plain, AVQ_METRIC_DOT, 16, 200);
     double r_aniso = index_recall(aniso, AVQ_METRIC_DOT, 16, 200);
-    cr_expect(r_aniso >= 0.90 && r_aniso >= r_plain - 0.02, "recall %.4f (plain centers %.4f)",
-              r_aniso, r_plain);
+    cr_expect(r_plain >= 0.980 && r_aniso >= 0.975 && r_aniso >= r_plain - 0.02,
+              "recall %.4f (plain centers %.4f)", r_aniso, r_plain);
     /* the centers really differ: some query's results or scores change */
     avq_search_params sp;
     avq_search_params_init(&sp);
@@ -139,7 +158,7 @@ Test(index, anisotropic_centers) {
 Test(index, all_leaves_with_full_reorder_is_nearly_exact) {
     avq_index *index = build(AVQ_METRIC_DOT, 4, AVQ_REORDER_FLOAT, 40);
     double r = index_recall(index, AVQ_METRIC_DOT, 40, 2000);
-    cr_expect(r >= 0.995, "recall %.4f", r);
+    cr_expect(r >= 0.998, "recall %.4f", r); /* measured 1.0000 */
     avq_index_free(index);
 }
 
@@ -153,7 +172,9 @@ Test(index, brute_force_tier_is_exact) {
     avq_search_params sp;
     avq_search_params_init(&sp);
     for (size_t q = 0; q < 20; q++) {
-        cr_assert_eq(avq_exact_search(base, 5000, DIM, queries + q * DIM, 1, AVQ_METRIC_L2, K, 1, truth, ts, NULL, NULL), AVQ_OK);
+        cr_assert_eq(avq_exact_search(base, 5000, DIM, queries + q * DIM, 1, AVQ_METRIC_L2, K, 1,
+                                      truth, ts, NULL, NULL),
+                     AVQ_OK);
         cr_assert_eq(avq_index_search(index, queries + q * DIM, &sp, got, gs), AVQ_OK);
         for (int i = 0; i < K; i++) {
             cr_assert_eq(got[i], truth[i]);
@@ -206,7 +227,8 @@ static void *search_all(void *p) {
     avq_search_params sp;
     avq_search_params_init(&sp);
     for (size_t q = 0; q < NQ; q++)
-        if (avq_index_search(a->index, queries + q * DIM, &sp, a->out + q * K, NULL) != AVQ_OK) return p;
+        if (avq_index_search(a->index, queries + q * DIM, &sp, a->out + q * K, NULL) != AVQ_OK)
+            return p;
     return NULL;
 }
 
@@ -301,7 +323,8 @@ static void expect_same_results(avq_index *a, avq_index *b) {
     float sa[K], sb[K];
     for (size_t q = 0; q < NQ; q++) {
         cr_assert_eq(avq_index_search(a, queries + q * DIM, &sp, ia, sa), AVQ_OK);
-        cr_assert_eq(avq_index_search(b, queries + q * DIM, &sp, ib, sb), AVQ_OK, "%s", avq_last_error());
+        cr_assert_eq(avq_index_search(b, queries + q * DIM, &sp, ib, sb), AVQ_OK, "%s",
+                     avq_last_error());
         cr_assert_arr_eq(ia, ib, sizeof ia);
         cr_assert_arr_eq(sa, sb, sizeof sa);
     }
@@ -318,8 +341,7 @@ static void round_trip(avq_metric metric, int bits, avq_reorder reorder) {
         /* a trusted mmap load builds the id map on first need, not at load */
         if (modes[m] & AVQ_LOAD_SKIP_CHECKSUMS)
             cr_assert_lt(avq_index_memory_bytes(loaded), avq_index_memory_bytes(index));
-        else
-            cr_assert_eq(avq_index_memory_bytes(loaded), avq_index_memory_bytes(index));
+        else cr_assert_eq(avq_index_memory_bytes(loaded), avq_index_memory_bytes(index));
         expect_same_results(index, loaded);
         avq_index_free(loaded);
     }
@@ -361,19 +383,36 @@ Test(index, corrupt_files_are_rejected) {
         cr_assert(st == AVQ_ERR_FORMAT, "truncated at %zu: status %d", cut, st);
         cr_assert_null(loaded);
     }
-    /* a flipped bit anywhere is caught (header checksum or section CRC) */
+    /* a flipped bit anywhere in the header, the section table or a section
+     * is caught (header checksum or section CRC); only a flip in the zero
+     * padding between sections (which no checksum covers) loads, and it
+     * must then load.  Where the sections lie comes from fuzz/avq_file.h. */
+    avqf_section secs[AVQF_MAX_SECTIONS];
+    size_t count = avqf_sections(data, size, secs, AVQF_MAX_SECTIONS);
+    cr_assert_geq(count, 5, "section table not understood");
+    size_t covered = 0, padding = 0;
     for (size_t at = 0; at < size; at += 1 + at / 5) {
+        bool checked = at < AVQF_HEADER + count * AVQF_ENTRY;
+        for (size_t s = 0; s < count && !checked; s++)
+            checked = at >= secs[s].offset && at - secs[s].offset < secs[s].length;
         memcpy(copy, data, size);
         copy[at] ^= (unsigned char)(1u << (at % 8));
         write_bytes(bad, copy, size);
+        loaded = NULL;
         int st = avq_index_load(bad, AVQ_LOAD_COPY, &loaded);
-        /* a flip in zero padding between sections is harmless */
-        if (st == AVQ_OK) {
+        if (checked) {
+            cr_assert_eq(st, AVQ_ERR_FORMAT, "flip at %zu (checksummed): status %d", at, st);
+            cr_assert_null(loaded);
+            covered++;
+        } else {
+            cr_assert_eq(st, AVQ_OK, "flip at %zu (padding): status %d: %s", at, st,
+                         avq_last_error());
             avq_index_free(loaded);
-            continue;
+            padding++;
         }
-        cr_assert_eq(st, AVQ_ERR_FORMAT, "flip at %zu: status %d", at, st);
     }
+    cr_assert_gt(covered, 20, "only %zu flips landed in checksummed bytes (%zu in padding)",
+                 covered, padding);
     char *missing = temp_path("missing.avq");
     cr_assert_eq(avq_index_load(missing, 0, &loaded), AVQ_ERR_IO);
     free(missing);

@@ -18,7 +18,7 @@ import struct
 import subprocess
 import sys
 import threading
-import time
+import traceback
 
 import numpy as np
 import pytest
@@ -616,35 +616,77 @@ def test_progress_exception_cancels(data):
     avq.Index.build(base[:1000], **PQ, progress=lambda *a: True).close()
 
 
+class _SwitchOnlyWhenReleased:
+    """While active, a thread keeps the GIL until it releases it itself
+    (a call into C that drops it, a blocking wait, the thread's end):
+    the interpreter's forced switch every few milliseconds is pushed out to
+    1,000 s.  Another thread can then run Python only where the GIL holder
+    let it go, which the tests below use as an event instead of a clock."""
+
+    def __enter__(self):
+        self.old = sys.getswitchinterval()
+        sys.setswitchinterval(1000.0)
+        return self
+
+    def __exit__(self, *exc):
+        sys.setswitchinterval(self.old)
+
+
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
                     reason="signals are delivered to the main thread")
 def test_ctrl_c_interrupts_build():
-    """A real SIGINT during a long build: the build stops early and raises
-    KeyboardInterrupt from the build call itself."""
+    """A real SIGINT during a long build: the build stops at its next
+    progress point and raises KeyboardInterrupt from the build call itself.
+
+    No clock: a helper thread waits for an event that the progress callback
+    sets at its first k-means report, and with forced GIL switches off
+    (_SwitchOnlyWhenReleased) it can only run -- and send the signal --
+    once the callback has returned and the build has released the GIL
+    again, i.e. while k-means runs in C.  It logs a mark, holding the GIL,
+    right before the signal.  Then: no progress call may follow the mark
+    (the build stopped at its next progress point), and the interrupt must
+    come from the library's own check of pending signals, not from Python
+    code in the callback (which would also see it, but only where a
+    callback is given: without one, Ctrl-C would wait for the build)."""
     rng = np.random.default_rng(5)
     x = rng.standard_normal((60000, 32)).astype(np.float32)
-    where = None
+    go = threading.Event()
+    log = []
+
+    def progress(stage, done, total):
+        log.append((stage, done, total))
+        if stage == "kmeans":
+            go.set()
+
+    def interrupter():
+        if go.wait(120):                                 # only a guard against a hang
+            log.append("SIGNAL")
+            os.kill(os.getpid(), signal.SIGINT)
+
+    where, frames = None, []
     old = signal.signal(signal.SIGINT, signal.default_int_handler)
-    timer = threading.Timer(0.15, os.kill, (os.getpid(), signal.SIGINT))
-    t0 = time.perf_counter()
+    helper = threading.Thread(target=interrupter)
     try:
-        timer.start()
-        try:
-            avq.Index.build(x, num_leaves=300, kmeans_iterations=50)
-            where = "finished"
-        except KeyboardInterrupt:
-            where = "build"
-        elapsed = time.perf_counter() - t0
-        timer.join()
-        if where == "finished":
-            time.sleep(1.0)                              # absorb the late signal
+        with _SwitchOnlyWhenReleased():
+            helper.start()
+            try:
+                avq.Index.build(x, num_leaves=300, kmeans_iterations=50, progress=progress)
+                where = "finished"
+            except KeyboardInterrupt as e:
+                where = "build"
+                frames = [f.f_code.co_name for f, _ in traceback.walk_tb(e.__traceback__)]
+            helper.join()                                # a late signal is raised here
     except KeyboardInterrupt:
         where = "late"
     finally:
-        timer.cancel()
+        go.set()                                         # release the helper on any path
+        helper.join()
         signal.signal(signal.SIGINT, old)
-    assert where == "build"
-    assert elapsed < 5.0
+    assert "SIGNAL" in log
+    assert where == "build", f"KeyboardInterrupt raised {where!r}"
+    after = log[log.index("SIGNAL") + 1:]
+    assert not after, f"{len(after)} progress calls after the signal: {after[:3]}"
+    assert "progress" not in frames, f"raised in the Python callback, not by the library: {frames}"
 
 
 # --------------------------------------------------------------------------
@@ -675,24 +717,31 @@ def test_threads_same_results(indexes, data):
                 assert (i == ei).all() and (s == es).all()
 
 
-def _overlaps(long_call):
-    """Run long_call() in a thread while this thread keeps executing Python;
-    True when this thread ran in the middle of the call (the GIL was free)."""
-    span, ticks = {}, []
+def _runs_python_during(long_call):
+    """Run long_call() in a thread; True when this thread executed Python
+    while that thread was inside the call (the call released the GIL).
+
+    The worker sets `started` and goes straight into the call with no
+    blocking step between (the inputs are already contiguous float32, so no
+    numpy copy); forced GIL switches are off.  This thread, woken by the
+    event, can only take the GIL where the worker releases it: inside the
+    call, or (if the call kept the GIL) not before the worker has finished
+    and set `done`.  So `done` unset here means: inside the call."""
+    started, state = threading.Event(), {"done": False}
 
     def run():
-        span["start"] = time.perf_counter()
+        started.set()
         long_call()
-        span["end"] = time.perf_counter()
+        state["done"] = True
 
-    t = threading.Thread(target=run)
-    t.start()
-    while t.is_alive():
-        ticks.append(time.perf_counter())
-    t.join()
-    a, b = span["start"], span["end"]
-    mid = [x for x in ticks if a + 0.3 * (b - a) < x < b - 0.1 * (b - a)]
-    return len(mid) > 0, b - a
+    with _SwitchOnlyWhenReleased():
+        t = threading.Thread(target=run)
+        t.start()
+        started.wait()
+        during = not state["done"]
+        t.join()
+    assert state["done"]
+    return during
 
 
 def test_gil_released_during_search_and_build():
@@ -700,35 +749,45 @@ def test_gil_released_during_search_and_build():
     base = rng.standard_normal((19000, 64)).astype(np.float32)   # brute-force tier
     queries = rng.standard_normal((600, 64)).astype(np.float32)
     ix = avq.Index.build(base)
-    ok, secs = _overlaps(lambda: ix.search_batched(queries, 10, threads=1))
-    assert ok, f"no Python ran during a {secs:.3f} s search_batched"
-    ok, secs = _overlaps(lambda: avq.Index.build(base, num_leaves=64, brute_force_below=0))
-    assert ok, f"no Python ran during a {secs:.3f} s build"
+    assert _runs_python_during(lambda: ix.search_batched(queries, 10, threads=1)), \
+        "no Python ran during search_batched: the GIL was held"
+    assert _runs_python_during(lambda: avq.Index.build(base, num_leaves=64, brute_force_below=0)), \
+        "no Python ran during build: the GIL was held"
+    ix.close()
 
 
 def test_close_during_search_is_safe():
+    """close() while a search runs on the index in another thread: close
+    returns at once (it does not wait for the search), the search finishes
+    normally, later calls are refused.  Event-based (see
+    _SwitchOnlyWhenReleased): this thread runs only once the search thread
+    released the GIL inside search_batched, and close() keeps the GIL, so
+    `done` still unset after close() proves that the search was running
+    when close() was called and that close() did not wait for it."""
     rng = np.random.default_rng(10)
     base = rng.standard_normal((19000, 64)).astype(np.float32)
     queries = rng.standard_normal((800, 64)).astype(np.float32)
     ix = avq.Index.build(base)
     expect = ix.search_batched(queries[:5], 10)
-    out, started = {}, threading.Event()
+    out, started = {"done": False}, threading.Event()
 
     def run():
         started.set()
         out["r"] = ix.search_batched(queries, 10, threads=1)
+        out["done"] = True
 
-    t = threading.Thread(target=run)
-    t.start()
-    started.wait()
-    time.sleep(0.02)
-    t0 = time.perf_counter()
-    ix.close()                                           # never blocks
-    close_s = time.perf_counter() - t0
-    t.join()
-    assert ix.closed
+    with _SwitchOnlyWhenReleased():
+        t = threading.Thread(target=run)
+        t.start()
+        started.wait()
+        running_at_close = not out["done"]
+        ix.close()                                       # never blocks
+        running_after_close = not out["done"]
+        t.join()
+    assert running_at_close, "the search had finished before close(): nothing tested"
+    assert running_after_close, "close() waited for the running search"
+    assert ix.closed and out["done"]
     assert (out["r"][0][:5] == expect[0]).all()          # the running search finished normally
-    assert close_s < 0.05
     with pytest.raises(ValueError, match="closed"):
         ix.search(queries[0])
 
@@ -890,7 +949,11 @@ def test_recall():
 def test_recall_of_index_against_exact(indexes, data):
     base, query = data
     true_ids, _ = avq.exact_search(base, query, 10, "cosine")
+    # every leaf and 200 candidates re-ranked in float: effectively exact.
+    # Measured 1.000 (400 of 400 neighbours, every AVQ_ISA); one miss would
+    # be 0.9975 (a float32 near-tie at rank 10), two are a regression.
     ids, _ = indexes["cosine"].search_batched(query, 10, leaves_to_search=16, pre_reorder=200)
-    assert avq.recall(ids, true_ids) >= 0.97
+    assert avq.recall(ids, true_ids) >= 0.995
+    # one leaf of 16: far from exact.  Measured 0.2225.
     ids, _ = indexes["cosine"].search_batched(query, 10, leaves_to_search=1, pre_reorder=10)
-    assert 0.2 < avq.recall(ids, true_ids) < 1.0
+    assert 0.21 < avq.recall(ids, true_ids) < 1.0

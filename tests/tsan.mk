@@ -36,9 +36,14 @@ tsan-build:
 # Only meaningful inside the sub-make above (BUILD = $(TSAN_BUILD)).
 tsan-stress-bin: $(BUILD)/test_stress
 
-$(BUILD)/test_stress: tests/test_stress.c $(STATIC_LIB) include/avq.h
+# compiled and linked in one step; its header dependencies (-MMD) go to
+# test_stress.d beside it
+$(BUILD)/test_stress: tests/test_stress.c $(STATIC_LIB) $(BUILD)/test_stress.d
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -DAVQ_STRESS_MAIN -o $@ $< $(STATIC_LIB) $(LDLIBS_LIB)
+	$(CC) $(CFLAGS_ALL) $(DEPFLAGS) -MF $@.d -DAVQ_STRESS_MAIN -o $@ $< $(STATIC_LIB) $(LDLIBS_LIB)
+
+$(BUILD)/test_stress.d:
+-include $(wildcard $(BUILD)/test_stress.d)
 
 tsan-clean:
 	rm -rf $(TSAN_BUILD)
