@@ -747,7 +747,8 @@ def _runs_python_during(long_call):
 def test_gil_released_during_search_and_build():
     rng = np.random.default_rng(9)
     base = rng.standard_normal((19000, 64)).astype(np.float32)   # brute-force tier
-    queries = rng.standard_normal((600, 64)).astype(np.float32)
+    # ~0.35 s of searching: this thread, already woken, must merely get a CPU
+    queries = rng.standard_normal((1500, 64)).astype(np.float32)
     ix = avq.Index.build(base)
     assert _runs_python_during(lambda: ix.search_batched(queries, 10, threads=1)), \
         "no Python ran during search_batched: the GIL was held"
@@ -766,7 +767,7 @@ def test_close_during_search_is_safe():
     when close() was called and that close() did not wait for it."""
     rng = np.random.default_rng(10)
     base = rng.standard_normal((19000, 64)).astype(np.float32)
-    queries = rng.standard_normal((800, 64)).astype(np.float32)
+    queries = rng.standard_normal((2000, 64)).astype(np.float32)   # ~0.45 s of searching
     ix = avq.Index.build(base)
     expect = ix.search_batched(queries[:5], 10)
     out, started = {"done": False}, threading.Event()
