@@ -200,10 +200,14 @@ Test(corpus, regressions_replay_cleanly) {
     rmdir(tmp_dir);
 }
 
-/* Optional: reported as skipped (not passed) when $AVQ_REPLAY_DIR is unset. */
+/* Optional: reported as skipped (not passed), with a warning that the
+ * default output shows, when $AVQ_REPLAY_DIR is unset. */
 Test(corpus, extra_directory_replays_cleanly) {
     const char *dir = getenv("AVQ_REPLAY_DIR");
-    if (!dir || !dir[0]) cr_skip_test("AVQ_REPLAY_DIR is not set: no extra directory to replay");
+    if (!dir || !dir[0]) {
+        cr_log_warn("corpus::extra_directory_replays_cleanly skipped: AVQ_REPLAY_DIR is not set");
+        cr_skip_test("AVQ_REPLAY_DIR is not set: no extra directory to replay");
+    }
     size_t files = replay_dir(dir, false, true);
     cr_log_info("replayed %zu files from %s", files, dir);
     rmdir(tmp_dir);
