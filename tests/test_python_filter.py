@@ -341,7 +341,10 @@ def test_callback_exception_propagates(data):
         def interrupted(i):
             if not sent:
                 sent.append(i)
-                os.kill(os.getpid(), signal.SIGINT)
+                # to this (the main) thread: os.kill may hand the signal to
+                # another thread of the process (OpenBLAS's), whose handler
+                # can run after the whole search under load (a CI failure)
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
             return True
 
         with pytest.raises(KeyboardInterrupt):
