@@ -13,6 +13,7 @@
  * its nearest leaf: the two indexes need not be identical).
  */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stddef.h>
 
@@ -1009,8 +1010,15 @@ Test(living, get_with_int8_reorder) {
 typedef struct {
     const avq_index *index;
     atomic_int *stop;
-    size_t searches, bad;
+    atomic_size_t searches;
+    size_t bad;
 } reader_arg;
+
+/* Wait until the reader has done more than `done` searches (a scheduling
+ * guard: under load the reader might not run at all during the writes). */
+static void wait_for_reader(reader_arg *a, size_t done) {
+    while (atomic_load(&a->searches) <= done) sched_yield();
+}
 
 static void *reader(void *p) {
     reader_arg *a = p;
@@ -1020,7 +1028,7 @@ static void *reader(void *p) {
     while (!atomic_load(a->stop)) {
         for (size_t q = 0; q < NQ; q++) {
             if (avq_index_search(a->index, queries + q * DIM, &sp, ids, sc) != AVQ_OK) a->bad++;
-            a->searches++;
+            atomic_fetch_add(&a->searches, 1);
         }
     }
     return NULL;
@@ -1034,6 +1042,7 @@ Test(living, searches_run_while_a_writer_changes_the_index) {
     pthread_t t;
     cr_assert_eq(pthread_create(&t, NULL, reader, &ra), 0);
     float *more = lv_clustered(2000, DIM, 41);
+    wait_for_reader(&ra, 0); /* the writes happen while searches run */
     for (int round = 0; round < 20; round++) {
         int64_t ids[100];
         cr_assert_eq(avq_index_add(index, more + (round % 20) * 100 * DIM, 100, NULL, 1, ids), AVQ_OK);
@@ -1042,10 +1051,11 @@ Test(living, searches_run_while_a_writer_changes_the_index) {
         cr_assert_eq(avq_index_remove(index, rm, 100, NULL), AVQ_OK);
         if (round % 5 == 4) cr_assert_eq(avq_index_compact(index, 0, NULL), AVQ_OK);
     }
+    wait_for_reader(&ra, atomic_load(&ra.searches)); /* and one after them */
     atomic_store(&stop, 1);
     pthread_join(t, NULL);
     cr_assert_eq(ra.bad, 0, "%zu failed searches", ra.bad);
-    cr_assert_gt(ra.searches, 0);
+    cr_assert_gt(atomic_load(&ra.searches), 0);
     cr_assert_eq(avq_index_size(index), N);
     free(more);
     avq_index_free(index);
