@@ -445,7 +445,7 @@ class System:
             k = avq_kind(st) if self.name == "avq" else "scan"
             if k == "default" and kind == "scan" and r["extra"] == 0:
                 k = "scan"
-            if self.name == "avq" and k != kind:
+            if self.name == "avq" and kind != "all" and k != kind:
                 continue
             out.append(dict(recall=r["recall"], qps=r[timer], setting=st, nq=r["nq"]))
         return out
@@ -630,7 +630,11 @@ def write_report(a, data, systems, groups, targets, info, path_md, path_csv):
         md.append(f"| {s.name} | {s.note} | {s.build_s:.1f} | {s.bpv:.1f} |")
     md += ["", f"QPS = queries/s on one thread, one query per call, timer {timer}; each cell is the "
            "best measured setting with recall >= the target (no interpolation), `-` = not reached; "
-           "ratio = avq / system at that target.", ""]
+           "ratio = avq / system at that target. avq settings are leaves:pre_reorder:"
+           "filter_min_scanned:filter_exact_below (`L:R:0:1` = filtered scan forced, `0:0:0:n` = "
+           "exact plan forced, `0:0:0:0` = the library's defaults); avq's row takes the best of "
+           "all of them. Baselines: faiss nprobe:k_factor, hnsw ef:margin; `nq` = queries "
+           "measured when the time cap cut a setting short.", ""]
     verdict = []
     for case in ("a", "b"):
         cg = [g for g in groups if g.startswith(case + "-")]
@@ -646,9 +650,11 @@ def write_report(a, data, systems, groups, targets, info, path_md, path_csv):
         for g in cg:
             m = g_meta[g]
             sel = f"{sel_name(m['target'])} ({m['sel_mean']:.3%})"
-            ap = avq.points(g, timer)
+            # avq at a target: its best setting of any kind (scan sweep, exact plan
+            # forced, defaults) -- what a user can get
+            ap = avq.points(g, timer, "all")
             for s in [avq] + baselines:
-                pts = s.points(g, timer)
+                pts = s.points(g, timer, "all")
                 if not pts:
                     continue
                 row = [sel, s.name]
@@ -673,11 +679,12 @@ def write_report(a, data, systems, groups, targets, info, path_md, path_csv):
                     row += [""] * (len(header) - len(row))
                     body.append(row)
             # acceptance
-            reach = max((p["recall"] for p in ap), default=0)
+            reach = max((p["recall"] for p in avq.points(g, timer)), default=0)
             dflt = [v for st, v in avq.rows.get(g, {}).items() if avq_kind(st) == "default"]
-            verdict.append((g, "recall >= 0.90 reachable", reach >= 0.90, f"max {reach:.3f}"))
+            verdict.append((g, "recall >= 0.90 reachable by the filtered scan", reach >= 0.90,
+                            f"max {reach:.3f}"))
             if dflt:
-                verdict.append((g, "recall >= 0.90 at the defaults", dflt[0]["recall"] >= 0.90,
+                verdict.append((g, "recall >= 0.90 at the defaults (info)", dflt[0]["recall"] >= 0.90,
                                 f"{dflt[0]['recall']:.3f} at {fmt_qps(dflt[0][timer])} QPS"))
             if abs(m["target"] - 0.01) < 1e-9:
                 pa = best_at(ap, 0.90)
