@@ -208,23 +208,39 @@ static void set_list(uint32_t *mask, const avq_leaf_tags *t, long key) {
  * its length), SIZE_MAX otherwise. */
 static size_t mask_any(const avq_filter *f, const avq_leaf_tags *t, uint32_t *mask) {
     if (!t) return 0;
-    size_t lists = 0, set = 0;
-    if (f->ntags <= t->nkeys) {
-        for (size_t i = 0; i < f->ntags; i++) {
+    size_t lists = 0, set = 0, nf = f->ntags, nk = t->nkeys;
+#define TAKE(key)                                  \
+    do {                                           \
+        set_list(mask, t, (long)(key));            \
+        lists++;                                   \
+        set = t->off[(key) + 1] - t->off[(key)];   \
+    } while (0)
+    /* both lists are sorted: look the shorter one up in the longer when it
+     * is much shorter, else walk the two together (a filter of hundreds of
+     * tags against a leaf's few hundred keys: one pass, not a binary search
+     * per tag) */
+    if (8 * nf < nk) {
+        for (size_t i = 0; i < nf; i++) {
             long key = avq_leaf_tags_find(t, f->tags[i]);
-            if (key < 0) continue;
-            set_list(mask, t, key);
-            lists++;
-            set = t->off[key + 1] - t->off[key];
+            if (key >= 0) TAKE(key);
         }
-    } else { /* more filter tags than the leaf has: look up the leaf's */
-        for (uint32_t key = 0; key < t->nkeys; key++)
-            if (avq_sorted_u32_has(f->tags, f->ntags, t->keys[key])) {
-                set_list(mask, t, key);
-                lists++;
-                set = t->off[key + 1] - t->off[key];
+    } else if (8 * nk < nf) {
+        for (uint32_t key = 0; key < nk; key++)
+            if (avq_sorted_u32_has(f->tags, nf, t->keys[key])) TAKE(key);
+    } else {
+        for (size_t i = 0, key = 0; i < nf && key < nk;) {
+            if (f->tags[i] < t->keys[key]) {
+                i++;
+            } else if (t->keys[key] < f->tags[i]) {
+                key++;
+            } else {
+                TAKE(key);
+                i++;
+                key++;
             }
+        }
     }
+#undef TAKE
     return lists <= 1 ? (lists ? set : 0) : SIZE_MAX;
 }
 

@@ -347,8 +347,14 @@ def test_callback_exception_propagates(data):
                 signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
             return True
 
-        with pytest.raises(KeyboardInterrupt):
-            ix.search(query[0], k=K, filter=interrupted, **EXHAUSTIVE)
+        # Python leaves SIGINT ignored when it started ignored (a background
+        # job of a non-interactive shell): install the handler for the test
+        old = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                ix.search(query[0], k=K, filter=interrupted, **EXHAUSTIVE)
+        finally:
+            signal.signal(signal.SIGINT, old)
         # the index is fine afterwards
         ok = ix.search(query[0], k=K, filter=lambda i: True, **EXHAUSTIVE)
         assert (ok[0] == ix.search(query[0], k=K, **EXHAUSTIVE)[0]).all()
