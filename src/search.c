@@ -422,11 +422,12 @@ static void reorder_candidates(const avq_index *idx, const avq_kernels *kern, co
  *
  * The plan.  When the filter is known to allow at most exact_below vectors
  * (a tag filter by the index's tag counts, an allow set by its size), they
- * are scored exactly from their re-ranking rows: every leaf's allow mask is
- * made (for tags, from its posting lists: nothing to do for a leaf without
- * the tags) and its allowed rows go through the same gather kernel as the
- * reorder.  That costs about one row read per allowed vector plus a little
- * per leaf, and is exact.  Otherwise the index is scanned:
+ * are scored exactly from their re-ranking rows: the allow mask of every
+ * leaf that can hold one (for tags, the leaves their leaf lists name; for
+ * an allow set, every leaf) is made and its allowed rows go through the
+ * same gather kernel as the reorder.  That costs about one row read per
+ * allowed vector plus a little per leaf, and is exact.  Otherwise the
+ * index is scanned:
  *
  * The scan.  Leaves are visited best first as usual, but each through its
  * allow mask, which the kernels take in place of the liveness bitmap: only
