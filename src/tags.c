@@ -461,9 +461,10 @@ int avq_tag_counts_rebuild(avq_index *x) {
         if (v->tags) keys += v->tags->nkeys;
     }
     avq_tag_table *old = atomic_load(&x->tag_table);
-    if (old) { /* start over: nothing else reads an index being loaded */
+    if (old) { /* start over: nothing else reads an index being loaded, so
+                  the table and its lists go at once */
         atomic_store(&x->tag_table, NULL);
-        avq_retire_tag_table(x, old);
+        avq_tag_table_free_all(old);
     }
     if (keys == 0) return AVQ_OK;
     int st = avq_tag_table_reserve(x, keys);
