@@ -8,6 +8,7 @@ reference here is the independent oracle the CLI's answers are checked
 against.
 """
 
+import glob
 import os
 import subprocess
 import sys
@@ -18,6 +19,22 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
 import datalib  # noqa: E402
+
+
+def avq_module_dir():
+    """Where the built avq extension is: $AVQ_PYTHON_PATH, else beside
+    $AVQ_BIN, else build/python (for the Python-module tests)."""
+    if os.environ.get("AVQ_PYTHON_PATH"):
+        return os.environ["AVQ_PYTHON_PATH"]
+    candidates = []
+    if os.environ.get("AVQ_BIN"):
+        candidates.append(os.path.join(os.path.dirname(os.path.abspath(os.environ["AVQ_BIN"])),
+                                       "python"))
+    candidates.append(os.path.join(REPO, "build", "python"))
+    for c in candidates:
+        if glob.glob(os.path.join(c, "avq", "_avq*.so")):
+            return c
+    raise ImportError(f"the avq extension is not built (looked in {candidates}): run 'make python'")
 
 
 @pytest.fixture(scope="session")

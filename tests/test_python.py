@@ -11,7 +11,6 @@ tests only check that threads give the same answers and really overlap.
 """
 
 import gc
-import glob
 import os
 import signal
 import struct
@@ -23,24 +22,10 @@ import traceback
 import numpy as np
 import pytest
 
-from conftest import REPO, assert_topk_equal, datalib, reference_topk
+from conftest import assert_topk_equal, avq_module_dir, datalib, reference_topk
 
 
-def _module_dir():
-    if os.environ.get("AVQ_PYTHON_PATH"):
-        return os.environ["AVQ_PYTHON_PATH"]
-    candidates = []
-    if os.environ.get("AVQ_BIN"):
-        candidates.append(os.path.join(os.path.dirname(os.path.abspath(os.environ["AVQ_BIN"])),
-                                       "python"))
-    candidates.append(os.path.join(REPO, "build", "python"))
-    for c in candidates:
-        if glob.glob(os.path.join(c, "avq", "_avq*.so")):
-            return c
-    raise ImportError(f"the avq extension is not built (looked in {candidates}): run 'make python'")
-
-
-sys.path.insert(0, _module_dir())
+sys.path.insert(0, avq_module_dir())
 import avq  # noqa: E402
 
 METRICS = ["dot_product", "squared_l2", "cosine"]

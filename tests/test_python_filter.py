@@ -15,7 +15,6 @@ index is smaller than filter_exact_below) and on the filtered scan
 """
 
 import gc
-import glob
 import os
 import pickle
 import signal
@@ -25,24 +24,10 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import avq_module_dir
 
 
-def _module_dir():
-    if os.environ.get("AVQ_PYTHON_PATH"):
-        return os.environ["AVQ_PYTHON_PATH"]
-    candidates = []
-    if os.environ.get("AVQ_BIN"):
-        candidates.append(os.path.join(os.path.dirname(os.path.abspath(os.environ["AVQ_BIN"])),
-                                       "python"))
-    candidates.append(os.path.join(REPO, "build", "python"))
-    for c in candidates:
-        if glob.glob(os.path.join(c, "avq", "_avq*.so")):
-            return c
-    raise ImportError(f"the avq extension is not built (looked in {candidates}): run 'make python'")
-
-
-sys.path.insert(0, _module_dir())
+sys.path.insert(0, avq_module_dir())
 import avq  # noqa: E402
 
 N, DIM, LEAVES, NQ, K = 1200, 16, 8, 12, 10

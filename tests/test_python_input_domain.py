@@ -10,31 +10,16 @@ same matrix in full; this file checks that Python reaches the same rules
 and adds the allocation checks of the binding itself.
 """
 
-import glob
 import os
 import sys
 
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import avq_module_dir
 
 
-def _module_dir():
-    if os.environ.get("AVQ_PYTHON_PATH"):
-        return os.environ["AVQ_PYTHON_PATH"]
-    candidates = []
-    if os.environ.get("AVQ_BIN"):
-        candidates.append(os.path.join(os.path.dirname(os.path.abspath(os.environ["AVQ_BIN"])),
-                                       "python"))
-    candidates.append(os.path.join(REPO, "build", "python"))
-    for c in candidates:
-        if glob.glob(os.path.join(c, "avq", "_avq*.so")):
-            return c
-    raise ImportError(f"the avq extension is not built (looked in {candidates}): run 'make python'")
-
-
-sys.path.insert(0, _module_dir())
+sys.path.insert(0, avq_module_dir())
 import avq  # noqa: E402
 
 METRICS = ["dot_product", "squared_l2", "cosine"]
