@@ -2007,14 +2007,10 @@ static PyObject *Index_add(IndexObject *self, PyObject *args, PyObject *kwargs) 
     if (!out) goto done;
     int st;
     Py_BEGIN_ALLOW_THREADS
-    if (csr.offsets)
-        st = avq_index_add_tagged(ix, (const float *)PyArray_DATA(vec), n,
-                                  ids ? (const int64_t *)PyArray_DATA(ids) : NULL, csr.offsets,
-                                  csr.tags, threads, (int64_t *)PyArray_DATA((PyArrayObject *)out));
-    else
-        st = avq_index_add(ix, (const float *)PyArray_DATA(vec), n,
-                           ids ? (const int64_t *)PyArray_DATA(ids) : NULL, threads,
-                           (int64_t *)PyArray_DATA((PyArrayObject *)out));
+    /* no tags: csr is {NULL, NULL}, which the _tagged form takes as plain add */
+    st = avq_index_add_tagged(ix, (const float *)PyArray_DATA(vec), n,
+                              ids ? (const int64_t *)PyArray_DATA(ids) : NULL, csr.offsets,
+                              csr.tags, threads, (int64_t *)PyArray_DATA((PyArrayObject *)out));
     Py_END_ALLOW_THREADS
     if (st != AVQ_OK) {
         raise_status(st, NULL, 0);
@@ -2065,13 +2061,11 @@ static PyObject *Index_upsert(IndexObject *self, PyObject *args, PyObject *kwarg
     if (tags_o != Py_None && tags_csr_of_object(tags_o, n, "tags", &csr) < 0) goto done;
     int st;
     Py_BEGIN_ALLOW_THREADS
-    if (csr.offsets)
-        st = avq_index_upsert_tagged(ix, (const float *)PyArray_DATA(vec), n,
-                                     (const int64_t *)PyArray_DATA(ids), csr.offsets, csr.tags,
-                                     threads, &replaced);
-    else
-        st = avq_index_upsert(ix, (const float *)PyArray_DATA(vec), n,
-                              (const int64_t *)PyArray_DATA(ids), threads, &replaced);
+    /* no tags: csr is {NULL, NULL}, a plain upsert (replaced vectors keep
+     * their tags) */
+    st = avq_index_upsert_tagged(ix, (const float *)PyArray_DATA(vec), n,
+                                 (const int64_t *)PyArray_DATA(ids), csr.offsets, csr.tags,
+                                 threads, &replaced);
     Py_END_ALLOW_THREADS
     if (st != AVQ_OK) {
         raise_status(st, NULL, 0);
