@@ -1,18 +1,36 @@
-# avq -- GNU Makefile.
+# avq -- GNU Makefile.  `make help` lists every target with one line each:
+# it reads the "#   make TARGET   what it does" lines of this header and of
+# each included fragment's header (the first line of a description counts),
+# for every target declared .PHONY; keep one such line per new target.
 #
 #   make            static + shared libavq and the avq CLI (in build/)
+#   make all        static + shared libavq and the avq CLI (what plain `make` builds)
+#   make help       this list of targets
 #   make paper      build/avq-paper, the paper's experiment (not part of the CLI)
 #   make test       all tests: Criterion unit tests, then pytest (CLI, Python)
+#   make unit-test  the Criterion unit tests only (build/test_avq --jobs=2)
+#   make py-test    the pytest suite only (tests/*.py: CLI, Python, packaging)
 #   make check      the same tests built with AddressSanitizer + UBSan
 #   make ci         the whole CI contract (.ci/run): test, check, AVQ_ISA
 #                   variants, tsan, fuzz, format check
 #   make format-check  clang-format-14 --dry-run on the files kept formatted
 #   make WERROR=1   any of the above with warnings as errors (CI does)
-#   make bench      benchmarks (needs the GloVe data: fetched on first use)
+#   make bench      benchmarks: micro, avq sweep, baselines, report + plot
+#                   (needs the GloVe data: fetched on first use; the
+#                   baselines need `scripts/deps.sh --bench`)
+#   make bench-micro  the kernel micro-benchmarks (scan, train)
+#   make bench-avq  avq's recall/QPS sweep on GloVe-100 -> bench/out/avq.csv
 #   make demo       the main job on the default GloVe data
 #   make data       fetch and prepare the default data sets into $(DATA_DIR)
 #   make install    PREFIX=/usr/local: header, libraries, CLI, pkg-config file
-#   make clean
+#                   (its Libs carry -rpath, so programs run without
+#                   LD_LIBRARY_PATH; not the Python module: install-python)
+#   make uninstall  remove exactly the files `make install` put in PREFIX
+#   make install-python  pip-install the Python module for $(PYTHON) (offline)
+#                   (a venv: PYTHON=venv/bin/python; or PIP_ARGS=--user)
+#   make uninstall-python  pip-uninstall it from the same environment
+#   make clean      remove every build directory
+#   make tsan-stress-bin  internal: the sub-make step of `make tsan` (tests/tsan.mk)
 #
 # Warnings are errors only on request: `make WERROR=1` (CI sets it, see
 # .ci/run), so that a newer compiler's new warning cannot break a user's
@@ -94,7 +112,8 @@ TOOL_CFLAGS = -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -Iinclude -Itools $(SANITIZE
 # LD_LIBRARY_PATH.
 CLI_RPATH = -Wl,--disable-new-dtags,-rpath,'$$ORIGIN:$$ORIGIN/../lib'
 
-.PHONY: all test unit-test py-test check ci format-check bench bench-micro bench-avq demo data install clean paper fuzz python
+.PHONY: all help test unit-test py-test check ci format-check bench bench-micro bench-avq demo data install \
+        uninstall install-python uninstall-python clean paper fuzz python
 
 all: $(STATIC_LIB) $(SHARED_LIB) $(SONAME_LINK) $(CLI)
 
@@ -209,17 +228,63 @@ data: $(CLI)
 demo: $(CLI)
 	AVQ_BIN=$(abspath $(CLI)) DATA_DIR=$(DATA_DIR) $(PYTHON) scripts/demo.py
 
-avq.pc: avq.pc.in
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(shell sed -n 's/^#define AVQ_VERSION_MAJOR //p' include/avq.h).$(shell sed -n 's/^#define AVQ_VERSION_MINOR //p' include/avq.h).$(shell sed -n 's/^#define AVQ_VERSION_PATCH //p' include/avq.h)|' $< > $(BUILD)/avq.pc
+# The pkg-config file, for this PREFIX (rewritten every time: PREFIX may
+# differ from the last run).  Its Libs add -Wl,-rpath,${libdir}, so that a
+# program linked with `pkg-config --libs avq` finds libavq.so.0 at run time
+# without LD_LIBRARY_PATH or ldconfig (see README.md, "Installing").
+AVQ_VERSION = $(shell sed -n 's/^\#define AVQ_VERSION_MAJOR //p' include/avq.h).$(shell sed -n 's/^\#define AVQ_VERSION_MINOR //p' include/avq.h).$(shell sed -n 's/^\#define AVQ_VERSION_PATCH //p' include/avq.h)
+PC_FILE = $(BUILD)/avq.pc
+.PHONY: $(PC_FILE)
+$(PC_FILE): avq.pc.in
+	@mkdir -p $(dir $@)
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(AVQ_VERSION)|' $< > $@
 
-install: all avq.pc
+# What `make install` writes, relative to $(DESTDIR)$(PREFIX): `make
+# uninstall` removes exactly these (directories stay: they may be shared).
+INSTALLED = include/avq.h lib/libavq.a lib/libavq.so.0 lib/libavq.so \
+            lib/pkgconfig/avq.pc bin/avq
+
+install: all $(PC_FILE)
 	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin
 	install -m 644 include/avq.h $(DESTDIR)$(PREFIX)/include/
 	install -m 644 $(STATIC_LIB) $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(SHARED_LIB) $(DESTDIR)$(PREFIX)/lib/libavq.so.0
 	ln -sf libavq.so.0 $(DESTDIR)$(PREFIX)/lib/libavq.so
 	install -m 755 $(CLI) $(DESTDIR)$(PREFIX)/bin/
-	install -m 644 $(BUILD)/avq.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	install -m 644 $(PC_FILE) $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/,$(INSTALLED))
+
+# The Python module is per interpreter, so `make install` leaves it alone.
+# pip builds it from the repository root (pyproject.toml, setup.py) with the
+# setuptools and numpy already installed (no build isolation, no index: works
+# offline).  Debian's /usr/bin/python3 refuses to be changed by pip outside
+# a venv (PEP 668): use PYTHON=/path/to/venv/bin/python, or PIP_ARGS=--user
+# / PIP_ARGS="--prefix DIR".
+PIP_ARGS ?=
+install-python:
+	$(PYTHON) -m pip install --no-build-isolation --no-deps --no-index $(PIP_ARGS) $(CURDIR)
+
+uninstall-python:
+	$(PYTHON) -m pip uninstall -y avq
+
+# `make help` (see the top): every .PHONY target of the Makefile and the
+# included fragments, with the first "#   make TARGET  text" line found.
+HELP_FILES = $(filter Makefile %.mk,$(MAKEFILE_LIST))
+help:
+	@$(MAKE) --no-print-directory -pRrq -f $(firstword $(MAKEFILE_LIST)) : 2>/dev/null | \
+	    sed -n 's/^\.PHONY: //p' | tr ' ' '\n' | grep -v -e '^$$' -e / | sort -u | \
+	    awk 'FNR == NR { want[$$1] = 1; next } \
+	         /^#   make [a-z][a-z0-9_-]*( |$$)/ { cur = ""; t = $$3; if (t in want && !(t in desc)) { \
+	             d = $$0; sub(/^#   make [^ ]* */, "", d); desc[t] = d; order[++n] = t; cur = t }; next } \
+	         cur != "" && /^#     +[^ ]/ { d = $$0; sub(/^# +/, "", d); desc[cur] = desc[cur] " " d; next } \
+	         { cur = "" } \
+	         END { for (i = 1; i <= n; i++) { d = desc[order[i]]; \
+	                   if (length(d) > 92) { d = substr(d, 1, 92); sub(/ [^ ]*$$/, "", d); d = d " ..." } \
+	                   printf "  make %-18s %s\n", order[i], d } \
+	               for (t in want) if (!(t in desc)) printf "  make %-18s (no description)\n", t }' \
+	        - $(HELP_FILES)
 
 clean:
 	rm -rf build build-sanitize build-clang build-fuzz build-tsan

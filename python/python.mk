@@ -5,6 +5,12 @@
 #                      $(BUILD)/python/avq/_avq<EXT_SUFFIX>   the compiled core
 #                      $(BUILD)/python/avq/*.py, *.pyi, py.typed   symlinks to python/avq/
 #   make py-wheel    a wheel in $(BUILD)/python/dist (pip, offline, no build isolation)
+#   make sdist       a source distribution in $(BUILD)/python/dist (setuptools' PEP 517 hook)
+#   make python-clean  remove $(BUILD)/python and setuptools' leftovers
+#
+# The package itself is defined at the repository root (pyproject.toml,
+# setup.py, MANIFEST.in): `pip install .` there, `make install-python`, and
+# the two targets above all build from it.
 #
 # The extension is C11 against the CPython and NumPy C APIs, compiled with
 # the project's warnings at -O2 (no CPU-specific flags: the SIMD kernels are
@@ -21,7 +27,7 @@ PY_INCLUDES   = $(shell $(PYTHON) -c 'import sysconfig, numpy; print("-isystem",
 PY_CFLAGS     = -std=c11 -D_GNU_SOURCE -O2 -g $(WARN) -fPIC -fvisibility=hidden -Iinclude $(PY_INCLUDES)
 PY_FILES      = __init__.py __init__.pyi py.typed
 
-.PHONY: python py-wheel python-clean
+.PHONY: python py-wheel sdist python-clean
 
 ifeq ($(strip $(SANITIZE)),)
 PY_BUILD = $(BUILD)/python
@@ -46,9 +52,16 @@ python:
 	$(MAKE) BUILD=build SANITIZE= OPT="-O2 -g" python
 endif
 
-py-wheel: python
-	cd python && $(PYTHON) -m pip wheel --no-build-isolation --no-deps --no-index \
-	    -w $(abspath $(BUILD))/python/dist .
+py-wheel:
+	$(PYTHON) -m pip wheel --no-build-isolation --no-deps --no-index \
+	    -w $(abspath $(BUILD))/python/dist $(CURDIR)
+
+# setuptools' build_sdist hook (python3-build is not needed): the tarball
+# carries what MANIFEST.in lists, so a wheel builds from it alone.
+sdist:
+	@mkdir -p $(BUILD)/python/dist
+	$(PYTHON) -c 'import sys; from setuptools import build_meta as b; print(b.build_sdist(sys.argv[1]))' \
+	    $(abspath $(BUILD))/python/dist
 
 python-clean:
-	rm -rf $(BUILD)/python python/build python/*.egg-info
+	rm -rf $(BUILD)/python $(BUILD)/setuptools python/build python/*.egg-info
