@@ -709,6 +709,122 @@ AVQ_API void avq_free(void *p);
  * the CPU cannot run falls back to the best it can).  Static string. */
 AVQ_API const char *avq_isa(void);
 
+/* ------------------------------------------------------------------------- */
+/* Merging results from shards                                               */
+/* ------------------------------------------------------------------------- */
+
+/* Data too large for one index is split into shards: indexes created from
+ * ONE quantizer (avq_index_create), each holding a disjoint set of ids.
+ * Every shard then scores a vector exactly as a single index over all the
+ * data would, so per-shard answers can be merged (doc/DESIGN.md,
+ * "Sharding").  Two levels are offered:
+ *
+ *   avq_merge_topk         the top-k of per-shard top-k lists -- what you
+ *                          get by searching every shard and keeping the
+ *                          best.  Exact for the exact search and the exact
+ *                          tier; for the quantized tiers each shard re-ranks
+ *                          its own best pre_reorder candidates, so the
+ *                          merged answer is at least as good as, but not
+ *                          always equal to, one index over all the data.
+ *   avq_index_search_candidates + avq_merge_candidates
+ *                          each shard exports its best pre_reorder
+ *                          candidates by quantized score WITH their re-ranked
+ *                          scores; the merge takes the global best
+ *                          pre_reorder by quantized score, then the top-k by
+ *                          re-ranked score: the answer of one index over all
+ *                          the data, ids and scores, bit for bit (for an
+ *                          index whose vectors went in in ascending id order
+ *                          within each leaf -- one add of ascending ids, or
+ *                          adds in ascending id order -- which is where the
+ *                          single index breaks ties of quantized scores).
+ *                          This is what avq-mpi (mpi/) uses.              */
+
+/* The top k of nlists result lists, for nq queries at once.  List i holds
+ * nq rows of widths[i] entries, row-major: ids[i][q * widths[i] + j] and
+ * scores[i][...] (as avq_index_search_batch writes them with k =
+ * widths[i]).  Each row must be in the order of the conventions at the top
+ * of this file for `metric` (best first, ties by lower id); an id of
+ * AVQ_NO_ID ends a row (the rest is padding).  out_ids / out_scores
+ * (out_scores may be NULL) are nq x k, best first, ties by the lower id,
+ * padded with AVQ_NO_ID / NaN when the lists hold fewer than k entries.
+ * An id present in two lists is not detected (shards hold disjoint ids).
+ * widths[i] may be 0 (an empty list; its pointers may then be NULL).
+ * Allocates O(nlists) once per call.
+ * Errors: AVQ_ERR_INVALID (NULL arrays, k = 0 or above 1048576, a NaN
+ * score of a real id, a row out of order -- list, query and position are
+ * named), AVQ_ERR_NOMEM.  Thread-safe: yes (reads its inputs only). */
+AVQ_API int avq_merge_topk(avq_metric metric, size_t nq, size_t nlists,
+                           const int64_t *const *ids, const float *const *scores,
+                           const size_t *widths, size_t k, int64_t *out_ids,
+                           float *out_scores);
+
+/* One candidate of a quantized search, as a shard exports it.  Distances
+ * are "smaller is better" (a similarity s is -s; for L2 the squared
+ * distance minus |q|^2, see avq_index_search_candidates). */
+typedef struct avq_candidate {
+    int64_t id;       /* the vector's id                                   */
+    float approx;     /* quantized distance: what the scan ranked it by    */
+    float exact;      /* re-ranked distance (exact with FLOAT reorder,
+                         int8 with INT8, = approx with NONE)               */
+    uint32_t leaf;    /* its leaf: the first tie-break of approx           */
+    uint32_t reserved;/* 0                                                 */
+} avq_candidate;
+
+/* How many candidates per query avq_index_search_candidates exports at
+ * most with these params: the resolved pre_reorder (at least k; k for an
+ * index without reorder data or of the exact tier).
+ * Errors: as avq_index_search's parameter checks (filters are refused). */
+AVQ_API int avq_index_candidate_count(const avq_index *index, const avq_search_params *params,
+                                      size_t *out);
+
+/* The live vectors of each leaf: counts[l] for l < avq_index_num_leaves
+ * (caller-allocated).  Summed over shards this is the leaf_live argument
+ * below.  Exact once no writer runs.  Errors: AVQ_ERR_INVALID (NULL). */
+AVQ_API int avq_index_leaf_live(const avq_index *index, size_t *counts);
+
+/* Search nq queries (row-major nq x dim) like avq_index_search_batch, but
+ * instead of the top k write each query's best candidates by quantized
+ * distance, in no particular order, each with its re-ranked distance:
+ * candidates[q * R .. q * R + counts[q]) with R = avq_index_candidate_count
+ * (candidates is nq x R, counts nq).  offsets[q] (nq floats) receives what
+ * turns a distance into a score: for AVQ_METRIC_L2 score = max(exact +
+ * offset, 0), for the others score = -exact (offset 0).  The exact tier
+ * exports its top k by exact distance, with approx = exact and leaf 0.
+ *
+ * leaf_live (NULL, or avq_index_num_leaves entries): the live vectors per
+ * leaf of the whole sharded index (the sum of every shard's
+ * avq_index_leaf_live).  A search whose leaves_to_search leaves hold fewer
+ * than k live vectors goes on to further leaves (see avq_index_search); with
+ * leaf_live every shard decides that by the counts of the whole, as one
+ * index would -- pass it for results equal to one index.  NULL: this
+ * index's own counts.
+ *
+ * params->filter must be NULL: a filtered search plans by the counts of the
+ * index it runs on, so shards would not plan alike (AVQ_ERR_UNSUPPORTED).
+ * Errors: as avq_index_search_batch; AVQ_ERR_UNSUPPORTED (a filter).
+ * Thread-safe: yes. */
+AVQ_API int avq_index_search_candidates(const avq_index *index, const float *queries, size_t nq,
+                                        const avq_search_params *params,
+                                        const size_t *leaf_live, int threads,
+                                        avq_candidate *candidates, size_t *counts,
+                                        float *offsets);
+
+/* Merge the candidates of nlists shards into the answer one index would
+ * give: per query, the best R by (approx, leaf, id), then of those the
+ * best k by (exact, id), converted to scores with offsets[q].  List i is
+ * nq x R candidates (lists[i]) with counts[i][q] valid per query -- the
+ * output of avq_index_search_candidates with the same params (R =
+ * avq_index_candidate_count; the same for every shard of one quantizer).
+ * lists[i] may be NULL for a shard that did not answer (it then counts as
+ * empty).  out_ids / out_scores (may be NULL) are nq x k, padded with
+ * AVQ_NO_ID / NaN.  Allocates O(nlists * R) once per call.
+ * Errors: AVQ_ERR_INVALID (NULL arrays, k or R of 0, k > R, a count above
+ * R, a NaN distance -- named), AVQ_ERR_NOMEM.  Thread-safe: yes. */
+AVQ_API int avq_merge_candidates(avq_metric metric, size_t nq, size_t nlists,
+                                 const avq_candidate *const *lists,
+                                 const size_t *const *counts, size_t R, size_t k,
+                                 const float *offsets, int64_t *out_ids, float *out_scores);
+
 #ifdef __cplusplus
 }
 #endif

@@ -319,8 +319,10 @@ static void prefetch_leaf_start(const avq_index *idx, const avq_leaf *v) {
  * first, into `cand`. */
 static void scan_until_k(const avq_index *idx, const avq_kernels *kern, search_scratch *s,
                          const float *q, const avq_leaf *const *snap, const uint8_t *lut8,
-                         const avq_lut8_info *info, size_t min_leaves, size_t k, avq_topk *cand);
-static size_t live_in(const avq_leaf *const *snap, const avq_neighbor *chosen, size_t count);
+                         const avq_lut8_info *info, size_t min_leaves, size_t k,
+                         const size_t *leaf_live, avq_topk *cand);
+static size_t live_in(const avq_leaf *const *snap, const size_t *leaf_live,
+                      const avq_neighbor *chosen, size_t count);
 
 static int scan_leaves(const avq_index *idx, const avq_kernels *kern, search_scratch *s,
                        size_t count, size_t k, avq_topk *cand) {
@@ -338,17 +340,20 @@ static int scan_leaves(const avq_index *idx, const avq_kernels *kern, search_scr
                                 info.scale, cand};
         for (int part = 0; part < np; part++) scan(&parts[part], 1, &query);
     }
-    if (count < idx->num_leaves && live_in(s->snap, s->leaves, count) < k) {
+    if (count < idx->num_leaves && live_in(s->snap, NULL, s->leaves, count) < k) {
         avq_snapshot_leaves(idx, s->snap, NULL, 0);
-        scan_until_k(idx, kern, s, s->q, s->snap, s->lut8, &info, count, k, cand);
+        scan_until_k(idx, kern, s, s->q, s->snap, s->lut8, &info, count, k, NULL, cand);
     }
     return AVQ_OK;
 }
 
-/* Live points of the first `count` leaves of `chosen` (versions in snap). */
-static size_t live_in(const avq_leaf *const *snap, const avq_neighbor *chosen, size_t count) {
+/* Live points of the first `count` leaves of `chosen` (versions in snap,
+ * or the counts of a whole sharded index in leaf_live when not NULL). */
+static size_t live_in(const avq_leaf *const *snap, const size_t *leaf_live,
+                      const avq_neighbor *chosen, size_t count) {
     size_t live = 0;
-    for (size_t i = 0; i < count; i++) live += snap[chosen[i].id]->live;
+    for (size_t i = 0; i < count; i++)
+        live += leaf_live ? leaf_live[chosen[i].id] : snap[chosen[i].id]->live;
     return live;
 }
 
@@ -356,10 +361,12 @@ static size_t live_in(const avq_leaf *const *snap, const avq_neighbor *chosen, s
  * removals, or duplicate-heavy data whose k-means left leaves empty), the
  * query is scanned again over the leaves in order until they hold k live
  * points: a search of an index with at least k points always returns k
- * results.  snap must hold every leaf (a full snapshot); cand is reset. */
+ * results.  snap must hold every leaf (a full snapshot); cand is reset.
+ * leaf_live (NULL: snap's): the live counts that decide where to stop. */
 static void scan_until_k(const avq_index *idx, const avq_kernels *kern, search_scratch *s,
                          const float *q, const avq_leaf *const *snap, const uint8_t *lut8,
-                         const avq_lut8_info *info, size_t min_leaves, size_t k, avq_topk *cand) {
+                         const avq_lut8_info *info, size_t min_leaves, size_t k,
+                         const size_t *leaf_live, avq_topk *cand) {
     size_t L = idx->num_leaves, live = 0;
     avq_topk_init(cand, cand->k, cand->items, cand->capacity);
     select_leaves(idx, kern, q, s, L);
@@ -371,7 +378,7 @@ static void scan_until_k(const avq_index *idx, const avq_kernels *kern, search_s
         avq_scan_query query = {lut8, leaf_bias(idx, &s->leaves[i]) + info->offset, info->scale,
                                 cand};
         for (int part = 0; part < np; part++) scan(&parts[part], 1, &query);
-        live += snap[l]->live;
+        live += leaf_live ? leaf_live[l] : snap[l]->live;
         if (i + 1 >= min_leaves && live >= k) break;
     }
 }
@@ -379,17 +386,12 @@ static void scan_until_k(const avq_index *idx, const avq_kernels *kern, search_s
 #define CAND_LEAF(id) ((size_t)((uint64_t)(id) >> 32))
 #define CAND_SLOT(id) ((size_t)((uint64_t)(id) & 0xFFFFFFFFu))
 
-/* Step 5: exact re-scoring of the candidates ((leaf, slot) of the versions
- * in s->snap) into `out`. */
-static void reorder_candidates(const avq_index *idx, const avq_kernels *kern, const float *q,
-                               const float *q_i8, search_scratch *s, const avq_neighbor *c,
-                               size_t count, avq_topk *out) {
+/* The re-ranking inner products of the candidates ((leaf, slot) of the
+ * versions in s->snap) into s->exact (index with reorder data). */
+static void score_candidates(const avq_index *idx, const avq_kernels *kern, const float *q,
+                             const float *q_i8, search_scratch *s, const avq_neighbor *c,
+                             size_t count) {
     const avq_leaf *const *snap = s->snap;
-    if (idx->q->reorder == AVQ_REORDER_NONE) {
-        for (size_t i = 0; i < count; i++)
-            avq_topk_push(out, c[i].dist, snap[CAND_LEAF(c[i].id)]->store->ids[CAND_SLOT(c[i].id)]);
-        return;
-    }
     /* The candidates' rows are scattered over the whole index (one cache miss
      * per line); requesting all of them before the first dot product lets the
      * misses overlap instead of being paid one row at a time. */
@@ -409,6 +411,20 @@ static void reorder_candidates(const avq_index *idx, const avq_kernels *kern, co
         kern->dot_gather(q, (const float *const *)s->rows, d, count, s->exact);
     else
         kern->dot_gather_i8(q_i8, (const int8_t *const *)s->rows, d, count, s->exact);
+}
+
+/* Step 5: exact re-scoring of the candidates ((leaf, slot) of the versions
+ * in s->snap) into `out`. */
+static void reorder_candidates(const avq_index *idx, const avq_kernels *kern, const float *q,
+                               const float *q_i8, search_scratch *s, const avq_neighbor *c,
+                               size_t count, avq_topk *out) {
+    const avq_leaf *const *snap = s->snap;
+    if (idx->q->reorder == AVQ_REORDER_NONE) {
+        for (size_t i = 0; i < count; i++)
+            avq_topk_push(out, c[i].dist, snap[CAND_LEAF(c[i].id)]->store->ids[CAND_SLOT(c[i].id)]);
+        return;
+    }
+    score_candidates(idx, kern, q, q_i8, s, c, count);
     for (size_t i = 0; i < count; i++) {
         const avq_leaf *leaf = snap[CAND_LEAF(c[i].id)];
         size_t slot = CAND_SLOT(c[i].id);
@@ -757,6 +773,16 @@ static void chunk_scratch_free(chunk_scratch *c) {
     scratch_free(&c->s);
 }
 
+/* Where avq_index_search_candidates writes (avq.h, "Merging results from
+ * shards"): the candidate lists instead of the top k. */
+typedef struct {
+    avq_candidate *cand;    /* nq x width                                    */
+    size_t *counts;         /* nq                                            */
+    float *offsets;         /* nq                                            */
+    const size_t *leaf_live;/* the whole sharded index's counts, or NULL     */
+    size_t width;           /* R: pre_reorder (k for the exact tier)         */
+} candidate_out;
+
 typedef struct {
     const avq_index *idx;
     const avq_kernels *kern;
@@ -766,7 +792,49 @@ typedef struct {
     const avq_filter *const *filters; /* per query, or NULL */
     int64_t *ids;
     float *scores;
+    const candidate_out *co; /* NULL: write the top k to ids/scores */
 } batch_job;
+
+/* Query q's candidates (c[0..count), versions in s->snap) with their
+ * re-ranked distances into the candidate output. */
+static void export_candidates(const batch_job *job, search_scratch *s, const float *q,
+                              const float *q_i8, const avq_neighbor *c, size_t count,
+                              double qnorm2, size_t query) {
+    const avq_index *idx = job->idx;
+    const candidate_out *co = job->co;
+    bool rescore = idx->q->reorder != AVQ_REORDER_NONE;
+    if (rescore) score_candidates(idx, job->kern, q, q_i8, s, c, count);
+    avq_candidate *dst = co->cand + query * co->width;
+    for (size_t i = 0; i < count; i++) {
+        const avq_leaf *leaf = s->snap[CAND_LEAF(c[i].id)];
+        size_t slot = CAND_SLOT(c[i].id);
+        dst[i] = (avq_candidate){leaf->store->ids[slot], c[i].dist,
+                                 rescore ? point_distance(idx, s->exact[i], leaf, slot)
+                                         : c[i].dist,
+                                 (uint32_t)CAND_LEAF(c[i].id), 0};
+    }
+    co->counts[query] = count;
+    co->offsets[query] = idx->q->params.metric == AVQ_METRIC_L2 ? (float)qnorm2 : 0.0f;
+}
+
+/* The exact tier's candidates: its top k by exact distance. */
+static int brute_candidates(const batch_job *job, search_scratch *s, size_t query) {
+    const avq_index *idx = job->idx;
+    double qnorm2 = 0.0;
+    int st = prepare_query(idx, job->queries + query * idx->dim, s->q, s->q_i8, &qnorm2);
+    if (st != AVQ_OK) return st;
+    avq_topk out;
+    avq_topk_init(&out, job->r.k, s->final, 2 * job->r.k + 1);
+    st = score_all_points(idx, job->kern, s, NULL, &out);
+    if (st != AVQ_OK) return st;
+    size_t found = avq_topk_take(&out);
+    avq_candidate *dst = job->co->cand + query * job->co->width;
+    for (size_t i = 0; i < found; i++)
+        dst[i] = (avq_candidate){out.items[i].id, out.items[i].dist, out.items[i].dist, 0, 0};
+    job->co->counts[query] = found;
+    job->co->offsets[query] = idx->q->params.metric == AVQ_METRIC_L2 ? (float)qnorm2 : 0.0f;
+    return AVQ_OK;
+}
 
 static int query_failed(int st, size_t q) {
     char why[256];
@@ -860,14 +928,20 @@ static int chunk_search(void *ctx, size_t begin, size_t end, int worker) {
             c->visited[l] = c->serial;
             chunk_scan_leaf(job, c, l);
         }
+    const size_t *leaf_live = job->co ? job->co->leaf_live : NULL;
     for (size_t j = 0; j < count; j++) {
-        if (m < idx->num_leaves && live_in(c->s.snap, c->leaves + j * m, m) < k)
+        if (m < idx->num_leaves && live_in(c->s.snap, leaf_live, c->leaves + j * m, m) < k)
             scan_until_k(idx, job->kern, &c->s, c->q + j * d, c->s.snap,
                          c->lut8 + j * idx->q->num_blocks * idx->q->num_centers, &c->info[j], m, k,
-                         &c->cand[j]);
+                         leaf_live, &c->cand[j]);
+        size_t found = avq_topk_take(&c->cand[j]);
+        if (job->co) {
+            export_candidates(job, &c->s, c->q + j * d, c->q_i8 + j * d, c->cand[j].items, found,
+                              c->qnorm2[j], begin + j);
+            continue;
+        }
         avq_topk out;
         avq_topk_init(&out, k, c->s.final, 2 * k + 1);
-        size_t found = avq_topk_take(&c->cand[j]);
         reorder_candidates(idx, job->kern, c->q + j * d, c->q_i8 + j * d, &c->s,
                            c->cand[j].items, found, &out);
         size_t q = begin + j;
@@ -884,6 +958,11 @@ static int single_search(void *ctx, size_t begin, size_t end, int worker) {
     size_t d = job->idx->dim, k = job->r.k;
     resolved_params r = job->r;
     for (size_t q = begin; q < end; q++) {
+        if (job->co) {
+            int st = brute_candidates(job, &job->scratch[worker].s, q);
+            if (st != AVQ_OK) return query_failed(st, q);
+            continue;
+        }
         if (job->filters) r.filter = job->filters[q];
         int st = search_with_scratch(job->idx, job->kern, &r, &job->scratch[worker].s,
                                      job->queries + q * d, job->ids + q * k,
@@ -895,8 +974,8 @@ static int single_search(void *ctx, size_t begin, size_t end, int worker) {
 
 static int search_batch(const avq_index *idx, const float *queries, size_t nq,
                         const avq_search_params *p, const avq_filter *const *filters,
-                        int threads, int64_t *ids, float *scores) {
-    if (!idx || !queries || !ids)
+                        int threads, int64_t *ids, float *scores, const candidate_out *co) {
+    if (!idx || !queries || (!ids && !co))
         return avq_fail(AVQ_ERR_INVALID, "search: NULL index, queries or ids");
     if (nq == 0) return AVQ_OK;
     batch_job job;
@@ -907,6 +986,7 @@ static int search_batch(const avq_index *idx, const float *queries, size_t nq,
     job.filters = filters;
     job.ids = ids;
     job.scores = scores;
+    job.co = co;
     int st = resolve_params(idx, p, &job.r);
     if (st != AVQ_OK) return st;
     if (filters) job.r.filter = NULL;
@@ -937,12 +1017,50 @@ static int search_batch(const avq_index *idx, const float *queries, size_t nq,
 int avq_index_search_batch(const avq_index *idx, const float *queries, size_t nq,
                            const avq_search_params *p, int threads, int64_t *ids,
                            float *scores) {
-    return search_batch(idx, queries, nq, p, NULL, threads, ids, scores);
+    return search_batch(idx, queries, nq, p, NULL, threads, ids, scores, NULL);
 }
 
 int avq_index_search_batch_filtered(const avq_index *idx, const float *queries, size_t nq,
                                     const avq_search_params *p,
                                     const avq_filter *const *filters, int threads, int64_t *ids,
                                     float *scores) {
-    return search_batch(idx, queries, nq, p, filters, threads, ids, scores);
+    return search_batch(idx, queries, nq, p, filters, threads, ids, scores, NULL);
+}
+
+/* ---- candidates for a sharded search (avq.h, "Merging results from
+ * shards"): the batch path above, writing each query's candidate list with
+ * re-ranked distances instead of its top k ---- */
+
+int avq_index_candidate_count(const avq_index *idx, const avq_search_params *p, size_t *out) {
+    if (!idx || !out) return avq_fail(AVQ_ERR_INVALID, "search: NULL index or out");
+    resolved_params r;
+    int st = resolve_params(idx, p, &r);
+    if (st != AVQ_OK) return st;
+    if (r.filter)
+        return avq_fail(AVQ_ERR_UNSUPPORTED,
+                        "search candidates: filters are not supported (shards would plan a "
+                        "filtered search by their own counts)");
+    *out = idx->q->mode == AVQ_MODE_BRUTE ? r.k : r.pre_reorder;
+    return AVQ_OK;
+}
+
+int avq_index_leaf_live(const avq_index *idx, size_t *counts) {
+    if (!idx || !counts) return avq_fail(AVQ_ERR_INVALID, "leaf_live: NULL index or counts");
+    int slot = avq_read_begin((avq_index *)idx);
+    for (size_t l = 0; l < idx->num_leaves; l++) counts[l] = avq_leaf_load(idx, l)->live;
+    avq_read_end((avq_index *)idx, slot);
+    return AVQ_OK;
+}
+
+int avq_index_search_candidates(const avq_index *idx, const float *queries, size_t nq,
+                                const avq_search_params *p, const size_t *leaf_live, int threads,
+                                avq_candidate *candidates, size_t *counts, float *offsets) {
+    size_t width;
+    int st = avq_index_candidate_count(idx, p, &width);
+    if (st != AVQ_OK) return st;
+    if (!queries || !candidates || !counts || !offsets)
+        return avq_fail(AVQ_ERR_INVALID,
+                        "search candidates: NULL queries, candidates, counts or offsets");
+    candidate_out co = {candidates, counts, offsets, leaf_live, width};
+    return search_batch(idx, queries, nq, p, NULL, threads, NULL, NULL, &co);
 }
