@@ -20,6 +20,10 @@
 #                   baselines need `scripts/deps.sh --bench`)
 #   make bench-micro  the kernel micro-benchmarks (scan, train)
 #   make bench-avq  avq's recall/QPS sweep on GloVe-100 -> bench/out/avq.csv
+#   make bench-faiss-native  the FAISS baseline linked with the native FAISS build
+#                   (bench/faiss_native.sh) -> bench/out/faiss_native.csv
+#   make bench-frontier-png  bench/out/*.csv -> doc/img/frontier.png (the
+#                   README's picture: avq, native FAISS, hnswlib)
 #   make demo       the main job on the default GloVe data
 #   make data       fetch and prepare the default data sets into $(DATA_DIR)
 #   make install    PREFIX=/usr/local: header, libraries, CLI, pkg-config file
@@ -77,6 +81,9 @@ ifneq (,$(findstring x86_64,$(ARCH)))
   AVX2_FLAGS   = -mavx2 -mfma -mbmi -mbmi2 -mpopcnt
   AVX512_FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vbmi -mavx512vnni -mfma -mbmi -mbmi2 -mpopcnt
   SIMD_SRC = $(wildcard src/simd/*_avx2.c) $(wildcard src/simd/*_avx512.c)
+else ifneq (,$(findstring aarch64,$(ARCH)))
+  # NEON is the AArch64 baseline: no flag (cross build and qemu test: arm64.mk)
+  SIMD_SRC = $(wildcard src/simd/*_neon.c)
 else
   SIMD_SRC =
 endif
@@ -208,7 +215,7 @@ format-check:
 
 # The whole comparison takes a while (hnswlib builds dominate); each part
 # can be run alone: bench-micro, bench-avq, bench-baselines, bench-report.
-bench: bench-micro bench-avq bench-baselines bench-report
+bench: bench-micro bench-avq bench-baselines bench-faiss-native bench-report bench-frontier-png
 
 bench-micro: $(BENCH_BIN)
 	@for b in $(BENCH_MICRO); do echo "== $$b"; $$b || exit 1; done
@@ -306,3 +313,38 @@ include fuzz/fuzz.mk
 
 # Filtered search against native FAISS and hnswlib (bench/filter.mk: `make bench-filter`).
 -include bench/filter.mk
+
+# AArch64 cross build and its test under qemu (arm64.mk: `make test-arm64`).
+-include arm64.mk
+
+# The FAISS baseline of `make bench` once more, linked with the FAISS that
+# bench/faiss_native.sh builds for this CPU (`make faiss-native`, rule in
+# bench/mips.mk) instead of Debian's generic libfaiss: the same program,
+# index (IVF2048,PQ50x4fs + exact refine) and sweep, its rows renamed
+# faiss-native.  (The program's "Debian's libfaiss" note does not apply to
+# this build.)  Here at the end because $(FAISS_NATIVE) comes from
+# bench/mips.mk.  The native headers come first on the include path and the
+# library is linked by its full path, so Debian's -lfaiss is never used.
+BASELINES_NATIVE = $(BUILD)/bench/baselines-native
+FRONTIER_SYSTEMS = avq,avq-recon,faiss-native,hnswlib-M16,hnswlib-M32
+$(BASELINES_NATIVE): bench/baselines.cpp $(FAISS_NATIVE)/BUILDINFO
+	@mkdir -p $(dir $@)
+	$(BENCH_CXX) $(BENCH_CXXFLAGS) -I$(FAISS_NATIVE)/include -o $@ $< \
+	    $$(sed -n 's/^lib=//p' $(FAISS_NATIVE)/BUILDINFO) $(LDLIBS_LIB)
+
+.PHONY: bench-faiss-native bench-frontier-png
+bench-faiss-native: $(BASELINES_NATIVE)
+	@test -f $(GLOVE_DIR)/base.fvecs || { echo "bench-faiss-native: $(GLOVE_DIR)/base.fvecs missing: run 'make data' first" >&2; exit 1; }
+	@mkdir -p $(BENCH_OUT)
+	$(BASELINES_NATIVE) --systems faiss --base $(GLOVE_DIR)/base.fvecs --query $(GLOVE_DIR)/query.fvecs \
+	    --gt $(GLOVE_DIR)/gt_cos.ivecs --k 10 --csv $(BENCH_OUT)/faiss_native.tmp \
+	    --timer $(BENCH_TIMER) --runs $(BENCH_RUNS) $(BASELINE_ARGS)
+	sed 's/^faiss-ivfpqfs,/faiss-native,/' $(BENCH_OUT)/faiss_native.tmp > $(BENCH_OUT)/faiss_native.csv
+	rm -f $(BENCH_OUT)/faiss_native.tmp
+
+# The committed picture (doc/img/frontier.png, shown in README.md and
+# doc/RESULTS.md) from the same CSVs as bench-report.
+bench-frontier-png:
+	@ls $(BENCH_OUT)/*.csv >/dev/null 2>&1 || { echo "bench-frontier-png: no CSV in $(BENCH_OUT)/: run the benchmarks first" >&2; exit 1; }
+	$(PYTHON) bench/report.py $(BENCH_OUT)/*.csv --small --plot-systems $(FRONTIER_SYSTEMS) \
+	    --png doc/img/frontier.png >/dev/null
