@@ -7,6 +7,7 @@
 #   make all        static + shared libavq and the avq CLI (what plain `make` builds)
 #   make help       this list of targets
 #   make paper      build/avq-paper, the paper's experiment (not part of the CLI)
+#   make paper-plot run it: doc/img/paper.png (Recall1@N curves) and its table
 #   make test       all tests: Criterion unit tests, then pytest (CLI, Python)
 #   make unit-test  the Criterion unit tests only (build/test_avq --jobs=2)
 #   make py-test    the pytest suite only (tests/*.py: CLI, Python, packaging)
@@ -120,7 +121,7 @@ TOOL_CFLAGS = -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -Iinclude -Itools $(SANITIZE
 CLI_RPATH = -Wl,--disable-new-dtags,-rpath,'$$ORIGIN:$$ORIGIN/../lib'
 
 .PHONY: all help test unit-test py-test check ci format-check bench bench-micro bench-avq demo data install \
-        uninstall install-python uninstall-python clean paper fuzz python
+        uninstall install-python uninstall-python clean paper paper-plot fuzz python
 
 all: $(STATIC_LIB) $(SHARED_LIB) $(SONAME_LINK) $(CLI)
 
@@ -174,6 +175,13 @@ $(PAPER_BIN): $(PAPER_OBJ) $(TOOL_LIB_OBJ) $(STATIC_LIB)
 	$(CC) $(SANITIZE) -o $@ $(PAPER_OBJ) $(TOOL_LIB_OBJ) $(STATIC_LIB) $(HDF5_LIBS) $(LDLIBS_LIB)
 
 paper: $(PAPER_BIN)
+
+# The paper experiment's default run and its picture, committed as
+# doc/img/paper.png (README.md, doc/RESULTS.md); the table goes to
+# bench/out/paper/paper.csv (not bench/out/: bench-report reads every CSV there).  Two to three minutes on two cores.
+paper-plot: $(PAPER_BIN)
+	@mkdir -p bench/out/paper doc/img
+	$(PAPER_BIN) --threads 2 --csv bench/out/paper/paper.csv --plot doc/img/paper.png
 
 # The unit tests link the static library and the CLI's helper modules
 # (dataset readers etc.), so internal functions can be tested directly.
@@ -348,3 +356,4 @@ bench-frontier-png:
 	@ls $(BENCH_OUT)/*.csv >/dev/null 2>&1 || { echo "bench-frontier-png: no CSV in $(BENCH_OUT)/: run the benchmarks first" >&2; exit 1; }
 	$(PYTHON) bench/report.py $(BENCH_OUT)/*.csv --small --plot-systems $(FRONTIER_SYSTEMS) \
 	    --png doc/img/frontier.png >/dev/null
+-include mpi/mpi.mk
