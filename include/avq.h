@@ -261,7 +261,23 @@ typedef struct avq_build_params {
     /* added in 0.2 */
     avq_threshold_kind threshold_kind; /* how `threshold` scales with a
                                  point's norm; default AVQ_THRESHOLD_AUTO   */
+    /* added in 0.4 */
+    float leaf_spread_z;      /* leaf ranking for inner products: a leaf is
+                                 ranked by <q, c> + z |q| s, with s the
+                                 per-dimension spread (RMS residual / sqrt d)
+                                 of its points around its center c -- the
+                                 score of a point z standard deviations above
+                                 the leaf's mean, so wide leaves of large-norm
+                                 points are not passed over for narrow ones
+                                 (doc/RESULTS.md, "True MIPS").  0 = off (plain
+                                 center scores); default 2 for dot, 0 for
+                                 cosine (where it does not help) and L2
+                                 (where it must be 0).  Stored in the index;
+                                 avq_search_params.leaf_spread_z overrides */
 } avq_build_params;
+
+/* The leaf_spread_z avq_build_params_init gives AVQ_METRIC_DOT. */
+#define AVQ_DEFAULT_LEAF_SPREAD_Z 2.0f
 
 /* Fill *params with the defaults for `metric` (writing at most struct_size
  * bytes).  Never fails.  Use the macro: it passes the caller's sizeof. */
@@ -458,6 +474,11 @@ typedef struct avq_search_params {
                                  an allow set), score them all exactly
                                  instead of scanning; 0 = default (1500);
                                  1 = (almost) never                           */
+    /* ---- since 0.4 ---- */
+    float leaf_spread_z;      /* leaf ranking (avq_build_params.leaf_spread_z):
+                                 0 = the index's; > 0 = this z; < 0 = off.
+                                 An index built with leaf_spread_z = 0 keeps
+                                 no spreads: a z > 0 is then AVQ_ERR_INVALID */
 } avq_search_params;
 
 /* k = 10, leaves_to_search and pre_reorder 0 (the index's defaults).  Use

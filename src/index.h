@@ -68,6 +68,9 @@ struct avq_quantizer {
     size_t num_leaves;
     float *centers;          /* num_leaves x dim                            */
     float *center_norms;     /* |c| per leaf                                */
+    float *leaf_spread;      /* per leaf: RMS residual / sqrt(dim) of the
+                                rows it was trained with, for leaf ranking
+                                (params.leaf_spread_z); NULL when z = 0     */
     /* product quantizer */
     int bits;                /* 4 or 8                                      */
     size_t dims_per_block, num_blocks, num_centers;

@@ -204,7 +204,7 @@ typedef struct {
     avq_reorder reorder;
     size_t default_leaves, default_reorder, trained_n;
     int64_t next_id;
-    float *centers, *center_norms, *codebook, *i8_scale;
+    float *centers, *center_norms, *codebook, *i8_scale, *leaf_spread;
     uint64_t *leaf_offsets, *code_offsets;
     int64_t *ids;
     uint8_t *codes;
@@ -229,7 +229,10 @@ enum {
     CF_LIVE = CF_V1_COUNT, CF_NEXT_ID, CF_TRAINED_N, CF_V2_0_COUNT,
     /* appended within version 2; absent in v1 and the first v2 files, which
      * encoded with an absolute T: read as AVQ_THRESHOLD_ABSOLUTE */
-    CF_THRESHOLD_KIND = CF_V2_0_COUNT, CF_COUNT
+    CF_THRESHOLD_KIND = CF_V2_0_COUNT,
+    /* appended in avq 0.4 (older files: 0, no leaf spreads); readers before
+     * 0.4 ignore it and the LSPR section, and rank leaves by center score */
+    CF_LEAF_SPREAD_Z, CF_COUNT
 };
 
 static void encode_conf(const file_view *x, uint8_t *out) {
@@ -247,22 +250,28 @@ static void encode_conf(const file_view *x, uint8_t *out) {
         [CF_SAMPLE] = p->training_sample, [CF_BRUTE_BELOW] = p->brute_force_below,
         [CF_LIVE] = x->live, [CF_NEXT_ID] = (uint64_t)x->next_id, [CF_TRAINED_N] = x->trained_n,
         [CF_THRESHOLD_KIND] = (uint64_t)p->threshold_kind,
+        [CF_LEAF_SPREAD_Z] = float_bits(p->leaf_spread_z),
     };
     for (int i = 0; i < CF_COUNT; i++) put_u64(out + 8 * i, v[i]);
 }
 
 static int decode_conf(const uint8_t *in, size_t len, unsigned version, file_view *x,
                        const char *path) {
-    /* version 3 came after slot 23: its CONF always has it */
-    int count = version == 1 ? CF_V1_COUNT : version == 2 ? CF_V2_0_COUNT : CF_COUNT;
+    /* version 3 came after slot 23 (the threshold kind): its CONF always
+     * has it; slots appended later are read when present */
+    int count = version == 1 ? CF_V1_COUNT : version == 2 ? CF_V2_0_COUNT : CF_THRESHOLD_KIND + 1;
     if (len < 8 * (size_t)count)
         return avq_fail(AVQ_ERR_FORMAT, "%s: section CONF: %zu bytes, expected at least %d", path, len,
                         8 * count);
-    if (version >= 2 && len >= 8 * (size_t)CF_COUNT) count = CF_COUNT;
+    if (version >= 2) count = len / 8 < (size_t)CF_COUNT ? (int)(len / 8) : CF_COUNT;
     uint64_t v[CF_COUNT] = {0};
     for (int i = 0; i < count; i++) v[i] = get_u64(in + 8 * i);
     /* files without the slot (v1, early v2) encoded with an absolute T */
-    if (count < CF_COUNT) v[CF_THRESHOLD_KIND] = AVQ_THRESHOLD_ABSOLUTE;
+    if (count <= CF_THRESHOLD_KIND) v[CF_THRESHOLD_KIND] = AVQ_THRESHOLD_ABSOLUTE;
+    float spread_z = count > CF_LEAF_SPREAD_Z ? bits_float((uint32_t)v[CF_LEAF_SPREAD_Z]) : 0.0f;
+    if (!(spread_z >= 0.0f) || !isfinite(spread_z))
+        return avq_fail(AVQ_ERR_FORMAT, "%s: section CONF: leaf spread weight %g out of range", path,
+                        (double)spread_z);
     if (v[CF_THRESHOLD_KIND] > AVQ_THRESHOLD_ABSOLUTE)
         return avq_fail(AVQ_ERR_FORMAT, "%s: section CONF: unknown threshold kind", path);
     if (v[CF_METRIC] > AVQ_METRIC_COSINE || v[CF_MODE] > AVQ_MODE_PQ ||
@@ -303,6 +312,7 @@ static int decode_conf(const uint8_t *in, size_t len, unsigned version, file_vie
     p->training_sample = v[CF_SAMPLE];
     p->brute_force_below = v[CF_BRUTE_BELOW];
     p->threshold_kind = (avq_threshold_kind)v[CF_THRESHOLD_KIND];
+    p->leaf_spread_z = spread_z;
     x->version = version;
     x->mode = (avq_index_mode)v[CF_MODE];
     x->n = v[CF_N];
@@ -338,7 +348,7 @@ typedef struct {
 
 enum {
     A_CENT, A_CNRM, A_LOFF, A_IDS, A_CBOK, A_CODE, A_COFF, A_VECF, A_VEC8, A_I8SC, A_NRM2, A_LIVE,
-    A_TKOF, A_TSOF, A_TKEY, A_TPOS, A_TSLT
+    A_TKOF, A_TSOF, A_TKEY, A_TPOS, A_TSLT, A_LSPR
 };
 
 static const array_section ARRAYS[] = {
@@ -359,6 +369,8 @@ static const array_section ARRAYS[] = {
     [A_TKEY] = ARRAY('T', 'K', 'E', 'Y', tag_keys, uint32_t, PART_LEAVES),
     [A_TPOS] = ARRAY('T', 'P', 'O', 'S', tag_pos, uint32_t, PART_LEAVES),
     [A_TSLT] = ARRAY('T', 'S', 'L', 'T', tag_slots, uint32_t, PART_LEAVES),
+    /* 0.4, not REQUIRED: an older reader ranks leaves without it */
+    [A_LSPR] = ARRAY('L', 'S', 'P', 'R', leaf_spread, float, PART_QUANTIZER),
 };
 #define NUM_ARRAYS (sizeof ARRAYS / sizeof ARRAYS[0])
 #define CONF_TAG TAG('C', 'O', 'N', 'F')
@@ -406,6 +418,7 @@ static size_t expected_count(const file_view *x, size_t which) {
     case A_TKEY: return x->version >= 3 && x->tag_key_offsets ? (size_t)x->tag_key_offsets[L] : 0;
     case A_TPOS: return x->version >= 3 && x->tag_key_offsets ? (size_t)x->tag_key_offsets[L] + L : 0;
     case A_TSLT: return x->version >= 3 && x->tag_slot_offsets ? (size_t)x->tag_slot_offsets[L] : 0;
+    case A_LSPR: return pq && x->params.leaf_spread_z > 0.0f ? L : 0;
     default: return 0;
     }
 }
@@ -569,6 +582,7 @@ static int plan_save(const avq_quantizer *q, const avq_leaf *const *leaves, int6
     v->center_norms = q->center_norms;
     v->codebook = q->codebook;
     v->i8_scale = q->i8_scale;
+    v->leaf_spread = q->leaf_spread;
     v->leaf_offsets = calloc(L + 1, sizeof *v->leaf_offsets);
     v->code_offsets = calloc(L + 1, sizeof *v->code_offsets);
     /* at most 2 pieces per leaf per section, 1 for quantizer arrays */
@@ -615,7 +629,7 @@ static int plan_save(const avq_quantizer *q, const avq_leaf *const *leaves, int6
         size_t want = expected_count(v, i);
         if (want == 0) continue;
         out_section *sec = &p->secs[p->count++];
-        *sec = (out_section){a->tag, FLAG_REQUIRED, next, 0, 0, 0, 0};
+        *sec = (out_section){a->tag, i == A_LSPR ? 0u : FLAG_REQUIRED, next, 0, 0, 0, 0};
         if (a->part == PART_QUANTIZER || i == A_LOFF || i == A_COFF || i == A_TKOF ||
             i == A_TSOF) {
             *next++ = (piece){*field_ptr(v, a), want * a->elem};
@@ -1044,6 +1058,7 @@ static int check_contents(const file_view *x, bool check_ids, const char *path) 
         {x->center_norms, x->num_leaves, "CNRM"},
         {x->codebook, x->codebook ? x->num_centers * x->dim : 0, "CBOK"},
         {x->i8_scale, x->i8_scale ? x->dim : 0, "I8SC"},
+        {x->leaf_spread, x->leaf_spread ? x->num_leaves : 0, "LSPR"},
     };
     for (size_t k = 0; k < sizeof floats / sizeof floats[0]; k++) {
         size_t bad = avq_first_non_finite(floats[k].v, floats[k].n);
@@ -1056,6 +1071,11 @@ static int check_contents(const file_view *x, bool check_ids, const char *path) 
             if (!(x->i8_scale[j] > 0.0f))
                 return avq_fail(AVQ_ERR_FORMAT, "%s: section I8SC: scale %zu is not positive",
                                 path, j);
+    if (x->leaf_spread)
+        for (size_t l = 0; l < x->num_leaves; l++)
+            if (!(x->leaf_spread[l] >= 0.0f))
+                return avq_fail(AVQ_ERR_FORMAT, "%s: section LSPR: leaf %zu has a negative spread",
+                                path, l);
     if (x->live_bits) {
         size_t live = 0, w = 0;
         for (size_t l = 0; l < L; l++) {
@@ -1122,7 +1142,7 @@ static int attach_arrays(file_view *x, const uint8_t *file, const in_section *se
      * depend on them */
     static const size_t order[] = {A_COFF, A_LOFF, A_TKOF, A_TSOF, A_CENT, A_CNRM,
                                    A_IDS,  A_CBOK, A_CODE, A_VECF, A_VEC8, A_I8SC,
-                                   A_NRM2, A_LIVE, A_TKEY, A_TPOS, A_TSLT};
+                                   A_NRM2, A_LIVE, A_TKEY, A_TPOS, A_TSLT, A_LSPR};
     _Static_assert(sizeof order / sizeof order[0] == NUM_ARRAYS, "every array is attached");
     for (size_t k = 0; k < NUM_ARRAYS; k++) {
         size_t i = order[k];
@@ -1295,6 +1315,7 @@ static int quantizer_from_view(const file_view *v, avq_mapping *map, avq_quantiz
     q->codebook = v->codebook;
     q->reorder = v->reorder;
     q->i8_scale = v->i8_scale;
+    q->leaf_spread = v->leaf_spread;
     q->default_leaves_to_search = v->default_leaves;
     q->default_pre_reorder = v->default_reorder;
     avq_mapping_ref(map);

@@ -51,6 +51,8 @@ static void build_defaults(avq_build_params *p, avq_metric metric) {
      * reach recall@10 0.55 at most, of spherical k-means with anisotropic
      * centers 0.80) */
     p->avq_center_eta = metric == AVQ_METRIC_DOT ? 2.5f : 0.0f;
+    /* ... and so does the leaf ranking: see avq.h and doc/RESULTS.md */
+    p->leaf_spread_z = metric == AVQ_METRIC_DOT ? AVQ_DEFAULT_LEAF_SPREAD_Z : 0.0f;
     p->dims_per_block = 2;
     p->bits = 4;
     p->threshold = metric == AVQ_METRIC_L2 ? NAN : 0.2f;
@@ -123,6 +125,12 @@ static int validate_params(const avq_build_params *p, size_t n, size_t dim) {
     if (!(p->avq_center_eta >= 0.0f) || !isfinite(p->avq_center_eta))
         return avq_fail(AVQ_ERR_INVALID, "build: avq_center_eta must be >= 0, got %g",
                         (double)p->avq_center_eta);
+    if (!(p->leaf_spread_z >= 0.0f) || !isfinite(p->leaf_spread_z))
+        return avq_fail(AVQ_ERR_INVALID, "build: leaf_spread_z must be >= 0, got %g",
+                        (double)p->leaf_spread_z);
+    if (p->leaf_spread_z > 0.0f && p->metric == AVQ_METRIC_L2)
+        return avq_fail(AVQ_ERR_INVALID,
+                        "build: leaf_spread_z ranks leaves by inner product; it must be 0 for L2");
     if (n > (size_t)INT32_MAX)
         return avq_fail(AVQ_ERR_INVALID, "build: %zu points exceed the limit of %d", n, INT32_MAX);
     if (dim > (1u << 20))
@@ -187,6 +195,37 @@ static int partition_points(avq_quantizer *q, const float *x, size_t n, int32_t 
     memcpy(q->centers, part.centers, L * d * sizeof(float));
     memcpy(leaf_of, part.assignment, n * sizeof *leaf_of);
     avq_partition_free(&part);
+    return AVQ_OK;
+}
+
+/* Each leaf's spread around its center, sqrt(mean |x - c|^2 / dim) over the
+ * training rows it holds (0 for a leaf that holds none).  Leaf ranking adds
+ * z |q| spread to <q, c>: for residuals spread evenly over the dimensions,
+ * |q| spread is the standard deviation of <q, x - c> within the leaf, so the
+ * leaf is ranked by the score of a point z deviations above its center's --
+ * the points a MIPS query wants are the extreme ones, and a wide leaf of
+ * large-norm points holds more of them than its center's score says. */
+static int leaf_spreads(avq_quantizer *q, const float *x, size_t n, const int32_t *leaf_of) {
+    size_t L = q->num_leaves, d = q->dim;
+    double *sum = calloc(L, sizeof *sum);
+    size_t *count = calloc(L, sizeof *count);
+    if (!sum || !count) {
+        free(sum);
+        free(count);
+        return avq_fail_nomem("leaf spreads", L * (sizeof *sum + sizeof *count));
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t l = (size_t)leaf_of[i];
+        const float *r = x + i * d, *c = q->centers + l * d;
+        double s = 0.0;
+        for (size_t j = 0; j < d; j++) s += ((double)r[j] - c[j]) * ((double)r[j] - c[j]);
+        sum[l] += s;
+        count[l]++;
+    }
+    for (size_t l = 0; l < L; l++)
+        q->leaf_spread[l] = count[l] ? (float)sqrt(sum[l] / ((double)count[l] * (double)d)) : 0.0f;
+    free(sum);
+    free(count);
     return AVQ_OK;
 }
 
@@ -264,6 +303,7 @@ static void quantizer_release(avq_quantizer *q) {
     } else {
         free(q->centers);
         free(q->center_norms);
+        free(q->leaf_spread);
         free(q->codebook);
         free(q->i8_scale);
     }
@@ -330,6 +370,10 @@ int avq_quantizer_train_assign(const float *data, size_t n, size_t dim,
     }
     for (size_t l = 0; l < q->num_leaves; l++)
         q->center_norms[l] = (float)sqrt(avq_norm2_f64(q->centers + l * dim, dim));
+    if (q->mode == AVQ_MODE_PQ && p.leaf_spread_z > 0.0f) {
+        AVQ_ALLOC(q->leaf_spread, q->num_leaves);
+        TRY(leaf_spreads(q, x, n, leaf_of));
+    }
     set_search_defaults(q);
     q->params.progress = NULL;
     q->params.progress_user = NULL;
@@ -356,6 +400,7 @@ size_t avq_quantizer_num_leaves(const avq_quantizer *q) { return q->num_leaves; 
 
 size_t avq_quantizer_memory_bytes(const avq_quantizer *q) {
     size_t d = q->dim, L = q->num_leaves, b = L * d * sizeof(float) + L * sizeof(float);
+    if (q->leaf_spread) b += L * sizeof(float);
     if (q->codebook) b += q->num_centers * d * sizeof(float);
     if (q->i8_scale) b += d * sizeof(float);
     return b;

@@ -43,6 +43,7 @@ typedef struct {
     size_t k, leaves, pre_reorder; /* resolved parameters */
     const avq_filter *filter;      /* NULL: none */
     size_t min_scanned, exact_below;
+    float spread_z;                /* leaf ranking bonus weight; 0 = off */
 } resolved_params;
 
 
@@ -67,6 +68,8 @@ typedef struct {
                                          leaf lists (exact plan)            */
     uint32_t *leaf_mark;    /* L: the query serial that last visited a leaf  */
     uint32_t serial;
+    float *leaf_keys;       /* L: ranking keys when spread_z > 0            */
+    float spread_z;         /* resolved_params.spread_z                     */
 } search_scratch;
 
 /* The fields every avq_search_params has had since struct_size (0.2). */
@@ -74,6 +77,8 @@ typedef struct {
 /* ... and the filter fields (0.3). */
 #define SEARCH_PARAMS_FILTER_SIZE \
     (offsetof(avq_search_params, filter_exact_below) + sizeof(size_t))
+/* ... and the leaf ranking weight (0.4). */
+#define SEARCH_PARAMS_SPREAD_SIZE (offsetof(avq_search_params, leaf_spread_z) + sizeof(float))
 
 static int resolve_params(const avq_index *idx, const avq_search_params *p,
                           resolved_params *r) {
@@ -104,6 +109,21 @@ static int resolve_params(const avq_index *idx, const avq_search_params *p,
         r->filter = p->filter;
         if (p->filter_min_scanned) r->min_scanned = p->filter_min_scanned;
         if (p->filter_exact_below) r->exact_below = p->filter_exact_below;
+    }
+    /* leaf ranking: the index's weight unless overridden; only a
+     * partitioned index has leaves to rank */
+    r->spread_z = q->leaf_spread ? q->params.leaf_spread_z : 0.0f;
+    if (p->struct_size >= SEARCH_PARAMS_SPREAD_SIZE && p->leaf_spread_z != 0.0f) {
+        float z = p->leaf_spread_z;
+        if (isnan(z) || isinf(z))
+            return avq_fail(AVQ_ERR_INVALID, "search: leaf_spread_z must be a finite number, got %g",
+                            (double)z);
+        if (z > 0.0f && !q->leaf_spread && q->mode == AVQ_MODE_PQ)
+            return avq_fail(AVQ_ERR_INVALID,
+                            "search: leaf_spread_z = %g, but this index keeps no leaf spreads "
+                            "(built with leaf_spread_z = 0): rebuild it with a weight to use one",
+                            (double)z);
+        r->spread_z = z > 0.0f && q->leaf_spread ? z : 0.0f;
     }
     return AVQ_OK;
 }
@@ -144,11 +164,13 @@ static int scratch_init(search_scratch *s, const avq_index *idx, const resolved_
         s->cand_capacity * sizeof(avq_neighbor), r->pre_reorder * sizeof(void *),
         r->pre_reorder * sizeof(float), (2 * r->k + 1) * sizeof(avq_neighbor),
         idx->num_leaves * sizeof(avq_leaf *),
+        r->spread_z > 0.0f ? idx->num_leaves * sizeof(float) : 0,
     };
     void **const slots[] = {(void **)&s->q,      (void **)&s->q_i8,   (void **)&s->lut,
                             (void **)&s->lut8,   (void **)&s->scores, (void **)&s->leaves,
                             (void **)&s->cand,   (void **)&s->rows, (void **)&s->exact,
-                            (void **)&s->final,  (void **)&s->snap};
+                            (void **)&s->final,  (void **)&s->snap,   (void **)&s->leaf_keys};
+    s->spread_z = r->spread_z;
     s->mask = NULL;
     s->mask_words = 0;
     s->tag_lists = NULL;
@@ -244,8 +266,23 @@ static int score_all_points(const avq_index *idx, const avq_kernels *kern, searc
     return AVQ_OK;
 }
 
+/* The best `count` leaves by the distances select_leaves left in
+ * s->scores, ranked by s->leaf_keys when leaf spreads are on; each
+ * neighbor's dist is the leaf's center distance (its scan bias) either way. */
+static void rank_leaves(const avq_index *idx, search_scratch *s, size_t count) {
+    size_t L = idx->num_leaves;
+    if (s->spread_z <= 0.0f) {
+        avq_smallest_of(s->scores, L, count, s->leaves);
+        return;
+    }
+    count = avq_smallest_of(s->leaf_keys, L, count, s->leaves);
+    for (size_t i = 0; i < count; i++) s->leaves[i].dist = s->scores[s->leaves[i].id];
+}
+
 /* Step 2: the best `count` leaves of query q, best first, into s->leaves
- * (dist = the leaf's selection distance, which is also its scan bias). */
+ * (dist = the leaf's center distance, which is also its scan bias).  With
+ * leaf spreads (dot and cosine only) a leaf is ranked by
+ * -<q, c> - z |q| spread: see leaf_spreads in quantizer.c. */
 static void select_leaves(const avq_index *idx, const avq_kernels *kern, const float *q,
                           search_scratch *s, size_t count) {
     size_t L = idx->num_leaves;
@@ -259,7 +296,12 @@ static void select_leaves(const avq_index *idx, const avq_kernels *kern, const f
     } else {
         for (size_t l = 0; l < L; l++) dist[l] = -dist[l];
     }
-    avq_smallest_of(dist, L, count, s->leaves);
+    if (s->spread_z > 0.0f) {
+        float w = s->spread_z * (float)sqrt(avq_norm2_f64(q, idx->dim));
+        const float *spread = idx->q->leaf_spread;
+        for (size_t l = 0; l < L; l++) s->leaf_keys[l] = dist[l] - w * spread[l];
+    }
+    rank_leaves(idx, s, count);
 }
 
 /* Bias a leaf adds to every point's LUT distance: dot/cosine score
@@ -599,7 +641,7 @@ static int filtered_scan(const avq_index *idx, const avq_kernels *kern, const re
     size_t visited = 0, scanned = 0;
     for (size_t i = 0; i < L; i++) {
         if (i == ordered) {
-            avq_smallest_of(s->scores, L, L, s->leaves);
+            rank_leaves(idx, s, L);
             ordered = L;
         }
         size_t l = (size_t)s->leaves[i].id;
