@@ -38,7 +38,8 @@
  *   writer and never sees a half-made change: it sees each leaf either
  *   before or after a change (doc/DESIGN.md, "Concurrency").  Functions that
  *   take a `threads` argument use that many worker threads (0 means "one per
- *   online CPU") and return only when all are done.
+ *   CPU this process may use", avq_default_threads) and return only when
+ *   all are done.
  *
  * Structs across versions.  Parameter and statistics structs start with a
  *   `struct_size` field that their _init macro sets to the caller's
@@ -140,9 +141,21 @@ typedef enum avq_metric {
                               added, and a zero query scores 0           */
 } avq_metric;
 
-/* Parse "ip"/"dot"/"dot_product", "l2"/"squared_l2", "cos"/"cosine"/"angular".
- * Returns AVQ_OK or AVQ_ERR_INVALID (with a message listing the choices). */
+/* Parse a metric name, ignoring ASCII case.  The accepted names (one table,
+ * shared by this function, the avq CLI's --metric, the 'distance' attribute
+ * of ann-benchmarks HDF5 files and the Python module):
+ *   AVQ_METRIC_DOT     dot_product, dot, ip, inner_product, mips
+ *   AVQ_METRIC_L2      squared_l2, l2, euclidean, sqeuclidean
+ *   AVQ_METRIC_COSINE  cosine, cos, angular
+ * ("euclidean" ranks as the Euclidean distance does; the scores are still
+ * squared distances.)  Returns AVQ_OK or AVQ_ERR_INVALID (with a message
+ * listing the choices).  Thread-safe. */
 AVQ_API int avq_metric_parse(const char *name, avq_metric *out);
+
+/* The i-th name of that table (i = 0, 1, ... until NULL), its metric in
+ * *metric (if not NULL); the first name of each metric is its canonical
+ * one.  For listing the choices in help texts.  Static strings. */
+AVQ_API const char *avq_metric_alias(size_t i, avq_metric *metric);
 
 /* The canonical name of a metric ("dot_product", "squared_l2", "cosine");
  * "unknown" for a value outside the enum.  Static string. */
@@ -225,8 +238,10 @@ typedef enum avq_threshold_kind {
  *
  * The index has three tiers, chosen by size as ScaNN recommends:
  *   n < brute_force_below      exact scoring of every vector (no training)
- *   n < 100 * 1000             one leaf: 4-bit anisotropic PQ scan + reorder
- *   otherwise                  num_leaves k-means leaves + PQ + reorder     */
+ *   n < AVQ_SINGLE_LEAF_BELOW  one leaf: 4-bit anisotropic PQ scan + reorder
+ *                              (when num_leaves is 0 = auto)
+ *   otherwise                  num_leaves k-means leaves + PQ + reorder
+ * (an explicit num_leaves applies from brute_force_below on). */
 typedef struct avq_build_params {
     size_t struct_size;       /* set by avq_build_params_init: sizeof       */
     avq_metric metric;
@@ -278,6 +293,22 @@ typedef struct avq_build_params {
 
 /* The leaf_spread_z avq_build_params_init gives AVQ_METRIC_DOT. */
 #define AVQ_DEFAULT_LEAF_SPREAD_Z 2.0f
+
+/* Defaults the library applies that avq_build_params_init cannot show
+ * (they depend on n, or belong to the search), named for help texts:
+ *   AVQ_SINGLE_LEAF_BELOW        num_leaves = 0 (auto) gives one leaf below
+ *                                this many points, else round(sqrt(n))
+ *                                leaves, at most n / 16
+ *   AVQ_DEFAULT_TRAINING_SAMPLE  training_sample = 0 (auto): this many rows
+ *                                (all of them when there are fewer)
+ *   AVQ_DEFAULT_PRE_REORDER      the pre_reorder an index defaults to
+ *   AVQ_DEFAULT_LEAVES_PERMILLE  the leaves_to_search an index defaults to:
+ *                                this many per 1000 leaves, rounded up,
+ *                                at least 1 */
+#define AVQ_SINGLE_LEAF_BELOW 100000
+#define AVQ_DEFAULT_TRAINING_SAMPLE 100000
+#define AVQ_DEFAULT_PRE_REORDER 80
+#define AVQ_DEFAULT_LEAVES_PERMILLE 35
 
 /* Fill *params with the defaults for `metric` (writing at most struct_size
  * bytes).  Never fails.  Use the macro: it passes the caller's sizeof. */
@@ -459,7 +490,8 @@ AVQ_API int avq_index_stats_sized(const avq_index *index, avq_index_stats *out,
 typedef struct avq_search_params {
     size_t struct_size;       /* set by avq_search_params_init: sizeof      */
     size_t k;                 /* results per query, default 10                */
-    size_t leaves_to_search;  /* leaves scanned per query; 0 = index default  */
+    size_t leaves_to_search;  /* leaves scanned per query; 0 = index default;
+                                 more than the index has = all of them       */
     size_t pre_reorder;       /* candidates re-scored exactly; 0 = default;
                                  ignored without reorder data                 */
     /* ---- since 0.3: filtered search (see "Tags and filters") ---- */
@@ -496,7 +528,9 @@ AVQ_API void avq_search_params_init_sized(avq_search_params *params, size_t stru
  * int8-approximate, without they are the quantized estimates.
  * Allocates a small scratch per call; for allocation-free repeated searches
  * use avq_index_search_batch with many queries.
- * Errors: AVQ_ERR_INVALID (k = 0 or k > 1048576, leaves_to_search > leaves,
+ * A leaves_to_search above the index's number of leaves means all of them
+ * (clamped, as FAISS clamps nprobe; not an error).
+ * Errors: AVQ_ERR_INVALID (k = 0 or k > 1048576,
  * a query outside the input domain -- NaN, infinity, or for dot/L2 a norm
  * above 1e15 --, NULL pointers), AVQ_ERR_CANCELLED (a filter callback
  * stopped it).  Thread-safe: yes, any number of concurrent calls. */
@@ -546,6 +580,111 @@ AVQ_API void avq_index_build_params(const avq_index *index, avq_build_params *ou
  * come from avq_search_params_init. */
 AVQ_API void avq_index_default_search_params(const avq_index *index,
                                              avq_search_params *out);
+
+/* 1 if the index is in the exact tier (built from fewer than
+ * brute_force_below vectors: no codes, every search scores every vector
+ * exactly, leaves_to_search and pre_reorder do not matter), else 0. */
+AVQ_API int avq_index_is_exact(const avq_index *index);
+
+/* The ids of the live vectors: the first `capacity` into ids (may be NULL
+ * when capacity is 0), in no particular order, and their number into
+ * *count (a first call with capacity 0 sizes the buffer).  Waits for a
+ * running writer (one consistent set).  Errors: AVQ_ERR_INVALID (NULL). */
+AVQ_API int avq_index_ids(const avq_index *index, int64_t *ids, size_t capacity,
+                          size_t *count);
+
+/* ---- tuning the search settings -------------------------------------------
+ * avq_index_tune finds the fastest (leaves_to_search, pre_reorder) reaching
+ * a target recall@k on sample queries like the ones the index will serve.
+ * For each pre_reorder R of the ladder 2k, 3k, 5k, 8k, 12k, 20k, 30k (up
+ * to the index's size) a bisection finds the fewest leaves reaching the
+ * target on the tuning half of the sample; each such pair is timed one
+ * query at a time on the calling thread (best of `runs` passes, by the
+ * thread's CPU clock) and the fastest wins.  Its recall on the other half
+ * (held out) is what to expect on new queries.
+ *
+ * The sample: max_queries of the nq queries (all when fewer), spread
+ * evenly over the whole set -- rows floor(i * nq / max_queries) -- or, with
+ * a non-zero seed, drawn at random; its even members tune and its odd
+ * members check.  Query files are often sorted (by word frequency, by
+ * time), so the first rows would not be a fair sample. */
+typedef struct avq_tune_params {
+    size_t struct_size;       /* set by avq_tune_params_init: sizeof        */
+    double target_recall;     /* recall@k to reach, in (0, 1]; default 0.9  */
+    size_t k;                 /* neighbours per query; default 10           */
+    size_t max_queries;       /* sample size (half tune, half check);
+                                 0 = every query; default 2000              */
+    uint64_t seed;            /* 0 (default) = evenly spaced rows; else a
+                                 random sample drawn with this seed         */
+    int runs;                 /* timed passes per candidate, 1..100; the
+                                 best is kept; default 3                    */
+    int threads;              /* workers of the recall searches (and of the
+                                 ground truth); 0 = avq_default_threads()   */
+    avq_progress_fn progress; /* optional, stage "tune": rungs of the ladder
+                                 done out of all; may cancel               */
+    void *progress_user;
+} avq_tune_params;
+
+#define AVQ_TUNE_DEFAULT_TARGET 0.9
+#define AVQ_TUNE_DEFAULT_QUERIES 2000
+#define AVQ_TUNE_MAX_CANDIDATES 8
+
+/* One rung of the ladder: the fewest leaves reaching the target with
+ * pre_reorder candidates (0 = unreachable even with every leaf; recall is
+ * then the recall with every leaf), its recall on the tuning half and its
+ * queries/second (one at a time, one thread; 0 when unreachable). */
+typedef struct avq_tune_candidate {
+    size_t leaves_to_search, pre_reorder;
+    double recall, qps;
+} avq_tune_candidate;
+
+typedef struct avq_tune_result {
+    size_t struct_size;       /* set by avq_index_tune: sizeof              */
+    size_t leaves_to_search;  /* the choice                                 */
+    size_t pre_reorder;
+    int reached;              /* 1 if the choice reaches the target on the
+                                 tuning half; 0: it is every leaf with the
+                                 best pre_reorder tried, the closest there is */
+    int exact;                /* 1: an exact-tier index (avq_index_is_exact):
+                                 nothing to choose, the defaults returned   */
+    double recall_tune;       /* recall@k of the choice, tuning half        */
+    double recall_check;      /* and held-out half                          */
+    double qps;               /* one query at a time, one thread, CPU time  */
+    size_t tune_queries, check_queries;
+    size_t num_candidates;    /* rungs tried, in candidates[]               */
+    avq_tune_candidate candidates[AVQ_TUNE_MAX_CANDIDATES];
+} avq_tune_result;
+
+/* The rows avq_index_tune would sample from nq queries with these params
+ * (max_queries, seed): min(nq, max_queries) row numbers, ascending, into
+ * rows (room for that many), their number into *count.  To compute ground
+ * truth for the sample only: tune with those rows and max_queries = 0.
+ * Errors: AVQ_ERR_INVALID (NULL), AVQ_ERR_NOMEM. */
+AVQ_API int avq_tune_sample(size_t nq, const avq_tune_params *params, size_t *rows,
+                            size_t *count);
+
+/* Defaults into *params (the macro passes sizeof).  Never fails. */
+AVQ_API void avq_tune_params_init_sized(avq_tune_params *params, size_t struct_size);
+#define avq_tune_params_init(params) avq_tune_params_init_sized((params), sizeof *(params))
+
+/* Tune `index` on nq queries (row-major nq x dim).  truth: the true
+ * neighbours' ids, nq rows of truth_cols >= k, best first (as avq_exact_search
+ * or an ann-benchmarks 'neighbors' dataset gives them); or NULL: computed
+ * exactly from the index's own vectors (needs AVQ_REORDER_FLOAT or the
+ * exact tier).  The result goes to *out (the macro passes sizeof).  Long
+ * (dozens of batched searches): no writer should change the index
+ * meanwhile.  Errors: AVQ_ERR_INVALID (NULL, fewer than 2 queries, k
+ * outside [1, size], truth_cols < k, target outside (0, 1], a query outside
+ * the input domain), AVQ_ERR_UNSUPPORTED (truth NULL on an index without
+ * float re-ranking data), AVQ_ERR_NOMEM, AVQ_ERR_CANCELLED.
+ * Thread-safe: yes (the index is only searched). */
+AVQ_API int avq_index_tune_sized(const avq_index *index, const float *queries, size_t nq,
+                                 const int64_t *truth, size_t truth_cols,
+                                 const avq_tune_params *params, avq_tune_result *out,
+                                 size_t out_size);
+#define avq_index_tune(index, queries, nq, truth, truth_cols, params, out) \
+    avq_index_tune_sized((index), (queries), (nq), (truth), (truth_cols), (params), (out), \
+                         sizeof *(out))
 
 /* ------------------------------------------------------------------------- */
 /* Tags and filters                                                          */
@@ -723,6 +862,15 @@ AVQ_API void avq_free(void *p);
 /* ------------------------------------------------------------------------- */
 /* CPU features                                                              */
 /* ------------------------------------------------------------------------- */
+
+/* The number of worker threads `threads = 0` stands for, now: the CPUs in
+ * the calling thread's affinity mask (sched_getaffinity: taskset, docker
+ * --cpuset-cpus), limited by the CPU quota of the process's cgroup and its
+ * ancestors (cgroup v2 cpu.max, v1 cpu.cfs_quota_us / cpu.cfs_period_us:
+ * docker --cpus, Kubernetes limits), rounded up; between 1 and 256.  Read
+ * afresh on each call (a changed mask or quota applies to the next call
+ * that resolves threads = 0).  Never fails; thread-safe. */
+AVQ_API int avq_default_threads(void);
 
 /* The instruction set the SIMD kernels use in this process: "avx512",
  * "avx2" or "scalar".  Chosen at first use from the CPU (cpuid/xgetbv); the
