@@ -9,7 +9,8 @@ the N best estimates.  The C side writes the numbers; this script only draws
 them, so the plot can be regenerated or restyled without rerunning the
 experiment.  One panel per bit rate (the "(NNN bits)" suffix of a column),
 log-scaled N as in Figure 3 of Guo et al. 2020.  Run it with /usr/bin/python3
-(Debian's matplotlib).
+(Debian's matplotlib).  The size (about 1040 x 390 pixels, under 100 KB) is
+the one committed as doc/img/paper.png (`avq-paper --plot doc/img/paper.png`).
 """
 import csv
 import re
@@ -46,7 +47,7 @@ def main(argv):
         return 2
     ns, curves = read_curves(argv[1])
     panels = split_by_bits(curves)
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.9), squeeze=False)
     for ax, (bits, series) in zip(axes[0], panels.items()):
         for label, ys in series:
             if label.startswith("reconstruction"):
@@ -60,9 +61,9 @@ def main(argv):
         ax.set_ylabel("Recall1@N")
         ax.set_title(f"GloVe-100, {bits} bits per point" if bits else "Recall1@N")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(loc="lower right", fontsize=9)
+        ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(argv[2], dpi=120)
+    fig.savefig(argv[2], dpi=100, metadata={"Software": None})
     return 0
 
 
