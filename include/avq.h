@@ -285,14 +285,21 @@ typedef struct avq_build_params {
                                  the leaf's mean, so wide leaves of large-norm
                                  points are not passed over for narrow ones
                                  (doc/RESULTS.md, "True MIPS").  0 = off (plain
-                                 center scores); default 2 for dot, 0 for
-                                 cosine (where it does not help) and L2
-                                 (where it must be 0).  Stored in the index;
+                                 center scores); < 0 = auto, the default for
+                                 dot: AVQ_DEFAULT_LEAF_SPREAD_Z when the
+                                 training rows' norms vary (relative standard
+                                 deviation >= AVQ_LEAF_SPREAD_AUTO_MIN_CV),
+                                 else 0 -- on unit-norm data it does not help.
+                                 Default 0 for cosine and L2 (where it must
+                                 be 0 or auto).  The index stores the value
+                                 it resolved to (avq_index_build_params);
                                  avq_search_params.leaf_spread_z overrides */
 } avq_build_params;
 
-/* The leaf_spread_z avq_build_params_init gives AVQ_METRIC_DOT. */
+/* The weight leaf_spread_z = auto resolves to on data of varied norms, and
+ * the relative standard deviation of the norms from which it does. */
 #define AVQ_DEFAULT_LEAF_SPREAD_Z 2.0f
+#define AVQ_LEAF_SPREAD_AUTO_MIN_CV 0.05
 
 /* Defaults the library applies that avq_build_params_init cannot show
  * (they depend on n, or belong to the search), named for help texts:

@@ -52,7 +52,7 @@ static void build_defaults(avq_build_params *p, avq_metric metric) {
      * centers 0.80) */
     p->avq_center_eta = metric == AVQ_METRIC_DOT ? 2.5f : 0.0f;
     /* ... and so does the leaf ranking: see avq.h and doc/RESULTS.md */
-    p->leaf_spread_z = metric == AVQ_METRIC_DOT ? AVQ_DEFAULT_LEAF_SPREAD_Z : 0.0f;
+    p->leaf_spread_z = metric == AVQ_METRIC_DOT ? -1.0f : 0.0f; /* auto */
     p->dims_per_block = 2;
     p->bits = 4;
     p->threshold = metric == AVQ_METRIC_L2 ? NAN : 0.2f;
@@ -125,8 +125,9 @@ static int validate_params(const avq_build_params *p, size_t n, size_t dim) {
     if (!(p->avq_center_eta >= 0.0f) || !isfinite(p->avq_center_eta))
         return avq_fail(AVQ_ERR_INVALID, "build: avq_center_eta must be >= 0, got %g",
                         (double)p->avq_center_eta);
-    if (!(p->leaf_spread_z >= 0.0f) || !isfinite(p->leaf_spread_z))
-        return avq_fail(AVQ_ERR_INVALID, "build: leaf_spread_z must be >= 0, got %g",
+    if (!isfinite(p->leaf_spread_z))
+        return avq_fail(AVQ_ERR_INVALID,
+                        "build: leaf_spread_z must be a number (>= 0, or < 0 for auto), got %g",
                         (double)p->leaf_spread_z);
     if (p->leaf_spread_z > 0.0f && p->metric == AVQ_METRIC_L2)
         return avq_fail(AVQ_ERR_INVALID,
@@ -227,6 +228,23 @@ static int leaf_spreads(avq_quantizer *q, const float *x, size_t n, const int32_
     free(sum);
     free(count);
     return AVQ_OK;
+}
+
+/* leaf_spread_z as the index keeps it: auto (< 0) is the default weight
+ * for dot products on rows whose norms vary, else 0 (cosine and L2 have no
+ * use for it; unit-norm rows under dot behave as cosine). */
+static float resolve_spread_z(const avq_build_params *p, const float *x, size_t n, size_t d) {
+    if (p->leaf_spread_z >= 0.0f) return p->leaf_spread_z;
+    if (p->metric != AVQ_METRIC_DOT || n == 0) return 0.0f;
+    double sum = 0.0, sum2 = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double norm = sqrt(avq_norm2_f64(x + i * d, d));
+        sum += norm;
+        sum2 += norm * norm;
+    }
+    double mean = sum / (double)n, var = sum2 / (double)n - mean * mean;
+    double cv = mean > 0.0 ? sqrt(var > 0.0 ? var : 0.0) / mean : 0.0;
+    return cv >= AVQ_LEAF_SPREAD_AUTO_MIN_CV ? AVQ_DEFAULT_LEAF_SPREAD_Z : 0.0f;
 }
 
 /* Rows in leaf order (stable: increasing row inside a leaf). */
@@ -370,7 +388,8 @@ int avq_quantizer_train_assign(const float *data, size_t n, size_t dim,
     }
     for (size_t l = 0; l < q->num_leaves; l++)
         q->center_norms[l] = (float)sqrt(avq_norm2_f64(q->centers + l * dim, dim));
-    if (q->mode == AVQ_MODE_PQ && p.leaf_spread_z > 0.0f) {
+    q->params.leaf_spread_z = resolve_spread_z(&p, x, n, dim);
+    if (q->mode == AVQ_MODE_PQ && q->params.leaf_spread_z > 0.0f) {
         AVQ_ALLOC(q->leaf_spread, q->num_leaves);
         TRY(leaf_spreads(q, x, n, leaf_of));
     }

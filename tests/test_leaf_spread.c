@@ -90,8 +90,8 @@ static void assert_same_answers(const avq_index *a, float za, const avq_index *b
 Test(leaf_spread, defaults_per_metric) {
     avq_build_params p;
     avq_build_params_init(&p, AVQ_METRIC_DOT);
-    cr_assert_float_eq(p.leaf_spread_z, AVQ_DEFAULT_LEAF_SPREAD_Z, 0.0f);
-    cr_assert_gt(p.leaf_spread_z, 0.0f);
+    cr_assert_lt(p.leaf_spread_z, 0.0f, "dot: auto");
+    cr_assert_gt(AVQ_DEFAULT_LEAF_SPREAD_Z, 0.0f);
     avq_build_params_init(&p, AVQ_METRIC_COSINE);
     cr_assert_eq(p.leaf_spread_z, 0.0f);
     avq_build_params_init(&p, AVQ_METRIC_L2);
@@ -102,7 +102,7 @@ Test(leaf_spread, bad_weights_are_refused) {
     float *x = mips_rows(N, 1, 0.5);
     avq_build_params p;
     avq_index *index = NULL;
-    const float bad[] = {-1.0f, NAN, INFINITY};
+    const float bad[] = {NAN, INFINITY, -INFINITY};
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         avq_build_params_init(&p, AVQ_METRIC_DOT);
         p.leaf_spread_z = bad[k];
@@ -128,6 +128,38 @@ Test(leaf_spread, bad_weights_are_refused) {
     cr_assert_eq(avq_index_search(index, x, &sp, ids, NULL), AVQ_OK, "%s", avq_last_error());
     avq_index_free(index);
     free(x);
+}
+
+/* The weight an index resolved to, and whether it saved spreads. */
+static float stored_z(const avq_index *index) {
+    avq_build_params p;
+    avq_build_params_init(&p, AVQ_METRIC_DOT);
+    avq_index_build_params(index, &p);
+    return p.leaf_spread_z;
+}
+
+Test(leaf_spread, auto_follows_the_norms) {
+    float *raw = mips_rows(N, 13, 0.5), *unit = mips_rows(N, 13, 0.0);
+    avq_index *a = build(raw, AVQ_METRIC_DOT, -1.0f), *b = build(unit, AVQ_METRIC_DOT, -1.0f);
+    cr_assert_float_eq(stored_z(a), AVQ_DEFAULT_LEAF_SPREAD_Z, 0.0f, "varied norms: on");
+    cr_assert_eq(stored_z(b), 0.0f, "unit norms: off");
+    /* ... so b keeps no spreads: a search weight is refused there */
+    avq_search_params sp;
+    avq_search_params_init(&sp);
+    sp.leaf_spread_z = 1.0f;
+    int64_t ids[10];
+    cr_assert_eq(avq_index_search(a, unit, &sp, ids, NULL), AVQ_OK, "%s", avq_last_error());
+    cr_assert_eq(avq_index_search(b, unit, &sp, ids, NULL), AVQ_ERR_INVALID);
+    /* auto for cosine and L2 is off, not an error */
+    avq_index *c = build(raw, AVQ_METRIC_COSINE, -1.0f), *l2 = build(raw, AVQ_METRIC_L2, -1.0f);
+    cr_assert_eq(stored_z(c), 0.0f);
+    cr_assert_eq(stored_z(l2), 0.0f);
+    avq_index_free(a);
+    avq_index_free(b);
+    avq_index_free(c);
+    avq_index_free(l2);
+    free(raw);
+    free(unit);
 }
 
 Test(leaf_spread, off_is_exactly_the_index_without_spreads) {
