@@ -54,26 +54,59 @@ int avq_fail_nomem(const char *what, size_t bytes) {
                     bytes, what);
 }
 
+/* The one table of metric names: avq_metric_parse, the CLI's --metric,
+ * HDF5 'distance' attributes and Python all read it (avq_metric_alias).
+ * The first name of each metric is its canonical one (avq_metric_name). */
+static const struct {
+    const char *name;
+    avq_metric metric;
+} metric_names[] = {
+    {"dot_product", AVQ_METRIC_DOT}, {"dot", AVQ_METRIC_DOT},     {"ip", AVQ_METRIC_DOT},
+    {"inner_product", AVQ_METRIC_DOT}, {"mips", AVQ_METRIC_DOT},
+    {"squared_l2", AVQ_METRIC_L2},   {"l2", AVQ_METRIC_L2},       {"euclidean", AVQ_METRIC_L2},
+    {"sqeuclidean", AVQ_METRIC_L2},
+    {"cosine", AVQ_METRIC_COSINE},   {"cos", AVQ_METRIC_COSINE},  {"angular", AVQ_METRIC_COSINE},
+};
+#define METRIC_NAMES (sizeof metric_names / sizeof metric_names[0])
+
+const char *avq_metric_alias(size_t i, avq_metric *metric) {
+    if (i >= METRIC_NAMES) return NULL;
+    if (metric) *metric = metric_names[i].metric;
+    return metric_names[i].name;
+}
+
+/* ASCII case-insensitive equality (locale-independent, unlike strcasecmp). */
+static bool same_name(const char *a, const char *b) {
+    for (;; a++, b++) {
+        unsigned char x = (unsigned char)*a, y = (unsigned char)*b;
+        if (x >= 'A' && x <= 'Z') x = (unsigned char)(x - 'A' + 'a');
+        if (y >= 'A' && y <= 'Z') y = (unsigned char)(y - 'A' + 'a');
+        if (x != y) return false;
+        if (x == 0) return true;
+    }
+}
+
 int avq_metric_parse(const char *name, avq_metric *out) {
-    static const struct { const char *name; avq_metric metric; } names[] = {
-        {"ip", AVQ_METRIC_DOT},         {"dot", AVQ_METRIC_DOT},
-        {"dot_product", AVQ_METRIC_DOT}, {"l2", AVQ_METRIC_L2},
-        {"squared_l2", AVQ_METRIC_L2},  {"euclidean", AVQ_METRIC_L2},
-        {"cos", AVQ_METRIC_COSINE},     {"cosine", AVQ_METRIC_COSINE},
-        {"angular", AVQ_METRIC_COSINE},
-    };
     if (name != NULL && out != NULL) {
-        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-            if (strcmp(name, names[i].name) == 0) {
-                *out = names[i].metric;
+        for (size_t i = 0; i < METRIC_NAMES; i++) {
+            if (same_name(name, metric_names[i].name)) {
+                *out = metric_names[i].metric;
                 return AVQ_OK;
             }
         }
     }
-    return avq_fail(AVQ_ERR_INVALID,
-                    "unknown metric '%s' (expected ip|dot_product, l2|squared_l2, "
-                    "cos|cosine|angular)",
-                    name ? name : "(null)");
+    /* "unknown metric 'x' (expected dot_product|dot|ip|..., squared_l2|...)" */
+    char list[256];
+    size_t used = 0;
+    for (size_t i = 0; i < METRIC_NAMES && used < sizeof list; i++) {
+        bool first = i == 0 || metric_names[i - 1].metric != metric_names[i].metric;
+        int w = snprintf(list + used, sizeof list - used, "%s%s", i == 0 ? "" : first ? ", " : "|",
+                         metric_names[i].name);
+        if (w < 0) break;
+        used += (size_t)w;
+    }
+    return avq_fail(AVQ_ERR_INVALID, "unknown metric '%s' (expected %s; case does not matter)",
+                    name ? name : "(null)", list);
 }
 
 const char *avq_metric_name(avq_metric metric) {

@@ -31,7 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { SINGLE_LEAF_BELOW = 100000, MIN_POINTS_PER_LEAF = 16 };
+enum { SINGLE_LEAF_BELOW = AVQ_SINGLE_LEAF_BELOW, MIN_POINTS_PER_LEAF = 16 };
 
 /* The fields every version of avq_build_params has had since struct_size
  * was introduced (0.2): a caller's struct must cover them. */
@@ -184,7 +184,7 @@ static int partition_points(avq_quantizer *q, const float *x, size_t n, int32_t 
     avq_partition_default_params(&pp);
     pp.num_leaves = L;
     pp.max_iter = (size_t)p->kmeans_iterations;
-    pp.training_sample = p->training_sample ? p->training_sample : 100000;
+    pp.training_sample = p->training_sample ? p->training_sample : AVQ_DEFAULT_TRAINING_SAMPLE;
     pp.spherical = p->spherical < 0 ? p->metric != AVQ_METRIC_L2 : p->spherical;
     pp.avq_eta = p->avq_center_eta > 0.0f && p->metric != AVQ_METRIC_L2
                      ? (double)p->avq_center_eta : NAN;
@@ -310,9 +310,9 @@ static void set_search_defaults(avq_quantizer *q) {
     /* About 3.5 % of the leaves and 80 candidates: recall@10 ~0.91 on
      * GloVe-100 with the default sqrt(n) = 576 leaves (doc/RESULTS.md); at
      * least 1. */
-    size_t leaves = (L * 7 + 199) / 200;
+    size_t leaves = (L * AVQ_DEFAULT_LEAVES_PERMILLE + 999) / 1000;
     q->default_leaves_to_search = leaves < 1 ? 1 : leaves;
-    q->default_pre_reorder = 80;
+    q->default_pre_reorder = AVQ_DEFAULT_PRE_REORDER;
 }
 
 static void quantizer_release(avq_quantizer *q) {

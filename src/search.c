@@ -92,14 +92,14 @@ static int resolve_params(const avq_index *idx, const avq_search_params *p,
     if (p->k > (1u << 20))
         return avq_fail(AVQ_ERR_INVALID, "search: k = %zu is unreasonably large (max 1048576)",
                         p->k);
-    if (p->leaves_to_search > idx->num_leaves)
-        return avq_fail(AVQ_ERR_INVALID, "search: leaves_to_search %zu exceeds the index's %zu leaves",
-                        p->leaves_to_search, idx->num_leaves);
     if (p->pre_reorder > (1u << 22))
         return avq_fail(AVQ_ERR_INVALID, "search: pre_reorder = %zu is unreasonably large",
                         p->pre_reorder);
     r->k = p->k;
     r->leaves = p->leaves_to_search ? p->leaves_to_search : q->default_leaves_to_search;
+    /* more leaves than the index has means all of them (as FAISS clamps
+     * nprobe); the exact tier (no leaves) ignores the number */
+    if (idx->num_leaves > 0 && r->leaves > idx->num_leaves) r->leaves = idx->num_leaves;
     size_t pre = p->pre_reorder ? p->pre_reorder : q->default_pre_reorder;
     r->pre_reorder = q->reorder == AVQ_REORDER_NONE ? r->k : (pre < r->k ? r->k : pre);
     r->filter = NULL;

@@ -282,7 +282,8 @@ def test_fortran_order_npy(run_avq, tiny):
 def test_k_larger_than_base(run_avq, tiny):
     refused(run_avq(*gt_args(tiny, k=len(tiny.base) + 1)), "larger than the base")
     refused(run_avq("search", "--exact", "--base", tiny.base_fvecs, "--query", tiny.query_fvecs,
-                    "--metric", "ip", "--k", len(tiny.base) + 1), "larger than the base")
+                    "--metric", "ip", "--k", len(tiny.base) + 1, "--out", tiny.path("r.ivecs")),
+            "larger than the base")
 
 
 def test_missing_file(run_avq, tiny):

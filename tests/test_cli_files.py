@@ -51,14 +51,16 @@ def test_search_index_fifo_fails_fast(run_avq, tiny):
     fifo = tiny.path("f.avq")
     os.mkfifo(fifo)
     for extra in ((), ("--mmap",)):
-        refused(run_avq(*search_args(tiny, fifo, *extra), timeout=20), "f.avq", "FIFO")
+        refused(run_avq(*search_args(tiny, fifo, "--out", tiny.path("r.ivecs"), *extra),
+                        timeout=20), "f.avq", "FIFO")
     refused(run_avq("info", fifo, timeout=20), "FIFO")
 
 
 def test_search_query_fifo_fails_fast(run_avq, tiny, built):
     fifo = tiny.path("q.fvecs.fifo.fvecs")
     os.mkfifo(fifo)
-    refused(run_avq("search", "--index", built, "--query", fifo, "--k", 5, timeout=20), "FIFO")
+    refused(run_avq("search", "--index", built, "--query", fifo, "--k", 5, "--out",
+                    tiny.path("r.ivecs"), timeout=20), "FIFO")
 
 
 def test_out_symlink_is_written_through(run_avq, tiny, built):

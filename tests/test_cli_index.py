@@ -121,7 +121,7 @@ def test_tune_from_base_equals_tune_from_gt(run_avq, data):
 
 @pytest.mark.parametrize("args,needle", [
     (("tune", "--index", "x.avq"), "required"),
-    (("tune", "--index", "x.avq", "--query", "q.fvecs", "--gt", "g", "--base", "b"), "one of"),
+    (("tune", "--index", "x.avq", "--query", "q.fvecs", "--gt", "g", "--base", "b"), "exclude"),
     (("tune", "--target", "1.5"), "--target"),
     (("tune", "--frobnicate"), "--frobnicate"),
     (("search", "--index", "/nonexistent/x.avq", "--query", "q.fvecs", "--out", "r.ivecs"),

@@ -411,7 +411,8 @@ Test(dataset, npy_fortran_order_and_dtypes) {
     write_npy(tmp_path("f.npy"), 1, "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }",
               f, sizeof f);
     expect_float_error(tmp_path("f.npy"), AVQ_ERR_FORMAT, "fortran_order");
-    const char *dtypes[] = {"<f2", "<c8", "<U1", "|b1", ">i2", "<u4", "O"};
+    /* (float16 '<f2' is read since 0.3: tests/test_cli_ready.py) */
+    const char *dtypes[] = {"<f16", "<c8", "<U1", "|b1", ">i2", "<u4", "O"};
     char dict[128];
     for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++) {
         snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': (1, 1), }",

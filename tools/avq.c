@@ -52,7 +52,10 @@ static void print_help(FILE *out) {
         fprintf(out, "  %-9s %s\n", commands[i].name, commands[i].summary);
     fprintf(out,
             "\nvector files: .fvecs .ivecs .bvecs .npy, or HDF5 as FILE.hdf5:DATASET\n"
-            "metrics: ip (inner product), l2 (squared Euclidean), cos (cosine)\n"
+            "metrics (any case): ");
+    char choices[256];
+    fprintf(out, "%s\n", cli_metric_choices(choices, sizeof choices));
+    fprintf(out,
             "tags and filters: build/add/upsert --tags, tag, get-tags; search --allow-ids,\n"
             "  --deny-ids, --tags-any, --tags-all (see avq search --help)\n"
             "environment: AVQ_ISA=scalar|avx2|avx512 forces a SIMD kernel set\n"
@@ -86,7 +89,10 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(name, "--version") || !strcmp(name, "-V")) {
-        printf("avq %s (SIMD: %s, library %s)\n", avq_version(), avq_isa(), library_path());
+        int threads = avq_default_threads();
+        printf("avq %s (SIMD: %s, library %s, %d worker thread%s by default: the CPUs this "
+               "process may use)\n", avq_version(), avq_isa(), library_path(), threads,
+               threads == 1 ? "" : "s");
         return 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)

@@ -128,3 +128,23 @@ int cli_bad_option(const char *cmd, char **argv) {
     const char *arg = optind > 0 ? argv[optind - 1] : "?";
     return cli_usage_error(cmd, "unknown option or missing value: '%s'", arg);
 }
+
+const char *cli_metric_choices(char *buf, size_t cap) {
+    size_t used = 0;
+    avq_metric m, prev = AVQ_METRIC_DOT;
+    const char *name;
+    buf[0] = '\0';
+    for (size_t i = 0; (name = avq_metric_alias(i, &m)) != NULL && used < cap; i++) {
+        const char *sep = i == 0 ? "" : m != prev ? ", " : "|";
+        int w = snprintf(buf + used, cap - used, "%s%s", sep, name);
+        if (w < 0) break;
+        used += (size_t)w;
+        prev = m;
+    }
+    return buf;
+}
+
+void cli_metric_help(FILE *out, const char *lead) {
+    char choices[256];
+    fprintf(out, "%s%s (any case)\n", lead, cli_metric_choices(choices, sizeof choices));
+}

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 /* Every subcommand: parses its own options, returns the process exit code
  * (0 success, 1 failure, 2 usage error). */
@@ -54,6 +55,14 @@ bool cli_parse_float(const char *s, float *out);
 /* An avq_progress_fn drawing a bar on stderr, only if stderr is a terminal
  * and the operation has lasted more than a second.  `user` is ignored. */
 int cli_progress(void *user, const char *stage, size_t done, size_t total);
+
+/* The metric names avq_metric_parse accepts, from the library's one table
+ * (avq_metric_alias): "dot_product|dot|ip|..., squared_l2|..., cosine|..."
+ * into buf (cap bytes); returns buf. */
+const char *cli_metric_choices(char *buf, size_t cap);
+
+/* Print the metric line of a help text: "  --metric M   <choices> ...". */
+void cli_metric_help(FILE *out, const char *lead);
 
 /* Monotonic wall-clock seconds. */
 double cli_now(void);

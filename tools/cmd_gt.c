@@ -11,18 +11,25 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+enum { GT_DEFAULT_K = 100 };
+
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: avq gt --base B --query Q --k K --metric ip|l2|cos --out GT.ivecs\n"
+            "usage: avq gt --base B --query Q --k K [--metric M] --out GT.ivecs\n"
             "              [--threads T] [--distances D.fvecs]\n\n"
             "Exact top-K neighbours of every query (brute force, ties to the lower id).\n"
             "  --base B        database vectors (.fvecs .bvecs .npy FILE.hdf5:train)\n"
             "  --query Q       query vectors (same formats; FILE.hdf5:test)\n"
-            "  --k K           neighbours per query (default 100)\n"
-            "  --metric M      ip, l2 or cos (required)\n"
+            "  --k K           neighbours per query (default %d)\n"
+            "  --metric M      required unless an HDF5 input declares its 'distance'\n"
+            "                  (ann-benchmarks files do; a different --metric is an error):\n",
+            GT_DEFAULT_K);
+    cli_metric_help(out, "                  ");
+    fprintf(out,
             "  --out GT        ids as .ivecs, .npy or FILE.hdf5:neighbors\n"
             "  --distances D   also write the scores (.fvecs .npy FILE.hdf5:distances)\n"
-            "  --threads T     worker threads (default: all CPUs)\n");
+            "  --threads T     worker threads (default: all %d CPUs this process may use)\n",
+            avq_default_threads());
 }
 
 int cli_load_base_query(const char *cmd, const char *base_path, const char *query_path,
@@ -44,6 +51,42 @@ int cli_load_base_query(const char *cmd, const char *base_path, const char *quer
     return 0;
 }
 
+int cli_resolve_metric(const char *cmd, const char *given, const char *const *paths, size_t n,
+                       avq_metric *out) {
+    avq_metric metric;
+    if (given && avq_metric_parse(given, &metric) != AVQ_OK)
+        return cli_usage_error(cmd, "--metric: %s", cli_last_error());
+    const char *from = NULL; /* the file whose attribute decided */
+    avq_metric declared = AVQ_METRIC_DOT;
+    for (size_t i = 0; i < n; i++) {
+        if (!paths[i]) continue;
+        char distance[64];
+        int r = dataset_distance(paths[i], distance, sizeof distance);
+        if (r < 0) return cli_fail(cmd, r);
+        if (r == 0) continue;
+        avq_metric m;
+        if (avq_metric_parse(distance, &m) != AVQ_OK) {
+            if (given) continue; /* e.g. "hamming": --metric says how to read it */
+            return cli_error(cmd, "%s declares distance '%s', which avq does not serve: give "
+                                  "--metric", paths[i], distance);
+        }
+        if (from && m != declared)
+            return cli_error(cmd, "%s declares distance %s but %s declares %s", from,
+                             avq_metric_name(declared), paths[i], avq_metric_name(m));
+        if (given && m != metric)
+            return cli_error(cmd, "--metric %s (%s) contradicts %s, whose 'distance' attribute "
+                                  "is '%s' (%s): drop --metric or give the file's",
+                             given, avq_metric_name(metric), paths[i], distance,
+                             avq_metric_name(m));
+        from = paths[i];
+        declared = m;
+    }
+    if (!given && !from)
+        return cli_usage_error(cmd, "--metric is required (no input declares its distance)");
+    *out = given ? metric : declared;
+    return 0;
+}
+
 int cli_write_ids(const char *cmd, const char *path, const int64_t *ids, size_t rows,
                   size_t cols) {
     int st = dataset_write_int64(path, ids, rows, cols);
@@ -59,7 +102,7 @@ int cmd_gt(int argc, char **argv) {
         {0, 0, 0, 0}};
     const char *base_path = NULL, *query_path = NULL, *out_path = NULL, *metric_name = NULL,
                *dist_path = NULL;
-    size_t k = 100;
+    size_t k = GT_DEFAULT_K;
     long threads = 0;
     int c;
     optind = 1;
@@ -84,10 +127,12 @@ int cmd_gt(int argc, char **argv) {
         }
     }
     if (optind < argc) return cli_usage_error("gt", "unexpected argument '%s'", argv[optind]);
-    if (!base_path || !query_path || !out_path || !metric_name)
-        return cli_usage_error("gt", "--base, --query, --metric and --out are required");
+    if (!base_path || !query_path || !out_path)
+        return cli_usage_error("gt", "--base, --query and --out are required");
     avq_metric metric;
-    if (avq_metric_parse(metric_name, &metric) != AVQ_OK) return cli_fail("gt", AVQ_ERR_INVALID);
+    const char *const inputs[] = {base_path, query_path};
+    int mrc = cli_resolve_metric("gt", metric_name, inputs, 2, &metric);
+    if (mrc) return mrc;
 
     float_matrix base, query;
     int rc = cli_load_base_query("gt", base_path, query_path, &base, &query);

@@ -6,6 +6,7 @@
 #include "cli.h"
 #include "dataset.h"
 #include "cli_tags.h"
+#include "cmd_common.h"
 
 #include <getopt.h>
 #include <math.h>
@@ -14,34 +15,67 @@
 #include <string.h>
 #include <sys/stat.h>
 
+/* "0.2" or "none" (NaN: reconstruction loss). */
+static const char *threshold_text(char *buf, size_t cap, float t) {
+    if (isnan(t)) snprintf(buf, cap, "none");
+    else snprintf(buf, cap, "%g", (double)t);
+    return buf;
+}
+
+/* The defaults shown come from avq_build_params_init and the constants of
+ * avq.h, i.e. from what the library does. */
 static void build_usage(FILE *out) {
+    avq_build_params ip, cs, l2;
+    avq_build_params_init(&ip, AVQ_METRIC_DOT);
+    avq_build_params_init(&cs, AVQ_METRIC_COSINE);
+    avq_build_params_init(&l2, AVQ_METRIC_L2);
+    char t_ip[16], t_cs[16];
     fprintf(out,
-            "usage: avq build --base B --metric ip|l2|cos --out INDEX [options]\n\n"
+            "usage: avq build --base B [--metric M] --out INDEX [options]\n\n"
             "Train an index (k-means leaves + anisotropic 4-bit PQ + reorder data) and save it.\n"
             "  --base B               vectors (.fvecs .bvecs .npy FILE.hdf5:train)\n"
-            "  --metric M             ip, l2 or cos (cos normalises the vectors)\n"
+            "  --metric M             required unless B is an HDF5 file declaring its\n"
+            "                         'distance' (ann-benchmarks files do); cos normalises\n"
+            "                         the vectors:\n");
+    cli_metric_help(out, "                         ");
+    fprintf(out,
             "  --out INDEX            index file to write (atomically)\n"
-            "  --leaves N             k-means leaves (default ~sqrt(n); 1 = none)\n"
-            "  --training-sample N    rows used to train (default 100000)\n"
-            "  --iterations N         k-means iterations (default 12)\n"
-            "  --spherical 0|1        unit-norm k-means centers (default: 1 for cos and ip)\n"
+            "Tiers (by the number of rows n): below --brute-force-below (default %zu) the\n"
+            "index is exact (no training: the options from --leaves to --eta have no\n"
+            "effect, and saying one is a warning); below %d one leaf; else k-means leaves.\n"
+            "  --leaves N             k-means leaves (default: 1 below %d rows, else\n"
+            "                         round(sqrt(n)), at most n/16; 1 = no partition)\n"
+            "  --training-sample N    rows used to train (default %d, or all if fewer)\n"
+            "  --iterations N         k-means iterations (default %d)\n"
+            "  --spherical 0|1        unit-norm k-means centers (default: %d for cos and ip,\n"
+            "                         %d for l2)\n"
             "  --center-eta E         anisotropic leaf centers with weight eta (ip/cos;\n"
-            "                         default 2.5 for ip, off for cos; 0 = off)\n"
-            "  --dims-per-block N     dimensions per PQ code (default 2)\n"
-            "  --bits 4|8             bits per code (default 4, the SIMD fast scan)\n"
-            "  --threshold T|none     anisotropic threshold T (default 0.2; 'none' =\n"
-            "                         reconstruction loss, plain PQ)\n"
+            "                         default %g for ip, %g for cos; 0 = off)\n"
+            "  --dims-per-block N     dimensions per PQ code (default %d)\n"
+            "  --bits 4|8             bits per code (default %d, the SIMD fast scan)\n"
+            "  --threshold T|none     anisotropic threshold T (ip/cos; default %s; 'none' =\n"
+            "                         reconstruction loss, plain PQ; l2 always uses that)\n"
             "  --threshold-kind K     relative (T scales with each point's norm: the\n"
             "                         weighting of unit vectors for any norm), absolute\n"
             "                         (ScaNN's T, meant for norms ~1) or auto (default:\n"
             "                         relative for ip, absolute for cos)\n"
-            "  --eta E                fixed anisotropic weight eta instead of T\n"
-            "  --reorder float|int8|none   re-ranking data kept (default float)\n"
-            "  --brute-force-below N  exact tier below N points (default 20000)\n"
-            "  --threads N            worker threads (default all CPUs)\n"
-            "  --seed N               random seed (default 42)\n"
+            "  --eta E                fixed anisotropic weight eta instead of deriving it\n"
+            "                         from T (ip/cos; excludes --threshold)\n"
+            "  --reorder float|int8|none   re-ranking data kept (default %s)\n"
+            "  --brute-force-below N  exact tier below N points (default %zu)\n"
+            "  --threads N            worker threads (default: all %d CPUs this process\n"
+            "                         may use)\n"
+            "  --seed N               random seed (default %llu)\n"
             "  --tags TAGS            tags of the vectors (ids 0..n-1): a tag file with one\n"
-            "                         line per row of B, checked before training\n");
+            "                         line per row of B, checked before training\n",
+            ip.brute_force_below, AVQ_SINGLE_LEAF_BELOW, AVQ_SINGLE_LEAF_BELOW,
+            AVQ_DEFAULT_TRAINING_SAMPLE, ip.kmeans_iterations,
+            cs.spherical < 0 ? 1 : cs.spherical, l2.spherical < 0 ? 0 : l2.spherical,
+            (double)ip.avq_center_eta, (double)cs.avq_center_eta, ip.dims_per_block, ip.bits,
+            strcmp(threshold_text(t_ip, sizeof t_ip, ip.threshold),
+                   threshold_text(t_cs, sizeof t_cs, cs.threshold)) == 0 ? t_ip : "see avq.h",
+            ip.reorder == AVQ_REORDER_FLOAT ? "float" : ip.reorder == AVQ_REORDER_INT8 ? "int8" : "none",
+            ip.brute_force_below, avq_default_threads(), (unsigned long long)ip.seed);
     fputs(tags_file_help, out);
 }
 
@@ -89,6 +123,7 @@ static bool eta_is_flat(double norm2, size_t d, double T, bool relative) {
  * 1/sqrt(d) even unit vectors get eta < 1). */
 static void warn_flat_eta(const avq_build_params *p, const float_matrix *base) {
     if (p->metric == AVQ_METRIC_L2 || isnan(p->threshold) || p->eta > 0.0f) return;
+    if (base->rows < p->brute_force_below) return; /* the exact tier has no codes */
     bool relative = p->threshold_kind == AVQ_THRESHOLD_RELATIVE ||
                     (p->threshold_kind == AVQ_THRESHOLD_AUTO && p->metric == AVQ_METRIC_DOT) ||
                     p->metric == AVQ_METRIC_COSINE;
@@ -107,6 +142,37 @@ static void warn_flat_eta(const avq_build_params *p, const float_matrix *base) {
                 100.0 * (double)flat / (double)rows,
                 relative ? "At this dimension T must exceed 1/sqrt(d) to matter: raise --threshold."
                          : "For un-normalised vectors use --threshold-kind relative.");
+}
+
+/* Warn about options the data's tier makes pointless: the exact tier
+ * trains nothing, a single leaf runs no k-means. */
+static void warn_no_effect(const avq_build_params *p, size_t n, const char *const *val) {
+    static const struct { int ch; const char *name; bool kmeans_only; } opts[] = {
+        {'L', "--leaves", false},         {'S', "--training-sample", false},
+        {'I', "--iterations", true},      {'P', "--spherical", true},
+        {'C', "--center-eta", true},      {'D', "--dims-per-block", false},
+        {'B', "--bits", false},           {'T', "--threshold", false},
+        {'K', "--threshold-kind", false}, {'E', "--eta", false}};
+    char names[256] = "";
+    size_t used = 0;
+    bool exact = n < p->brute_force_below || n < (p->bits == 8 ? 256u : 16u);
+    size_t leaves = p->num_leaves ? p->num_leaves : n < AVQ_SINGLE_LEAF_BELOW ? 1 : 2;
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
+        if (!val[opts[i].ch] || !(exact || (opts[i].kmeans_only && leaves == 1))) continue;
+        int w = snprintf(names + used, sizeof names - used, "%s%s", used ? ", " : "", opts[i].name);
+        if (w > 0 && (size_t)w < sizeof names - used) used += (size_t)w;
+    }
+    if (!used) return;
+    if (exact)
+        fprintf(stderr, "avq build: warning: %zu rows are below --brute-force-below %zu: the index "
+                        "is the exact tier (every vector scored exactly, nothing trained), so %s "
+                        "%s no effect (lower --brute-force-below to train codes)\n",
+                n, p->brute_force_below, names, strchr(names, ',') ? "have" : "has");
+    else
+        fprintf(stderr, "avq build: warning: one leaf (%s), so no k-means runs and %s %s no "
+                        "effect\n",
+                p->num_leaves ? "--leaves 1" : "fewer rows than the auto partition needs", names,
+                strchr(names, ',') ? "have" : "has");
 }
 
 /* Give the rows of a new index (ids 0..n-1) their tags. */
@@ -153,11 +219,25 @@ int cmd_build(int argc, char **argv) {
         }
     }
     if (optind < argc) return cli_usage_error("build", "unexpected argument '%s'", argv[optind]);
-    if (!base_path || !out_path || !metric_name)
-        return cli_usage_error("build", "--base, --metric and --out are required");
+    if (!base_path || !out_path)
+        return cli_usage_error("build", "--base and --out are required");
     if (tags_path && !*tags_path) return cli_usage_error("build", "--tags needs a file name");
     avq_metric metric;
-    if (avq_metric_parse(metric_name, &metric) != AVQ_OK) return cli_fail("build", AVQ_ERR_INVALID);
+    int mrc = cli_resolve_metric("build", metric_name, &base_path, 1, &metric);
+    if (mrc) return mrc;
+    /* options that would have no effect with this metric are refused */
+    if (metric == AVQ_METRIC_L2) {
+        const char *aniso = val['T'] && strcmp(val['T'], "none") ? "--threshold"
+                            : val['K'] ? "--threshold-kind" : val['E'] ? "--eta"
+                            : val['C'] ? "--center-eta" : NULL;
+        if (aniso)
+            return cli_usage_error("build", "%s applies to ip and cos: l2 has no anisotropic "
+                                            "loss (its codes minimise the reconstruction error)",
+                                   aniso);
+    }
+    if (val['E'] && val['T'])
+        return cli_usage_error("build", "--eta and --threshold exclude each other (a fixed eta "
+                                        "replaces the one derived from T)");
     avq_build_params p;
     avq_build_params_init(&p, metric);
     long v;
@@ -224,6 +304,7 @@ int cmd_build(int argc, char **argv) {
         return cli_fail("build", st);
     }
     warn_flat_eta(&p, &base);
+    warn_no_effect(&p, base.rows, val);
     stage_timer timer = {{0}, 0, cli_now()};
     p.progress = timed_progress;
     p.progress_user = &timer;
@@ -263,6 +344,37 @@ static void info_usage(FILE *out) {
                  "how even the leaves still are, tags, the filter planner's thresholds,\n"
                  "memory, load time.\n"
                  "  --help   this text\n");
+}
+
+/* The encoding loss, with eta as the library derives it when not fixed:
+ * (d - 1) T^2 / (|x|^2 - T^2) (at least 1), at |x| = 1 for a relative
+ * threshold or cosine; per point for an absolute one on dot products. */
+static void describe_loss(const avq_build_params *p, size_t d, const char *kind, char *out,
+                          size_t cap) {
+    if (p->metric == AVQ_METRIC_L2 || isnan(p->threshold)) {
+        snprintf(out, cap, "reconstruction loss (plain PQ%s)",
+                 p->metric == AVQ_METRIC_L2 ? ": l2 has no anisotropic loss" : ", threshold none");
+        return;
+    }
+    if (p->eta > 0.0f) {
+        snprintf(out, cap, "anisotropic loss, eta %g (fixed)", (double)p->eta);
+        return;
+    }
+    bool unit = p->metric == AVQ_METRIC_COSINE || p->threshold_kind == AVQ_THRESHOLD_RELATIVE ||
+                (p->threshold_kind == AVQ_THRESHOLD_AUTO && p->metric == AVQ_METRIC_DOT);
+    double T2 = (double)p->threshold * (double)p->threshold;
+    if (!unit) {
+        snprintf(out, cap, "anisotropic loss, threshold %g (%s): eta per point, "
+                           "(d-1) T^2 / (|x|^2 - T^2)", (double)p->threshold, kind);
+    } else if (T2 >= 1.0) {
+        snprintf(out, cap, "anisotropic loss, threshold %g (%s): eta at its maximum (T >= 1)",
+                 (double)p->threshold, kind);
+    } else {
+        double eta = (double)(d - 1) * T2 / (1.0 - T2);
+        snprintf(out, cap, "anisotropic loss, threshold %g (%s): eta %.4g (derived from T%s)",
+                 (double)p->threshold, kind, eta < 1.0 ? 1.0 : eta,
+                 eta < 1.0 ? ": below 1, i.e. plain reconstruction" : "");
+    }
 }
 
 /* "12.3" or "-" when there is nothing to divide by. */
@@ -318,17 +430,32 @@ int cmd_info(int argc, char **argv) {
                        : p.metric == AVQ_METRIC_DOT                 ? "auto: relative"
                        : p.metric == AVQ_METRIC_COSINE              ? "auto: absolute"
                                                                     : "auto";
-    printf("quantizer         %d-bit codes, %d dims per block, threshold %s%g (%s), eta %g\n",
-           p.bits, p.dims_per_block, isnan(p.threshold) ? "none/" : "", (double)p.threshold, kind,
-           (double)p.eta);
-    char centers[32] = "off";
-    if (p.avq_center_eta > 0) snprintf(centers, sizeof centers, "eta %g", (double)p.avq_center_eta);
-    bool spherical = p.spherical > 0 || (p.spherical < 0 && p.metric != AVQ_METRIC_L2);
-    printf("partition         %s k-means, anisotropic centers %s\n",
-           spherical ? "spherical" : "plain", centers);
-    printf("reorder           %s\n", reorder_name(p.reorder));
-    printf("search defaults   leaves_to_search %zu, pre_reorder %zu\n", sp.leaves_to_search,
-           sp.pre_reorder);
+    bool exact = avq_index_is_exact(index), one_leaf = avq_index_num_leaves(index) == 1;
+    if (exact) {
+        printf("quantizer         none: the exact tier (built from fewer than %zu vectors): "
+               "every search scores every vector exactly\n",
+               p.brute_force_below);
+        printf("partition         none\n");
+        printf("reorder           float (the vectors themselves)\n");
+        printf("search defaults   exact (leaves_to_search and pre_reorder do not apply)\n");
+    } else {
+        char loss[160];
+        describe_loss(&p, avq_index_dim(index), kind, loss, sizeof loss);
+        printf("quantizer         %d-bit codes, %d dims per block, %s\n", p.bits,
+               p.dims_per_block, loss);
+        char centers[32] = "off";
+        if (p.avq_center_eta > 0 && p.metric != AVQ_METRIC_L2)
+            snprintf(centers, sizeof centers, "eta %g", (double)p.avq_center_eta);
+        bool spherical = p.spherical > 0 || (p.spherical < 0 && p.metric != AVQ_METRIC_L2);
+        if (one_leaf)
+            printf("partition         one leaf (no k-means)\n");
+        else
+            printf("partition         %s k-means, anisotropic centers %s\n",
+                   spherical ? "spherical" : "plain", centers);
+        printf("reorder           %s\n", reorder_name(p.reorder));
+        printf("search defaults   leaves_to_search %zu, pre_reorder %zu\n", sp.leaves_to_search,
+               sp.pre_reorder);
+    }
     printf("tags              %zu of %zu live vectors tagged, %zu distinct tags, %zu postings "
            "((vector, tag) pairs)\n",
            stats.tagged, stats.live, stats.distinct_tags, stats.tag_postings);

@@ -16,42 +16,70 @@
 #include <stdlib.h>
 #include <string.h>
 
+enum { SEARCH_DEFAULT_K = 10 };
+/* Below this a queries/s figure is mostly timer noise and start-up. */
+#define MIN_TIMED_SECONDS 0.1
+
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: avq search --exact --base B --query Q --metric ip|l2|cos --k K --out R\n"
+            "usage: avq search --exact --base B --query Q [--metric M] --k K --out R\n"
             "       avq search --index INDEX --query Q --k K --out R [--leaves-to-search L]\n"
-            "                  [--reorder R] [--batch] [--threads T] [--mmap]\n"
+            "                  [--reorder R] [--batch [--threads T]] [--mmap]\n"
             "                  [--allow-ids F | --deny-ids F | --tags-any L | --tags-all L]\n"
             "                  [--filter-min-scanned N] [--filter-exact-below N]\n"
             "       (both: [--scores S] [--replace])\n\n"
             "  --index INDEX   search an index written by 'avq build'\n"
-            "  --leaves-to-search L   leaves scanned per query (default: the index's)\n"
+            "  --leaves-to-search L   leaves scanned per query (default: the index's, set\n"
+            "                  at build time: %d per 1000 leaves, rounded up; more than\n"
+            "                  the index has means all of them; 'avq info' shows it)\n"
             "  --reorder R     candidates re-scored exactly (pre_reorder; default: the\n"
-            "                  index's, 80 unless built otherwise)\n"
+            "                  index's, %d unless built otherwise)\n"
             "  --batch         use the batched API over --threads workers (default:\n"
             "                  one query at a time on one thread, as latency benchmarks do)\n"
+            "  --threads T     workers of --batch or --exact (default: all %d CPUs this\n"
+            "                  process may use); without --batch an index search is\n"
+            "                  single-threaded, so --threads there is an error\n"
             "  --mmap          map the index file instead of reading it\n"
+            "  --metric M      with --index: only checked against the index's metric\n"
+            "                  (fixed at build time; a different one is an error)\n"
             "  --exact         brute-force search of --base (exact, deterministic)\n"
             "  --base B        database vectors (.fvecs .bvecs .npy FILE.hdf5:train)\n"
             "  --query Q       query vectors (FILE.hdf5:test)\n"
-            "  --metric M      ip, l2 or cos\n"
-            "  --k K           results per query (default 10)\n"
+            "  --metric M      with --exact: required unless an HDF5 input declares its\n"
+            "                  'distance' (ann-benchmarks files do):\n",
+            AVQ_DEFAULT_LEAVES_PERMILLE, AVQ_DEFAULT_PRE_REORDER, avq_default_threads());
+    cli_metric_help(out, "                  ");
+    fprintf(out,
+            "  --k K           results per query (default %d)\n"
             "  --out R         result ids (.ivecs .npy FILE.hdf5:DATASET, default\n"
-            "                  dataset 'neighbors')\n"
+            "                  dataset 'neighbors'); required (or --scores): a search\n"
+            "                  whose results go nowhere is refused (to time one, write\n"
+            "                  them to a scratch file)\n"
             "  --scores S      also write the scores (.fvecs .npy FILE.hdf5:DATASET,\n"
             "                  default dataset 'distances')\n"
             "  --replace       let an HDF5 output replace an existing dataset (without it\n"
             "                  that is refused before the search).  An output is never\n"
             "                  one of the input files (.fvecs/.npy/.ivecs); a new\n"
             "                  dataset may go into an input HDF5 file\n"
-            "  --threads T     worker threads (default: all CPUs)\n"
-            "Prints 'qps <queries per second>' on stdout.\n\n");
+            "Prints 'qps <queries per second>' on stdout (for scripts; a run shorter than\n"
+            "%.1f s is too short to time well, and the summary on stderr says so).\n\n",
+            SEARCH_DEFAULT_K, MIN_TIMED_SECONDS);
     fputs(tags_filter_help, out);
+}
+
+/* "1234.5 queries/s", or a note that the run was too short to time. */
+static const char *rate_text(char *buf, size_t cap, size_t nq, double secs) {
+    if (secs < MIN_TIMED_SECONDS)
+        snprintf(buf, cap, "%.3f s: too short to time", secs);
+    else
+        snprintf(buf, cap, "%.1f queries/s", (double)nq / secs);
+    return buf;
 }
 
 typedef struct {
     size_t k, leaves, pre_reorder;
     int threads, batch, use_mmap;
+    const char *metric_name; /* --metric: checked against the index's */
     filter_options filter;
     size_t filter_min_scanned, filter_exact_below;
 } index_settings;
@@ -129,6 +157,25 @@ static int search_index(const char *index_path, const char *query_path, const ch
                        query_path, query.cols);
         goto out;
     }
+    char declared[64];
+    int has_distance = dataset_distance(query_path, declared, sizeof declared);
+    if (has_distance < 0) {
+        rc = cli_fail("search", has_distance);
+        goto out;
+    }
+    if (set->metric_name || has_distance) {
+        /* --metric, or an ann-benchmarks query file's 'distance', must be
+         * the index's: the metric is fixed when the index is built */
+        avq_metric want, have = avq_index_metric(index);
+        const char *const query_input[] = {query_path};
+        rc = cli_resolve_metric("search", set->metric_name, query_input, 1, &want);
+        if (!rc && want != have)
+            rc = cli_error("search", "%s %s, but the index %s was built for %s (the metric is "
+                                     "fixed at build time: drop --metric, or rebuild)",
+                           set->metric_name ? "--metric asks for" : "the queries declare",
+                           avq_metric_name(want), index_path, avq_metric_name(have));
+        if (rc) goto out;
+    }
     if (set->k > avq_index_size(index)) {
         rc = cli_error("search", "--k %zu is larger than the index (%zu vectors)", set->k,
                        avq_index_size(index));
@@ -141,6 +188,11 @@ static int search_index(const char *index_path, const char *query_path, const ch
     if (set->leaves) sp.leaves_to_search = set->leaves;
     if (set->pre_reorder) sp.pre_reorder = set->pre_reorder;
     sp.filter = filter;
+    /* the library clamps leaves_to_search to the leaves there are; say
+     * what it searched */
+    size_t leaves_used = sp.leaves_to_search;
+    if (avq_index_num_leaves(index) > 0 && leaves_used > avq_index_num_leaves(index))
+        leaves_used = avq_index_num_leaves(index);
     if (set->filter_min_scanned) sp.filter_min_scanned = set->filter_min_scanned;
     if (set->filter_exact_below) sp.filter_exact_below = set->filter_exact_below;
     ids = malloc(query.rows * sp.k * sizeof *ids);
@@ -166,12 +218,18 @@ static int search_index(const char *index_path, const char *query_path, const ch
     if (!rc) {
         double qps = (double)query.rows / (secs > 0 ? secs : 1e-9);
         printf("qps %.1f\n", qps);
+        char how[64], rate[64];
+        int workers = set->threads > 0 ? set->threads : avq_default_threads();
+        if (set->batch)
+            snprintf(how, sizeof how, "batched over %d thread%s", workers, workers == 1 ? "" : "s");
+        else
+            snprintf(how, sizeof how, "one at a time on 1 thread");
         fprintf(stderr,
                 "avq search: %zu queries, k=%zu, leaves_to_search=%zu, pre_reorder=%zu%s%s, "
-                "%s: %.1f queries/s (load %.1f ms, SIMD %s)\n",
-                query.rows, sp.k, sp.leaves_to_search, sp.pre_reorder,
-                filter ? ", filter " : "", filter_desc,
-                set->batch ? "batched" : "one at a time", qps, 1e3 * load_s, avq_isa());
+                "%s: %s (load %.1f ms, SIMD %s)\n",
+                query.rows, sp.k, leaves_used, sp.pre_reorder,
+                filter ? ", filter " : "", filter_desc, how,
+                rate_text(rate, sizeof rate, query.rows, secs), 1e3 * load_s, avq_isa());
     }
 out:
     free(ids);
@@ -205,9 +263,9 @@ int cmd_search(int argc, char **argv) {
         {0, 0, 0, 0}};
     const char *base_path = NULL, *query_path = NULL, *out_path = NULL, *metric_name = NULL,
                *scores_path = NULL, *index_path = NULL;
-    size_t k = 10;
+    size_t k = SEARCH_DEFAULT_K;
     long threads = 0;
-    int exact = 0, batch = 0, use_mmap = 0, c;
+    int exact = 0, batch = 0, use_mmap = 0, threads_given = 0, c;
     size_t leaves = 0, pre_reorder = 0, min_scanned = 0, exact_below = 0;
     filter_options filter = {0};
     /* the filter options in the order given, for the "exclude each other" message */
@@ -265,6 +323,7 @@ int cmd_search(int argc, char **argv) {
         case 't':
             if (!cli_parse_int(optarg, 0, 256, &threads))
                 return cli_usage_error("search", "--threads must be 0..256, got '%s'", optarg);
+            threads_given = 1;
             break;
         case 'h': usage(stdout); return 0;
         default: return cli_bad_option("search", argv);
@@ -272,6 +331,23 @@ int cmd_search(int argc, char **argv) {
     }
     if (optind < argc) return cli_usage_error("search", "unexpected argument '%s'", argv[optind]);
     if (index_path && exact) return cli_usage_error("search", "--exact and --index exclude each other");
+    /* every option takes effect or is refused: those of the other mode */
+    if (exact) {
+        const char *index_only = use_mmap ? "--mmap" : batch ? "--batch" : leaves ? "--leaves-to-search"
+                                 : pre_reorder ? "--reorder" : NULL;
+        if (index_only)
+            return cli_usage_error("search", "%s applies to --index searches, not --exact (brute "
+                                             "force has no leaves, candidates or index file)",
+                                   index_only);
+    } else if (index_path) {
+        if (base_path)
+            return cli_usage_error("search", "--base applies to --exact; an --index search "
+                                             "reads only the index");
+        if (threads_given && !batch)
+            return cli_usage_error("search", "--threads needs --batch: one query at a time runs "
+                                             "on one thread (add --batch to use %ld)",
+                                   threads);
+    }
     if (filters_given > 1)
         return cli_usage_error("search", "%s and %s exclude each other: give at most one filter "
                                          "(--allow-ids, --deny-ids, --tags-any or --tags-all)",
@@ -280,6 +356,14 @@ int cmd_search(int argc, char **argv) {
         return cli_usage_error("search", "%s applies only to a filtered search (give --allow-ids, "
                                          "--deny-ids, --tags-any or --tags-all)",
                                min_scanned ? "--filter-min-scanned" : "--filter-exact-below");
+    if (!(out_flags & DATASET_KEEP_EXISTING)) {
+        const char *dset;
+        bool h5 = (out_path && dataset_hdf5_name(out_path, &dset)) ||
+                  (scores_path && dataset_hdf5_name(scores_path, &dset));
+        if (!h5)
+            return cli_usage_error("search", "--replace applies to HDF5 outputs (an existing "
+                                             "dataset); other output files are always replaced");
+    }
     if (filters_given && !index_path)
         return cli_usage_error("search", "%s needs --index (filters apply to index searches)",
                                filter_names[0]);
@@ -301,6 +385,14 @@ int cmd_search(int argc, char **argv) {
     return rc;
 }
 
+/* A search whose results go nowhere is refused. */
+static int need_output(const char *out_path, const char *scores_path) {
+    if (out_path || scores_path) return 0;
+    return cli_usage_error("search", "--out is required: where the result ids go (a search "
+                                     "whose results go nowhere is refused; --scores alone is "
+                                     "enough when only the scores are wanted)");
+}
+
 static int search_main(int exact, const char *index_path, const char *base_path,
                        const char *query_path, const char *out_path, const char *scores_path,
                        const char *metric_name, size_t k, long threads, int batch, int use_mmap,
@@ -308,16 +400,19 @@ static int search_main(int exact, const char *index_path, const char *base_path,
                        size_t min_scanned, size_t exact_below) {
     if (index_path) {
         if (!query_path) return cli_usage_error("search", "--index needs --query");
-        index_settings set = {k, leaves, pre_reorder, (int)threads, batch, use_mmap,
+        if (need_output(out_path, scores_path)) return 2;
+        index_settings set = {k, leaves, pre_reorder, (int)threads, batch, use_mmap, metric_name,
                               filter, min_scanned, exact_below};
         return search_index(index_path, query_path, out_path, scores_path, &set);
     }
     if (!exact) return cli_usage_error("search", "give --exact (brute force) or --index");
-    if (!base_path || !query_path || !metric_name)
-        return cli_usage_error("search", "--exact needs --base, --query and --metric");
+    if (!base_path || !query_path)
+        return cli_usage_error("search", "--exact needs --base and --query");
+    if (need_output(out_path, scores_path)) return 2;
     avq_metric metric;
-    if (avq_metric_parse(metric_name, &metric) != AVQ_OK)
-        return cli_fail("search", AVQ_ERR_INVALID);
+    const char *const metric_inputs[] = {base_path, query_path};
+    int mrc = cli_resolve_metric("search", metric_name, metric_inputs, 2, &metric);
+    if (mrc) return mrc;
 
     const char *const inputs[][2] = {{"--base", base_path}, {"--query", query_path}};
     int rc = check_outputs(out_path, scores_path, inputs, 2);
@@ -344,11 +439,11 @@ static int search_main(int exact, const char *index_path, const char *base_path,
         if (!rc) {
             double qps = (double)query.rows / (secs > 0 ? secs : 1e-9);
             printf("qps %.1f\n", qps);
-            char workers[32] = "all CPUs";
-            if (threads > 0) snprintf(workers, sizeof workers, "%ld thread%s", threads,
-                                      threads == 1 ? "" : "s");
-            fprintf(stderr, "avq search: exact %s, %zu queries in %.3f s (%.1f queries/s, %s)\n",
-                    avq_metric_name(metric), query.rows, secs, qps, workers);
+            int workers = threads > 0 ? (int)threads : avq_default_threads();
+            char rate[64];
+            fprintf(stderr, "avq search: exact %s, %zu queries, %d thread%s: %s\n",
+                    avq_metric_name(metric), query.rows, workers, workers == 1 ? "" : "s",
+                    rate_text(rate, sizeof rate, query.rows, secs));
         }
     }
     free(ids);

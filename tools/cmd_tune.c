@@ -1,21 +1,10 @@
 /*
  * cmd_tune.c -- `avq tune`: the fastest (leaves_to_search, pre_reorder) that
- * reaches a target recall@k, chosen on one half of the queries and checked
- * on the other (even and odd query rows).
+ * reaches a target recall@k: a thin client of avq_index_tune (src/tune.c,
+ * which explains the method and the sampling), as Python's Index.tune is.
  *
- * Why a search over two numbers is enough: recall grows with both, time grows
- * with both, and for a fixed pre_reorder R the recall is (nearly) monotone in
- * the number of leaves L.  So for each R of a short geometric ladder
- * (2k, 3k, 5k, 8k, 12k, 20k, 30k, capped by the index size) a bisection finds the
- * smallest L that reaches the target on the tuning half; each such (L, R)
- * is then timed one query at a time on one thread (the latency protocol;
- * best of --runs passes by the process CPU clock, which other load on the
- * machine disturbs least), and the fastest wins.  The recall of the choice
- * on the held-out half is reported too: it is what to expect on new
- * queries, and it can be a little below the target (tuning overfits a bit).
- *
- * Ground truth comes from --gt (ids per query row, best first) or is
- * computed exactly from --base.
+ * Ground truth comes from --gt (ids per query row, best first), is computed
+ * exactly from --base, or -- with neither -- from the index's own vectors.
  */
 #include "avq.h"
 #include "cli.h"
@@ -29,109 +18,37 @@
 #include <time.h>
 
 static void usage(FILE *out) {
+    avq_tune_params d;
+    avq_tune_params_init(&d);
     fprintf(out,
-            "usage: avq tune --index INDEX --query Q (--gt GT | --base B) [--target 0.9]\n"
-            "                [--k 10] [--queries N] [--runs 3] [--threads T]\n\n"
+            "usage: avq tune --index INDEX --query Q [--gt GT | --base B] [--target %.2g]\n"
+            "                [--k %zu] [--queries N] [--seed S] [--runs %d] [--threads T]\n\n"
             "Finds the fastest leaves_to_search / pre_reorder (--reorder) reaching the\n"
-            "target recall@k on half of the queries, and reports it on the other half.\n"
+            "target recall@k on half of a sample of the queries, and reports it on the\n"
+            "other half.\n"
             "  --index INDEX   an index written by 'avq build'\n"
             "  --query Q       sample queries, like the ones the index will serve\n"
             "  --gt GT         their true neighbours, best first (as 'avq gt' writes)\n"
             "  --base B        or: the indexed vectors, to compute the truth exactly\n"
-            "  --target R      recall@k to reach (default 0.9)\n"
-            "  --k K           neighbours per query (default 10)\n"
-            "  --queries N     use the first N queries (default 2000; half tune, half check)\n"
-            "  --runs N        timed passes per candidate setting, best kept (default 3)\n"
-            "  --threads T     threads for the recall searches (timing uses one)\n"
-            "Prints the candidates, then 'best leaves_to_search L pre_reorder R' on stdout.\n");
-}
-
-typedef struct {
-    const avq_index *index;
-    const float *queries; /* nq x dim */
-    size_t nq, dim, k;
-    const int32_t *truth; /* nq x truth_cols */
-    size_t truth_cols;
-    int threads;
-    int64_t *ids; /* nq x k */
-} tune_set;
-
-/* Recall of one setting (batched: the answer is the one-at-a-time answer). */
-static avq_search_params setting(const tune_set *t, size_t leaves, size_t pre) {
-    avq_search_params sp;
-    avq_search_params_init(&sp);
-    sp.k = t->k;
-    sp.leaves_to_search = leaves;
-    sp.pre_reorder = pre;
-    return sp;
-}
-
-static int measure_recall(const tune_set *t, size_t leaves, size_t pre, double *recall) {
-    avq_search_params sp = setting(t, leaves, pre);
-    int st = avq_index_search_batch(t->index, t->queries, t->nq, &sp, t->threads, t->ids, NULL);
-    if (st == AVQ_OK) *recall = cli_recall_at_k(t->ids, t->nq, t->k, t->truth, t->truth_cols);
-    return st;
-}
-
-static double cpu_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* Queries/second of one setting, one query at a time. */
-static int measure_qps(const tune_set *t, size_t leaves, size_t pre, int runs, double *qps) {
-    avq_search_params sp = setting(t, leaves, pre);
-    double best = 1e30;
-    for (int r = 0; r < runs; r++) {
-        double c0 = cpu_seconds();
-        for (size_t q = 0; q < t->nq; q++) {
-            int st = avq_index_search(t->index, t->queries + q * t->dim, &sp, t->ids + q * t->k,
-                                      NULL);
-            if (st != AVQ_OK) return st;
-        }
-        double secs = cpu_seconds() - c0;
-        if (secs < best) best = secs;
-    }
-    *qps = (double)t->nq / (best > 1e-9 ? best : 1e-9);
-    return AVQ_OK;
-}
-
-/* Smallest number of leaves reaching `target` with `pre` candidates, or 0 if
- * even all leaves do not. */
-static int min_leaves(const tune_set *t, size_t pre, double target, size_t *out,
-                      double *recall_out) {
-    size_t L = avq_index_num_leaves(t->index);
-    double r;
-    int st = measure_recall(t, L, pre, &r);
-    if (st != AVQ_OK) return st;
-    if (r < target) {
-        *out = 0;
-        return AVQ_OK;
-    }
-    size_t lo = 1, hi = L; /* hi reaches the target */
-    double r_hi = r;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        st = measure_recall(t, mid, pre, &r);
-        if (st != AVQ_OK) return st;
-        if (r >= target) {
-            hi = mid;
-            r_hi = r;
-        } else {
-            lo = mid + 1;
-        }
-    }
-    *out = hi;
-    *recall_out = r_hi;
-    return AVQ_OK;
+            "                  (neither: computed from the index's own vectors, which\n"
+            "                  needs an index built with --reorder float, the default)\n"
+            "  --target R      recall@k to reach (default %.2g)\n"
+            "  --k K           neighbours per query (default %zu)\n"
+            "  --queries N     sample size (default %zu; 0 = all): N rows spread evenly over\n"
+            "                  the whole file (not its first rows: query files are often\n"
+            "                  sorted, e.g. by word frequency); even ones tune, odd ones check\n"
+            "  --seed S        draw the sample at random with this seed instead\n"
+            "  --runs N        timed passes per candidate setting, best kept (default %d)\n"
+            "  --threads T     threads for the recall searches (default: all %d CPUs this\n"
+            "                  process may use; timing always uses one)\n"
+            "Prints the candidates, then 'best leaves_to_search L pre_reorder R' on stdout.\n",
+            d.target_recall, d.k, d.runs, d.target_recall, d.k, d.max_queries, d.runs,
+            avq_default_threads());
 }
 
 typedef struct {
     const char *index, *query, *gt, *base;
-    double target;
-    size_t k, queries;
-    long runs, threads;
+    avq_tune_params p;
 } tune_options;
 
 static int parse_options(int argc, char **argv, tune_options *o) {
@@ -140,10 +57,13 @@ static int parse_options(int argc, char **argv, tune_options *o) {
         {"gt", required_argument, 0, 'g'},    {"base", required_argument, 0, 'b'},
         {"target", required_argument, 0, 'r'}, {"k", required_argument, 0, 'k'},
         {"queries", required_argument, 0, 'n'}, {"runs", required_argument, 0, 'R'},
-        {"threads", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
-    *o = (tune_options){NULL, NULL, NULL, NULL, 0.9, 10, 2000, 3, 0};
+        {"threads", required_argument, 0, 't'}, {"seed", required_argument, 0, 's'},
+        {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
+    memset(o, 0, sizeof *o);
+    avq_tune_params_init(&o->p);
     float target;
+    long v;
+    size_t z;
     int c;
     optind = 1;
     opterr = 0;
@@ -156,31 +76,40 @@ static int parse_options(int argc, char **argv, tune_options *o) {
         case 'r':
             if (!cli_parse_float(optarg, &target) || !(target > 0.0f && target <= 1.0f))
                 return cli_usage_error("tune", "--target must be in (0, 1], got '%s'", optarg);
-            o->target = target;
+            o->p.target_recall = target;
             break;
         case 'k':
-            if (!cli_parse_size(optarg, &o->k) || o->k == 0)
+            if (!cli_parse_size(optarg, &o->p.k) || o->p.k == 0)
                 return cli_usage_error("tune", "--k must be a positive integer, got '%s'", optarg);
             break;
         case 'n':
-            if (!cli_parse_size(optarg, &o->queries) || o->queries < 2)
-                return cli_usage_error("tune", "--queries must be >= 2, got '%s'", optarg);
+            if (!cli_parse_size(optarg, &z) || z == 1)
+                return cli_usage_error("tune", "--queries must be 0 (all) or >= 2, got '%s'", optarg);
+            o->p.max_queries = z;
+            break;
+        case 's':
+            if (!cli_parse_size(optarg, &z) || z == 0)
+                return cli_usage_error("tune", "--seed must be a positive integer, got '%s'", optarg);
+            o->p.seed = z;
             break;
         case 'R':
-            if (!cli_parse_int(optarg, 1, 100, &o->runs))
+            if (!cli_parse_int(optarg, 1, 100, &v))
                 return cli_usage_error("tune", "--runs must be 1..100, got '%s'", optarg);
+            o->p.runs = (int)v;
             break;
         case 't':
-            if (!cli_parse_int(optarg, 0, 256, &o->threads))
+            if (!cli_parse_int(optarg, 0, 256, &v))
                 return cli_usage_error("tune", "--threads must be 0..256, got '%s'", optarg);
+            o->p.threads = (int)v;
             break;
         case 'h': usage(stdout); return -1;
         default: return cli_bad_option("tune", argv);
         }
     }
     if (optind < argc) return cli_usage_error("tune", "unexpected argument '%s'", argv[optind]);
-    if (!o->index || !o->query || (!o->gt == !o->base))
-        return cli_usage_error("tune", "--index, --query and one of --gt or --base are required");
+    if (!o->index || !o->query)
+        return cli_usage_error("tune", "--index and --query are required");
+    if (o->gt && o->base) return cli_usage_error("tune", "--gt and --base exclude each other");
     return 0;
 }
 
@@ -194,136 +123,108 @@ static bool ids_are_rows(const avq_index *index) {
     return true;
 }
 
-/* The true top-k ids of the queries, from --gt or by exact search of --base. */
+/* The true top-k ids of every query (nq x cols into *truth, malloc'ed),
+ * from --gt or by exact search of --base; *truth NULL: from the index. */
 static int load_truth(const tune_options *o, const avq_index *index, const float_matrix *query,
-                      int_matrix *truth) {
+                      int64_t **truth, size_t *cols) {
+    *truth = NULL;
+    *cols = 0;
+    size_t k = o->p.k;
     if (o->gt) {
-        int st = dataset_read_int(o->gt, truth);
+        int_matrix gt;
+        int st = dataset_read_int(o->gt, &gt);
         if (st) return cli_fail("tune", st);
-        if (truth->rows < query->rows || truth->cols < o->k)
-            return cli_error("tune", "%s has %zu x %zu ids; need %zu queries x k=%zu", o->gt,
-                             truth->rows, truth->cols, query->rows, o->k);
-        return 0;
+        int rc = 0;
+        if (gt.rows < query->rows || gt.cols < k)
+            rc = cli_error("tune", "%s has %zu x %zu ids; need %zu queries x k=%zu", o->gt,
+                           gt.rows, gt.cols, query->rows, k);
+        else if (!(*truth = malloc(query->rows * gt.cols * sizeof **truth)))
+            rc = cli_error("tune", "out of memory for the ground truth");
+        for (size_t i = 0; !rc && i < query->rows * gt.cols; i++) (*truth)[i] = gt.data[i];
+        if (!rc) *cols = gt.cols;
+        int_matrix_free(&gt);
+        return rc;
     }
+    if (!o->base) return 0;
     float_matrix base;
     int st = dataset_read_float(o->base, &base);
     if (st) return cli_fail("tune", st);
     int rc = 0;
-    int64_t *ids = malloc(query->rows * o->k * sizeof *ids);
-    truth->data = malloc(query->rows * o->k * sizeof *truth->data);
-    truth->rows = query->rows;
-    truth->cols = o->k;
     if (base.cols != query->cols || base.rows != avq_index_size(index)) {
         rc = cli_error("tune", "%s is %zu x %zu, but the index holds %zu x %zu", o->base,
                        base.rows, base.cols, avq_index_size(index), avq_index_dim(index));
     } else if (!ids_are_rows(index)) {
         rc = cli_error("tune", "the index's ids are not the row numbers of %s (vectors were "
-                               "added or removed): give --gt with the neighbours' ids instead",
-                       o->base);
-    } else if (!ids || !truth->data) {
+                               "added or removed): give --gt with the neighbours' ids, or "
+                               "neither (the truth then comes from the index)", o->base);
+    } else if (!(*truth = malloc(query->rows * k * sizeof **truth))) {
         rc = cli_error("tune", "out of memory for the ground truth");
     } else {
         fprintf(stderr, "avq tune: exact search of %zu queries for the ground truth\n",
                 query->rows);
         st = avq_exact_search(base.data, base.rows, base.cols, query->data, query->rows,
-                              avq_index_metric(index), o->k, (int)o->threads, ids, NULL,
+                              avq_index_metric(index), k, o->p.threads, *truth, NULL,
                               cli_progress, NULL);
         if (st) rc = cli_fail("tune", st);
-        for (size_t i = 0; !rc && i < query->rows * o->k; i++) truth->data[i] = (int32_t)ids[i];
+        else *cols = k;
     }
-    free(ids);
     float_matrix_free(&base);
+    if (rc) {
+        free(*truth);
+        *truth = NULL;
+    }
     return rc;
 }
 
-/* Even rows tune, odd rows check: query files are often sorted (by word
- * frequency, by time), so halves would differ in difficulty. */
-static void split_rows(const float_matrix *query, const int_matrix *truth, size_t nq,
-                       float *q_even, float *q_odd, int32_t *t_even, int32_t *t_odd) {
-    size_t d = query->cols, tc = truth->cols;
-    for (size_t i = 0; i < nq; i++) {
-        size_t h = i / 2;
-        memcpy((i % 2 ? q_odd : q_even) + h * d, query->data + i * d, d * sizeof(float));
-        memcpy((i % 2 ? t_odd : t_even) + h * tc, truth->data + i * tc, tc * sizeof(int32_t));
-    }
-}
-
-static int tune(const tune_options *o, const avq_index *index, const float_matrix *query,
-                const int_matrix *truth) {
-    size_t nq = query->rows < o->queries ? query->rows : o->queries, half = (nq + 1) / 2;
-    size_t d = query->cols, tc = truth->cols;
-    int64_t *ids = malloc(half * o->k * sizeof *ids);
-    float *q_split = malloc(2 * half * d * sizeof *q_split);
-    int32_t *t_split = malloc(2 * half * tc * sizeof *t_split);
-    if (!ids || !q_split || !t_split) {
-        free(ids);
-        free(q_split);
-        free(t_split);
-        return cli_error("tune", "out of memory");
-    }
-    split_rows(query, truth, nq, q_split, q_split + half * d, t_split, t_split + half * tc);
-    tune_set tuning = {index, q_split, half, d, o->k, t_split, tc, (int)o->threads, ids};
-    tune_set check = tuning;
-    check.queries = q_split + half * d;
-    check.nq = nq / 2;
-    check.truth = t_split + half * tc;
-
-    if (avq_index_num_leaves(index) == 0) {
-        free(ids);
-        free(q_split);
-        free(t_split);
+static int print_result(const tune_options *o, const avq_tune_result *r) {
+    size_t k = o->p.k;
+    if (r->exact) {
         fprintf(stderr, "avq tune: this index is the exact (brute-force) tier: every search "
-                        "is exact, nothing to tune\n");
+                        "is exact, nothing to tune (recall@%zu %.4f)\n",
+                k, r->recall_check);
         return 0;
     }
-    static const size_t ladder[] = {2, 3, 5, 8, 12, 20, 30};
-    size_t best_L = 0, best_R = 0;
-    double best_qps = 0;
-    int rc = 0;
     printf("leaves_to_search,pre_reorder,recall_tune,qps\n");
-    for (size_t i = 0; !rc && i < sizeof ladder / sizeof ladder[0]; i++) {
-        size_t R = ladder[i] * o->k;
-        if (R > avq_index_size(index)) break;
-        size_t L;
-        double rec = 0, qps = 0;
-        int st = min_leaves(&tuning, R, o->target, &L, &rec);
-        if (st == AVQ_OK && L) st = measure_qps(&tuning, L, R, (int)o->runs, &qps);
-        if (st != AVQ_OK) {
-            rc = cli_fail("tune", st);
-            break;
-        }
-        if (!L) {
-            printf("-,%zu,unreachable,-\n", R);
-            continue;
-        }
-        printf("%zu,%zu,%.4f,%.1f\n", L, R, rec, qps);
-        fflush(stdout);
-        if (qps > best_qps) {
-            best_qps = qps;
-            best_L = L;
-            best_R = R;
-        }
+    for (size_t i = 0; i < r->num_candidates; i++) {
+        const avq_tune_candidate *c = &r->candidates[i];
+        if (c->leaves_to_search)
+            printf("%zu,%zu,%.4f,%.1f\n", c->leaves_to_search, c->pre_reorder, c->recall, c->qps);
+        else
+            printf("-,%zu,unreachable,-\n", c->pre_reorder);
     }
-    if (!rc && !best_L)
-        rc = cli_error("tune", "recall@%zu %.3f is out of reach even with every leaf; rebuild "
-                       "with more candidates kept (--reorder) or finer codes", o->k, o->target);
-    if (!rc) {
-        double held_out;
-        int st = measure_recall(&check, best_L, best_R, &held_out);
-        if (st != AVQ_OK) {
-            rc = cli_fail("tune", st);
-        } else {
-            printf("best leaves_to_search %zu pre_reorder %zu\n", best_L, best_R);
-            fprintf(stderr,
-                    "avq tune: leaves_to_search=%zu pre_reorder=%zu: recall@%zu %.4f on %zu "
-                    "held-out queries (target %.3f), %.0f queries/s one at a time\n",
-                    best_L, best_R, o->k, held_out, check.nq, o->target, best_qps);
-        }
+    if (!r->reached)
+        return cli_error("tune", "recall@%zu %.3f is out of reach even with every leaf (%.4f at "
+                                 "best); rebuild with more candidates kept (--reorder) or finer "
+                                 "codes", k, o->p.target_recall, r->recall_tune);
+    printf("best leaves_to_search %zu pre_reorder %zu\n", r->leaves_to_search, r->pre_reorder);
+    char sample[64];
+    if (o->p.seed)
+        snprintf(sample, sizeof sample, "random sample, seed %llu", (unsigned long long)o->p.seed);
+    else
+        snprintf(sample, sizeof sample, "sample spread evenly over the file");
+    fprintf(stderr,
+            "avq tune: leaves_to_search=%zu pre_reorder=%zu: recall@%zu %.4f on %zu tuning and "
+            "%.4f on %zu held-out queries (%s; target %.3f), %.0f queries/s one at a time\n",
+            r->leaves_to_search, r->pre_reorder, k, r->recall_tune, r->tune_queries,
+            r->recall_check, r->check_queries, sample, o->p.target_recall, r->qps);
+    return 0;
+}
+
+/* Reduce the queries to the rows avq_index_tune would sample. */
+static int keep_sample(tune_options *o, float_matrix *query) {
+    size_t *rows = malloc(query->rows * sizeof *rows), m = 0, d = query->cols;
+    if (!rows) return cli_error("tune", "out of memory");
+    int st = avq_tune_sample(query->rows, &o->p, rows, &m);
+    if (st) {
+        free(rows);
+        return cli_fail("tune", st);
     }
-    free(ids);
-    free(q_split);
-    free(t_split);
-    return rc;
+    for (size_t i = 0; i < m; i++) /* rows ascending: in place */
+        memmove(query->data + i * d, query->data + rows[i] * d, d * sizeof(float));
+    free(rows);
+    query->rows = m;
+    o->p.max_queries = 0;
+    return 0;
 }
 
 int cmd_tune(int argc, char **argv) {
@@ -334,7 +235,8 @@ int cmd_tune(int argc, char **argv) {
     int st = avq_index_load(o.index, AVQ_LOAD_MMAP, &index);
     if (st) return cli_fail("tune", st);
     float_matrix query = {0};
-    int_matrix truth = {0};
+    int64_t *truth = NULL;
+    size_t truth_cols = 0;
     st = dataset_read_float(o.query, &query);
     if (st) {
         rc = cli_fail("tune", st);
@@ -343,15 +245,27 @@ int cmd_tune(int argc, char **argv) {
                        avq_index_dim(index), o.query, query.cols);
     } else if (query.rows < 2) {
         rc = cli_error("tune", "%s has %zu queries; need at least 2", o.query, query.rows);
-    } else if (o.k > avq_index_size(index)) {
-        rc = cli_error("tune", "--k %zu is larger than the index (%zu vectors)", o.k,
+    } else if (o.p.k > avq_index_size(index)) {
+        rc = cli_error("tune", "--k %zu is larger than the index (%zu vectors)", o.p.k,
                        avq_index_size(index));
     } else {
-        if (query.rows > o.queries) query.rows = o.queries;
-        rc = load_truth(&o, index, &query, &truth);
-        if (!rc) rc = tune(&o, index, &query, &truth);
+        if (o.p.seed && (o.p.max_queries == 0 || o.p.max_queries >= query.rows))
+            fprintf(stderr, "avq tune: warning: --seed has no effect: the sample is every one "
+                            "of the %zu queries (give --queries N below that to draw N)\n",
+                    query.rows);
+        /* ground truth from --base costs an exact search per query: only
+         * for the sample (then tuned as a whole, max_queries 0) */
+        if (o.base && (rc = keep_sample(&o, &query)) != 0) goto out;
+        rc = load_truth(&o, index, &query, &truth, &truth_cols);
+        if (!rc) {
+            avq_tune_result r;
+            o.p.progress = cli_progress;
+            st = avq_index_tune(index, query.data, query.rows, truth, truth_cols, &o.p, &r);
+            rc = st ? cli_fail("tune", st) : print_result(&o, &r);
+        }
     }
-    int_matrix_free(&truth);
+out:
+    free(truth);
     float_matrix_free(&query);
     avq_index_free(index);
     return rc;

@@ -649,7 +649,7 @@ static int vecs_write(const char *name, const void *data, size_t rows, size_t co
 /* NumPy .npy                                                               */
 /* ======================================================================= */
 
-typedef enum { NPY_F4, NPY_F8, NPY_I4, NPY_I8, NPY_U1 } npy_dtype;
+typedef enum { NPY_F2, NPY_F4, NPY_F8, NPY_I4, NPY_I8, NPY_U1 } npy_dtype;
 
 typedef struct {
     npy_dtype dtype;
@@ -730,7 +730,7 @@ static int parse_descr(const char *name, const char *descr, npy_header *h) {
         char kind;
         size_t size;
         npy_dtype dtype;
-    } known[] = {{'f', 4, NPY_F4}, {'f', 8, NPY_F8}, {'i', 4, NPY_I4},
+    } known[] = {{'f', 2, NPY_F2}, {'f', 4, NPY_F4}, {'f', 8, NPY_F8}, {'i', 4, NPY_I4},
                  {'i', 8, NPY_I8}, {'u', 1, NPY_U1}};
     char order = descr[0];
     bool digits = descr[0] && descr[1] && descr[2] >= '0' && descr[2] <= '9';
@@ -748,8 +748,8 @@ static int parse_descr(const char *name, const char *descr, npy_header *h) {
         }
     }
     return cli_set_error(AVQ_ERR_FORMAT,
-                         "%s: unsupported dtype '%s' (supported: float32 '<f4', float64 '<f8', "
-                         "int32 '<i4', int64 '<i8', uint8 '|u1')",
+                         "%s: unsupported dtype '%s' (supported: float16 '<f2', float32 '<f4', "
+                         "float64 '<f8', int32 '<i4', int64 '<i8', uint8 '|u1')",
                          name, descr);
 }
 
@@ -885,10 +885,22 @@ truncated:
                          s->file_size);
 }
 
+/* IEEE 754 binary16 bits as a double (exact: every half is a double).
+ * Infinities and NaNs decode as such and are refused like any other. */
+static double half_to_double(uint16_t bits) {
+    int sign = bits >> 15, exp = (bits >> 10) & 0x1f, frac = bits & 0x3ff;
+    double v;
+    if (exp == 0) v = ldexp((double)frac, -24);                    /* subnormal, zero */
+    else if (exp == 31) v = frac ? NAN : INFINITY;
+    else v = ldexp((double)(frac | 0x400), exp - 25);
+    return sign ? -v : v;
+}
+
 /* Decode one stored element as double (exact for every supported type
  * except int64 beyond 2^53, which is only used through decode_int). */
 static double npy_decode_double(const npy_header *h, const unsigned char *p) {
     switch (h->dtype) {
+    case NPY_F2: { uint16_t v; copy_elements(&v, p, 1, 2, h->little); return half_to_double(v); }
     case NPY_F4: { float v; copy_elements(&v, p, 1, 4, h->little); return v; }
     case NPY_F8: { double v; copy_elements(&v, p, 1, 8, h->little); return v; }
     case NPY_I4: { int32_t v; copy_elements(&v, p, 1, 4, h->little); return v; }
@@ -909,6 +921,7 @@ static int64_t npy_decode_int(const npy_header *h, const unsigned char *p) {
 
 static const char *npy_dtype_name(npy_dtype d) {
     switch (d) {
+    case NPY_F2: return "float16";
     case NPY_F4: return "float32";
     case NPY_F8: return "float64";
     case NPY_I4: return "int32";
@@ -935,7 +948,7 @@ static int npy_read(const char *name, elem_kind kind, size_t *rows_out, size_t *
     void *data = NULL;
     st = npy_read_header(&s, &h, &rows, &cols);
     if (st) goto done;
-    if (kind != ELEM_F32 && (h.dtype == NPY_F4 || h.dtype == NPY_F8)) {
+    if (kind != ELEM_F32 && (h.dtype == NPY_F2 || h.dtype == NPY_F4 || h.dtype == NPY_F8)) {
         st = cli_set_error(AVQ_ERR_FORMAT, "%s: holds %s values, expected integers (ids)", name,
                            npy_dtype_name(h.dtype));
         goto done;
@@ -1205,6 +1218,62 @@ out:
     *cols_out = cols;
     *data_out = data;
     return AVQ_OK;
+}
+
+/* The root attribute `distance` of an ann-benchmarks file, as a string. */
+static int hdf5_distance(const char *file, char *out, size_t cap) {
+    hdf5_quiet();
+    int st = hdf5_check_exists(file);
+    if (st) return st;
+    hid_t fid = H5Fopen(file, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (fid < 0) return hdf5_fail(AVQ_ERR_FORMAT, file, "not an HDF5 file or unreadable");
+    int found = 0;
+    if (H5Aexists(fid, "distance") > 0) {
+        hid_t aid = H5Aopen(fid, "distance", H5P_DEFAULT);
+        hid_t type = aid >= 0 ? H5Aget_type(aid) : -1;
+        st = AVQ_ERR_FORMAT;
+        if (type >= 0 && H5Tget_class(type) == H5T_STRING) {
+            if (H5Tis_variable_str(type) > 0) {
+                char *value = NULL;
+                hid_t mem = H5Tcopy(H5T_C_S1);
+                H5Tset_size(mem, H5T_VARIABLE);
+                H5Tset_cset(mem, H5Tget_cset(type));
+                if (H5Aread(aid, mem, &value) >= 0 && value) {
+                    snprintf(out, cap, "%s", value);
+                    st = AVQ_OK;
+                }
+                if (value) H5free_memory(value);
+                H5Tclose(mem);
+            } else {
+                size_t size = H5Tget_size(type);
+                char *value = calloc(size + 1, 1);
+                if (value && H5Aread(aid, type, value) >= 0) {
+                    snprintf(out, cap, "%s", value);
+                    st = AVQ_OK;
+                }
+                free(value);
+            }
+        }
+        if (type >= 0) H5Tclose(type);
+        if (aid >= 0) H5Aclose(aid);
+        if (st) st = cli_set_error(AVQ_ERR_FORMAT, "%s: its 'distance' attribute is not a string",
+                                   file);
+        else found = 1;
+    }
+    H5Fclose(fid);
+    return st ? st : found;
+}
+
+int dataset_distance(const char *path, char *out, size_t cap) {
+    if (!path || !out || cap == 0)
+        return cli_set_error(AVQ_ERR_INVALID, "dataset_distance: NULL argument");
+    out[0] = '\0';
+    parsed_path pp;
+    int st = parse_path(path, &pp);
+    if (st) return st;
+    int r = pp.format == FMT_HDF5 ? hdf5_distance(pp.file, out, cap) : 0;
+    free(pp.file);
+    return r;
 }
 
 /* Open for writing: an existing HDF5 file is extended (through a symbolic

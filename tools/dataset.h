@@ -62,6 +62,13 @@ int dataset_read_float(const char *path, float_matrix *out);
  * (default dataset "neighbors"). */
 int dataset_read_int(const char *path, int_matrix *out);
 
+/* The metric an ann-benchmarks HDF5 file declares: its root attribute
+ * `distance` ("angular", "euclidean", ...) into out (cap bytes).  Returns
+ * 1 if the file has one, 0 if it has none or is not HDF5 (out ""), or a
+ * negative status (a missing or unreadable file, an attribute that is not
+ * a string). */
+int dataset_distance(const char *path, char *out, size_t cap);
+
 /* Outputs.  Every writer follows the path like cp follows a destination:
  * a missing file is created with mode 0666 & ~umask; an existing regular
  * file, or the target of a symbolic link to one, is replaced atomically
