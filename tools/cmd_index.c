@@ -51,6 +51,9 @@ static void build_usage(FILE *out) {
             "                         %d for l2)\n"
             "  --center-eta E         anisotropic leaf centers with weight eta (ip/cos;\n"
             "                         default %g for ip, %g for cos; 0 = off)\n"
+            "  --leaf-spread Z|auto   rank leaves by <q,c> + Z |q| (the leaf's spread), for\n"
+            "                         raw inner products (ip/cos; default auto for ip: %g\n"
+            "                         if the norms vary, else 0; 0 for cos; 0 = off)\n"
             "  --dims-per-block N     dimensions per PQ code (default %d)\n"
             "  --bits 4|8             bits per code (default %d, the SIMD fast scan)\n"
             "  --threshold T|none     anisotropic threshold T (ip/cos; default %s; 'none' =\n"
@@ -71,7 +74,8 @@ static void build_usage(FILE *out) {
             ip.brute_force_below, AVQ_SINGLE_LEAF_BELOW, AVQ_SINGLE_LEAF_BELOW,
             AVQ_DEFAULT_TRAINING_SAMPLE, ip.kmeans_iterations,
             cs.spherical < 0 ? 1 : cs.spherical, l2.spherical < 0 ? 0 : l2.spherical,
-            (double)ip.avq_center_eta, (double)cs.avq_center_eta, ip.dims_per_block, ip.bits,
+            (double)ip.avq_center_eta, (double)cs.avq_center_eta,
+            (double)AVQ_DEFAULT_LEAF_SPREAD_Z, ip.dims_per_block, ip.bits,
             strcmp(threshold_text(t_ip, sizeof t_ip, ip.threshold),
                    threshold_text(t_cs, sizeof t_cs, cs.threshold)) == 0 ? t_ip : "see avq.h",
             ip.reorder == AVQ_REORDER_FLOAT ? "float" : ip.reorder == AVQ_REORDER_INT8 ? "int8" : "none",
@@ -152,7 +156,8 @@ static void warn_no_effect(const avq_build_params *p, size_t n, const char *cons
         {'I', "--iterations", true},      {'P', "--spherical", true},
         {'C', "--center-eta", true},      {'D', "--dims-per-block", false},
         {'B', "--bits", false},           {'T', "--threshold", false},
-        {'K', "--threshold-kind", false}, {'E', "--eta", false}};
+        {'K', "--threshold-kind", false}, {'E', "--eta", false},
+        {'Z', "--leaf-spread", true}};
     char names[256] = "";
     size_t used = 0;
     bool exact = n < p->brute_force_below || n < (p->bits == 8 ? 256u : 16u);
@@ -197,6 +202,7 @@ int cmd_build(int argc, char **argv) {
         {"eta", required_argument, 0, 'E'},   {"reorder", required_argument, 0, 'R'},
         {"center-eta", required_argument, 0, 'C'},
         {"threshold-kind", required_argument, 0, 'K'},
+        {"leaf-spread", required_argument, 0, 'Z'},
         {"brute-force-below", required_argument, 0, 'F'},
         {"threads", required_argument, 0, 't'}, {"seed", required_argument, 0, 's'},
         {"tags", required_argument, 0, 'g'},
@@ -229,7 +235,8 @@ int cmd_build(int argc, char **argv) {
     if (metric == AVQ_METRIC_L2) {
         const char *aniso = val['T'] && strcmp(val['T'], "none") ? "--threshold"
                             : val['K'] ? "--threshold-kind" : val['E'] ? "--eta"
-                            : val['C'] ? "--center-eta" : NULL;
+                            : val['C'] ? "--center-eta"
+                            : val['Z'] && strcmp(val['Z'], "0") ? "--leaf-spread" : NULL;
         if (aniso)
             return cli_usage_error("build", "%s applies to ip and cos: l2 has no anisotropic "
                                             "loss (its codes minimise the reconstruction error)",
@@ -291,6 +298,13 @@ int cmd_build(int argc, char **argv) {
         if (!cli_parse_float(val['C'], &f) || f < 0)
             return cli_usage_error("build", "--center-eta must be a number >= 0, got '%s'", val['C']);
         p.avq_center_eta = f;
+    }
+    if (val['Z']) {
+        if (!strcmp(val['Z'], "auto")) p.leaf_spread_z = -1.0f;
+        else if (!cli_parse_float(val['Z'], &f) || f < 0)
+            return cli_usage_error("build", "--leaf-spread must be 'auto' or a number >= 0, got '%s'",
+                                   val['Z']);
+        else p.leaf_spread_z = f;
     }
     if (val['R'] && !parse_reorder(val['R'], &p.reorder))
         return cli_usage_error("build", "--reorder must be float, int8 or none, got '%s'", val['R']);
@@ -447,11 +461,15 @@ int cmd_info(int argc, char **argv) {
         if (p.avq_center_eta > 0 && p.metric != AVQ_METRIC_L2)
             snprintf(centers, sizeof centers, "eta %g", (double)p.avq_center_eta);
         bool spherical = p.spherical > 0 || (p.spherical < 0 && p.metric != AVQ_METRIC_L2);
+        char ranking[64] = "by center score";
+        if (p.leaf_spread_z > 0 && p.metric != AVQ_METRIC_L2)
+            snprintf(ranking, sizeof ranking, "by center score + %g |q| spread",
+                     (double)p.leaf_spread_z);
         if (one_leaf)
             printf("partition         one leaf (no k-means)\n");
         else
-            printf("partition         %s k-means, anisotropic centers %s\n",
-                   spherical ? "spherical" : "plain", centers);
+            printf("partition         %s k-means, anisotropic centers %s, leaves ranked %s\n",
+                   spherical ? "spherical" : "plain", centers, ranking);
         printf("reorder           %s\n", reorder_name(p.reorder));
         printf("search defaults   leaves_to_search %zu, pre_reorder %zu\n", sp.leaves_to_search,
                sp.pre_reorder);
