@@ -144,6 +144,22 @@ static int any_failed(err_t *e, const char *what) {
     return 1;
 }
 
+/* Wait for every rank without spinning: MPI's blocking collectives poll
+ * the network at full speed, so while rank 0 trains alone the other ranks
+ * would burn their cores -- on a shared or oversubscribed node, rank 0's.
+ * A non-blocking barrier tested every millisecond costs nothing instead. */
+static void quiet_barrier(void) {
+    MPI_Request req;
+    MPI_Ibarrier(MPI_COMM_WORLD, &req);
+    int done = 0;
+    struct timespec pause = {0, 1000000};
+    for (;;) {
+        MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+        if (done) return;
+        nanosleep(&pause, NULL);
+    }
+}
+
 /* ---- the id -> shard hash (documented above and in doc/DESIGN.md) --------- */
 
 static inline uint64_t splitmix64_mix(uint64_t z) {
@@ -1222,6 +1238,7 @@ static int cmd_build(const options *o) {
     free(all);
     free(cnts);
     free(disp);
+    quiet_barrier(); /* the other ranks sleep while rank 0 trains */
     double t_train = now() - t1, c_train = cpu_now() - c1;
     if (any_failed(&e, "build")) return 1;
     say("build: trained in %.2f s (%.2f s CPU): %zu leaves", t_train, c_train,
@@ -1367,9 +1384,13 @@ static int cmd_search(const options *o) {
     sp.leaves_to_search = o->leaves;
     sp.pre_reorder = o->pre_reorder;
     /* R and the whole index's leaf counts (summed over the shards that loaded) */
-    unsigned long long R = 0, myR = 0, L = 0, myL = 0;
+    unsigned long long R = 0, myR = 0, L = 0, myL = 0, lts = 0, my_lts = 0;
     for (size_t i = 0; i < nmine; i++)
         if (sh[i].index) {
+            avq_search_params def;
+            avq_search_params_init(&def);
+            avq_index_default_search_params(sh[i].index, &def);
+            my_lts = o->leaves ? o->leaves : def.leaves_to_search;
             size_t r;
             if (avq_index_candidate_count(sh[i].index, &sp, &r) != AVQ_OK)
                 fail(&e, "shard %zu: %s", sh[i].shard, avq_last_error());
@@ -1380,6 +1401,7 @@ static int cmd_search(const options *o) {
     if (any_failed(&e, "search")) return 1;
     MPI_Allreduce(&myR, &R, 1, MPI_UNSIGNED_LONG_LONG, MPI_MAX, MPI_COMM_WORLD);
     MPI_Allreduce(&myL, &L, 1, MPI_UNSIGNED_LONG_LONG, MPI_MAX, MPI_COMM_WORLD);
+    MPI_Allreduce(&my_lts, &lts, 1, MPI_UNSIGNED_LONG_LONG, MPI_MAX, MPI_COMM_WORLD);
     if (topk_mode) R = k;
     unsigned long long *live_mine = calloc((size_t)L, sizeof *live_mine);
     unsigned long long *live_all = calloc((size_t)L, sizeof *live_all);
@@ -1520,10 +1542,11 @@ static int cmd_search(const options *o) {
             if (missing[s]) fprintf(stderr, " %zu", s);
         fprintf(stderr, "\n");
     }
-    say("search: %zu queries, k %zu, R %llu, %zu shards on %d ranks, %zu batches of <= %zu: "
+    say("search: %zu queries, k %zu, %llu of %llu leaves, R %llu, %zu shards on %d ranks, "
+        "%zu batches of <= %zu: "
         "load %.2f s; search %.3f s (slowest rank), gather %.3f s, merge %.3f s (%.3f ms per "
         "batch); %.0f QPS wall, %.0f queries per CPU second (all ranks); peak RSS per rank %.0f "
-        "MB (after load %.0f MB)", nq, k, R, m.shards, g_size, batches, B, t_load, max_search,
+        "MB (after load %.0f MB)", nq, k, lts, L, R, m.shards, g_size, batches, B, t_load, max_search,
         t_gather, t_merge, batches ? 1e3 * t_merge / (double)batches : 0.0,
         (double)nq / (max_search + t_gather + t_merge), sum_cpu > 0 ? (double)nq / sum_cpu : 0.0,
         max_peak, max_peak_load);
