@@ -180,6 +180,10 @@ def test_same_as_cli(run_avq, tmp_path, data, metric, config):
     every way of searching gives the CLI's ids and scores."""
     base, query = data
     cli_opts, kwargs = CONFIGS[config]
+    if metric == "squared_l2" and "--eta" in cli_opts:   # the CLI refuses --eta for l2
+        at = cli_opts.index("--eta")
+        cli_opts = cli_opts[:at] + cli_opts[at + 2:]
+        kwargs = {key: v for key, v in kwargs.items() if key != "eta"}
     fv_base, fv_query = str(tmp_path / "b.fvecs"), str(tmp_path / "q.fvecs")
     datalib.write_fvecs(fv_base, base)
     datalib.write_fvecs(fv_query, query)
@@ -211,8 +215,10 @@ def test_builder_same_as_cli(run_avq, tmp_path, data, metric):
     datalib.write_fvecs(fv_base, base)
     datalib.write_fvecs(fv_query, query)
     cli_path = str(tmp_path / "cli.avq")
+    # (the CLI refuses a threshold for l2, where the library ignores it)
     cli_build(run_avq, cli_path, fv_base, metric,
-              ["--leaves", "16", "--brute-force-below", "0", "--threshold", "0.3"])
+              ["--leaves", "16", "--brute-force-below", "0"] +
+              (["--threshold", "0.3"] if metric != "squared_l2" else []))
     ref_ids, ref_scores = cli_search(run_avq, tmp_path, cli_path, fv_query, 7, 3, 40)
     searcher = (avq.builder(base, 7, metric)
                 .tree(num_leaves=16, num_leaves_to_search=3)
@@ -385,8 +391,6 @@ def bad_inputs(base, query, ix):
         ("k = 0 exact", lambda: avq.exact_search(base, query, 0), ValueError, "k must be >= 1"),
         ("k float", lambda: ix.search(q, k=2.5), TypeError, "int"),
         ("k huge", lambda: ix.search(q, k=1 << 70), ValueError, "range"),
-        ("leaves > num_leaves", lambda: ix.search(q, leaves_to_search=17), ValueError,
-         "exceeds"),
         ("leaves 0", lambda: ix.search(q, leaves_to_search=0), ValueError, "leaves_to_search"),
         ("pre_reorder < 0", lambda: ix.search(q, pre_reorder=-1), ValueError, "pre_reorder"),
         ("threads < 0", lambda: ix.search_batched(query, threads=-1), ValueError, "threads"),
@@ -879,9 +883,7 @@ def test_builder_variants(data):
     with pytest.raises(ValueError, match="scoring"):
         avq.builder(base, 8, "cosine").tree(16, 2).build()
     with pytest.raises(ValueError, match="distance_measure"):
-        avq.builder(base, 8, "angular")
-    with pytest.raises(ValueError, match="num_leaves_to_search"):
-        avq.builder(base, 8, "cosine").tree(4, 5)
+        avq.builder(base, 8, "hamming")
     with pytest.raises(ValueError, match="num_neighbors"):
         avq.builder(base, 0, "cosine")
     with pytest.raises(ValueError, match="hash_type"):

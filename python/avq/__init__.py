@@ -68,17 +68,21 @@ import sys
 
 import numpy as np
 
-from ._avq import (MAX_FILTER_TAGS, MAX_TAGS_PER_VECTOR, VERSION_NUMBER, Error, Filter,
-                   FormatError, Index, Quantizer, __version__, exact_search, isa, load)
+from ._avq import (MAX_FILTER_TAGS, MAX_TAGS_PER_VECTOR, METRIC_ALIASES, VERSION_NUMBER, Error,
+                   Filter, FormatError, Index, Quantizer, __version__, default_threads,
+                   exact_search, isa, load, parse_metric)
 
 __all__ = [
     "Index", "Quantizer", "Filter", "load", "exact_search", "recall", "isa", "Error", "FormatError",
     "builder", "ScannBuilder", "ScannSearcher", "load_searcher", "progress_bar",
-    "METRICS", "__version__", "VERSION_NUMBER", "MAX_TAGS_PER_VECTOR", "MAX_FILTER_TAGS",
+    "METRICS", "METRIC_ALIASES", "parse_metric", "default_threads",
+    "__version__", "VERSION_NUMBER", "MAX_TAGS_PER_VECTOR", "MAX_FILTER_TAGS",
 ]
 
-#: The canonical metric names (aliases such as 'ip', 'l2', 'cos', 'angular'
-#: are accepted wherever a metric is).
+#: The canonical metric names.  Every name in METRIC_ALIASES ({alias:
+#: canonical}, the C library's one table: 'ip', 'dot', 'mips', 'l2',
+#: 'euclidean', 'cos', 'angular', ...) is accepted wherever a metric is, in
+#: any case; parse_metric(name) gives the canonical one.
 METRICS = ("dot_product", "squared_l2", "cosine")
 
 
@@ -143,13 +147,15 @@ class _ProgressBar:
     installed; else one self-overwriting line on a terminal (at most ~5
     updates a second), or one line per finished stage in a log file."""
 
-    def __init__(self, file=None):
+    def __init__(self, file=None, delay=0.0):
         try:
             from tqdm import tqdm
         except ImportError:  # tqdm is optional
             tqdm = None
         self._tqdm = tqdm
         self._file = file
+        self._delay = float(delay)       # nothing shown before the call has run this long
+        self._t0 = None
         self._stage = None               # the stage being shown
         self._finished = None            # (stage, total) that last reported its end
         self._bar = None
@@ -160,6 +166,10 @@ class _ProgressBar:
         import time
         out = self._file or sys.stderr
         now = time.monotonic()
+        if self._t0 is None:
+            self._t0 = now
+        if now - self._t0 < self._delay:
+            return                       # short calls stay quiet
         if self._since is None:
             self._since = now
         if self._stage is None and self._finished == (stage, total) and done >= total:
@@ -212,11 +222,26 @@ def progress_bar(file=None):
     return _ProgressBar(file)
 
 
+#: Seconds a build runs before the default progress bar appears.
+_PROGRESS_DELAY = 3.0
+
+
+def _default_progress():
+    """The progress callback of a build given no ``progress=``: a bar on
+    stderr when stderr is a terminal, shown once the build has run
+    _PROGRESS_DELAY seconds (so quick builds print nothing); None when
+    stderr is not a terminal (logs, pipes, notebooks' captured output).
+    Pass ``progress=None`` to build silently anyway."""
+    try:
+        tty = sys.stderr is not None and sys.stderr.isatty()
+    except (AttributeError, ValueError):      # replaced or closed stderr
+        tty = False
+    return _ProgressBar(delay=_PROGRESS_DELAY) if tty else None
+
+
 # ---------------------------------------------------------------------------
 # ScaNN-style builder
 # ---------------------------------------------------------------------------
-
-_DISTANCES = {"dot_product": "dot_product", "squared_l2": "squared_l2", "cosine": "cosine"}
 
 
 def _positive_int(value, name):
@@ -235,7 +260,9 @@ def builder(db, num_neighbors, distance_measure):
     at build time); ``num_neighbors``: the default number of results of the
     searcher (ScaNN's ``final_num_neighbors``); ``distance_measure``:
     ``'dot_product'`` or ``'squared_l2'`` as in ScaNN, or ``'cosine'`` (an
-    avq addition: vectors and queries are normalised for you).
+    avq addition: vectors and queries are normalised for you) -- or any
+    alias of :data:`METRIC_ALIASES` (``'angular'``, ``'dot'``, ...), in any
+    case.
     """
     return ScannBuilder(db, num_neighbors, distance_measure)
 
@@ -251,12 +278,13 @@ class ScannBuilder:
     def __init__(self, db, num_neighbors, distance_measure):
         if not isinstance(distance_measure, str):
             raise TypeError("distance_measure must be a str")
-        if distance_measure not in _DISTANCES:
-            raise ValueError(f"distance_measure must be one of {sorted(_DISTANCES)}, "
-                             f"got {distance_measure!r}")
+        try:
+            metric = parse_metric(distance_measure)
+        except ValueError as e:
+            raise ValueError(f"distance_measure: {e}") from None
         self._db = db
         self._k = _positive_int(num_neighbors, "num_neighbors")
-        self._metric = _DISTANCES[distance_measure]
+        self._metric = metric
         self._tree = None
         self._scoring = None
         self._reorder = None
@@ -277,10 +305,8 @@ class ScannBuilder:
         ScaNN, whose default is off; pass 0 for none).
         """
         num_leaves = _positive_int(num_leaves, "num_leaves")
+        # (more than num_leaves means all of them: the search clamps it)
         num_leaves_to_search = _positive_int(num_leaves_to_search, "num_leaves_to_search")
-        if num_leaves_to_search > num_leaves:
-            raise ValueError(f"num_leaves_to_search ({num_leaves_to_search}) exceeds "
-                             f"num_leaves ({num_leaves})")
         self._tree = {
             "num_leaves": num_leaves,
             "num_leaves_to_search": num_leaves_to_search,

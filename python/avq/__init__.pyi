@@ -10,9 +10,11 @@ import numpy.typing as npt
 __version__: str
 VERSION_NUMBER: int
 METRICS: Tuple[str, str, str]
+METRIC_ALIASES: Dict[str, str]
 
-Metric = Literal["dot_product", "squared_l2", "cosine", "ip", "dot", "l2", "euclidean", "cos",
-                 "angular"]
+# any name of METRIC_ALIASES, in any case (so a plain str is accepted too)
+Metric = Union[Literal["dot_product", "squared_l2", "cosine", "ip", "dot", "inner_product", "mips",
+                       "l2", "euclidean", "sqeuclidean", "cos", "angular"], str]
 ArrayLike = npt.ArrayLike
 PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 Progress = Optional[Callable[[str, int, int], Any]]
@@ -186,6 +188,19 @@ class Index:
     # ids 1-D gives (n, dim); one int id gives (dim,)
     def get(self, ids: IdsLike, /) -> Vectors: ...
     def stats(self) -> IndexStats: ...
+    def tune(
+        self,
+        queries: ArrayLike,
+        target_recall: float = 0.9,
+        gt: Optional[ArrayLike] = None,
+        *,
+        k: int = 10,
+        max_queries: Optional[int] = 2000,
+        seed: Optional[int] = None,
+        runs: int = 3,
+        threads: Optional[int] = None,
+        progress: Progress = None,
+    ) -> Dict[str, Any]: ...
     def retrain(
         self,
         *,
@@ -245,6 +260,8 @@ def exact_search(
     progress: Progress = None,
 ) -> Tuple[Ids, Scores]: ...
 def isa() -> Literal["avx512", "avx2", "scalar"]: ...
+def default_threads() -> int: ...
+def parse_metric(name: str) -> Literal["dot_product", "squared_l2", "cosine"]: ...
 def recall(ids: ArrayLike, true_ids: ArrayLike, k: Optional[int] = None) -> float: ...
 def progress_bar(file: Any = None) -> Callable[[str, int, int], None]: ...
 

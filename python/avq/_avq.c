@@ -1515,9 +1515,24 @@ enum { TRAIN_INDEX, TRAIN_QUANTIZER, TRAIN_RETRAIN };
  * Ctrl-C honoured: avq_index_build / avq_quantizer_train on `arr`, or
  * avq_index_retrain of `source`.  Returns the new object (avq_index * or
  * avq_quantizer *) or NULL with an exception set. */
+/* progress= not given: avq._default_progress() (a bar on a terminal, shown
+ * once a build has run a few seconds; None elsewhere).  New reference or
+ * NULL, never an error (a failure only means no bar). */
+static PyObject *default_progress(void) {
+    PyObject *mod = PyImport_ImportModule("avq");
+    PyObject *cb = mod ? PyObject_CallMethod(mod, "_default_progress", NULL) : NULL;
+    Py_XDECREF(mod);
+    if (!cb) PyErr_Clear();
+    if (cb == Py_None) Py_CLEAR(cb);
+    return cb;
+}
+
 static void *run_training(int what, PyArrayObject *arr, const avq_index *source,
                           avq_build_params *p, PyObject *progress) {
-    progress_ctx ctx = {NULL, progress == Py_None ? NULL : progress, 0, 0.0, {0}};
+    PyObject *auto_bar = progress == NULL ? default_progress() : NULL;
+    void *made = NULL;
+    progress_ctx ctx = {NULL, progress == Py_None ? NULL : progress ? progress : auto_bar, 0, 0.0,
+                        {0}};
     ctx.last_time = monotonic_seconds();
     p->progress = progress_trampoline;
     p->progress_user = &ctx;
@@ -1535,13 +1550,13 @@ static void *run_training(int what, PyArrayObject *arr, const avq_index *source,
     if (st == AVQ_OK && PyErr_Occurred()) { /* cancelled at the very end */
         free_index_nogil(ix);
         avq_quantizer_free(qz);
-        return NULL;
-    }
-    if (st != AVQ_OK) {
+    } else if (st != AVQ_OK) {
         raise_status(st, NULL, 0);
-        return NULL;
+    } else {
+        made = what == TRAIN_QUANTIZER ? (void *)qz : (void *)ix;
     }
-    return what == TRAIN_QUANTIZER ? (void *)qz : (void *)ix;
+    Py_XDECREF(auto_bar);
+    return made;
 }
 
 /* Tag the n vectors of a fresh build (ids 0..n-1). */
@@ -1617,15 +1632,18 @@ PyDoc_STRVAR(Index_search_doc,
 "       filter_min_scanned=None, filter_exact_below=None)\n"
 "--\n"
 "\n"
-"The k best database vectors for one query `q` (a 1-D array-like of length\n"
-"dim).  Returns (ids, scores): ids an int64 array of shape (k,), scores a\n"
-"float32 array of shape (k,), best first.  For 'dot_product' and 'cosine'\n"
+"The k best database vectors for one query `q`: a 1-D array-like of length\n"
+"dim, or a 2-D one of shape (1, dim) -- one row, as q[None] or Q[i:i+1]\n"
+"gives it.  Returns (ids, scores): ids an int64 array of shape (k,), scores\n"
+"a float32 array of shape (k,) -- (1, k) each for a (1, dim) query, as\n"
+"search_batched returns for one row -- best first.  For 'dot_product' and 'cosine'\n"
 "the scores are similarities (larger is better); for 'squared_l2' they are\n"
 "squared distances (smaller is better).  Ties go to the lower id.  When\n"
 "fewer than k results exist the tail has id -1 and score NaN.\n"
 "\n"
 "leaves_to_search: leaves scanned (None = the index default, see\n"
-"    default_search_params); pre_reorder: candidates re-scored exactly before\n"
+"    default_search_params; more than num_leaves means all of them, as\n"
+"    FAISS clamps nprobe); pre_reorder: candidates re-scored exactly before\n"
 "    the final top-k (None = the index's default).\n"
 "\n"
 "The GIL is released during the search, so several Python threads can\n"
@@ -1650,7 +1668,7 @@ PyDoc_STRVAR(Index_search_doc,
 "filter on every call; for large id sets build an avq.Filter once.\n"
 "\n"
 "Raises ValueError (wrong length or shape, NaN/infinite values, k < 1,\n"
-"leaves_to_search larger than num_leaves, closed index, two filters, a tag\n"
+"closed index, two filters, a tag\n"
 "out of [0, 2**32), a tag filter of 0 or more than 4096 tags), TypeError\n"
 "(not an array of real numbers, a filter of the wrong type), whatever a\n"
 "keep() callback raises.");
@@ -2792,9 +2810,15 @@ static PyObject *Index_get_build_params(IndexObject *self, void *c) {
     const char *reorder = p.reorder == AVQ_REORDER_FLOAT ? "float"
                           : p.reorder == AVQ_REORDER_INT8 ? "int8"
                                                           : "none";
-    PyObject *spherical = p.spherical < 0 ? Py_None : p.spherical ? Py_True : Py_False;
-    PyObject *threshold = isnan(p.threshold) ? Py_NewRef(Py_None)
-                                             : PyFloat_FromDouble((double)p.threshold);
+    /* resolved: what the build really used, not 0 = "auto" */
+    int spherical_on = p.spherical < 0 ? p.metric != AVQ_METRIC_L2 : p.spherical;
+    PyObject *spherical = spherical_on ? Py_True : Py_False;
+    p.num_leaves = avq_index_num_leaves(ix);
+    if (p.training_sample == 0) p.training_sample = AVQ_DEFAULT_TRAINING_SAMPLE;
+    if (p.threads == 0) p.threads = avq_default_threads();
+    PyObject *threshold = isnan(p.threshold) || p.metric == AVQ_METRIC_L2
+                              ? Py_NewRef(Py_None)
+                              : PyFloat_FromDouble((double)p.threshold);
     if (!threshold) return NULL;
     PyObject *d = Py_BuildValue(
         "{s:s,s:n,s:n,s:i,s:O,s:d,s:i,s:i,s:N,s:d,s:s,s:n,s:i,s:K}", "metric",
@@ -2814,6 +2838,158 @@ static PyObject *Index_repr(IndexObject *self) {
                                 avq_index_size(ix), avq_index_dim(ix),
                                 avq_metric_name(avq_index_metric(ix)), avq_index_num_leaves(ix),
                                 self->mapped ? " mmap" : "");
+}
+
+PyDoc_STRVAR(Index_tune_doc,
+"tune($self, /, queries, target_recall=0.9, gt=None, *, k=10, max_queries=2000,\n"
+"     seed=None, runs=3, threads=None, progress=None)\n"
+"--\n"
+"\n"
+"The fastest (leaves_to_search, pre_reorder) reaching recall@k >=\n"
+"target_recall on `queries` (an (nq, dim) array-like like the queries the\n"
+"index will serve), as `avq tune` finds it (avq_index_tune in include/avq.h).\n"
+"\n"
+"gt: the true neighbours' ids, (nq, >= k) ints, best first (exact_search\n"
+"    gives them); None = computed exactly from the index's own vectors\n"
+"    (needs reorder='float', the default).\n"
+"max_queries: the sample size (None or 0 = all queries): rows spread evenly\n"
+"    over the whole array -- not its first rows, since query sets are often\n"
+"    sorted -- or drawn at random when `seed` is given; even sample members\n"
+"    tune, odd ones check.\n"
+"runs: timed passes per candidate (best kept); threads: workers of the\n"
+"    recall searches (timing is one query at a time on this thread).\n"
+"\n"
+"Returns a dict: leaves_to_search, pre_reorder (pass them to search), recall\n"
+"(on the tuning half), recall_held_out (on the other half: what to expect on\n"
+"new queries), qps (one query at a time, one thread, CPU time), reached\n"
+"(False: the target is out of reach; the choice is then every leaf with\n"
+"the best pre_reorder tried), exact (an exact-tier index: nothing to tune),\n"
+"tune_queries, held_out_queries, and candidates (a list of dicts\n"
+"leaves_to_search, pre_reorder, recall, qps: one per pre_reorder tried;\n"
+"leaves_to_search None where unreachable).\n"
+"\n"
+"The GIL is released; Ctrl-C cancels (KeyboardInterrupt).  Raises\n"
+"ValueError (shapes, k, target, a closed index), TypeError, avq.Error\n"
+"(gt=None on an index without float vectors).");
+
+static PyObject *Index_tune(IndexObject *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"queries", "target_recall", "gt", "k", "max_queries", "seed",
+                             "runs", "threads", "progress", NULL};
+    PyObject *queries_o, *target_o = NULL, *gt_o = Py_None, *k_o = NULL, *maxq_o = NULL,
+             *seed_o = Py_None, *runs_o = NULL, *threads_o = NULL, *progress = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OO$OOOOOO:tune", kwlist, &queries_o,
+                                     &target_o, &gt_o, &k_o, &maxq_o, &seed_o, &runs_o,
+                                     &threads_o, &progress))
+        return NULL;
+    avq_tune_params tp;
+    avq_tune_params_init(&tp);
+    if (target_o) {
+        double t = PyFloat_AsDouble(target_o);
+        if (t == -1.0 && PyErr_Occurred()) return NULL;
+        if (!(t > 0.0 && t <= 1.0)) {
+            PyErr_Format(PyExc_ValueError, "target_recall must be in (0, 1], got %g", t);
+            return NULL;
+        }
+        tp.target_recall = t;
+    }
+    if (get_k(k_o, &tp.k) < 0 || get_threads(threads_o, &tp.threads) < 0 ||
+        check_callback(progress) < 0)
+        return NULL;
+    if (maxq_o && maxq_o != Py_None && get_size(maxq_o, "max_queries", &tp.max_queries) < 0)
+        return NULL;
+    if (maxq_o == Py_None) tp.max_queries = 0;
+    if (runs_o && get_int_range(runs_o, "runs", 1, 100, &tp.runs) < 0) return NULL;
+    if (seed_o != Py_None) {
+        size_t seed;
+        if (get_size(seed_o, "seed", &seed) < 0) return NULL;
+        if (seed == 0) {
+            PyErr_SetString(PyExc_ValueError, "seed must be >= 1 (None = evenly spaced rows)");
+            return NULL;
+        }
+        tp.seed = seed;
+    }
+    avq_index *ix = index_acquire(self);
+    if (!ix) return NULL;
+    PyObject *result = NULL;
+    PyArrayObject *q = NULL, *gt = NULL;
+    size_t dim = avq_index_dim(ix), nq = 0, gt_cols = 0;
+    q = as_float32(queries_o, "queries");
+    if (!q) goto done;
+    if (PyArray_NDIM(q) != 2 || (size_t)PyArray_DIM(q, 1) != dim) {
+        PyErr_Format(PyExc_ValueError, "queries must be of shape (nq, %zu)", dim);
+        goto done;
+    }
+    nq = (size_t)PyArray_DIM(q, 0);
+    if (gt_o != Py_None) {
+        PyArrayObject *g = (PyArrayObject *)PyArray_FROMANY(gt_o, NPY_NOTYPE, 0, 0, 0);
+        if (!g) goto done;
+        char kind = PyArray_DESCR(g)->kind;
+        if (kind != 'i' && kind != 'u') {
+            PyErr_Format(PyExc_TypeError, "gt must be integer ids, got dtype %S",
+                         (PyObject *)PyArray_DESCR(g));
+            Py_DECREF(g);
+            goto done;
+        }
+        gt = (PyArrayObject *)PyArray_FROMANY((PyObject *)g, NPY_INT64, 2, 2,
+                                              NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED |
+                                                  NPY_ARRAY_FORCECAST);
+        Py_DECREF(g);
+        if (!gt) {
+            if (PyErr_ExceptionMatches(PyExc_ValueError)) {
+                PyErr_Clear();
+                PyErr_SetString(PyExc_ValueError, "gt must be 2-D: (nq, >= k) ids");
+            }
+            goto done;
+        }
+        if ((size_t)PyArray_DIM(gt, 0) != nq) {
+            PyErr_Format(PyExc_ValueError, "gt has %zd rows for %zu queries", PyArray_DIM(gt, 0),
+                         nq);
+            goto done;
+        }
+        gt_cols = (size_t)PyArray_DIM(gt, 1);
+    }
+    progress_ctx ctx = {NULL, progress == Py_None ? NULL : progress, 0, 0.0, {0}};
+    ctx.last_time = monotonic_seconds();
+    tp.progress = progress_trampoline;
+    tp.progress_user = &ctx;
+    avq_tune_result r;
+    ctx.ts = PyEval_SaveThread();
+    int st = avq_index_tune(ix, (const float *)PyArray_DATA(q), nq,
+                            gt ? (const int64_t *)PyArray_DATA(gt) : NULL, gt_cols, &tp, &r);
+    PyEval_RestoreThread(ctx.ts);
+    if (st != AVQ_OK || PyErr_Occurred()) {
+        raise_status(st, NULL, 0);
+        goto done;
+    }
+    PyObject *cands = PyList_New(0);
+    if (!cands) goto done;
+    for (size_t i = 0; i < r.num_candidates; i++) {
+        const avq_tune_candidate *c = &r.candidates[i];
+        PyObject *leaves = c->leaves_to_search ? PyLong_FromSize_t(c->leaves_to_search)
+                                               : Py_NewRef(Py_None);
+        PyObject *item = leaves ? Py_BuildValue("{s:N,s:n,s:d,s:d}", "leaves_to_search", leaves,
+                                                "pre_reorder", (Py_ssize_t)c->pre_reorder,
+                                                "recall", c->recall, "qps", c->qps)
+                                : NULL;
+        if (!item || PyList_Append(cands, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(cands);
+            goto done;
+        }
+        Py_DECREF(item);
+    }
+    result = Py_BuildValue("{s:n,s:n,s:d,s:d,s:d,s:O,s:O,s:n,s:n,s:N}", "leaves_to_search",
+                           (Py_ssize_t)r.leaves_to_search, "pre_reorder",
+                           (Py_ssize_t)r.pre_reorder, "recall", r.recall_tune,
+                           "recall_held_out", r.recall_check, "qps", r.qps, "reached",
+                           r.reached ? Py_True : Py_False, "exact", r.exact ? Py_True : Py_False,
+                           "tune_queries", (Py_ssize_t)r.tune_queries, "held_out_queries",
+                           (Py_ssize_t)r.check_queries, "candidates", cands);
+done:
+    Py_XDECREF(q);
+    Py_XDECREF(gt);
+    index_release(self);
+    return result;
 }
 
 static PyMethodDef Index_methods[] = {
@@ -2844,6 +3020,8 @@ static PyMethodDef Index_methods[] = {
     {"create", (PyCFunction)Index_create, METH_CLASS | METH_O, Index_create_doc},
     {"retrain", (PyCFunction)(void (*)(void))Index_retrain, METH_VARARGS | METH_KEYWORDS,
      Index_retrain_doc},
+    {"tune", (PyCFunction)(void (*)(void))Index_tune, METH_VARARGS | METH_KEYWORDS,
+     Index_tune_doc},
     {"_c_search_loop", (PyCFunction)Index_c_search_loop, METH_VARARGS, Index_c_search_loop_doc},
     {"close", (PyCFunction)Index_close, METH_NOARGS, Index_close_doc},
     {"__enter__", (PyCFunction)Index_enter, METH_NOARGS,
@@ -2878,7 +3056,13 @@ static PyGetSetDef Index_getset[] = {
      "leaves_to_search, pre_reorder.",
      NULL},
     {"build_params", (getter)Index_get_build_params, NULL,
-     "The parameters the index was built with (dict; keys as Index.build's).", NULL},
+     "The parameters the index was built with (dict; keys as Index.build's),\n"
+     "resolved: num_leaves is the number of leaves it has, training_sample the\n"
+     "most rows sampled to train (all rows when there were fewer), threads the\n"
+     "workers used (what threads=0 meant: avq.default_threads()), spherical a\n"
+     "bool; threshold is None where it does not apply (squared_l2, or plain\n"
+     "reconstruction loss).",
+     NULL},
     {NULL, NULL, NULL, NULL, NULL}};
 
 PyDoc_STRVAR(Index_doc,
@@ -3192,7 +3376,49 @@ static PyObject *avq_py_isa(PyObject *module, PyObject *unused) {
     return PyUnicode_FromString(avq_isa());
 }
 
+PyDoc_STRVAR(default_threads_doc,
+"default_threads()\n--\n\n"
+"The number of worker threads threads=None/0 means, now: the CPUs this\n"
+"process may run on (its affinity mask: taskset, docker --cpuset-cpus),\n"
+"limited by its cgroup's CPU quota (docker --cpus, Kubernetes limits).");
+
+static PyObject *avq_py_default_threads(PyObject *module, PyObject *unused) {
+    return PyLong_FromLong(avq_default_threads());
+}
+
+PyDoc_STRVAR(parse_metric_doc,
+"parse_metric(name)\n--\n\n"
+"The canonical name ('dot_product', 'squared_l2' or 'cosine') of a metric\n"
+"name or alias, in any case (the C library's one table: avq.METRIC_ALIASES).\n"
+"Raises ValueError listing the choices, TypeError for a non-str.");
+
+static PyObject *avq_py_parse_metric(PyObject *module, PyObject *name) {
+    avq_metric m;
+    if (get_metric(name, &m) < 0) return NULL;
+    return PyUnicode_FromString(avq_metric_name(m));
+}
+
+/* {alias: canonical name} of every name avq_metric_parse accepts. */
+static PyObject *metric_aliases(void) {
+    PyObject *d = PyDict_New();
+    if (!d) return NULL;
+    avq_metric m;
+    const char *name;
+    for (size_t i = 0; (name = avq_metric_alias(i, &m)) != NULL; i++) {
+        PyObject *v = PyUnicode_FromString(avq_metric_name(m));
+        if (!v || PyDict_SetItemString(d, name, v) < 0) {
+            Py_XDECREF(v);
+            Py_DECREF(d);
+            return NULL;
+        }
+        Py_DECREF(v);
+    }
+    return d;
+}
+
 static PyMethodDef module_methods[] = {
+    {"default_threads", avq_py_default_threads, METH_NOARGS, default_threads_doc},
+    {"parse_metric", avq_py_parse_metric, METH_O, parse_metric_doc},
     {"load", (PyCFunction)(void (*)(void))avq_py_load, METH_VARARGS | METH_KEYWORDS, load_doc},
     {"exact_search", (PyCFunction)(void (*)(void))avq_py_exact_search,
      METH_VARARGS | METH_KEYWORDS, exact_search_doc},
@@ -3258,6 +3484,12 @@ PyMODINIT_FUNC PyInit__avq(void) {
         PyModule_AddStringConstant(m, "__version__", avq_version()) < 0 ||
         PyModule_AddIntConstant(m, "VERSION_NUMBER", (long)avq_version_number()) < 0)
         goto fail;
+    PyObject *aliases = metric_aliases();
+    if (!aliases || PyModule_AddObjectRef(m, "METRIC_ALIASES", aliases) < 0) {
+        Py_XDECREF(aliases);
+        goto fail;
+    }
+    Py_DECREF(aliases);
     return m;
 fail:
     Py_DECREF(m);
