@@ -232,6 +232,26 @@ typedef enum avq_threshold_kind {
     AVQ_THRESHOLD_ABSOLUTE = 2
 } avq_threshold_kind;
 
+/* The score weight w(t) of the anisotropic loss (added in 0.4; doc/RESULTS.md,
+ * "Score-aware weights").  The loss weighs the error of a point's score
+ * t = <q, x> (unit q) by w(t); eta = h_par / h_perp follows from w and the
+ * distribution of t for random q, per point norm (numerically, except the
+ * step's closed forms).  `threshold` is T, `weight_param` the other number:
+ *   STEP      1[t >= T]                 the paper's weight (the default)
+ *   POW       t^P on t > 0, P = weight_param >= 0  (eta = P + 1 at every
+ *             norm and dimension: a fixed eta)
+ *   EXP       e^{L t}, L = weight_param >= 0 (eta ~ 1 + L^2 |x|^2 / d:
+ *             grows with the norm under an absolute threshold_kind)
+ *   LOGISTIC  1 / (1 + e^{-(t - T)/S}), S = weight_param > 0 (a soft step)
+ * With a relative threshold_kind every point is weighted as its unit vector
+ * is (one eta for all points); absolute weighs the point's own scores. */
+typedef enum avq_weight_kind {
+    AVQ_WEIGHT_STEP = 0,
+    AVQ_WEIGHT_POW = 1,
+    AVQ_WEIGHT_EXP = 2,
+    AVQ_WEIGHT_LOGISTIC = 3
+} avq_weight_kind;
+
 /* Everything an index is built from.  Always start from
  * avq_build_params_init(), which fills the recommended defaults, then change
  * what you need: fields may be added at the end in later versions.
@@ -294,6 +314,15 @@ typedef struct avq_build_params {
                                  be 0 or auto).  The index stores the value
                                  it resolved to (avq_index_build_params);
                                  avq_search_params.leaf_spread_z overrides */
+    /* added in 0.4 (score-aware weights, issue 19) */
+    avq_weight_kind weight;   /* w(t) of the loss; default AVQ_WEIGHT_STEP
+                                 (with `threshold` as T: the paper's loss) */
+    float weight_param;       /* P, L or S of `weight` (see avq_weight_kind);
+                                 ignored by STEP; default 0 */
+    int int8_aware;           /* with reorder = AVQ_REORDER_INT8: round each
+                                 row to the int8 grid by the anisotropic loss
+                                 (greedy floor/ceil flips) instead of to the
+                                 nearest step; default 0 */
 } avq_build_params;
 
 /* The weight leaf_spread_z = auto resolves to on data of varied norms, and

@@ -67,6 +67,120 @@ double avq_eta(double norm2, size_t d, double T, avq_eta_mode mode) {
     return eta < AVQ_ETA_MAX ? eta : AVQ_ETA_MAX;
 }
 
+/* ---- general weights --------------------------------------------------- */
+
+enum { WEIGHT_GRID = 8192, WEIGHT_SIMPSON = 2048 };
+
+const char *avq_weight_check(const avq_weight *w) {
+    if (!w) return "NULL weight";
+    switch (w->kind) {
+    case AVQ_WEIGHT_STEP:
+        return isfinite(w->T) ? NULL : "the step weight needs a finite threshold T";
+    case AVQ_WEIGHT_POW:
+        return w->param >= 0.0 && isfinite(w->param) ? NULL : "pow: P must be >= 0";
+    case AVQ_WEIGHT_EXP:
+        return w->param >= 0.0 && isfinite(w->param) ? NULL : "exp: L must be >= 0";
+    case AVQ_WEIGHT_LOGISTIC:
+        if (!isfinite(w->T)) return "logistic: the threshold T must be finite";
+        return w->param > 0.0 && isfinite(w->param) ? NULL : "logistic: S must be > 0";
+    }
+    return "unknown weight kind";
+}
+
+/* log w(t); -INFINITY where w is 0. */
+static double log_weight(const avq_weight *w, double t) {
+    switch (w->kind) {
+    case AVQ_WEIGHT_STEP: return t >= w->T ? 0.0 : -INFINITY;
+    case AVQ_WEIGHT_POW:
+        if (!(t > 0.0)) return -INFINITY;
+        return w->param > 0.0 ? w->param * log(t) : 0.0;
+    case AVQ_WEIGHT_EXP: return w->param * t;
+    case AVQ_WEIGHT_LOGISTIC: {
+        double z = (t - w->T) / w->param; /* log sigma(z), stable both ways */
+        return z >= 0.0 ? -log1p(exp(-z)) : z - log1p(exp(z));
+    }
+    }
+    return -INFINITY;
+}
+
+/* log of w(|x| cos θ) sin^{d-2} θ, the weight times the density of the
+ * angle between q and x. */
+static double log_integrand(const avq_weight *w, double norm, size_t d, double th) {
+    /* the step is 1 on the whole range avq_weight_eta integrates over:
+     * evaluating it would drop the end point acos(T/|x|) to rounding */
+    double lw = w->kind == AVQ_WEIGHT_STEP ? 0.0 : log_weight(w, norm * cos(th));
+    if (lw == -INFINITY || d == 2) return lw;
+    double st = sin(th);
+    return st > 0.0 ? lw + (double)(d - 2) * log(st) : -INFINITY;
+}
+
+/* eta = (d-1) ∫ w cos²θ sin^{d-2}θ / ∫ w sin^dθ over [0, π]: locate where
+ * the integrand is within e^-60 of its peak on a fine grid, then Simpson's
+ * rule over that window (scaled by the peak, so nothing overflows). */
+double avq_weight_eta(const avq_weight *w, double norm, size_t d) {
+    if (d < 2 || avq_weight_check(w)) return 1.0;
+    if (!(norm >= 0.0) || !isfinite(norm)) return AVQ_ETA_MAX;
+    if (norm == 0.0) /* every score is 0: w is constant over q */
+        return log_weight(w, 0.0) > -INFINITY ? 1.0 : AVQ_ETA_MAX;
+    double a = 0.0, b = M_PI;
+    if (w->kind == AVQ_WEIGHT_STEP) {
+        double c = w->T / norm;
+        if (c >= 1.0) return AVQ_ETA_MAX; /* no score reaches T */
+        if (c > -1.0) b = acos(c);
+    } else if (w->kind == AVQ_WEIGHT_POW) {
+        b = M_PI / 2.0;
+    }
+    double step = (b - a) / WEIGHT_GRID, gmax = -INFINITY;
+    for (int i = 0; i <= WEIGHT_GRID; i++) {
+        double g = log_integrand(w, norm, d, a + step * i);
+        if (g > gmax) gmax = g;
+    }
+    if (gmax == -INFINITY) return AVQ_ETA_MAX;
+    int first = -1, last = -1;
+    for (int i = 0; i <= WEIGHT_GRID; i++)
+        if (log_integrand(w, norm, d, a + step * i) > gmax - 60.0) {
+            if (first < 0) first = i;
+            last = i;
+        }
+    double lo = a + step * (first > 2 ? first - 2 : 0);
+    double hi = a + step * (last + 2 < WEIGHT_GRID ? last + 2 : WEIGHT_GRID);
+    double h = (hi - lo) / WEIGHT_SIMPSON, num = 0.0, den = 0.0;
+    for (int i = 0; i <= WEIGHT_SIMPSON; i++) {
+        double th = lo + h * i, g = log_integrand(w, norm, d, th);
+        if (g == -INFINITY) continue;
+        double f = exp(g - gmax), ct = cos(th), st = sin(th);
+        double sw = (i == 0 || i == WEIGHT_SIMPSON) ? 1.0 : (i % 2 ? 4.0 : 2.0);
+        num += sw * f * ct * ct;
+        den += sw * f * st * st;
+    }
+    if (!(den > 0.0)) return AVQ_ETA_MAX;
+    double eta = (double)(d - 1) * num / den;
+    if (!(eta >= 1.0)) return 1.0;
+    return eta < AVQ_ETA_MAX ? eta : AVQ_ETA_MAX;
+}
+
+void avq_eta_table_build(avq_eta_table *t, const avq_weight *w, double lo, double hi, size_t d) {
+    if (!(lo >= 0.0)) lo = 0.0;
+    if (!(hi > lo)) hi = lo;
+    t->lo = lo;
+    t->hi = hi;
+    t->knots = hi > lo ? AVQ_ETA_TABLE_KNOTS : 1;
+    for (size_t k = 0; k < t->knots; k++) {
+        double norm = t->knots > 1 ? lo + (hi - lo) * (double)k / (double)(t->knots - 1) : lo;
+        t->eta[k] = avq_weight_eta(w, norm, d);
+    }
+}
+
+double avq_eta_table_lookup(const avq_eta_table *t, double norm) {
+    if (t->knots < 2 || !(norm > t->lo)) return t->eta[0];
+    if (norm >= t->hi) return t->eta[t->knots - 1];
+    double pos = (norm - t->lo) / (t->hi - t->lo) * (double)(t->knots - 1);
+    size_t k = (size_t)pos;
+    if (k >= t->knots - 1) k = t->knots - 2;
+    double f = pos - (double)k;
+    return t->eta[k] + f * (t->eta[k + 1] - t->eta[k]);
+}
+
 void avq_aniso_default_params(avq_aniso_params *p) {
     memset(p, 0, sizeof *p);
     p->threshold = NAN;
@@ -77,6 +191,8 @@ void avq_aniso_default_params(avq_aniso_params *p) {
 }
 
 /* ---- per-point encoder ------------------------------------------------- */
+
+typedef struct eta_source eta_source;
 
 typedef struct {
     double r; /* initial squared error of the block */
@@ -172,12 +288,50 @@ typedef struct {
     const avq_pq_shape *shape;
     const float *codebook;
     const avq_aniso_params *p;
+    const eta_source *src;
     encode_scratch *scratch; /* one per worker */
     uint8_t *codes;
 } encode_job;
 
+/* Where a general weight's eta comes from in one encoding: one value
+ * (relative: the unit vector's) or a table over the points' norms. */
+struct eta_source {
+    int general;         /* p->weight != STEP */
+    double fixed;        /* relative */
+    avq_eta_table table; /* absolute */
+};
+
+static void eta_source_init(eta_source *src, const avq_aniso_params *p, const float *x, size_t n,
+                            size_t d) {
+    memset(src, 0, sizeof *src);
+    src->general = p->weight != AVQ_WEIGHT_STEP;
+    if (!src->general) return;
+    avq_weight w = {p->weight, p->threshold, p->weight_param};
+    if (p->relative) {
+        src->fixed = avq_weight_eta(&w, 1.0, d);
+        return;
+    }
+    double lo = INFINITY, hi = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double nr = sqrt(avq_norm2_f64(x + i * d, d));
+        if (nr > 0.0 && nr < lo) lo = nr;
+        if (nr > hi) hi = nr;
+    }
+    if (!(lo <= hi)) lo = hi = 1.0; /* only zero vectors: their eta is 1 anyway */
+    avq_eta_table_build(&src->table, &w, lo, hi, d);
+}
+
+static double point_eta_step(const avq_aniso_params *p, double norm2, size_t d);
+
 /* eta for point x; 1 means plain reconstruction. */
-static double point_eta(const avq_aniso_params *p, double norm2, size_t d) {
+static double point_eta(const avq_aniso_params *p, const eta_source *src, double norm2,
+                        size_t d) {
+    if (!src->general) return point_eta_step(p, norm2, d);
+    if (!(norm2 > 0.0)) return 1.0; /* no direction to weight */
+    return p->relative ? src->fixed : avq_eta_table_lookup(&src->table, sqrt(norm2));
+}
+
+static double point_eta_step(const avq_aniso_params *p, double norm2, size_t d) {
     if (!isnan(p->threshold)) {
         /* relative: the point scaled to unit norm (a zero point has no
          * direction to weight: plain reconstruction) */
@@ -196,7 +350,7 @@ static int encode_range(void *ctx, size_t begin, size_t end, int worker) {
     for (size_t i = begin; i < end; i++) {
         const float *y = job->y + i * d, *x = job->x + i * d;
         double norm2 = avq_norm2_f64(x, d);
-        double eta = point_eta(job->p, norm2, d);
+        double eta = point_eta(job->p, job->src, norm2, d);
         /* a zero point has no parallel direction: reconstruction is all we can do */
         int aniso = eta > 1.0 && norm2 > 0.0 && job->p->max_rounds > 0;
         block_errors(y, x, aniso ? 1.0 / sqrt(norm2) : 0.0, aniso, s, job->codebook, w);
@@ -220,6 +374,11 @@ static int check_encode_args(const float *y, const float *x, size_t n, const avq
         return avq_fail(AVQ_ERR_INVALID, "encode: unknown eta_mode %d", (int)p->eta_mode);
     if (p->max_rounds < 0)
         return avq_fail(AVQ_ERR_INVALID, "encode: max_rounds must be >= 0, got %d", p->max_rounds);
+    if (p->weight != AVQ_WEIGHT_STEP) {
+        avq_weight w = {p->weight, p->threshold, p->weight_param};
+        const char *why = avq_weight_check(&w);
+        if (why) return avq_fail(AVQ_ERR_INVALID, "encode: %s", why);
+    }
     size_t total;
     if (!avq_mul_ok(n, s->dim, &total))
         return avq_fail(AVQ_ERR_INVALID, "encode: %zu x %zu values overflow", n, s->dim);
@@ -260,9 +419,17 @@ int avq_aniso_encode(const float *y, const float *x, size_t n, const avq_pq_shap
         scratch[t].order = (block_order *)(scratch[t].P + K * C);
         scratch[t].code = (uint8_t *)(scratch[t].order + K);
     }
-    encode_job job = {y, x, shape, codebook, p, scratch, codes};
+    eta_source *src = malloc(sizeof *src);
+    if (!src) {
+        free(pool);
+        free(scratch);
+        return avq_fail_nomem("eta table", sizeof *src);
+    }
+    eta_source_init(src, p, x, n, shape->dim);
+    encode_job job = {y, x, shape, codebook, p, src, scratch, codes};
     st = avq_parallel_for(n, ENCODE_CHUNK, threads, encode_range, &job, progress,
                           progress_user, "encode");
+    free(src);
     free(pool);
     free(scratch);
     return st;
@@ -373,11 +540,18 @@ int avq_aniso_update_codebook(const float *y, const float *x, size_t n,
         st = avq_fail_nomem("codebook update system", P * P * sizeof(double));
         goto done;
     }
+    eta_source *src = malloc(sizeof *src);
+    if (!src) {
+        st = avq_fail_nomem("eta table", sizeof *src);
+        goto done;
+    }
+    eta_source_init(src, p, x, n, d);
     for (size_t i = 0; i < n; i++) {
         double norm2 = avq_norm2_f64(x + i * d, d);
         per_point[i] = norm2 > 0.0 ? 1.0 / sqrt(norm2) : 0.0;
-        per_point[n + i] = norm2 > 0.0 ? point_eta(p, norm2, d) - 1.0 : 0.0;
+        per_point[n + i] = norm2 > 0.0 ? point_eta(p, src, norm2, d) - 1.0 : 0.0;
     }
+    free(src);
     update_job job = {y, x, n, shape, codes, per_point, per_point + n, index, P, M, b};
     st = avq_parallel_for(n, 1024, p->threads, theta_indices, &job, NULL, NULL, "codebook update");
     if (st == AVQ_OK)

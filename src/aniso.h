@@ -50,6 +50,47 @@ typedef enum {
  * A NaN or negative T, or d < 2, gives 1 (no anisotropy). */
 double avq_eta(double norm2, size_t d, double T, avq_eta_mode mode);
 
+/* ---- general score weights (issue 19; doc/RESULTS.md "Score-aware
+ * weights") ----------------------------------------------------------------
+ * For a weight w(t) of the score t = <q, x> (q uniform on the unit sphere),
+ * with u = <q, x/|x|> (density ∝ (1-u²)^((d-3)/2)) the paper's decomposition
+ * gives h_par ∝ E[w(|x|u) u²] and h_perp ∝ E[w(|x|u)(1-u²)] / (d-1), so
+ *     eta = (d-1) E[w(|x|u) u²] / E[w(|x|u) (1-u²)].
+ * avq_weight_eta evaluates it by quadrature over the angle (u = cos θ), in
+ * logarithms (no overflow for steep weights).  The step weight's value is
+ * the exact finite-d eta of avq_eta; its large-d limit is the asymptotic
+ * form.  Closed forms for checking: POW gives eta = P + 1 at every norm and
+ * d; EXP ~ 1 + L²|x|²/d for large d. */
+typedef struct {
+    avq_weight_kind kind; /* avq.h */
+    double T;             /* STEP and LOGISTIC: the threshold */
+    double param;         /* POW: P >= 0; EXP: L >= 0; LOGISTIC: S > 0 */
+} avq_weight;
+
+/* NULL when w is a usable weight, else a static message naming the fault
+ * (unknown kind, T not finite for STEP/LOGISTIC, P/L < 0 or not finite,
+ * S <= 0). */
+const char *avq_weight_check(const avq_weight *w);
+
+/* eta of a point of norm `norm` (not squared) in dimension d under w,
+ * numerically.  Finite, in [1, AVQ_ETA_MAX]: values below 1 clamp to 1,
+ * a weight with no mass on the point's scores (a step with T >= |x|) and
+ * zero vectors under STEP give AVQ_ETA_MAX; d < 2 gives 1. */
+double avq_weight_eta(const avq_weight *w, double norm, size_t d);
+
+/* eta over a range of norms: n_knots values at norms evenly spaced in
+ * [lo, hi], linearly interpolated (clamped outside).  Built once per
+ * encoding from the points' norm range; the lookup is O(1) and thread-safe. */
+enum { AVQ_ETA_TABLE_KNOTS = 257 };
+typedef struct {
+    double lo, hi;
+    size_t knots;
+    double eta[AVQ_ETA_TABLE_KNOTS];
+} avq_eta_table;
+
+void avq_eta_table_build(avq_eta_table *t, const avq_weight *w, double lo, double hi, size_t d);
+double avq_eta_table_lookup(const avq_eta_table *t, double norm);
+
 typedef struct {
     double threshold;      /* T; NaN = no threshold (see eta) */
     double eta;            /* used when threshold is NaN: > 0 fixes eta for
@@ -61,6 +102,14 @@ typedef struct {
                               the one a unit vector gets); 0: absolute T */
     int max_rounds;        /* coordinate-descent rounds (default 10) */
     int threads;           /* 0 = one per CPU */
+    avq_weight_kind weight; /* STEP (default): threshold/eta as above.
+                              Otherwise eta comes from the weight
+                              {weight, threshold (LOGISTIC's T), weight_param}
+                              numerically, per point norm (an
+                              avq_eta_table over the points' norm range)
+                              or, relative, at norm 1; eta and eta_mode
+                              are then ignored */
+    double weight_param;   /* P, L or S (avq_weight) */
 } avq_aniso_params;
 
 /* threshold NaN, eta NaN (= reconstruction), asymptotic, 10 rounds, all CPUs. */
