@@ -90,9 +90,9 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(name, "--version") || !strcmp(name, "-V")) {
         int threads = avq_default_threads();
-        printf("avq %s (SIMD: %s, library %s, %d worker thread%s by default: the CPUs this "
-               "process may use)\n", avq_version(), avq_isa(), library_path(), threads,
-               threads == 1 ? "" : "s");
+        printf("avq %s (SIMD: %s, %d worker thread%s by default: the CPUs this process may "
+               "use, library %s)\n", avq_version(), avq_isa(), threads, threads == 1 ? "" : "s",
+               library_path());
         return 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
