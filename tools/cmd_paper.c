@@ -36,15 +36,26 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-enum { MAX_THRESHOLDS = 16, CURVE = 100, GT_K = 10, MAX_CONFIGS = 4 };
+enum { MAX_THRESHOLDS = 16, CURVE = 100, GT_K = 10, MAX_CONFIGS = 4, MAX_SPECS = 64,
+       MAX_GRID = 12 };
+
+/* One way of choosing the codes: reconstruction, or the anisotropic loss
+ * under a weight w(t) (issue 19: --weights). */
+typedef struct {
+    int recon;
+    avq_weight w; /* kind, T (step, logistic), param (P, L, S) */
+} code_spec;
 
 typedef struct {
     char name[48];
     size_t bits, dims_per_block;
-    double threshold; /* NaN = reconstruction */
-    double eta;       /* eta of a unit-norm point at this threshold */
+    code_spec spec;
+    double threshold; /* NaN = reconstruction (or no T) */
+    double eta;       /* eta of a point of the base's median norm (1 when normalised) */
+    double eta_p1, eta_p99;    /* ... at the 1st and 99th percentile norms */
     double recall1[CURVE + 1]; /* recall1[N], N = 1..CURVE */
     double recall10, rel_err, encode_s, total_s;
+    double part_r1_10[2], part_err[2]; /* --weights: tuning (even) / held-out (odd) queries */
 } variant;
 
 typedef struct {
@@ -54,6 +65,11 @@ typedef struct {
     double thresholds[MAX_THRESHOLDS];
     size_t nthresholds;
     avq_eta_mode eta_mode;
+    code_spec specs[MAX_SPECS]; /* --weights: what each bit rate runs */
+    size_t nspecs;
+    const char *weights_arg;
+    int relative;               /* --threshold-kind relative */
+    double norm_p[3];           /* base norms: 1st, 50th, 99th percentile */
     int normalize, first;
     long threads;
     unsigned long seed;
@@ -65,7 +81,8 @@ static void usage(FILE *out) {
             "                 [--csv FILE] [--thresholds 0.1,0.2,0.3,0.5] [--dims-per-block 4,2]\n"
             "                 [--eta-mode asymptotic|exact] [--sample S] [--iters I]\n"
             "                 [--seed S] [--threads T] [--no-normalize] [--first]\n"
-            "                 [--codebook-update R]\n\n"
+            "                 [--codebook-update R] [--weights LIST]\n"
+            "                 [--threshold-kind absolute|relative]\n\n"
             "Reproduce the quantization experiment of Guo et al. 2020 (Figure 3): 4-bit PQ\n"
             "of the whole base, codes chosen by reconstruction loss vs anisotropic loss at\n"
             "each threshold T, every query scored exactly against every code.\n"
@@ -86,6 +103,16 @@ static void usage(FILE *out) {
             "  --plot FILE.png    Recall1@N curves (needs /usr/bin/python3 + matplotlib;\n"
             "                     script: $AVQ_PAPER_PLOT or scripts/paper_plot.py)\n"
             "  --csv FILE         write the table as CSV\n"
+            "  --weights LIST     score weights instead of --thresholds (issue 19): items\n"
+            "                     step, pow, exp, logistic, each optionally with its own\n"
+            "                     grid: step:T1:T2, pow:P1:P2, exp:L1:L2,\n"
+            "                     logistic:T1/S1:T2/S2 (default grids, scaled by the\n"
+            "                     median norm under an absolute threshold kind).  The\n"
+            "                     queries split into tuning (even) and held-out (odd)\n"
+            "                     halves; a summary picks each weight's best value on\n"
+            "                     the tuning half and reports the held-out half\n"
+            "  --threshold-kind K absolute (default: the weight sees |x|'s own scores) or\n"
+            "                     relative (every point weighted as its unit vector)\n"
             "  --no-normalize     keep the vectors as they are (default: unit length)\n"
             "  --threads T        worker threads (default: all CPUs)\n");
 }
@@ -116,6 +143,7 @@ static int parse_opts(int argc, char **argv, paper_opts *o) {
         {"seed", required_argument, 0, 'S'},       {"threads", required_argument, 0, 't'},
         {"no-normalize", no_argument, 0, 'N'},     {"first", no_argument, 0, 'F'},
         {"codebook-update", required_argument, 0, 'U'}, {"help", no_argument, 0, 'h'},
+        {"weights", required_argument, 0, 'W'},    {"threshold-kind", required_argument, 0, 'K'},
         {0, 0, 0, 0}};
     *o = (paper_opts){.base_path = "data/glove-100/base.fvecs",
                       .query_path = "data/glove-100/query.fvecs",
@@ -137,6 +165,12 @@ static int parse_opts(int argc, char **argv, paper_opts *o) {
         case 'c': o->csv_path = optarg; break;
         case 'N': o->normalize = 0; break;
         case 'F': o->first = 1; break;
+        case 'W': o->weights_arg = optarg; break;
+        case 'K':
+            if (!strcmp(optarg, "absolute")) o->relative = 0;
+            else if (!strcmp(optarg, "relative")) o->relative = 1;
+            else return cli_usage_error("paper", "--threshold-kind must be absolute or relative");
+            break;
         case 'U':
             if (!cli_parse_size(optarg, &o->cb_rounds) || o->cb_rounds > 100)
                 return cli_usage_error("paper", "--codebook-update must be 0..100, got '%s'", optarg);
@@ -191,7 +225,118 @@ static int parse_opts(int argc, char **argv, paper_opts *o) {
         }
     }
     if (optind < argc) return cli_usage_error("paper", "unexpected argument '%s'", argv[optind]);
+    if (o->weights_arg && o->cb_rounds)
+        return cli_usage_error("paper", "--weights and --codebook-update do not combine");
     return 0;
+}
+
+/* ---- --weights --------------------------------------------------------- */
+
+static const char *const WEIGHT_NAMES[] = {"step", "pow", "exp", "logistic"};
+
+/* The grid of one weight kind; scale = the median norm (absolute) or 1. */
+static size_t default_grid(avq_weight_kind k, double scale, avq_weight *out) {
+    static const double step_T[] = {0.1, 0.15, 0.2, 0.25, 0.3};
+    static const double pow_P[] = {1, 2, 3, 5, 8};
+    static const double exp_L[] = {5, 10, 15, 20, 30};
+    static const double log_T[] = {0.15, 0.2, 0.25}, log_S[] = {0.02, 0.05};
+    size_t n = 0;
+    switch (k) {
+    case AVQ_WEIGHT_STEP:
+        for (size_t i = 0; i < 5; i++) out[n++] = (avq_weight){k, step_T[i] * scale, 0.0};
+        break;
+    case AVQ_WEIGHT_POW:
+        for (size_t i = 0; i < 5; i++) out[n++] = (avq_weight){k, NAN, pow_P[i]};
+        break;
+    case AVQ_WEIGHT_EXP:
+        for (size_t i = 0; i < 5; i++) out[n++] = (avq_weight){k, NAN, exp_L[i] / scale};
+        break;
+    case AVQ_WEIGHT_LOGISTIC:
+        for (size_t i = 0; i < 3; i++)
+            for (size_t j = 0; j < 2; j++)
+                out[n++] = (avq_weight){k, log_T[i] * scale, log_S[j] * scale};
+        break;
+    }
+    return n;
+}
+
+/* "step,pow:1:2,logistic:0.2/0.05" -> o->specs (reconstruction first). */
+static int parse_weights(paper_opts *o, double scale) {
+    char buf[512];
+    if (strlen(o->weights_arg) >= sizeof buf)
+        return cli_usage_error("paper", "--weights: the list is too long");
+    strcpy(buf, o->weights_arg);
+    o->specs[0] = (code_spec){.recon = 1};
+    o->nspecs = 1;
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *vals = strchr(tok, ':');
+        if (vals) *vals++ = '\0';
+        int kind = -1;
+        for (int k = 0; k < 4; k++)
+            if (!strcmp(tok, WEIGHT_NAMES[k])) kind = k;
+        if (kind < 0)
+            return cli_usage_error("paper", "--weights: unknown weight '%s' (step, pow, exp, "
+                                   "logistic)", tok);
+        avq_weight grid[MAX_GRID];
+        size_t n = 0;
+        if (!vals) {
+            n = default_grid((avq_weight_kind)kind, scale, grid);
+        } else {
+            char *save2 = NULL;
+            for (char *v = strtok_r(vals, ":", &save2); v; v = strtok_r(NULL, ":", &save2)) {
+                float a, b = 0.0f;
+                char *slash = strchr(v, '/');
+                if (slash) *slash++ = '\0';
+                if (n == MAX_GRID || !cli_parse_float(v, &a) ||
+                    (slash && !cli_parse_float(slash, &b)) ||
+                    ((kind == AVQ_WEIGHT_LOGISTIC) != (slash != NULL)))
+                    return cli_usage_error("paper", "--weights: bad values for %s (up to %d; "
+                                           "logistic takes T/S pairs)", WEIGHT_NAMES[kind],
+                                           MAX_GRID);
+                avq_weight w = {(avq_weight_kind)kind, NAN, 0.0};
+                if (kind == AVQ_WEIGHT_STEP || kind == AVQ_WEIGHT_LOGISTIC) w.T = a;
+                if (kind == AVQ_WEIGHT_LOGISTIC) w.param = b;
+                else if (kind != AVQ_WEIGHT_STEP) w.param = a;
+                grid[n++] = w;
+            }
+        }
+        for (size_t i = 0; i < n; i++) {
+            const char *why = avq_weight_check(&grid[i]);
+            if (why) return cli_usage_error("paper", "--weights: %s", why);
+            if (o->nspecs == MAX_SPECS)
+                return cli_usage_error("paper", "--weights: more than %d variants", MAX_SPECS - 1);
+            o->specs[o->nspecs++] = (code_spec){.recon = 0, .w = grid[i]};
+        }
+    }
+    return 0;
+}
+
+/* The specs of the classic run: reconstruction + the step at each threshold. */
+static void threshold_specs(paper_opts *o) {
+    o->specs[0] = (code_spec){.recon = 1};
+    o->nspecs = 1;
+    for (size_t i = 0; i < o->nthresholds; i++)
+        o->specs[o->nspecs++] =
+            (code_spec){.recon = 0, .w = {AVQ_WEIGHT_STEP, o->thresholds[i], 0.0}};
+}
+
+static double spec_eta(const paper_opts *o, const code_spec *c, double norm, size_t d) {
+    if (c->recon) return 1.0;
+    if (o->relative) norm = 1.0;
+    if (c->w.kind == AVQ_WEIGHT_STEP) return avq_eta(norm * norm, d, c->w.T, o->eta_mode);
+    return avq_weight_eta(&c->w, norm, d);
+}
+
+static void spec_name(const paper_opts *o, const code_spec *c, size_t rounds, char *out,
+                      size_t cap) {
+    if (c->recon) snprintf(out, cap, "reconstruction");
+    else if (!o->weights_arg && !rounds) snprintf(out, cap, "anisotropic T=%.2g", c->w.T);
+    else if (!o->weights_arg) snprintf(out, cap, "aniso T=%.2g +cb x%zu", c->w.T, rounds);
+    else if (c->w.kind == AVQ_WEIGHT_STEP) snprintf(out, cap, "step T=%.3g", c->w.T);
+    else if (c->w.kind == AVQ_WEIGHT_POW) snprintf(out, cap, "pow P=%.3g", c->w.param);
+    else if (c->w.kind == AVQ_WEIGHT_EXP) snprintf(out, cap, "exp L=%.3g", c->w.param);
+    else snprintf(out, cap, "logistic T=%.3g S=%.3g", c->w.T, c->w.param);
 }
 
 /* ---- scoring ----------------------------------------------------------- */
@@ -213,8 +358,8 @@ static int evaluate(const eval_setup *e, const float *decoded, variant *v) {
         free(ids);
         return cli_fail("paper", st);
     }
-    size_t hits_at[CURVE + 2] = {0};
-    double overlap = 0.0, rel = 0.0;
+    size_t hits_at[CURVE + 2] = {0}, part_hits[2] = {0}, part_n[2] = {0};
+    double overlap = 0.0, rel = 0.0, part_rel[2] = {0.0, 0.0};
     for (size_t q = 0; q < e->nq; q++) {
         const int64_t *row = ids + q * e->k_eval, *truth = e->gt + q * e->k_gt;
         size_t rank = CURVE + 1;
@@ -227,7 +372,15 @@ static int evaluate(const eval_setup *e, const float *decoded, variant *v) {
         const float *qv = e->queries + q * e->d;
         double exact = avq_dot_f64(qv, e->base + (size_t)truth[0] * e->d, e->d);
         double est = avq_dot_f64(qv, decoded + (size_t)truth[0] * e->d, e->d);
-        rel += fabs(exact) > 1e-12 ? fabs(est - exact) / fabs(exact) : 0.0;
+        double err = fabs(exact) > 1e-12 ? fabs(est - exact) / fabs(exact) : 0.0;
+        rel += err;
+        part_n[q % 2]++;
+        part_hits[q % 2] += rank <= 10;
+        part_rel[q % 2] += err;
+    }
+    for (int h = 0; h < 2; h++) {
+        v->part_r1_10[h] = part_n[h] ? (double)part_hits[h] / (double)part_n[h] : 0.0;
+        v->part_err[h] = part_n[h] ? part_rel[h] / (double)part_n[h] : 0.0;
     }
     size_t cum = 0;
     for (size_t N = 1; N <= CURVE; N++) {
@@ -270,24 +423,31 @@ static int run_config(const paper_opts *o, const eval_setup *e, size_t dpb, vari
     }
     fprintf(stderr, "avq-paper: %zu bits (%zu blocks x 4 bits, %zu dims/block): codebook in %.1f s\n",
             4 * K, K, dpb, cli_now() - t0);
-    size_t runs = 1 + o->nthresholds * (o->cb_rounds ? 2 : 1);
+    size_t runs = 1 + (o->nspecs - 1) * (o->cb_rounds ? 2 : 1);
     for (size_t r = 0; r < runs && !rc; r++) {
-        /* run 0: reconstruction; then per threshold: plain, [+ codebook update] */
+        /* run 0: reconstruction; then per spec: plain, [+ codebook update] */
         size_t t = r == 0 ? 0 : 1 + (r - 1) / (o->cb_rounds ? 2 : 1);
         size_t rounds = r > 0 && o->cb_rounds && (r - 1) % 2 == 1 ? o->cb_rounds : 0;
+        const code_spec *cs = &o->specs[t];
         variant *v = &out[(*nout)++];
         memset(v, 0, sizeof *v);
         v->bits = 4 * K;
         v->dims_per_block = dpb;
-        v->threshold = t == 0 ? NAN : o->thresholds[t - 1];
-        v->eta = t == 0 ? 1.0 : avq_eta(1.0, e->d, v->threshold, o->eta_mode);
-        if (t == 0) snprintf(v->name, sizeof v->name, "reconstruction");
-        else if (!rounds) snprintf(v->name, sizeof v->name, "anisotropic T=%.2g", v->threshold);
-        else snprintf(v->name, sizeof v->name, "aniso T=%.2g +cb x%zu", v->threshold, rounds);
+        v->spec = *cs;
+        v->threshold = cs->recon ? NAN : cs->w.T;
+        v->eta = spec_eta(o, cs, o->norm_p[1], e->d);
+        v->eta_p1 = spec_eta(o, cs, o->norm_p[0], e->d);
+        v->eta_p99 = spec_eta(o, cs, o->norm_p[2], e->d);
+        spec_name(o, cs, rounds, v->name, sizeof v->name);
         avq_aniso_params ap;
         avq_aniso_default_params(&ap);
-        ap.threshold = v->threshold;
+        ap.threshold = cs->recon ? NAN : cs->w.T;
         ap.eta_mode = o->eta_mode;
+        ap.relative = o->relative;
+        if (!cs->recon && cs->w.kind != AVQ_WEIGHT_STEP) {
+            ap.weight = cs->w.kind;
+            ap.weight_param = cs->w.param;
+        }
         ap.threads = e->threads;
         memcpy(cb_work, codebook, 16 * e->d * sizeof(float));
         double start = cli_now();
@@ -308,7 +468,7 @@ static int run_config(const paper_opts *o, const eval_setup *e, size_t dpb, vari
         rc = evaluate(e, decoded, v);
         v->total_s = cli_now() - start;
         if (!rc)
-            fprintf(stderr, "avq-paper:   %-20s R1@10 %.4f  (%.1f s)\n", v->name, v->recall1[10],
+            fprintf(stderr, "avq-paper:   %-24s R1@10 %.4f  (%.1f s)\n", v->name, v->recall1[10],
                     v->total_s);
     }
 out:
@@ -321,25 +481,69 @@ out:
 
 /* ---- output ------------------------------------------------------------ */
 
-static void print_table(FILE *f, const variant *v, size_t nv) {
-    fprintf(f, "%-22s %4s %6s %7s %7s %8s %8s %9s %9s %8s\n", "variant", "bits", "eta",
+static void print_table(FILE *f, const variant *v, size_t nv, int weights) {
+    int w = weights ? 24 : 22;
+    fprintf(f, "%-*s %4s %6s %7s %7s %8s %8s %9s %9s %8s", w, "variant", "bits", "eta",
             "R1@1", "R1@10", "R1@100", "R@10", "top1_err", "encode_s", "total_s");
-    for (size_t i = 0; i < nv; i++)
-        fprintf(f, "%-22s %4zu %6.3f %7.4f %7.4f %8.4f %8.4f %9.5f %9.2f %8.2f\n", v[i].name,
+    if (weights) fprintf(f, " %13s %9s %9s", "eta_p1..p99", "tuneR1@10", "heldR1@10");
+    fprintf(f, "\n");
+    for (size_t i = 0; i < nv; i++) {
+        fprintf(f, "%-*s %4zu %6.3f %7.4f %7.4f %8.4f %8.4f %9.5f %9.2f %8.2f", w, v[i].name,
                 v[i].bits, v[i].eta, v[i].recall1[1], v[i].recall1[10], v[i].recall1[100],
                 v[i].recall10, v[i].rel_err, v[i].encode_s, v[i].total_s);
+        if (weights)
+            fprintf(f, " %6.2f..%-6.2f %9.4f %9.4f", v[i].eta_p1, v[i].eta_p99,
+                    v[i].part_r1_10[0], v[i].part_r1_10[1]);
+        fprintf(f, "\n");
+    }
+}
+
+/* Per bit rate and weight kind: the variant with the best tuning-half
+ * Recall1@10 (the first on ties), reported on the held-out half. */
+static void print_summary(FILE *f, const variant *v, size_t nv) {
+    fprintf(f, "\n# best value per weight, chosen on the tuning half (even queries), "
+               "reported on the held-out half (odd)\n");
+    fprintf(f, "%4s %-14s %-24s %6s %13s %9s %9s %9s %9s\n", "bits", "weight", "chosen", "eta",
+            "eta_p1..p99", "tuneR1@10", "heldR1@10", "held_err", "vs_step");
+    for (size_t i = 0; i < nv; i++) {
+        if (i > 0 && v[i].bits == v[i - 1].bits) continue; /* once per bit rate */
+        double step_held = NAN;
+        for (int k = -1; k < 4; k++) {
+            const variant *best = NULL;
+            for (size_t j = i; j < nv && v[j].bits == v[i].bits; j++) {
+                int kind = v[j].spec.recon ? -1 : (int)v[j].spec.w.kind;
+                if (kind == k && (!best || v[j].part_r1_10[0] > best->part_r1_10[0]))
+                    best = &v[j];
+            }
+            if (!best) continue;
+            if (k == AVQ_WEIGHT_STEP) step_held = best->part_r1_10[1];
+            char diff[16] = "-";
+            if (k > AVQ_WEIGHT_STEP && !isnan(step_held))
+                snprintf(diff, sizeof diff, "%+.4f", best->part_r1_10[1] - step_held);
+            fprintf(f, "%4zu %-14s %-24s %6.3f %6.2f..%-6.2f %9.4f %9.4f %9.5f %9s\n",
+                    best->bits, k < 0 ? "reconstruction" : WEIGHT_NAMES[k], best->name,
+                    best->eta, best->eta_p1, best->eta_p99, best->part_r1_10[0],
+                    best->part_r1_10[1], best->part_err[1], diff);
+        }
+    }
 }
 
 static int write_csv(const char *path, const variant *v, size_t nv) {
     FILE *f = fopen(path, "w");
     if (!f) return cli_error("paper", "cannot write %s", path);
     fprintf(f, "variant,bits,dims_per_block,threshold,eta,recall1_at_1,recall1_at_10,"
-               "recall1_at_100,recall_at_10,top1_rel_err,encode_s,total_s\n");
+               "recall1_at_100,recall_at_10,top1_rel_err,encode_s,total_s,"
+               "weight,weight_param,eta_p1,eta_p99,tune_r1_at_10,held_r1_at_10,"
+               "tune_top1_err,held_top1_err\n");
     for (size_t i = 0; i < nv; i++)
-        fprintf(f, "%s,%zu,%zu,%g,%.6g,%.6f,%.6f,%.6f,%.6f,%.6g,%.3f,%.3f\n", v[i].name,
-                v[i].bits, v[i].dims_per_block, v[i].threshold, v[i].eta, v[i].recall1[1],
-                v[i].recall1[10], v[i].recall1[100], v[i].recall10, v[i].rel_err, v[i].encode_s,
-                v[i].total_s);
+        fprintf(f, "%s,%zu,%zu,%g,%.6g,%.6f,%.6f,%.6f,%.6f,%.6g,%.3f,%.3f,%s,%g,%.6g,%.6g,"
+                   "%.6f,%.6f,%.6g,%.6g\n",
+                v[i].name, v[i].bits, v[i].dims_per_block, v[i].threshold, v[i].eta,
+                v[i].recall1[1], v[i].recall1[10], v[i].recall1[100], v[i].recall10,
+                v[i].rel_err, v[i].encode_s, v[i].total_s,
+                v[i].spec.recon ? "reconstruction" : WEIGHT_NAMES[v[i].spec.w.kind],
+                v[i].spec.w.param, v[i].eta_p1, v[i].eta_p99, v[i].part_r1_10[0],
+                v[i].part_r1_10[1], v[i].part_err[0], v[i].part_err[1]);
     return fclose(f) == 0 ? 0 : cli_error("paper", "error writing %s", path);
 }
 
@@ -387,6 +591,11 @@ static int write_plot(const char *png, const variant *v, size_t nv) {
 
 /* ---- main -------------------------------------------------------------- */
 
+static int cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
 /* Move nq rows spread evenly over the matrix (row i*rows/nq) to its front,
  * in order: a representative subset of a file sorted by anything. */
 static void spread_rows(float_matrix *m, size_t nq) {
@@ -412,7 +621,31 @@ int cmd_paper(int argc, char **argv) {
     eval_setup e = {base.data, query.data, base.rows, base.cols, nq,
                     base.rows < CURVE ? base.rows : CURVE, base.rows < GT_K ? base.rows : GT_K,
                     NULL, (int)o.threads};
-    variant *vars = calloc(MAX_CONFIGS * (2 * MAX_THRESHOLDS + 1), sizeof *vars);
+    /* base norms (percentiles): the default --weights grids scale with them,
+     * and the table shows each variant's eta range */
+    {
+        float *nr = malloc(base.rows * sizeof *nr);
+        if (!nr) {
+            rc = cli_error("paper", "out of memory");
+            float_matrix_free(&base);
+            float_matrix_free(&query);
+            return rc;
+        }
+        for (size_t i = 0; i < base.rows; i++)
+            nr[i] = (float)sqrt(avq_norm2_f64(base.data + i * base.cols, base.cols));
+        qsort(nr, base.rows, sizeof *nr, cmp_float);
+        double pct[3] = {0.01, 0.5, 0.99};
+        for (int k = 0; k < 3; k++) o.norm_p[k] = nr[(size_t)(pct[k] * (double)(base.rows - 1))];
+        free(nr);
+    }
+    if (o.weights_arg) rc = parse_weights(&o, o.relative ? 1.0 : o.norm_p[1]);
+    else threshold_specs(&o);
+    if (rc) {
+        float_matrix_free(&base);
+        float_matrix_free(&query);
+        return rc;
+    }
+    variant *vars = calloc(MAX_CONFIGS * (2 * MAX_SPECS + 1), sizeof *vars);
     int64_t *gt = malloc(nq * e.k_gt * sizeof *gt);
     if (!vars || !gt) {
         rc = cli_error("paper", "out of memory");
@@ -434,7 +667,12 @@ int cmd_paper(int argc, char **argv) {
         printf("# avq-paper: %s, %zu %s queries, eta mode %s, total %.1f s\n", o.base_path, nq,
                nq == query.rows ? "(all)" : o.first ? "first" : "evenly spread",
                o.eta_mode == AVQ_ETA_EXACT ? "exact" : "asymptotic", cli_now() - t0);
-        print_table(stdout, vars, nv);
+        if (o.weights_arg)
+            printf("# %s, threshold kind %s, base norms p1/p50/p99 %.3f/%.3f/%.3f\n",
+                   o.normalize ? "normalised" : "raw", o.relative ? "relative" : "absolute",
+                   o.norm_p[0], o.norm_p[1], o.norm_p[2]);
+        print_table(stdout, vars, nv, o.weights_arg != NULL);
+        if (o.weights_arg) print_summary(stdout, vars, nv);
     }
     if (!rc && o.csv_path) rc = write_csv(o.csv_path, vars, nv);
     if (!rc && o.plot_path) rc = write_plot(o.plot_path, vars, nv);
