@@ -322,6 +322,9 @@ include fuzz/fuzz.mk
 # Filtered search against native FAISS and hnswlib (bench/filter.mk: `make bench-filter`).
 -include bench/filter.mk
 
+# The 2M scale set and its benchmark (bench/large.mk: `make data-large`, `make bench-large`).
+-include bench/large.mk
+
 # AArch64 cross build and its test under qemu (arm64.mk: `make test-arm64`).
 -include arm64.mk
 

@@ -44,6 +44,10 @@ Data sets:
   glove  DATA_DIR/glove-100: base.fvecs, query.fvecs, gt_ip.ivecs (`make data`)
   synth  DATA_DIR/mips-synth-64: generated here on first use (numpy, fixed seed;
          recipe in synth() and bench/README.md), ground truth by `avq gt --metric ip`
+  sif    DATA_DIR/sif-2m-100 (`make data-large`): 2M unit-norm sentence-like vectors
+         (issue 15's scale set), gt_cos.ivecs; avq builds with --metric cos (the
+         vectors are normalised, so FAISS's inner product is the same ranking), and
+         only the default avq variant is built (a 2M build costs minutes)
 
 Usage: /usr/bin/python3 bench/mips.py [--dataset glove|synth] [--quick] [--runs 3]
            [--nq N] [--screen-nq 2000] [--timer cpu|wall] [--targets 0.90,0.95] [--faiss-coarse ip]
@@ -156,13 +160,18 @@ def synth(data_dir, avq):
 
 
 def dataset(a):
-    if a.dataset == "glove":
-        d = os.path.join(a.data_dir, "glove-100")
-        for f in ("base.fvecs", "query.fvecs", "gt_ip.ivecs"):
+    """(name, directory, ground-truth file name, avq metric)"""
+    for key, name, gt, metric, make in (("glove", "glove-100", "gt_ip.ivecs", "ip", "make data"),
+                                        ("sif", "sif-2m-100", "gt_cos.ivecs", "cos",
+                                         "make data-large")):
+        if a.dataset != key:
+            continue
+        d = os.path.join(a.data_dir, name)
+        for f in ("base.fvecs", "query.fvecs", gt):
             if not os.path.exists(os.path.join(d, f)):
-                sys.exit(f"mips.py: {d}/{f} missing: run 'make data'")
-        return "glove-100", d
-    return SYNTH["name"], synth(a.data_dir, a.avq)
+                sys.exit(f"mips.py: {d}/{f} missing: run '{make}'")
+        return name, d, gt, metric
+    return SYNTH["name"], synth(a.data_dir, a.avq), "gt_ip.ivecs", "ip"
 
 
 # ------------------------------------------------------------------- systems
@@ -214,20 +223,21 @@ def avq_info(avq, index):
     return run([avq, "info", index]).strip()
 
 
-def build_systems(a, name, data, outdir):
+def build_systems(a, name, data, outdir, metric):
     base = os.path.join(data, "base.fvecs")
     with open(base, "rb") as f:
         dim = int.from_bytes(f.read(4), "little")
     n = os.path.getsize(base) // (4 * (1 + dim))
     systems = []
-    for sname, extra in (("avq", []), ("avq-recon", ["--threshold", "none"])):
+    variants = (("avq", []), ("avq-recon", ["--threshold", "none"]))
+    for sname, extra in variants[:1] if metric == "cos" else variants:
         index = os.path.join(outdir, f"{name}.{sname}.avq")
         t0 = time.time()
-        run([a.avq, "build", "--base", base, "--metric", "ip", *extra, "--out", index])
+        run([a.avq, "build", "--base", base, "--metric", metric, *extra, "--out", index])
         build_s = time.time() - t0
         info = avq_info(a.avq, index)
         systems.append(System(sname, "avq", index, build_s, os.path.getsize(index) / n,
-                              f"avq build --metric ip {' '.join(extra)}".strip()))
+                              f"avq build --metric {metric} {' '.join(extra)}".strip()))
         log(f"# {sname}: built in {build_s:.1f} s, {os.path.getsize(index) / n:.1f} bytes/vector")
         systems[-1].info = info
     for coarse in a.faiss_coarse.split(","):
@@ -291,7 +301,10 @@ def subset(qfile, gtfile, count, seed, prefix):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", choices=["glove", "synth"], default="glove")
+    ap.add_argument("--dataset", choices=["glove", "synth", "sif"], default="glove")
+    ap.add_argument("--max-fraction", type=float, default=1.0,
+                    help="leave out leaves_to_search fractions above this (a 2M set's whole-index "
+                         "scans cost minutes and are far past every target)")
     ap.add_argument("--data-dir", default=os.path.join(ROOT, "data"))
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "out", "mips"))
     ap.add_argument("--avq", default=os.path.join(ROOT, "build", "avq"))
@@ -316,11 +329,12 @@ def main():
                     help="small grid, screening only (its numbers are on the subset)")
     a = ap.parse_args()
     targets = [float(t) for t in a.targets.split(",")]
-    name, data = dataset(a)
+    name, data, gt_name, metric = dataset(a)
     os.makedirs(a.out, exist_ok=True)
     load0 = loadavg()
     rev0 = git_rev()
-    log(f"# {name}: true MIPS (raw vectors, gt_ip), k = {K}; load average {load0}; avq {rev0}")
+    what = "true MIPS (raw vectors, gt_ip)" if metric == "ip" else f"{metric} ({gt_name})"
+    log(f"# {name}: {what}, k = {K}; load average {load0}; avq {rev0}")
     # Private copies of the timing programs (recall_qps links libavq statically):
     # a rebuild of build/ by someone else during the run cannot change them.
     bindir = os.path.join(a.out, "bin")
@@ -331,15 +345,15 @@ def main():
         shutil.copy2(src, dst)
         setattr(a, attr, dst)
 
-    qfile, gtfile = os.path.join(data, "query.fvecs"), os.path.join(data, "gt_ip.ivecs")
+    qfile, gtfile = os.path.join(data, "query.fvecs"), os.path.join(data, gt_name)
     nq_all = datalib.read_fvecs(qfile).shape[0]
     screen_q, screen_gt, nq_screen = subset(qfile, gtfile, a.screen_nq, 7,
                                             os.path.join(a.out, f"{name}.screen"))
     final_q, final_gt, nq_final = subset(qfile, gtfile, a.nq, 8, os.path.join(a.out, f"{name}.final"))
-    systems, n = build_systems(a, name, data, a.out)
+    systems, n = build_systems(a, name, data, a.out, metric)
     leaves = leaf_count(systems[0].info, n)
     fr, ro = (QUICK_FRACTIONS, QUICK_REORDERS) if a.quick else (LEAF_FRACTIONS, REORDERS)
-    lv = sorted({max(1, round(leaves * f)) for f in fr})
+    lv = sorted({max(1, round(leaves * f)) for f in fr if f <= a.max_fraction})
     grid = [(l, r) for l in lv for r in ro]
     warm = (max(1, round(leaves / 16)), 80)
     log(f"# {leaves} leaves / lists; grid: leaves_to_search = nprobe in {lv}, "
@@ -409,7 +423,9 @@ def main():
                     qps = qc if a.timer == "cpu" else qw
                     f.write(f"{s.name},{p},{rec:.4f},{qps:.1f},{s.build_s:.1f},{s.bpv:.1f},1,0,"
                             f"{qc:.1f},{qw:.1f},{passes}\n")
-    md = [f"## True MIPS on {name} (k = {K}, recall@{K} against exact inner-product top-{K})", "",
+    title = (f"True MIPS on {name} (k = {K}, recall@{K} against exact inner-product top-{K})"
+             if metric == "ip" else f"{name}, {metric} (k = {K}, recall@{K} against {gt_name})")
+    md = [f"## {title}", "",
           f"avq {rev0}{'' if git_rev() == rev0 else ' at the start, ' + git_rev() + ' at the end'}; timer: {a.timer} (headline), wall also shown; "
           f"queries: {nq_used} of {nq_all}{' (screening subset only: --quick)' if a.quick else ''}; "
           f"stage-2 rounds: {rounds}; load average {load0} -> {load1}", "",

