@@ -433,3 +433,46 @@ def test_default_threads_follow_the_affinity_mask(avq_bin, tiny):
         r = subprocess.run(["taskset", "-c", two, avq_bin, "--version"], capture_output=True,
                            text=True, check=True)
         assert "2 worker threads by default" in r.stdout, r.stdout
+
+
+def cgroup_cpu_dir():
+    """The directory holding this process's CPU quota files and whether it
+    is cgroup v2, when the process sits at its hierarchy's root (so a tmpfs
+    mounted there stands for its cgroup); else None."""
+    v2 = None
+    for line in open("/proc/self/cgroup", encoding="utf-8"):
+        ident, controllers, path = line.rstrip("\n").split(":", 2)
+        if path != "/":
+            continue
+        if "cpu" in controllers.split(","):
+            for d in ("/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct"):
+                if os.path.isdir(d):
+                    return d, False
+        if ident == "0" and controllers == "":
+            v2 = ("/sys/fs/cgroup", True)
+    return v2
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="needs root and unshare (a private mount namespace)")
+def test_default_threads_follow_the_cgroup_quota(avq_bin):
+    """A CPU quota of 0.5 CPU gives 1 worker, 1.5 CPUs 2 (rounded up), none
+    the affinity mask: a tmpfs in a private mount namespace stands for the
+    cgroup file system."""
+    where = cgroup_cpu_dir()
+    if where is None:
+        pytest.skip("this process is not at the root of a cgroup hierarchy")
+    d, v2 = where
+    write = (lambda q: f"echo '{q} 100000' > {d}/cpu.max") if v2 else \
+        (lambda q: f"echo {q} > {d}/cpu.cfs_quota_us && echo 100000 > {d}/cpu.cfs_period_us")
+    script = f"mount -t tmpfs none {d} || exit 77\n"
+    for quota in ("50000", "150000", "max" if v2 else "-1"):
+        script += write(quota) + f" && {avq_bin} --version\n"
+    r = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True)
+    if r.returncode != 0 and ("Operation not permitted" in r.stderr or r.returncode == 77):
+        pytest.skip(f"cannot make a private mount namespace: {r.stderr.strip()}")
+    assert r.returncode == 0, r.stderr
+    counts = [int(m) for m in re.findall(r"(\d+) worker threads? by default", r.stdout)]
+    assert len(counts) == 3, r.stdout
+    cpus = len(os.sched_getaffinity(0))
+    assert counts == [1, min(2, cpus), cpus], r.stdout
