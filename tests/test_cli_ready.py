@@ -143,6 +143,10 @@ def test_build_warns_when_the_tier_makes_options_pointless(run_avq, tiny):
                    tiny.path("x.avq"), "--leaves", 4, "--bits", 8))
     assert "warning" in r.stderr and "exact tier" in r.stderr, r.stderr
     assert "--leaves" in r.stderr and "--bits" in r.stderr, r.stderr
+    # it keeps float vectors whatever --reorder says, and trains nothing to seed
+    r = ok(run_avq("build", "--base", tiny.base_fvecs, "--metric", "ip", "--out",
+                   tiny.path("x.avq"), "--reorder", "none", "--seed", 3))
+    assert "--reorder" in r.stderr and "--seed" in r.stderr, r.stderr
     # one leaf: no k-means, so --iterations does nothing
     r = ok(run_avq("build", "--base", tiny.base_fvecs, "--metric", "ip", "--out",
                    tiny.path("y.avq"), "--brute-force-below", 100, "--iterations", 3))

@@ -157,13 +157,18 @@ static void warn_no_effect(const avq_build_params *p, size_t n, const char *cons
         {'C', "--center-eta", true},      {'D', "--dims-per-block", false},
         {'B', "--bits", false},           {'T', "--threshold", false},
         {'K', "--threshold-kind", false}, {'E', "--eta", false},
-        {'Z', "--leaf-spread", true}};
+        {'Z', "--leaf-spread", true},     {'R', "--reorder", false},
+        {'s', "--seed", false}};
     char names[256] = "";
     size_t used = 0;
     bool exact = n < p->brute_force_below || n < (p->bits == 8 ? 256u : 16u);
     size_t leaves = p->num_leaves ? p->num_leaves : n < AVQ_SINGLE_LEAF_BELOW ? 1 : 2;
     for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
         if (!val[opts[i].ch] || !(exact || (opts[i].kmeans_only && leaves == 1))) continue;
+        /* the exact tier keeps the float vectors whatever --reorder says, and
+         * trains nothing to seed (with one leaf the seed still samples) */
+        if (opts[i].ch == 'R' && (!exact || !strcmp(val['R'], "float"))) continue;
+        if (opts[i].ch == 's' && !exact) continue;
         int w = snprintf(names + used, sizeof names - used, "%s%s", used ? ", " : "", opts[i].name);
         if (w > 0 && (size_t)w < sizeof names - used) used += (size_t)w;
     }
