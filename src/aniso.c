@@ -435,6 +435,88 @@ int avq_aniso_encode(const float *y, const float *x, size_t n, const avq_pq_shap
     return st;
 }
 
+int avq_aniso_point_etas(const float *x, size_t n, size_t d, const avq_aniso_params *p,
+                         double *eta) {
+    if (!x || !p || !eta) return avq_fail(AVQ_ERR_INVALID, "point etas: NULL argument");
+    if (p->weight != AVQ_WEIGHT_STEP) {
+        avq_weight w = {p->weight, p->threshold, p->weight_param};
+        const char *why = avq_weight_check(&w);
+        if (why) return avq_fail(AVQ_ERR_INVALID, "point etas: %s", why);
+    }
+    eta_source *src = malloc(sizeof *src);
+    if (!src) return avq_fail_nomem("eta table", sizeof *src);
+    eta_source_init(src, p, x, n, d);
+    for (size_t i = 0; i < n; i++) {
+        double norm2 = avq_norm2_f64(x + i * d, d);
+        eta[i] = norm2 > 0.0 ? point_eta(p, src, norm2, d) : 1.0;
+    }
+    free(src);
+    return AVQ_OK;
+}
+
+static int8_t clamp_i8(double v) {
+    return (int8_t)(v > 127.0 ? 127.0 : (v < -127.0 ? -127.0 : v));
+}
+
+typedef struct {
+    double gain; /* loss change of flipping j alone at the start (< 0 helps) */
+    size_t j;
+} flip_order;
+
+static int cmp_flip(const void *pa, const void *pb) {
+    const flip_order *a = pa, *b = pb;
+    if (a->gain != b->gain) return a->gain < b->gain ? -1 : 1;
+    return a->j < b->j ? -1 : (a->j > b->j);
+}
+
+/* The change of loss (eta-1)(par'² - par²) + (r'² - r²) when r_j moves to
+ * r_j + dr (par' = par + dr x_j/|x|); computed as in best_move. */
+static double flip_delta(double par, double r, double dr, double xj_unit, double eta) {
+    double np = par + dr * xj_unit;
+    return (eta - 1.0) * (np * np - par * par) + ((r + dr) * (r + dr) - r * r);
+}
+
+size_t avq_aniso_round_i8_scratch(size_t d) { return (d ? d : 1) * sizeof(flip_order); }
+
+void avq_aniso_round_i8(const float *x, size_t d, const float *scale, double eta,
+                        void *scratch, int8_t *out) {
+    double norm2 = avq_norm2_f64(x, d);
+    for (size_t j = 0; j < d; j++) out[j] = clamp_i8(roundf(x[j] / scale[j]));
+    if (!(eta > 1.0) || !(norm2 > 0.0) || d == 0) return;
+    double inv = 1.0 / sqrt(norm2), par = 0.0;
+    for (size_t j = 0; j < d; j++) par += ((double)x[j] - (double)out[j] * scale[j]) * x[j] * inv;
+    flip_order *ord = scratch;
+    size_t m = 0;
+    for (size_t j = 0; j < d; j++) {
+        double v = (double)x[j] / scale[j];
+        /* the other side of v: the ceiling when rounded down, else the floor */
+        double other = (double)out[j] <= v ? floor(v) + 1.0 : ceil(v) - 1.0;
+        if (other > 127.0 || other < -127.0 || other == (double)out[j]) continue;
+        double r = (double)x[j] - (double)out[j] * scale[j];
+        double dr = ((double)out[j] - other) * scale[j];
+        double g = flip_delta(par, r, dr, x[j] * inv, eta);
+        if (g < 0.0) ord[m++] = (flip_order){g, j};
+    }
+    qsort(ord, m, sizeof *ord, cmp_flip);
+    for (int pass = 0; pass < 2; pass++) {
+        int changed = 0;
+        for (size_t k = 0; k < m; k++) {
+            size_t j = ord[k].j;
+            double v = (double)x[j] / scale[j];
+            double other = (double)out[j] <= v ? floor(v) + 1.0 : ceil(v) - 1.0;
+            if (other > 127.0 || other < -127.0 || other == (double)out[j]) continue;
+            double r = (double)x[j] - (double)out[j] * scale[j];
+            double dr = ((double)out[j] - other) * scale[j];
+            if (flip_delta(par, r, dr, x[j] * inv, eta) < 0.0) {
+                par += dr * x[j] * inv;
+                out[j] = (int8_t)other;
+                changed = 1;
+            }
+        }
+        if (!changed) break;
+    }
+}
+
 double avq_aniso_loss(const float *y, const float *x, const uint8_t *code,
                       const avq_pq_shape *s, const float *codebook, double eta) {
     size_t K = avq_pq_num_blocks(s);

@@ -145,6 +145,24 @@ int avq_aniso_update_codebook(const float *y, const float *x, size_t n,
                               const avq_pq_shape *shape, const uint8_t *codes,
                               const avq_aniso_params *p, float *codebook);
 
+/* eta of each of n points x (n x d) under p, as avq_aniso_encode gives
+ * it (1 = reconstruction; zero points get 1).  p is checked as there. */
+int avq_aniso_point_etas(const float *x, size_t n, size_t d, const avq_aniso_params *p,
+                         double *eta);
+
+/* Score-aware int8 rounding of one row (issue 19): out[j] * scale[j]
+ * approximates x[j], each out[j] the floor or the ceiling of x[j]/scale[j]
+ * (clamped to [-127, 127]), chosen to lower the anisotropic loss at `eta`:
+ * start from the nearest values, then flip coordinates to the other side in
+ * order of their gain at the start, taking each flip that still lowers the
+ * loss (two passes).  eta <= 1 or x = 0 gives plain rounding to nearest
+ * (ties away from zero, as roundf).
+ * The loss is never above the nearest rounding's. */
+void avq_aniso_round_i8(const float *x, size_t d, const float *scale, double eta,
+                        void *scratch, int8_t *out);
+/* bytes of the scratch one avq_aniso_round_i8 call needs (reuse it per row) */
+size_t avq_aniso_round_i8_scratch(size_t d);
+
 /* The anisotropic loss of one coded vector (double): r = y - decode(code),
  * par = <r, x>/|x| (0 when x = 0).  For tests and diagnostics. */
 double avq_aniso_loss(const float *y, const float *x, const uint8_t *code,

@@ -232,7 +232,10 @@ enum {
     CF_THRESHOLD_KIND = CF_V2_0_COUNT,
     /* appended in avq 0.4 (older files: 0, no leaf spreads); readers before
      * 0.4 ignore it and the LSPR section, and rank leaves by center score */
-    CF_LEAF_SPREAD_Z, CF_COUNT
+    CF_LEAF_SPREAD_Z,
+    /* appended in avq 0.4 (issue 19; older files: the step weight, nearest
+     * int8 rounding); readers without them encode added rows with the step */
+    CF_WEIGHT, CF_WEIGHT_PARAM, CF_INT8_AWARE, CF_COUNT
 };
 
 static void encode_conf(const file_view *x, uint8_t *out) {
@@ -251,6 +254,8 @@ static void encode_conf(const file_view *x, uint8_t *out) {
         [CF_LIVE] = x->live, [CF_NEXT_ID] = (uint64_t)x->next_id, [CF_TRAINED_N] = x->trained_n,
         [CF_THRESHOLD_KIND] = (uint64_t)p->threshold_kind,
         [CF_LEAF_SPREAD_Z] = float_bits(p->leaf_spread_z),
+        [CF_WEIGHT] = (uint64_t)p->weight, [CF_WEIGHT_PARAM] = float_bits(p->weight_param),
+        [CF_INT8_AWARE] = (uint64_t)p->int8_aware,
     };
     for (int i = 0; i < CF_COUNT; i++) put_u64(out + 8 * i, v[i]);
 }
@@ -274,6 +279,12 @@ static int decode_conf(const uint8_t *in, size_t len, unsigned version, file_vie
                         (double)spread_z);
     if (v[CF_THRESHOLD_KIND] > AVQ_THRESHOLD_ABSOLUTE)
         return avq_fail(AVQ_ERR_FORMAT, "%s: section CONF: unknown threshold kind", path);
+    /* files without the weight slots: the step weight, nearest int8 rounding
+     * (all zero, as v[] starts) */
+    float weight_param = bits_float((uint32_t)v[CF_WEIGHT_PARAM]);
+    if (v[CF_WEIGHT] > AVQ_WEIGHT_LOGISTIC || v[CF_INT8_AWARE] > 1 || !isfinite(weight_param))
+        return avq_fail(AVQ_ERR_FORMAT, "%s: section CONF: unknown score weight or int8 rounding",
+                        path);
     if (v[CF_METRIC] > AVQ_METRIC_COSINE || v[CF_MODE] > AVQ_MODE_PQ ||
         v[CF_REORDER] > AVQ_REORDER_NONE || (v[CF_BITS] != 4 && v[CF_BITS] != 8))
         return avq_fail(AVQ_ERR_FORMAT, "%s: section CONF: unknown metric, mode, reorder or bits", path);
@@ -313,6 +324,9 @@ static int decode_conf(const uint8_t *in, size_t len, unsigned version, file_vie
     p->brute_force_below = v[CF_BRUTE_BELOW];
     p->threshold_kind = (avq_threshold_kind)v[CF_THRESHOLD_KIND];
     p->leaf_spread_z = spread_z;
+    p->weight = (avq_weight_kind)v[CF_WEIGHT];
+    p->weight_param = weight_param;
+    p->int8_aware = (int)v[CF_INT8_AWARE];
     x->version = version;
     x->mode = (avq_index_mode)v[CF_MODE];
     x->n = v[CF_N];

@@ -169,6 +169,27 @@ static const uint32_t *csr_tags_of(void *user, size_t row, size_t *count) {
     return c->tags + c->off[row];
 }
 
+/* How the quantizer's codes (and score-aware int8 rows) weigh the error:
+ * its T or eta, threshold kind and weight; reconstruction for L2. */
+static void quantizer_aniso_params(const avq_quantizer *q, int threads, avq_aniso_params *ap) {
+    avq_aniso_default_params(ap);
+    ap->threads = threads;
+    ap->threshold = NAN;
+    ap->eta = NAN;
+    if (q->params.metric != AVQ_METRIC_L2) {
+        if (q->params.eta > 0.0f) ap->eta = q->params.eta;
+        else ap->threshold = q->params.threshold;
+        avq_threshold_kind kind = q->params.threshold_kind;
+        ap->relative = kind == AVQ_THRESHOLD_RELATIVE ||
+                       (kind == AVQ_THRESHOLD_AUTO && q->params.metric == AVQ_METRIC_DOT);
+        if (q->params.weight != AVQ_WEIGHT_STEP) { /* issue 19 */
+            ap->weight = q->params.weight;
+            ap->threshold = q->params.threshold;
+            ap->weight_param = q->params.weight_param;
+        }
+    }
+}
+
 /* Encode the rows (ids may be NULL: set_encoded_ids later).  Reads only the
  * quantizer, which never changes: runs without the write lock. */
 static int encode_rows(const avq_index *x, const float *vectors, size_t n, const int64_t *ids,
@@ -239,17 +260,7 @@ static int encode_rows(const avq_index *x, const float *vectors, size_t n, const
         AVQ_ALLOC(codes, n * K);
         avq_pq_shape shape = {d, q->dims_per_block, q->num_centers};
         avq_aniso_params ap;
-        avq_aniso_default_params(&ap);
-        ap.threads = threads;
-        ap.threshold = NAN;
-        ap.eta = NAN;
-        if (q->params.metric != AVQ_METRIC_L2) {
-            if (q->params.eta > 0.0f) ap.eta = q->params.eta;
-            else ap.threshold = q->params.threshold;
-            avq_threshold_kind kind = q->params.threshold_kind;
-            ap.relative = kind == AVQ_THRESHOLD_RELATIVE ||
-                          (kind == AVQ_THRESHOLD_AUTO && q->params.metric == AVQ_METRIC_DOT);
-        }
+        quantizer_aniso_params(q, threads, &ap);
         st = avq_aniso_encode(resid, xs, n, &shape, q->codebook, &ap, codes, progress,
                               progress_user);
         if (st != AVQ_OK) goto fail;
@@ -262,7 +273,24 @@ static int encode_rows(const avq_index *x, const float *vectors, size_t n, const
         AVQ_ALLOC(e->norms2, n);
         avq_row_norms2(xs, n, d, e->norms2);
     }
-    if (avq_keeps_int8(q)) {
+    if (avq_keeps_int8(q) && q->params.int8_aware && q->params.metric != AVQ_METRIC_L2) {
+        /* score-aware int8 rows (issue 19): each row rounded by the
+         * anisotropic loss at its eta, the one its codes are chosen with */
+        AVQ_ALLOC(e->vectors_i8, n * d);
+        avq_aniso_params ap;
+        quantizer_aniso_params(q, threads, &ap);
+        double *eta = malloc(n * sizeof *eta);
+        void *scratch = malloc(avq_aniso_round_i8_scratch(d));
+        st = eta && scratch ? avq_aniso_point_etas(xs, n, d, &ap, eta)
+                            : avq_fail_nomem("int8 rounding", n * sizeof *eta);
+        if (st == AVQ_OK)
+            for (size_t i = 0; i < n; i++)
+                avq_aniso_round_i8(xs + i * d, d, q->i8_scale, eta[i], scratch,
+                                   e->vectors_i8 + i * d);
+        free(eta);
+        free(scratch);
+        if (st != AVQ_OK) goto fail;
+    } else if (avq_keeps_int8(q)) {
         AVQ_ALLOC(e->vectors_i8, n * d);
         for (size_t i = 0; i < n; i++)
             for (size_t j = 0; j < d; j++) {

@@ -21,6 +21,7 @@
  * brute_force_below points nothing is trained, below 100k points there is a
  * single leaf whose center is the mean (so residuals are centred).
  */
+#include "aniso.h"
 #include "avq_internal.h"
 #include "index.h"
 #include "partition.h"
@@ -132,6 +133,23 @@ static int validate_params(const avq_build_params *p, size_t n, size_t dim) {
     if (p->leaf_spread_z > 0.0f && p->metric == AVQ_METRIC_L2)
         return avq_fail(AVQ_ERR_INVALID,
                         "build: leaf_spread_z ranks leaves by inner product; it must be 0 for L2");
+    /* score-aware weights (issue 19) */
+    if (p->weight != AVQ_WEIGHT_STEP) {
+        avq_weight w = {p->weight, p->threshold, p->weight_param};
+        const char *why = avq_weight_check(&w);
+        if (why) return avq_fail(AVQ_ERR_INVALID, "build: weight: %s", why);
+        if (p->metric == AVQ_METRIC_L2)
+            return avq_fail(AVQ_ERR_INVALID,
+                            "build: the score weight is for inner products; L2 takes the step");
+        if (p->eta > 0.0f)
+            return avq_fail(AVQ_ERR_INVALID,
+                            "build: eta fixes the weight's eta itself: give eta or a weight, "
+                            "not both");
+    } else if (!isfinite(p->weight_param)) {
+        return avq_fail(AVQ_ERR_INVALID, "build: weight_param must be a number");
+    }
+    if (p->int8_aware != 0 && p->int8_aware != 1)
+        return avq_fail(AVQ_ERR_INVALID, "build: int8_aware must be 0 or 1, got %d", p->int8_aware);
     if (n > (size_t)INT32_MAX)
         return avq_fail(AVQ_ERR_INVALID, "build: %zu points exceed the limit of %d", n, INT32_MAX);
     if (dim > (1u << 20))

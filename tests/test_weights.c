@@ -13,6 +13,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static double step_eta(double norm, size_t d, double T) {
     avq_weight w = {AVQ_WEIGHT_STEP, T, 0.0};
@@ -238,4 +239,121 @@ Test(weights, encoder_follows_the_weight) {
     free(cb);
     free(a);
     free(b);
+}
+
+/* anisotropic loss of an int8 row against x at eta */
+static double i8_loss(const float *x, const int8_t *v, const float *scale, size_t d, double eta) {
+    double r2 = 0.0, par = 0.0, n2 = 0.0;
+    for (size_t j = 0; j < d; j++) {
+        double e = (double)x[j] - (double)v[j] * scale[j];
+        r2 += e * e;
+        par += e * x[j];
+        n2 += (double)x[j] * x[j];
+    }
+    par /= sqrt(n2);
+    return eta * par * par + (r2 - par * par);
+}
+
+Test(weights, int8_rounding_lowers_the_loss) {
+    size_t n = 400, d = 32;
+    float *x = random_points(n, d, 9), scale[32];
+    for (size_t j = 0; j < d; j++) scale[j] = 0.05f + 0.01f * (float)j; /* coarse: errors matter */
+    void *scratch = malloc(avq_aniso_round_i8_scratch(d));
+    int8_t near[32], aware[32];
+    double sum_near = 0.0, sum_aware = 0.0, par_near = 0.0, par_aware = 0.0;
+    size_t changed = 0;
+    for (size_t i = 0; i < n; i++) {
+        const float *xi = x + i * d;
+        for (size_t j = 0; j < d; j++) {
+            float v = roundf(xi[j] / scale[j]);
+            near[j] = (int8_t)(v > 127 ? 127 : (v < -127 ? -127 : v));
+        }
+        /* eta = 1: nearest rounding, bit for bit as the index's plain rows */
+        avq_aniso_round_i8(xi, d, scale, 1.0, scratch, aware);
+        cr_assert_arr_eq(near, aware, d);
+        avq_aniso_round_i8(xi, d, scale, 8.0, scratch, aware);
+        double ln = i8_loss(xi, near, scale, d, 8.0), la = i8_loss(xi, aware, scale, d, 8.0);
+        cr_assert_leq(la, ln + 1e-12, "row %zu: %g > nearest %g", i, la, ln);
+        for (size_t j = 0; j < d; j++) {
+            double v = (double)xi[j] / scale[j];
+            cr_assert(aware[j] == (int8_t)floor(v) || aware[j] == (int8_t)ceil(v),
+                      "row %zu dim %zu: %d is not a neighbour of %g", i, j, aware[j], v);
+        }
+        changed += memcmp(near, aware, d) != 0;
+        sum_near += ln;
+        sum_aware += la;
+        /* the parallel error is what shrinks */
+        double pn = i8_loss(xi, near, scale, d, 2.0) - ln, pa = i8_loss(xi, aware, scale, d, 2.0) - la;
+        par_near += -pn / 6.0; /* loss(2) - loss(8) = -6 par² */
+        par_aware += -pa / 6.0;
+    }
+    cr_assert_gt(changed, n / 2, "only %zu of %zu rows changed", changed, n);
+    cr_assert_lt(sum_aware, 0.9 * sum_near, "%g vs %g", sum_aware, sum_near);
+    cr_assert_lt(par_aware, 0.5 * par_near, "parallel %g vs %g", par_aware, par_near);
+    /* a zero row stays zero; values past the grid clamp */
+    float zero[32] = {0}, big[32];
+    for (size_t j = 0; j < d; j++) big[j] = (j % 2 ? 1.0f : -1.0f) * 200.0f * scale[j];
+    avq_aniso_round_i8(zero, d, scale, 8.0, scratch, aware);
+    for (size_t j = 0; j < d; j++) cr_assert_eq(aware[j], 0);
+    avq_aniso_round_i8(big, d, scale, 8.0, scratch, aware);
+    for (size_t j = 0; j < d; j++) cr_assert_eq(aware[j], j % 2 ? 127 : -127);
+    free(scratch);
+    free(x);
+}
+
+Test(weights, index_keeps_weight_and_int8_rounding) {
+    size_t n = 3000, d = 16;
+    float *x = random_points(n, d, 21);
+    avq_build_params p;
+    avq_build_params_init(&p, AVQ_METRIC_DOT);
+    p.brute_force_below = 100;
+    p.threads = 2;
+    p.weight = AVQ_WEIGHT_EXP;
+    p.weight_param = 3.0f;
+    p.threshold_kind = AVQ_THRESHOLD_ABSOLUTE;
+    p.reorder = AVQ_REORDER_INT8;
+    p.int8_aware = 1;
+    avq_index *a = NULL, *b = NULL;
+    cr_assert_eq(avq_index_build(x, n, d, &p, &a), AVQ_OK, "%s", avq_last_error());
+    char path[] = "/tmp/avq-test-weights-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    cr_assert_eq(avq_index_save(a, path), AVQ_OK, "%s", avq_last_error());
+    cr_assert_eq(avq_index_load(path, AVQ_LOAD_COPY, &b), AVQ_OK, "%s", avq_last_error());
+    unlink(path);
+    avq_build_params got;
+    avq_build_params_init(&got, AVQ_METRIC_DOT);
+    avq_index_build_params(b, &got);
+    cr_assert_eq(got.weight, AVQ_WEIGHT_EXP);
+    cr_assert_float_eq(got.weight_param, 3.0f, 0.0f);
+    cr_assert_eq(got.int8_aware, 1);
+    /* the same search results from the loaded copy */
+    int64_t ia[10], ib[10];
+    float sa[10], sb[10];
+    avq_search_params sp;
+    avq_search_params_init(&sp);
+    cr_assert_eq(avq_index_search(a, x, &sp, ia, sa), AVQ_OK, "%s", avq_last_error());
+    cr_assert_eq(avq_index_search(b, x, &sp, ib, sb), AVQ_OK, "%s", avq_last_error());
+    cr_assert_arr_eq(ia, ib, sizeof ia);
+    /* bad build parameters are refused with a message */
+    avq_build_params bad = p;
+    bad.weight = AVQ_WEIGHT_LOGISTIC;
+    bad.weight_param = 0.0f;
+    avq_index *c = NULL;
+    cr_assert_eq(avq_index_build(x, n, d, &bad, &c), AVQ_ERR_INVALID);
+    bad = p;
+    bad.eta = 3.0f;
+    cr_assert_eq(avq_index_build(x, n, d, &bad, &c), AVQ_ERR_INVALID);
+    bad = p;
+    bad.int8_aware = 2;
+    cr_assert_eq(avq_index_build(x, n, d, &bad, &c), AVQ_ERR_INVALID);
+    avq_build_params_init(&bad, AVQ_METRIC_L2);
+    bad.weight = AVQ_WEIGHT_POW;
+    bad.weight_param = 2.0f;
+    cr_assert_eq(avq_index_build(x, n, d, &bad, &c), AVQ_ERR_INVALID);
+    cr_assert_null(c);
+    avq_index_free(a);
+    avq_index_free(b);
+    free(x);
 }

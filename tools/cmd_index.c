@@ -64,7 +64,13 @@ static void build_usage(FILE *out) {
             "                         relative for ip, absolute for cos)\n"
             "  --eta E                fixed anisotropic weight eta instead of deriving it\n"
             "                         from T (ip/cos; excludes --threshold)\n"
+            "  --weight W             score weight of the loss (ip/cos): step (default, the\n"
+            "                         paper's 1[t >= T]), pow:P (t^P: eta = P+1), exp:L\n"
+            "                         (e^{L t}) or logistic:S (a soft step at T, width S);\n"
+            "                         see doc/RESULTS.md, 'Score-aware weights'\n"
             "  --reorder float|int8|none   re-ranking data kept (default %s)\n"
+            "  --int8-aware           with --reorder int8: round the rows by the anisotropic\n"
+            "                         loss instead of to nearest (ip/cos)\n"
             "  --brute-force-below N  exact tier below N points (default %zu)\n"
             "  --threads N            worker threads (default: all %d CPUs this process\n"
             "                         may use)\n"
@@ -211,6 +217,7 @@ int cmd_build(int argc, char **argv) {
         {"brute-force-below", required_argument, 0, 'F'},
         {"threads", required_argument, 0, 't'}, {"seed", required_argument, 0, 's'},
         {"tags", required_argument, 0, 'g'},
+        {"weight", required_argument, 0, 'W'}, {"int8-aware", no_argument, 0, 'A'},
         {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
     const char *base_path = NULL, *out_path = NULL, *metric_name = NULL, *tags_path = NULL;
     /* options are applied after the metric is known (its defaults differ) */
@@ -224,6 +231,7 @@ int cmd_build(int argc, char **argv) {
         case 'o': out_path = optarg; break;
         case 'm': metric_name = optarg; break;
         case 'g': tags_path = optarg; break;
+        case 'A': val['A'] = "1"; break;
         case 'h': build_usage(stdout); return 0;
         case '?': return cli_bad_option("build", argv);
         default: val[c] = optarg; break;
@@ -241,7 +249,9 @@ int cmd_build(int argc, char **argv) {
         const char *aniso = val['T'] && strcmp(val['T'], "none") ? "--threshold"
                             : val['K'] ? "--threshold-kind" : val['E'] ? "--eta"
                             : val['C'] ? "--center-eta"
-                            : val['Z'] && strcmp(val['Z'], "0") ? "--leaf-spread" : NULL;
+                            : val['Z'] && strcmp(val['Z'], "0") ? "--leaf-spread"
+                            : val['W'] && strcmp(val['W'], "step") ? "--weight"
+                            : val['A'] ? "--int8-aware" : NULL;
         if (aniso)
             return cli_usage_error("build", "%s applies to ip and cos: l2 has no anisotropic "
                                             "loss (its codes minimise the reconstruction error)",
@@ -313,6 +323,33 @@ int cmd_build(int argc, char **argv) {
     }
     if (val['R'] && !parse_reorder(val['R'], &p.reorder))
         return cli_usage_error("build", "--reorder must be float, int8 or none, got '%s'", val['R']);
+    /* score-aware weights and int8 rows (issue 19) */
+    if (val['W']) {
+        const char *w = val['W'], *colon = strchr(w, ':');
+        size_t len = colon ? (size_t)(colon - w) : strlen(w);
+        static const char *const kinds[] = {"step", "pow", "exp", "logistic"};
+        int kind = -1;
+        for (int k = 0; k < 4; k++)
+            if (strlen(kinds[k]) == len && !strncmp(w, kinds[k], len)) kind = k;
+        if (kind < 0 || (kind == 0) != (colon == NULL) ||
+            (colon && (!cli_parse_float(colon + 1, &f) || !(f >= 0.0f) ||
+                       (kind == AVQ_WEIGHT_LOGISTIC && !(f > 0.0f)))))
+            return cli_usage_error("build", "--weight must be step, pow:P, exp:L (P, L >= 0) or "
+                                            "logistic:S (S > 0; T from --threshold), got '%s'", w);
+        p.weight = (avq_weight_kind)kind;
+        p.weight_param = colon ? f : 0.0f;
+        if (kind != AVQ_WEIGHT_STEP && val['E'])
+            return cli_usage_error("build", "--eta and --weight exclude each other (a fixed eta "
+                                            "replaces the one the weight gives)");
+        if (kind == AVQ_WEIGHT_LOGISTIC && isnan(p.threshold))
+            return cli_usage_error("build", "--weight logistic:S needs a threshold T (not none)");
+    }
+    if (val['A']) {
+        if (p.reorder != AVQ_REORDER_INT8)
+            return cli_usage_error("build", "--int8-aware rounds int8 reorder rows: it needs "
+                                            "--reorder int8");
+        p.int8_aware = 1;
+    }
 
     float_matrix base;
     int st = dataset_read_float(base_path, &base);
@@ -377,6 +414,16 @@ static void describe_loss(const avq_build_params *p, size_t d, const char *kind,
     }
     if (p->eta > 0.0f) {
         snprintf(out, cap, "anisotropic loss, eta %g (fixed)", (double)p->eta);
+        return;
+    }
+    if (p->weight != AVQ_WEIGHT_STEP) { /* issue 19 */
+        static const char *const names[] = {"step", "pow", "exp", "logistic"};
+        char at[32] = "";
+        if (p->weight == AVQ_WEIGHT_LOGISTIC)
+            snprintf(at, sizeof at, " at T %g", (double)p->threshold);
+        snprintf(out, cap, "anisotropic loss, weight %s:%g%s (%s): eta from the weight, "
+                           "numerically%s", names[p->weight], (double)p->weight_param, at, kind,
+                 p->int8_aware ? "; score-aware int8 rows" : "");
         return;
     }
     bool unit = p->metric == AVQ_METRIC_COSINE || p->threshold_kind == AVQ_THRESHOLD_RELATIVE ||
