@@ -812,7 +812,9 @@ static const char *HELP_BUILD =
     "Trains one quantizer (rank 0, on a sample every rank draws from its own rows),\n"
     "broadcasts it, and writes S shards: rank r reads only rows [r n/N, (r+1) n/N) of B;\n"
     "row i gets id first-id + i (default 0) and goes to shard splitmix64(id) mod S.\n"
-    "DIR gets manifest, quantizer.avq and shard-NNNN.avq.  Progress on rank 0 (stderr).\n";
+    "DIR gets manifest, quantizer.avq and shard-NNNN.avq; it must be on a file system\n"
+    "every rank sees.  --threads: encoding threads per rank (0 = every CPU the rank may\n"
+    "use: with several ranks per node, give each its share).  Progress on rank 0 (stderr).\n";
 static const char *HELP_SEARCH =
     "usage: mpirun -np N avq-mpi search --index DIR --query Q.fvecs|Q.npy --out R.ivecs|R.npy\n"
     "         [--k 10] [--leaves-to-search L] [--reorder R (pre_reorder)] [--scores S.fvecs]\n"
@@ -952,13 +954,15 @@ static int cmp_pair(const void *pa, const void *pb) {
 
 /* Sort a shard's rows by ascending id: the order one index over all the
  * data, built in id order, holds them in -- which is where it breaks ties
- * of quantized scores (avq.h, "Merging results from shards"). */
+ * of quantized scores (avq.h, "Merging results from shards").  In place:
+ * (id, row) pairs are sorted and the permutation is applied by following
+ * its cycles, one row of scratch, so the rows are never held twice. */
 static int shard_rows_sort(shard_rows *b, size_t d) {
     int64_t *pairs = malloc((b->n ? b->n : 1) * 2 * sizeof *pairs);
-    float *rows = malloc((b->n ? b->n : 1) * d * sizeof *rows);
-    if (!pairs || !rows) {
+    float *tmp = malloc(d * sizeof *tmp);
+    if (!pairs || !tmp) {
         free(pairs);
-        free(rows);
+        free(tmp);
         return -1;
     }
     for (size_t i = 0; i < b->n; i++) {
@@ -966,13 +970,26 @@ static int shard_rows_sort(shard_rows *b, size_t d) {
         pairs[2 * i + 1] = (int64_t)i;
     }
     qsort(pairs, b->n, 2 * sizeof *pairs, cmp_pair);
+    /* position i must receive row src(i) = pairs[2i+1]; done positions are
+     * marked by src = -1 */
     for (size_t i = 0; i < b->n; i++) {
         b->ids[i] = pairs[2 * i];
-        memcpy(rows + i * d, b->rows + (size_t)pairs[2 * i + 1] * d, d * sizeof(float));
+        if (pairs[2 * i + 1] < 0 || (size_t)pairs[2 * i + 1] == i) continue;
+        memcpy(tmp, b->rows + i * d, d * sizeof(float));
+        size_t at = i;
+        for (;;) {
+            size_t from = (size_t)pairs[2 * at + 1];
+            pairs[2 * at + 1] = -1;
+            if (from == i) {
+                memcpy(b->rows + at * d, tmp, d * sizeof(float));
+                break;
+            }
+            memcpy(b->rows + at * d, b->rows + from * d, d * sizeof(float));
+            at = from;
+        }
     }
     free(pairs);
-    free(b->rows);
-    b->rows = rows;
+    free(tmp);
     return 0;
 }
 
@@ -986,11 +1003,29 @@ static int exchange_rows(const float *rows, const int64_t *ids, size_t n, size_t
      * on the receiving side too (all P ranks may send to one) */
     size_t rec = sizeof(int64_t) + d * sizeof(float);
     size_t ROUND = (size_t)INT32_MAX / rec / (size_t)g_size;
-    if (ROUND > (1u << 18)) ROUND = 1u << 18;
+    if (ROUND > (1u << 16)) ROUND = 1u << 16;
     if (ROUND == 0) return fail(e, "rows of dimension %zu are too large to exchange", d);
     unsigned long long my_rounds = (n + ROUND - 1) / ROUND, rounds = 0;
     MPI_Allreduce(&my_rounds, &rounds, 1, MPI_UNSIGNED_LONG_LONG, MPI_MAX, MPI_COMM_WORLD);
     int P = g_size, st = 0;
+    /* every shard's size first, so its buffer is allocated once, exactly */
+    unsigned long long *per = calloc(shards, sizeof *per), *tot = calloc(shards, sizeof *tot);
+    if (!per || !tot) {
+        free(per);
+        free(tot);
+        return fail(e, "out of memory for the exchange");
+    }
+    for (size_t i = 0; i < n; i++) per[avq_mpi_shard_of(ids[i], shards)]++;
+    MPI_Allreduce(per, tot, (int)shards, MPI_UNSIGNED_LONG_LONG, MPI_SUM, MPI_COMM_WORLD);
+    for (size_t s = (size_t)g_rank; s < shards && !st; s += (size_t)P) {
+        shard_rows *b = &mine[s / (size_t)P];
+        b->cap = (size_t)tot[s];
+        b->rows = malloc((b->cap ? b->cap : 1) * d * sizeof(float));
+        b->ids = malloc((b->cap ? b->cap : 1) * sizeof(int64_t));
+        if (!b->rows || !b->ids) st = fail(e, "out of memory for shard %zu (%zu rows)", s, b->cap);
+    }
+    free(per);
+    free(tot);
     int *scount = calloc((size_t)P, sizeof(int)), *rcount = calloc((size_t)P, sizeof(int));
     int *sdisp = calloc((size_t)P, sizeof(int)), *rdisp = calloc((size_t)P, sizeof(int));
     int *sc2 = calloc((size_t)P, sizeof(int)), *rc2 = calloc((size_t)P, sizeof(int));
