@@ -360,4 +360,3 @@ bench-frontier-png:
 	$(PYTHON) bench/report.py $(BENCH_OUT)/*.csv --small --plot-systems $(FRONTIER_SYSTEMS) \
 	    --png doc/img/frontier.png >/dev/null
 -include mpi/mpi.mk
--include mpi/mpi.mk
