@@ -225,7 +225,8 @@ def draw(rows, ref, path, k_label, title, systems=None, small=False):
     ax.set_xlabel(k_label)
     ax.set_ylabel("queries per second (log scale)")
     lo = min((r["recall"] for r in single), default=0.5)
-    ax.set_xlim(max(0.0, min(lo, 0.8) - 0.02), 1.005)
+    # the small picture shows the part of the frontier people tune for
+    ax.set_xlim(0.6 if small else max(0.0, min(lo, 0.8) - 0.02), 1.005)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower left", fontsize=8 if small else 9)
     ax.set_title(title, fontsize=9 if small else 10)
