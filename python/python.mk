@@ -25,7 +25,7 @@ PY_EXT_SUFFIX := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_con
 # recursive on purpose: numpy is only imported when the module is compiled
 PY_INCLUDES   = $(shell $(PYTHON) -c 'import sysconfig, numpy; print("-isystem", sysconfig.get_paths()["include"], "-isystem", numpy.get_include())')
 PY_CFLAGS     = -std=c11 -D_GNU_SOURCE -O2 -g $(WARN) -fPIC -fvisibility=hidden -Iinclude $(PY_INCLUDES)
-PY_FILES      = __init__.py __init__.pyi py.typed
+PY_FILES      = __init__.py __init__.pyi py.typed distributed.py
 
 .PHONY: python py-wheel sdist python-clean
 
