@@ -517,6 +517,36 @@ void avq_aniso_round_i8(const float *x, size_t d, const float *scale, double eta
     }
 }
 
+typedef struct {
+    const float *x, *scale;
+    const double *eta;
+    size_t d, scratch_bytes;
+    char *scratch; /* one block per worker */
+    int8_t *out;
+} round_job;
+
+static int round_range(void *ctx, size_t begin, size_t end, int worker) {
+    const round_job *job = ctx;
+    void *scratch = job->scratch + (size_t)worker * job->scratch_bytes;
+    for (size_t i = begin; i < end; i++)
+        avq_aniso_round_i8(job->x + i * job->d, job->d, job->scale, job->eta[i], scratch,
+                           job->out + i * job->d);
+    return AVQ_OK;
+}
+
+int avq_aniso_round_i8_rows(const float *x, size_t n, size_t d, const float *scale,
+                            const double *eta, int threads, int8_t *out) {
+    if (n == 0) return AVQ_OK;
+    int t = avq_resolve_threads(threads);
+    size_t bytes = (avq_aniso_round_i8_scratch(d) + 63) & ~(size_t)63;
+    char *scratch = malloc((size_t)t * bytes);
+    if (!scratch) return avq_fail_nomem("int8 rounding scratch", (size_t)t * bytes);
+    round_job job = {x, scale, eta, d, bytes, scratch, out};
+    int st = avq_parallel_for(n, 1024, t, round_range, &job, NULL, NULL, "int8 rows");
+    free(scratch);
+    return st;
+}
+
 double avq_aniso_loss(const float *y, const float *x, const uint8_t *code,
                       const avq_pq_shape *s, const float *codebook, double eta) {
     size_t K = avq_pq_num_blocks(s);

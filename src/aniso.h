@@ -163,6 +163,12 @@ void avq_aniso_round_i8(const float *x, size_t d, const float *scale, double eta
 /* bytes of the scratch one avq_aniso_round_i8 call needs (reuse it per row) */
 size_t avq_aniso_round_i8_scratch(size_t d);
 
+/* avq_aniso_round_i8 for n rows (x, out: n x d) with their etas, on
+ * `threads` workers (0 = one per CPU); rows are independent, so the result
+ * does not depend on the thread count.  AVQ_OK or AVQ_ERR_NOMEM. */
+int avq_aniso_round_i8_rows(const float *x, size_t n, size_t d, const float *scale,
+                            const double *eta, int threads, int8_t *out);
+
 /* The anisotropic loss of one coded vector (double): r = y - decode(code),
  * par = <r, x>/|x| (0 when x = 0).  For tests and diagnostics. */
 double avq_aniso_loss(const float *y, const float *x, const uint8_t *code,

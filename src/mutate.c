@@ -280,15 +280,11 @@ static int encode_rows(const avq_index *x, const float *vectors, size_t n, const
         avq_aniso_params ap;
         quantizer_aniso_params(q, threads, &ap);
         double *eta = malloc(n * sizeof *eta);
-        void *scratch = malloc(avq_aniso_round_i8_scratch(d));
-        st = eta && scratch ? avq_aniso_point_etas(xs, n, d, &ap, eta)
-                            : avq_fail_nomem("int8 rounding", n * sizeof *eta);
+        st = eta ? avq_aniso_point_etas(xs, n, d, &ap, eta)
+                 : avq_fail_nomem("int8 rounding", n * sizeof *eta);
         if (st == AVQ_OK)
-            for (size_t i = 0; i < n; i++)
-                avq_aniso_round_i8(xs + i * d, d, q->i8_scale, eta[i], scratch,
-                                   e->vectors_i8 + i * d);
+            st = avq_aniso_round_i8_rows(xs, n, d, q->i8_scale, eta, threads, e->vectors_i8);
         free(eta);
-        free(scratch);
         if (st != AVQ_OK) goto fail;
     } else if (avq_keeps_int8(q)) {
         AVQ_ALLOC(e->vectors_i8, n * d);

@@ -288,6 +288,22 @@ Test(weights, int8_rounding_lowers_the_loss) {
         par_aware += -pa / 6.0;
     }
     cr_assert_gt(changed, n / 2, "only %zu of %zu rows changed", changed, n);
+    /* the batch form: the same rows as one call per row, any thread count */
+    {
+        int8_t *one = malloc(n * d), *three = malloc(n * d);
+        double *etas = malloc(n * sizeof *etas);
+        for (size_t i = 0; i < n; i++) etas[i] = 1.0 + (double)(i % 9);
+        cr_assert_eq(avq_aniso_round_i8_rows(x, n, d, scale, etas, 1, one), AVQ_OK);
+        cr_assert_eq(avq_aniso_round_i8_rows(x, n, d, scale, etas, 3, three), AVQ_OK);
+        cr_assert_arr_eq(one, three, n * d);
+        for (size_t i = 0; i < n; i += 37) {
+            avq_aniso_round_i8(x + i * d, d, scale, etas[i], scratch, aware);
+            cr_assert_arr_eq(aware, one + i * d, d, "row %zu", i);
+        }
+        free(one);
+        free(three);
+        free(etas);
+    }
     cr_assert_lt(sum_aware, 0.9 * sum_near, "%g vs %g", sum_aware, sum_near);
     cr_assert_lt(par_aware, 0.5 * par_near, "parallel %g vs %g", par_aware, par_near);
     /* a zero row stays zero; values past the grid clamp */
