@@ -100,6 +100,7 @@ class Quantizer:
         seed: int = 42,
         progress: Progress = None,
         threshold_kind: Literal["auto", "relative", "absolute"] = "auto",
+        leaf_spread_z: float | Literal["auto"] | None = "auto",
     ) -> "Quantizer": ...
     @classmethod
     def load(cls, path: PathLike) -> "Quantizer": ...
@@ -138,6 +139,7 @@ class Index:
         seed: int = 42,
         progress: Progress = None,
         threshold_kind: Literal["auto", "relative", "absolute"] = "auto",
+        leaf_spread_z: float | Literal["auto"] | None = "auto",
         tags: Optional[RowTags] = None,
     ) -> "Index": ...
     # q of shape (dim,) gives results of shape (k,); q of shape (1, dim) gives (1, k).
@@ -219,6 +221,7 @@ class Index:
         seed: int = ...,
         progress: Progress = None,
         threshold_kind: Literal["auto", "relative", "absolute"] = ...,
+        leaf_spread_z: float | Literal["auto"] | None = ...,
     ) -> "Index": ...
     def to_bytes(self) -> bytes: ...
     def __reduce__(self) -> Tuple[Callable[[bytes], "Index"], Tuple[bytes]]: ...

@@ -1306,7 +1306,8 @@ PyDoc_STRVAR(Index_build_doc,
 "      training_sample=0, kmeans_iterations=12, spherical=None,\n"
 "      avq_center_eta=..., dims_per_block=2, bits=4, threshold=...,\n"
 "      eta=0.0, reorder='float', brute_force_below=20000, threads=None,\n"
-"      seed=42, progress=None, threshold_kind='auto', tags=None)\n"
+"      seed=42, progress=None, threshold_kind='auto', leaf_spread_z='auto',\n"
+"      tags=None)\n"
 "--\n"
 "\n"
 "Build an index over the rows of `data` (an (n, dim) array-like of real\n"
@@ -1341,6 +1342,10 @@ PyDoc_STRVAR(Index_build_doc,
 "                      weighting of unit vectors at any norm), 'absolute'\n"
 "                      (ScaNN's T, meant for norms ~1) or 'auto' (default:\n"
 "                      relative for dot_product, absolute for cosine)\n"
+"  leaf_spread_z       leaf ranking for raw inner products: a leaf is ranked by\n"
+"                      <q, c> + z |q| (its spread), so wide leaves of large-norm\n"
+"                      points are not passed over; 'auto' (default): 2 for\n"
+"                      dot_product when the norms vary, else 0; 0 = off\n"
 "  reorder             'float' (exact re-ranking), 'int8' or 'none'\n"
 "  brute_force_below   below this many points the index scores every point\n"
 "                      exactly and trains nothing (20000); 0 = always quantize\n"
@@ -1365,7 +1370,7 @@ PyDoc_STRVAR(Index_build_doc,
 typedef struct {
     PyObject *num_leaves, *training_sample, *kmeans_iterations, *spherical, *avq_center_eta,
         *dims_per_block, *bits, *threshold, *eta, *reorder, *brute_force_below, *threads, *seed,
-        *progress, *threshold_kind;
+        *progress, *threshold_kind, *leaf_spread_z;
 } build_kw;
 
 /* Apply the given keywords to *p (already initialised for its metric). */
@@ -1415,6 +1420,24 @@ static int apply_build_kw(const build_kw *kw, avq_build_params *p) {
             PyErr_Format(PyExc_ValueError,
                          "threshold_kind must be 'auto', 'relative' or 'absolute', got '%s'", t);
             return -1;
+        }
+    }
+    if (kw->leaf_spread_z) {
+        if (kw->leaf_spread_z == Py_None ||
+            (PyUnicode_Check(kw->leaf_spread_z) &&
+             !PyUnicode_CompareWithASCIIString(kw->leaf_spread_z, "auto"))) {
+            p->leaf_spread_z = -1.0f;
+        } else if (PyUnicode_Check(kw->leaf_spread_z)) {
+            PyErr_Format(PyExc_ValueError, "leaf_spread_z must be 'auto', None or a number >= 0, "
+                                           "got '%U'", kw->leaf_spread_z);
+            return -1;
+        } else {
+            if (get_float(kw->leaf_spread_z, "leaf_spread_z", &p->leaf_spread_z) < 0) return -1;
+            if (!(p->leaf_spread_z >= 0.0f)) {
+                PyErr_Format(PyExc_ValueError, "leaf_spread_z must be 'auto', None or a number "
+                                               ">= 0, got %R", kw->leaf_spread_z);
+                return -1;
+            }
         }
     }
     PyObject *reorder = kw->reorder;
@@ -1472,9 +1495,9 @@ static int parse_training_call(PyObject *args, PyObject *kwargs, const char *fna
                              "kmeans_iterations", "spherical", "avq_center_eta", "dims_per_block",
                              "bits",      "threshold",    "eta",           "reorder",
                              "brute_force_below", "threads", "seed",        "progress",
-                             "threshold_kind", NULL};
+                             "threshold_kind", "leaf_spread_z", NULL};
     char format[64];
-    snprintf(format, sizeof format, "O|O$OOOOOOOOOOOOOOO:%s", fname);
+    snprintf(format, sizeof format, "O|O$OOOOOOOOOOOOOOOO:%s", fname);
     PyObject *data, *metric_o = NULL;
     memset(kw, 0, sizeof *kw);
     *arr = NULL;
@@ -1484,7 +1507,7 @@ static int parse_training_call(PyObject *args, PyObject *kwargs, const char *fna
                                      &kw->avq_center_eta, &kw->dims_per_block, &kw->bits,
                                      &kw->threshold, &kw->eta, &kw->reorder,
                                      &kw->brute_force_below, &kw->threads, &kw->seed,
-                                     &kw->progress, &kw->threshold_kind))
+                                     &kw->progress, &kw->threshold_kind, &kw->leaf_spread_z))
         return -1;
     avq_metric metric = AVQ_METRIC_DOT;
     if (metric_o && get_metric(metric_o, &metric) < 0) return -1;
@@ -2586,15 +2609,15 @@ static PyObject *Index_retrain(IndexObject *self, PyObject *args, PyObject *kwar
     static char *kwlist[] = {"num_leaves", "training_sample", "kmeans_iterations", "spherical",
                              "avq_center_eta", "dims_per_block", "bits", "threshold", "eta",
                              "reorder", "brute_force_below", "threads", "seed", "progress",
-                             "threshold_kind", NULL};
+                             "threshold_kind", "leaf_spread_z", NULL};
     build_kw kw;
     memset(&kw, 0, sizeof kw);
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOOOOOOOOO:retrain", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOOOOOOOOOO:retrain", kwlist,
                                      &kw.num_leaves, &kw.training_sample, &kw.kmeans_iterations,
                                      &kw.spherical, &kw.avq_center_eta, &kw.dims_per_block,
                                      &kw.bits, &kw.threshold, &kw.eta, &kw.reorder,
                                      &kw.brute_force_below, &kw.threads, &kw.seed, &kw.progress,
-                                     &kw.threshold_kind))
+                                     &kw.threshold_kind, &kw.leaf_spread_z))
         return NULL;
     avq_index *ix = index_acquire(self);
     if (!ix) return NULL;
@@ -2821,13 +2844,13 @@ static PyObject *Index_get_build_params(IndexObject *self, void *c) {
                               : PyFloat_FromDouble((double)p.threshold);
     if (!threshold) return NULL;
     PyObject *d = Py_BuildValue(
-        "{s:s,s:n,s:n,s:i,s:O,s:d,s:i,s:i,s:N,s:d,s:s,s:n,s:i,s:K}", "metric",
+        "{s:s,s:n,s:n,s:i,s:O,s:d,s:i,s:i,s:N,s:d,s:s,s:n,s:i,s:K,s:d}", "metric",
         avq_metric_name(p.metric), "num_leaves", (Py_ssize_t)p.num_leaves, "training_sample",
         (Py_ssize_t)p.training_sample, "kmeans_iterations", p.kmeans_iterations, "spherical",
         spherical, "avq_center_eta", (double)p.avq_center_eta, "dims_per_block",
         p.dims_per_block, "bits", p.bits, "threshold", threshold, "eta", (double)p.eta,
         "reorder", reorder, "brute_force_below", (Py_ssize_t)p.brute_force_below, "threads",
-        p.threads, "seed", (unsigned long long)p.seed);
+        p.threads, "seed", (unsigned long long)p.seed, "leaf_spread_z", (double)p.leaf_spread_z);
     return d;
 }
 
@@ -3124,7 +3147,7 @@ PyDoc_STRVAR(Quantizer_train_doc,
 "      training_sample=0, kmeans_iterations=12, spherical=None,\n"
 "      avq_center_eta=..., dims_per_block=2, bits=4, threshold=...,\n"
 "      eta=0.0, reorder='float', brute_force_below=20000, threads=None,\n"
-"      seed=42, progress=None, threshold_kind='auto')\n"
+"      seed=42, progress=None, threshold_kind='auto', leaf_spread_z='auto')\n"
 "--\n"
 "\n"
 "Train a quantizer on the sample rows of `data` (not kept): the k-means\n"
