@@ -11,8 +11,15 @@
  * machine is not idle; the wall clock is what a user sees.
  *
  * usage: recall_qps INDEX QUERY GT [--settings L:R,L:R,...] [--k 10]
- *                   [--repeat 3] [--nq N] [--batch THREADS]
+ *                   [--repeat 3] [--nq N] [--batch THREADS] [--spreads Z,Z,...]
+ * --nq N: N queries evenly spaced over the file (GloVe's query file is in
+ * word-frequency order: its first rows are the easy, frequent words).
+ * --spreads: an A/B of the leaf ranking weight (avq_search_params.
+ * leaf_spread_z; < 0 = off, 0 = the index's): every setting is timed for
+ * each weight, the weights taking turns within each repeat, so that load
+ * changes hit them alike.
  * Output: CSV on stdout: leaves,reorder,recall,qps_wall,qps_cpu
+ * (with --spreads: leaves,reorder,spread_z,recall,qps_wall,qps_cpu)
  */
 #include "avq.h"
 #include "cmd_common.h"
@@ -55,13 +62,23 @@ int main(int argc, char **argv) {
     const char *settings = "10:50,20:80,40:100,60:120,80:150,120:200,200:300";
     size_t k = 10, nq_limit = 0;
     int repeat = 3, batch = 0;
+    float spreads[16];
+    int nspreads = 0;
     for (int i = 4; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--settings")) settings = argv[i + 1];
         else if (!strcmp(argv[i], "--k")) k = strtoul(argv[i + 1], NULL, 10);
         else if (!strcmp(argv[i], "--repeat")) repeat = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--nq")) nq_limit = strtoul(argv[i + 1], NULL, 10);
         else if (!strcmp(argv[i], "--batch")) batch = atoi(argv[i + 1]);
-        else {
+        else if (!strcmp(argv[i], "--spreads")) {
+            for (char *s = argv[i + 1], *end; *s && nspreads < 16; s = *end ? end + 1 : end) {
+                spreads[nspreads++] = strtof(s, &end);
+                if (end == s || (*end && *end != ',')) {
+                    fprintf(stderr, "recall_qps: --spreads wants numbers, got %s\n", argv[i + 1]);
+                    return 2;
+                }
+            }
+        } else {
             fprintf(stderr, "recall_qps: unknown option %s\n", argv[i]);
             return 2;
         }
@@ -78,14 +95,25 @@ int main(int argc, char **argv) {
         return 1;
     }
     size_t nq = query.rows < gt.rows ? query.rows : gt.rows;
-    if (nq_limit && nq_limit < nq) nq = nq_limit;
+    if (nq_limit && nq_limit < nq) {
+        /* evenly spaced rows, moved to the front (queries and their truth) */
+        for (size_t i = 0; i < nq_limit; i++) {
+            size_t from = i * nq / nq_limit;
+            memmove(query.data + i * query.cols, query.data + from * query.cols,
+                    query.cols * sizeof *query.data);
+            memmove(gt.data + i * gt.cols, gt.data + from * gt.cols, gt.cols * sizeof *gt.data);
+        }
+        nq = nq_limit;
+    }
     if (k > gt.cols || query.cols != avq_index_dim(idx)) {
         fprintf(stderr, "recall_qps: k or dimension does not match the ground truth / index\n");
         return 1;
     }
     int64_t *ids = malloc(nq * k * sizeof *ids);
     if (!ids) return 1;
-    printf("leaves,reorder,recall,qps_wall,qps_cpu\n");
+    printf(nspreads ? "leaves,reorder,spread_z,recall,qps_wall,qps_cpu\n"
+                    : "leaves,reorder,recall,qps_wall,qps_cpu\n");
+    int runs = nspreads ? nspreads : 1;
     for (const char *s = settings; *s;) {
         char *end;
         avq_search_params sp;
@@ -94,20 +122,30 @@ int main(int argc, char **argv) {
         sp.leaves_to_search = strtoul(s, &end, 10);
         if (*end != ':') break;
         sp.pre_reorder = strtoul(end + 1, &end, 10);
-        double best_wall = 1e30, best_cpu = 1e30;
+        double best_wall[16], best_cpu[16], recall[16];
+        for (int z = 0; z < runs; z++) best_wall[z] = best_cpu[z] = 1e30;
         for (int r = 0; r < repeat; r++) {
-            double wall, cpu;
-            if (run_pass(idx, query.data, nq, query.cols, &sp, batch, ids, &wall, &cpu) != AVQ_OK) {
-                fprintf(stderr, "recall_qps: %s\n", avq_last_error());
-                return 1;
+            for (int t = 0; t < runs; t++) {
+                int z = (t + r) % runs; /* rotate which weight goes first */
+                if (nspreads) sp.leaf_spread_z = spreads[z];
+                double wall, cpu;
+                if (run_pass(idx, query.data, nq, query.cols, &sp, batch, ids, &wall, &cpu) !=
+                    AVQ_OK) {
+                    fprintf(stderr, "recall_qps: %s\n", avq_last_error());
+                    return 1;
+                }
+                if (wall < best_wall[z]) best_wall[z] = wall;
+                if (cpu < best_cpu[z]) best_cpu[z] = cpu;
+                recall[z] = cli_recall_at_k(ids, nq, k, gt.data, gt.cols);
             }
-            if (wall < best_wall) best_wall = wall;
-            if (cpu < best_cpu) best_cpu = cpu;
         }
-        /* with batch threads the process CPU clock counts every worker */
-        double cpu_qps = batch > 0 ? (double)nq * batch / best_cpu : (double)nq / best_cpu;
-        printf("%zu,%zu,%.4f,%.1f,%.1f\n", sp.leaves_to_search, sp.pre_reorder,
-               cli_recall_at_k(ids, nq, k, gt.data, gt.cols), (double)nq / best_wall, cpu_qps);
+        for (int z = 0; z < runs; z++) {
+            /* with batch threads the process CPU clock counts every worker */
+            double cpu_qps = batch > 0 ? (double)nq * batch / best_cpu[z] : (double)nq / best_cpu[z];
+            printf("%zu,%zu,", sp.leaves_to_search, sp.pre_reorder);
+            if (nspreads) printf("%g,", (double)spreads[z]);
+            printf("%.4f,%.1f,%.1f\n", recall[z], (double)nq / best_wall[z], cpu_qps);
+        }
         fflush(stdout);
         s = *end == ',' ? end + 1 : end;
     }
