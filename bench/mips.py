@@ -392,7 +392,10 @@ def main():
                 chosen += [st for _, st in sorted(near, reverse=True)[:FRONTIER_PER_TARGET]]
                 # ... and the fastest ones safely above t (the screening
                 # recall is that of a 2,000-query sample)
-                for margin, count in ((-0.015, PER_TARGET), (0.01, SAFE_PER_TARGET)):
+                # (at a high target such as 0.99 the fastest within 0.015 can all
+                # fall short; the fastest at or above it are always kept too)
+                for margin, count in ((-0.015, PER_TARGET), (0.0, PER_TARGET),
+                                      (0.01, SAFE_PER_TARGET)):
                     ok = sorted(((v[col], st) for st, v in s.screen.items() if v[0] >= t + margin),
                                 reverse=True)
                     chosen += [st for _, st in ok[:count]]
