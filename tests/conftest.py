@@ -10,6 +10,7 @@ against.
 
 import glob
 import os
+import re
 import subprocess
 import sys
 
@@ -35,6 +36,28 @@ def avq_module_dir():
         if glob.glob(os.path.join(c, "avq", "_avq*.so")):
             return c
     raise ImportError(f"the avq extension is not built (looked in {candidates}): run 'make python'")
+
+
+def ok(r):
+    """r (a CompletedProcess) exited 0; the message shows both streams."""
+    assert r.returncode == 0, f"exit {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
+    return r
+
+
+def refused(r, *needles, code=None):
+    """A clean refusal: exit 1 or 2 (or exactly `code`; never a signal), an
+    'avq' message on stderr without a traceback or sanitizer report, holding
+    every needle (case-insensitive; a needle may be a compiled regex)."""
+    want = (1, 2) if code is None else (code,)
+    assert r.returncode in want, f"exit {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
+    assert "avq" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and "Sanitizer" not in r.stderr, r.stderr
+    for n in needles:
+        if isinstance(n, re.Pattern):
+            assert n.search(r.stderr), f"{n.pattern!r} not in stderr:\n{r.stderr}"
+        else:
+            assert str(n).lower() in r.stderr.lower(), f"{n!r} not in stderr:\n{r.stderr}"
+    return r
 
 
 @pytest.fixture(scope="session")

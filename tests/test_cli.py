@@ -13,24 +13,9 @@ import struct
 import numpy as np
 import pytest
 
-from conftest import assert_topk_equal, datalib, reference_topk
+from conftest import assert_topk_equal, datalib, reference_topk, ok, refused
 
 METRICS = ["ip", "l2", "cos"]
-
-
-def ok(r):
-    assert r.returncode == 0, f"exit {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
-    return r
-
-
-def refused(r, *needles):
-    """A clean refusal: exit 1 or 2 (a negative code would be a signal),
-    an 'avq ...' message on stderr mentioning every needle."""
-    assert r.returncode in (1, 2), f"exit {r.returncode}, stderr: {r.stderr}"
-    assert "avq" in r.stderr, r.stderr
-    for n in needles:
-        assert n.lower() in r.stderr.lower(), f"{n!r} not in stderr: {r.stderr}"
-    return r
 
 
 # --------------------------------------------------------------------------

@@ -21,19 +21,7 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import datalib
-
-
-def ok(r):
-    assert r.returncode == 0, r.stderr
-    return r
-
-
-def refused(r, *words):
-    assert r.returncode != 0, r.stdout
-    for w in words:
-        assert w in r.stderr, r.stderr
-    return r
+from conftest import datalib, ok, refused
 
 
 @pytest.fixture

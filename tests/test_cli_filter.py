@@ -25,30 +25,12 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import assert_topk_equal, datalib, reference_topk
+from conftest import assert_topk_equal, datalib, reference_topk, ok, refused
 
 K = 10
 BIG_TAG = 2**32 - 1
 POOL = [0, 1, 2, 3, 17, 1000, 65536, BIG_TAG]  # the common tags
 RARE = 99                                        # on about 1.5 % of the vectors
-
-
-def ok(r):
-    assert r.returncode == 0, f"exit {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
-    return r
-
-
-def refused(r, *needles, code=None):
-    """A clean refusal: exit 1 or 2 (never a signal), one 'avq ... ' message on
-    stderr holding every needle (case-insensitive)."""
-    assert r.returncode in (1, 2), f"exit {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
-    if code is not None:
-        assert r.returncode == code, r.stderr
-    assert r.stderr.startswith("avq"), r.stderr
-    assert "Traceback" not in r.stderr and "Sanitizer" not in r.stderr, r.stderr
-    for n in needles:
-        assert str(n).lower() in r.stderr.lower(), f"{n!r} not in stderr:\n{r.stderr}"
-    return r
 
 
 def random_tags(rng, n):

@@ -5,19 +5,7 @@ set with fixed seeds, checked against numpy brute force."""
 import numpy as np
 import pytest
 
-from conftest import datalib, reference_topk
-
-
-def ok(r):
-    assert r.returncode == 0, f"exit {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
-    return r
-
-
-def refused(r, *needles):
-    assert r.returncode != 0, f"expected a failure, got:\n{r.stdout}\n{r.stderr}"
-    for n in needles:
-        assert n in r.stderr, f"'{n}' not in stderr:\n{r.stderr}"
-    return r
+from conftest import datalib, reference_topk, ok, refused
 
 
 class Clustered:

@@ -20,28 +20,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import REPO, datalib
+from conftest import REPO, datalib, ok, refused
 
 N, DIM, LEAVES, NQ = 2000, 16, 8, 50
-
-
-def ok(r):
-    assert r.returncode == 0, f"exit {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
-    return r
-
-
-def refused(r, *needles):
-    """A clean refusal: exit 1 or 2 (never a signal), an 'avq' message on
-    stderr mentioning every needle (case-insensitive; a needle may be a
-    compiled regex)."""
-    assert r.returncode in (1, 2), f"exit {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
-    assert "avq" in r.stderr, r.stderr
-    for n in needles:
-        if isinstance(n, re.Pattern):
-            assert n.search(r.stderr), f"{n.pattern!r} not in stderr:\n{r.stderr}"
-        else:
-            assert n.lower() in r.stderr.lower(), f"{n!r} not in stderr:\n{r.stderr}"
-    return r
 
 
 def clustered(rng, n, dim=DIM, centers=None):

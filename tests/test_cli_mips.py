@@ -5,19 +5,7 @@ file format) is tests/test_leaf_spread.c."""
 import numpy as np
 import pytest
 
-from conftest import datalib
-
-
-def ok(r):
-    assert r.returncode == 0, f"exit {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
-    return r
-
-
-def refused(r, *needles):
-    assert r.returncode != 0, f"expected a failure, got:\n{r.stdout}\n{r.stderr}"
-    for n in needles:
-        assert n in r.stderr, f"'{n}' not in stderr:\n{r.stderr}"
-    return r
+from conftest import datalib, ok, refused
 
 
 @pytest.fixture

@@ -18,20 +18,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, datalib, reference_topk
-
-
-def ok(r):
-    assert r.returncode == 0, f"exit {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
-    return r
-
-
-def refused(r, *needles, code=None):
-    assert r.returncode in ((1, 2) if code is None else (code,)), \
-        f"exit {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
-    for n in needles:
-        assert n.lower() in r.stderr.lower(), f"{n!r} not in stderr: {r.stderr}"
-    return r
+from conftest import REPO, datalib, reference_topk, ok, refused
 
 
 def header_define(name):

@@ -23,7 +23,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, avq_module_dir
+from conftest import REPO, avq_module_dir, ok
 
 MPIRUN = shutil.which("mpirun")
 MPICC = shutil.which("mpicc")
@@ -65,11 +65,6 @@ def avq_mpi():
 def mpirun(np_, *args, timeout=120):
     return subprocess.run([MPIRUN, "-np", str(np_), "--oversubscribe", *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, env=ENV)
-
-
-def ok(r):
-    assert r.returncode == 0, f"exit {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
-    return r
 
 
 def data(seed=1, n=N, nq=NQ):
