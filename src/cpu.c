@@ -11,14 +11,21 @@
  * a CPU can have AVX-512 that the kernel or hypervisor has not enabled, and
  * using it would fault.
  *
+ *   neon    (aarch64) Advanced SIMD: part of the AArch64 baseline, so the
+ *           file needs no flag; the ASIMD hwcap is checked all the same
+ *
  * The choice is computed once under pthread_once and then only read, so
- * avq_isa() and avq_kernels_get() are safe from any thread.
+ * avq_isa() and avq_kernels_get() are safe from any thread.  An AVQ_ISA
+ * value that is not a kernel set of this build, or one this CPU cannot run,
+ * is not obeyed silently: one line on stderr names the value, the valid
+ * ones and the set used instead (include/avq.h, avq_isa).
  */
 #include "cpu.h"
 
 #include "avq_internal.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -55,6 +62,25 @@ static isa_support detect(void) {
 }
 #endif
 
+#if defined(__aarch64__) && defined(__linux__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+
+static bool has_asimd(void) { return (getauxval(AT_HWCAP) & HWCAP_ASIMD) != 0; }
+#elif defined(__aarch64__)
+static bool has_asimd(void) { return true; } /* baseline of the architecture */
+#endif
+
+/* The kernel sets of this build, best first: the ladder the choice walks. */
+#if defined(__x86_64__)
+static const char *const ladder[] = {"avx512", "avx2", "scalar"};
+#elif defined(__aarch64__)
+static const char *const ladder[] = {"neon", "scalar"};
+#else
+static const char *const ladder[] = {"scalar"};
+#endif
+enum { LADDER_SIZE = sizeof ladder / sizeof ladder[0] };
+
 bool avq_cpu_supports(const char *isa) {
     if (!isa) return false;
     if (strcmp(isa, "scalar") == 0) return true;
@@ -62,6 +88,8 @@ bool avq_cpu_supports(const char *isa) {
     isa_support s = detect();
     if (strcmp(isa, "avx2") == 0) return s.avx2;
     if (strcmp(isa, "avx512") == 0) return s.avx512;
+#elif defined(__aarch64__)
+    if (strcmp(isa, "neon") == 0) return has_asimd();
 #endif
     return false;
 }
@@ -71,6 +99,8 @@ const avq_kernels *avq_kernels_for(const char *isa) {
 #if defined(__x86_64__)
     if (strcmp(isa, "avx512") == 0) return &avq_kernels_avx512;
     if (strcmp(isa, "avx2") == 0) return &avq_kernels_avx2;
+#elif defined(__aarch64__)
+    if (strcmp(isa, "neon") == 0) return &avq_kernels_neon;
 #endif
     return &avq_kernels_scalar;
 }
@@ -78,21 +108,41 @@ const avq_kernels *avq_kernels_for(const char *isa) {
 static const avq_kernels *chosen;
 static pthread_once_t chosen_once = PTHREAD_ONCE_INIT;
 
-/* The best supported ISA not above the requested one ("avx512" when none). */
+/* The AVQ_ISA value that was not obeyed, why, and what is used instead: one
+ * line, written with a single call so that it is not interleaved. */
+static void warn_isa(const char *want, const char *why, const char *used) {
+    char valid[64] = "";
+    for (size_t i = 0; i < LADDER_SIZE; i++) {
+        if (i) strncat(valid, ", ", sizeof valid - strlen(valid) - 1);
+        strncat(valid, ladder[i], sizeof valid - strlen(valid) - 1);
+    }
+    fprintf(stderr, "avq: warning: AVQ_ISA=%.40s %s (valid: %s); using %s instead\n", want, why,
+            valid, used);
+}
+
+/* The best supported ISA not above the requested one (the best of all when
+ * AVQ_ISA is unset, empty or unknown). */
 static void choose(void) {
-    static const char *const ladder[] = {"avx512", "avx2", "scalar"};
     const char *want = getenv("AVQ_ISA");
+    if (want && !*want) want = NULL; /* empty: as if unset */
     size_t start = 0;
-    for (size_t i = 0; want && i < 3; i++)
-        if (strcmp(want, ladder[i]) == 0) start = i;
-    for (size_t i = start; i < 3; i++) {
+    bool known = false;
+    for (size_t i = 0; want && i < LADDER_SIZE; i++)
+        if (strcmp(want, ladder[i]) == 0) {
+            start = i;
+            known = true;
+        }
+    chosen = &avq_kernels_scalar;
+    for (size_t i = start; i < LADDER_SIZE; i++) {
         const avq_kernels *k = avq_kernels_for(ladder[i]);
         if (k) {
             chosen = k;
-            return;
+            break;
         }
     }
-    chosen = &avq_kernels_scalar;
+    if (want && !known) warn_isa(want, "is not a kernel set of this build", chosen->isa);
+    else if (want && strcmp(want, chosen->isa) != 0)
+        warn_isa(want, "cannot run on this CPU", chosen->isa);
 }
 
 const avq_kernels *avq_kernels_get(void) {

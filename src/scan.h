@@ -67,7 +67,7 @@ typedef void (*avq_dot_gather_i8_fn)(const float *q, const int8_t *const *rows, 
                                      size_t n, float *out);
 
 typedef struct {
-    const char *isa; /* "scalar", "avx2", "avx512" */
+    const char *isa; /* "scalar", "avx2", "avx512", "neon" */
     /* 4-bit codes, packed layout.  sums[q][i] for the n points. */
     avq_lut16_sums16_fn lut16_sums16; /* K <= 256 */
     avq_sums32_fn lut16_sums32;       /* any K */
@@ -91,6 +91,9 @@ extern const avq_kernels avq_kernels_scalar;
 #if defined(__x86_64__)
 extern const avq_kernels avq_kernels_avx2;
 extern const avq_kernels avq_kernels_avx512;
+#endif
+#if defined(__aarch64__)
+extern const avq_kernels avq_kernels_neon; /* src/simd/scan_neon.c */
 #endif
 
 /* ---- shared by the thresholded scans of every ISA ---------------------- */

@@ -2,7 +2,9 @@
  * test_scan.c -- lookup tables (suite lut) and the fast-scan kernels (suite
  * scan).
  *
- * The integer kernels of every ISA this CPU supports are compared bit for bit
+ * The integer kernels of every ISA this CPU supports (scalar, AVX2, AVX-512
+ * on x86-64; scalar and NEON on aarch64, run under qemu-aarch64 by
+ * `make test-arm64`) are compared bit for bit
  * with a naive sum computed here from the UNPACKED codes (so the scalar
  * kernel is tested too, not trusted), over the shapes that break SIMD code:
  * partial groups, n < 32, odd K, K = 1, K > 256, 1..3 queries, tables of all
@@ -23,8 +25,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const ISAS[] = {"scalar", "avx2", "avx512"};
-enum { N_ISAS = 3 };
+/* Every ISA of every build: those this build or CPU lacks are skipped (but
+ * see scan.arch_kernels_present: the architecture's own must be there). */
+static const char *const ISAS[] = {"scalar", "avx2", "avx512", "neon"};
+enum { N_ISAS = 4 };
 
 /* ---- fixtures ----------------------------------------------------------- */
 
@@ -362,9 +366,29 @@ Test(scan, float_dot_kernels_match_double) {
     }
 }
 
+/* The comparisons above skip an ISA whose table is missing; the one every
+ * CPU of the architecture has must never be skipped (a build that lost
+ * src/simd/scan_neon.c would otherwise pass on aarch64 by testing scalar
+ * against itself). */
+Test(scan, arch_kernels_present) {
+#if defined(__aarch64__)
+    const avq_kernels *k = avq_kernels_for("neon");
+    cr_assert_not_null(k, "aarch64 without the neon kernels");
+    cr_assert_str_eq(k->isa, "neon");
+    cr_assert_null(avq_kernels_for("avx2"));
+    const char *want = getenv("AVQ_ISA");
+    if (!want || !*want) cr_assert_str_eq(avq_isa(), "neon");
+#elif defined(__x86_64__)
+    cr_assert_null(avq_kernels_for("neon"));
+    if (avq_cpu_supports("avx2")) cr_assert_not_null(avq_kernels_for("avx2"));
+#endif
+    cr_assert_not_null(avq_kernels_for("scalar"));
+}
+
 Test(scan, dispatch) {
     const char *isa = avq_isa();
-    cr_assert(strcmp(isa, "scalar") == 0 || strcmp(isa, "avx2") == 0 || strcmp(isa, "avx512") == 0);
+    cr_assert(strcmp(isa, "scalar") == 0 || strcmp(isa, "avx2") == 0 ||
+              strcmp(isa, "avx512") == 0 || strcmp(isa, "neon") == 0);
     cr_assert_str_eq(avq_kernels_get()->isa, isa);
     cr_assert_not_null(avq_kernels_for("scalar"));
     cr_assert_null(avq_kernels_for("sse9"));
