@@ -100,6 +100,8 @@ class Quantizer:
         seed: int = 42,
         progress: Progress = None,
         threshold_kind: Literal["auto", "relative", "absolute"] = "auto",
+        weight: str = "step",
+        int8_aware: bool = False,
         leaf_spread_z: float | Literal["auto"] | None = "auto",
     ) -> "Quantizer": ...
     @classmethod
@@ -139,6 +141,8 @@ class Index:
         seed: int = 42,
         progress: Progress = None,
         threshold_kind: Literal["auto", "relative", "absolute"] = "auto",
+        weight: str = "step",
+        int8_aware: bool = False,
         leaf_spread_z: float | Literal["auto"] | None = "auto",
         tags: Optional[RowTags] = None,
     ) -> "Index": ...
@@ -221,6 +225,8 @@ class Index:
         seed: int = ...,
         progress: Progress = None,
         threshold_kind: Literal["auto", "relative", "absolute"] = ...,
+        weight: str = ...,
+        int8_aware: bool = ...,
         leaf_spread_z: float | Literal["auto"] | None = ...,
     ) -> "Index": ...
     def to_bytes(self) -> bytes: ...

@@ -1307,7 +1307,7 @@ PyDoc_STRVAR(Index_build_doc,
 "      avq_center_eta=..., dims_per_block=2, bits=4, threshold=...,\n"
 "      eta=0.0, reorder='float', brute_force_below=20000, threads=None,\n"
 "      seed=42, progress=None, threshold_kind='auto', leaf_spread_z='auto',\n"
-"      tags=None)\n"
+"      weight='step', int8_aware=False, tags=None)\n"
 "--\n"
 "\n"
 "Build an index over the rows of `data` (an (n, dim) array-like of real\n"
@@ -1346,6 +1346,11 @@ PyDoc_STRVAR(Index_build_doc,
 "                      <q, c> + z |q| (its spread), so wide leaves of large-norm\n"
 "                      points are not passed over; 'auto' (default): 2 for\n"
 "                      dot_product when the norms vary, else 0; 0 = off\n"
+"  weight              score weight of the loss (dot_product / cosine):\n"
+"                      'step' (the paper's, default), 'pow:P', 'exp:L' or\n"
+"                      'logistic:S' (a soft step at threshold, width S)\n"
+"  int8_aware          with reorder='int8': round the rows by the\n"
+"                      anisotropic loss instead of to nearest (False)\n"
 "  reorder             'float' (exact re-ranking), 'int8' or 'none'\n"
 "  brute_force_below   below this many points the index scores every point\n"
 "                      exactly and trains nothing (20000); 0 = always quantize\n"
@@ -1370,7 +1375,7 @@ PyDoc_STRVAR(Index_build_doc,
 typedef struct {
     PyObject *num_leaves, *training_sample, *kmeans_iterations, *spherical, *avq_center_eta,
         *dims_per_block, *bits, *threshold, *eta, *reorder, *brute_force_below, *threads, *seed,
-        *progress, *threshold_kind, *leaf_spread_z;
+        *progress, *threshold_kind, *leaf_spread_z, *weight, *int8_aware;
 } build_kw;
 
 /* Apply the given keywords to *p (already initialised for its metric). */
@@ -1440,6 +1445,37 @@ static int apply_build_kw(const build_kw *kw, avq_build_params *p) {
             }
         }
     }
+    /* score-aware weights (issue 19): 'step', 'pow:P', 'exp:L', 'logistic:S' */
+    if (kw->weight && kw->weight != Py_None) {
+        const char *w = PyUnicode_Check(kw->weight) ? PyUnicode_AsUTF8(kw->weight) : NULL;
+        if (!w) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_TypeError, "weight must be a str such as 'step' or 'pow:3', "
+                             "got %.100s", Py_TYPE(kw->weight)->tp_name);
+            return -1;
+        }
+        static const char *const kinds[] = {"step", "pow", "exp", "logistic"};
+        const char *colon = strchr(w, ':');
+        size_t len = colon ? (size_t)(colon - w) : strlen(w);
+        int kind = -1;
+        for (int k = 0; k < 4; k++)
+            if (strlen(kinds[k]) == len && !strncmp(w, kinds[k], len)) kind = k;
+        char *end = NULL;
+        double v = colon ? strtod(colon + 1, &end) : 0.0;
+        if (kind < 0 || (kind == 0) != (colon == NULL) ||
+            (colon && (end == colon + 1 || *end || !(v >= 0.0) || !isfinite(v)))) {
+            PyErr_Format(PyExc_ValueError, "weight must be 'step', 'pow:P', 'exp:L' or "
+                         "'logistic:S', got '%s'", w);
+            return -1;
+        }
+        p->weight = (avq_weight_kind)kind;
+        p->weight_param = (float)v;
+    }
+    if (kw->int8_aware) {
+        int truth = PyObject_IsTrue(kw->int8_aware);
+        if (truth < 0) return -1;
+        p->int8_aware = truth;
+    }
     PyObject *reorder = kw->reorder;
     if (reorder && reorder != Py_None) {
         const char *r = PyUnicode_Check(reorder) ? PyUnicode_AsUTF8(reorder) : NULL;
@@ -1495,9 +1531,9 @@ static int parse_training_call(PyObject *args, PyObject *kwargs, const char *fna
                              "kmeans_iterations", "spherical", "avq_center_eta", "dims_per_block",
                              "bits",      "threshold",    "eta",           "reorder",
                              "brute_force_below", "threads", "seed",        "progress",
-                             "threshold_kind", "leaf_spread_z", NULL};
+                             "threshold_kind", "leaf_spread_z", "weight", "int8_aware", NULL};
     char format[64];
-    snprintf(format, sizeof format, "O|O$OOOOOOOOOOOOOOOO:%s", fname);
+    snprintf(format, sizeof format, "O|O$OOOOOOOOOOOOOOOOOO:%s", fname);
     PyObject *data, *metric_o = NULL;
     memset(kw, 0, sizeof *kw);
     *arr = NULL;
@@ -1507,7 +1543,8 @@ static int parse_training_call(PyObject *args, PyObject *kwargs, const char *fna
                                      &kw->avq_center_eta, &kw->dims_per_block, &kw->bits,
                                      &kw->threshold, &kw->eta, &kw->reorder,
                                      &kw->brute_force_below, &kw->threads, &kw->seed,
-                                     &kw->progress, &kw->threshold_kind, &kw->leaf_spread_z))
+                                     &kw->progress, &kw->threshold_kind, &kw->leaf_spread_z, &kw->weight,
+                                     &kw->int8_aware))
         return -1;
     avq_metric metric = AVQ_METRIC_DOT;
     if (metric_o && get_metric(metric_o, &metric) < 0) return -1;
@@ -2609,15 +2646,15 @@ static PyObject *Index_retrain(IndexObject *self, PyObject *args, PyObject *kwar
     static char *kwlist[] = {"num_leaves", "training_sample", "kmeans_iterations", "spherical",
                              "avq_center_eta", "dims_per_block", "bits", "threshold", "eta",
                              "reorder", "brute_force_below", "threads", "seed", "progress",
-                             "threshold_kind", "leaf_spread_z", NULL};
+                             "threshold_kind", "leaf_spread_z", "weight", "int8_aware", NULL};
     build_kw kw;
     memset(&kw, 0, sizeof kw);
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOOOOOOOOOO:retrain", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOOOOOOOOOOOO:retrain", kwlist,
                                      &kw.num_leaves, &kw.training_sample, &kw.kmeans_iterations,
                                      &kw.spherical, &kw.avq_center_eta, &kw.dims_per_block,
                                      &kw.bits, &kw.threshold, &kw.eta, &kw.reorder,
                                      &kw.brute_force_below, &kw.threads, &kw.seed, &kw.progress,
-                                     &kw.threshold_kind, &kw.leaf_spread_z))
+                                     &kw.threshold_kind, &kw.leaf_spread_z, &kw.weight, &kw.int8_aware))
         return NULL;
     avq_index *ix = index_acquire(self);
     if (!ix) return NULL;
@@ -2843,14 +2880,22 @@ static PyObject *Index_get_build_params(IndexObject *self, void *c) {
                               ? Py_NewRef(Py_None)
                               : PyFloat_FromDouble((double)p.threshold);
     if (!threshold) return NULL;
+    /* the score weight as Index.build takes it: 'step' or 'pow:3' (issue 19) */
+    static const char *const weight_kinds[] = {"step", "pow", "exp", "logistic"};
+    char weight[48];
+    if (p.weight == AVQ_WEIGHT_STEP || (unsigned)p.weight > AVQ_WEIGHT_LOGISTIC)
+        snprintf(weight, sizeof weight, "step");
+    else
+        snprintf(weight, sizeof weight, "%s:%g", weight_kinds[p.weight], (double)p.weight_param);
     PyObject *d = Py_BuildValue(
-        "{s:s,s:n,s:n,s:i,s:O,s:d,s:i,s:i,s:N,s:d,s:s,s:n,s:i,s:K,s:d}", "metric",
+        "{s:s,s:n,s:n,s:i,s:O,s:d,s:i,s:i,s:N,s:d,s:s,s:n,s:i,s:K,s:d,s:s,s:O}", "metric",
         avq_metric_name(p.metric), "num_leaves", (Py_ssize_t)p.num_leaves, "training_sample",
         (Py_ssize_t)p.training_sample, "kmeans_iterations", p.kmeans_iterations, "spherical",
         spherical, "avq_center_eta", (double)p.avq_center_eta, "dims_per_block",
         p.dims_per_block, "bits", p.bits, "threshold", threshold, "eta", (double)p.eta,
         "reorder", reorder, "brute_force_below", (Py_ssize_t)p.brute_force_below, "threads",
-        p.threads, "seed", (unsigned long long)p.seed, "leaf_spread_z", (double)p.leaf_spread_z);
+        p.threads, "seed", (unsigned long long)p.seed, "leaf_spread_z", (double)p.leaf_spread_z, "weight", weight, "int8_aware",
+        p.int8_aware ? Py_True : Py_False);
     return d;
 }
 
@@ -3147,7 +3192,8 @@ PyDoc_STRVAR(Quantizer_train_doc,
 "      training_sample=0, kmeans_iterations=12, spherical=None,\n"
 "      avq_center_eta=..., dims_per_block=2, bits=4, threshold=...,\n"
 "      eta=0.0, reorder='float', brute_force_below=20000, threads=None,\n"
-"      seed=42, progress=None, threshold_kind='auto', leaf_spread_z='auto')\n"
+"      seed=42, progress=None, threshold_kind='auto', leaf_spread_z='auto',\n"
+"      weight='step', int8_aware=False)\n"
 "--\n"
 "\n"
 "Train a quantizer on the sample rows of `data` (not kept): the k-means\n"
