@@ -1626,6 +1626,24 @@ static int save_changed(const options *o, manifest *m, loaded_shard *sh, size_t 
     return any_failed(e, what);
 }
 
+/* The end of add and remove: only rank 0 keeps the manifest's shard table
+ * (it alone rewrites the manifest), the changed shards are saved, and the
+ * ranks' counts are summed into *total at rank 0.  The shards are freed
+ * once saved; the caller frees m->shard. */
+static int finish_change(const options *o, manifest *m, loaded_shard *sh, size_t nmine,
+                         const char *what, size_t count, unsigned long long *total, err_t *e) {
+    if (g_rank != 0) {
+        free(m->shard);
+        m->shard = NULL;
+    }
+    if (save_changed(o, m, sh, nmine, what, e)) return 1;
+    unsigned long long mine = count;
+    MPI_Reduce(&mine, total, 1, MPI_UNSIGNED_LONG_LONG, MPI_SUM, 0, MPI_COMM_WORLD);
+    for (size_t i = 0; i < nmine; i++) avq_index_free(sh[i].index);
+    free(sh);
+    return 0;
+}
+
 static int cmd_add(const options *o) {
     err_t e = {{0}, 0};
     if (!o->index || !o->base) fail(&e, "add needs --index and --base (see --help)");
@@ -1697,16 +1715,9 @@ static int cmd_add(const options *o) {
     free(buf);
     if (any_failed(&e, "add")) return 1;
     if (next > m.next_id) m.next_id = next;
-    if (g_rank != 0) {
-        free(m.shard);
-        m.shard = NULL;
-    }
-    if (save_changed(o, &m, sh, nmine, "add", &e)) return 1;
-    unsigned long long a = added, total = 0;
-    MPI_Reduce(&a, &total, 1, MPI_UNSIGNED_LONG_LONG, MPI_SUM, 0, MPI_COMM_WORLD);
+    unsigned long long total = 0;
+    if (finish_change(o, &m, sh, nmine, "add", added, &total, &e)) return 1;
     if (g_rank == 0) printf("added %llu vectors; next id %" PRId64 "\n", total, m.next_id);
-    for (size_t i = 0; i < nmine; i++) avq_index_free(sh[i].index);
-    free(sh);
     free(m.shard);
     return 0;
 }
@@ -1740,16 +1751,9 @@ static int cmd_remove(const options *o) {
     free(part);
     free(ids);
     if (any_failed(&e, "remove")) return 1;
-    if (g_rank != 0) {
-        free(m.shard);
-        m.shard = NULL;
-    }
-    if (save_changed(o, &m, sh, nmine, "remove", &e)) return 1;
-    unsigned long long a = removed, total = 0;
-    MPI_Reduce(&a, &total, 1, MPI_UNSIGNED_LONG_LONG, MPI_SUM, 0, MPI_COMM_WORLD);
+    unsigned long long total = 0;
+    if (finish_change(o, &m, sh, nmine, "remove", removed, &total, &e)) return 1;
     if (g_rank == 0) printf("removed %llu of %zu ids\n", total, n);
-    for (size_t i = 0; i < nmine; i++) avq_index_free(sh[i].index);
-    free(sh);
     free(m.shard);
     return 0;
 }
