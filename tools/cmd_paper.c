@@ -19,12 +19,21 @@
  * 10, 100 and the whole curve for the plot; recall@10 against the exact
  * top-10; the mean relative error of the estimated inner product of each
  * query's true top-1 (the paper's point: the parallel error dominates it).
+ *
+ * --int8-aware (issue 19) adds rows where the base vectors themselves are
+ * int8 rows at 8 x d bits: per-dimension scales as an index computes its
+ * i8_scale (the library's own code, through a one-leaf quantizer), each row
+ * rounded (a) to nearest and (b) by the anisotropic loss at every variant's
+ * per-point eta (avq_aniso_round_i8_rows, as an index with int8_aware
+ * does).  They are scored exactly like the PQ rows: <q, decoded row> for
+ * every row, against the same queries and ground truth.
  */
 #include "aniso.h"
 #include "avq.h"
 #include "cli.h"
 #include "cmd_common.h"
 #include "dataset.h"
+#include "index.h"
 #include "pq.h"
 #include "vecmath.h"
 
@@ -56,6 +65,7 @@ typedef struct {
     double recall1[CURVE + 1]; /* recall1[N], N = 1..CURVE */
     double recall10, rel_err, encode_s, total_s;
     double part_r1_10[2], part_err[2]; /* --weights: tuning (even) / held-out (odd) queries */
+    int int8;                  /* 1: int8 rows of the base (--int8-aware), not PQ codes */
 } variant;
 
 typedef struct {
@@ -69,6 +79,7 @@ typedef struct {
     size_t nspecs;
     const char *weights_arg;
     int relative;               /* --threshold-kind relative */
+    int int8;                   /* --int8-aware: add the int8 rows */
     double norm_p[3];           /* base norms: 1st, 50th, 99th percentile */
     int normalize, first;
     long threads;
@@ -82,7 +93,7 @@ static void usage(FILE *out) {
             "                 [--eta-mode asymptotic|exact] [--sample S] [--iters I]\n"
             "                 [--seed S] [--threads T] [--no-normalize] [--first]\n"
             "                 [--codebook-update R] [--weights LIST]\n"
-            "                 [--threshold-kind absolute|relative]\n\n"
+            "                 [--threshold-kind absolute|relative] [--int8-aware]\n\n"
             "Reproduce the quantization experiment of Guo et al. 2020 (Figure 3): 4-bit PQ\n"
             "of the whole base, codes chosen by reconstruction loss vs anisotropic loss at\n"
             "each threshold T, every query scored exactly against every code.\n"
@@ -113,6 +124,11 @@ static void usage(FILE *out) {
             "                     the tuning half and reports the held-out half\n"
             "  --threshold-kind K absolute (default: the weight sees |x|'s own scores) or\n"
             "                     relative (every point weighted as its unit vector)\n"
+            "  --int8-aware       also encode the base as int8 rows (8 x d bits; per-dimension\n"
+            "                     scales as an index's int8 reorder rows): one row rounded\n"
+            "                     to nearest, and one rounded by the anisotropic loss at the\n"
+            "                     eta of each threshold or weight (as build --int8-aware);\n"
+            "                     scored like the codes.  Not with --codebook-update\n"
             "  --no-normalize     keep the vectors as they are (default: unit length)\n"
             "  --threads T        worker threads (default: all CPUs)\n");
 }
@@ -144,6 +160,7 @@ static int parse_opts(int argc, char **argv, paper_opts *o) {
         {"no-normalize", no_argument, 0, 'N'},     {"first", no_argument, 0, 'F'},
         {"codebook-update", required_argument, 0, 'U'}, {"help", no_argument, 0, 'h'},
         {"weights", required_argument, 0, 'W'},    {"threshold-kind", required_argument, 0, 'K'},
+        {"int8-aware", no_argument, 0, 'I'},
         {0, 0, 0, 0}};
     *o = (paper_opts){.base_path = "data/glove-100/base.fvecs",
                       .query_path = "data/glove-100/query.fvecs",
@@ -166,6 +183,7 @@ static int parse_opts(int argc, char **argv, paper_opts *o) {
         case 'N': o->normalize = 0; break;
         case 'F': o->first = 1; break;
         case 'W': o->weights_arg = optarg; break;
+        case 'I': o->int8 = 1; break;
         case 'K':
             if (!strcmp(optarg, "absolute")) o->relative = 0;
             else if (!strcmp(optarg, "relative")) o->relative = 1;
@@ -227,6 +245,11 @@ static int parse_opts(int argc, char **argv, paper_opts *o) {
     if (optind < argc) return cli_usage_error("paper", "unexpected argument '%s'", argv[optind]);
     if (o->weights_arg && o->cb_rounds)
         return cli_usage_error("paper", "--weights and --codebook-update do not combine");
+    /* the codebook update is a PQ experiment: an int8 row has no codebook,
+     * so its rows would pair with only half of the table's anisotropic rows */
+    if (o->int8 && o->cb_rounds)
+        return cli_usage_error("paper", "--int8-aware and --codebook-update do not combine "
+                               "(int8 rows have no codebook)");
     return 0;
 }
 
@@ -326,6 +349,21 @@ static double spec_eta(const paper_opts *o, const code_spec *c, double norm, siz
     if (o->relative) norm = 1.0;
     if (c->w.kind == AVQ_WEIGHT_STEP) return avq_eta(norm * norm, d, c->w.T, o->eta_mode);
     return avq_weight_eta(&c->w, norm, d);
+}
+
+/* How spec c weighs the error: the parameters its PQ codes are encoded with,
+ * and the per-point etas its int8 rows are rounded with. */
+static void spec_params(const paper_opts *o, const code_spec *c, int threads,
+                        avq_aniso_params *ap) {
+    avq_aniso_default_params(ap);
+    ap->threshold = c->recon ? NAN : c->w.T;
+    ap->eta_mode = o->eta_mode;
+    ap->relative = o->relative;
+    if (!c->recon && c->w.kind != AVQ_WEIGHT_STEP) {
+        ap->weight = c->w.kind;
+        ap->weight_param = c->w.param;
+    }
+    ap->threads = threads;
 }
 
 static void spec_name(const paper_opts *o, const code_spec *c, size_t rounds, char *out,
@@ -440,15 +478,7 @@ static int run_config(const paper_opts *o, const eval_setup *e, size_t dpb, vari
         v->eta_p99 = spec_eta(o, cs, o->norm_p[2], e->d);
         spec_name(o, cs, rounds, v->name, sizeof v->name);
         avq_aniso_params ap;
-        avq_aniso_default_params(&ap);
-        ap.threshold = cs->recon ? NAN : cs->w.T;
-        ap.eta_mode = o->eta_mode;
-        ap.relative = o->relative;
-        if (!cs->recon && cs->w.kind != AVQ_WEIGHT_STEP) {
-            ap.weight = cs->w.kind;
-            ap.weight_param = cs->w.param;
-        }
-        ap.threads = e->threads;
+        spec_params(o, cs, e->threads, &ap);
         memcpy(cb_work, codebook, 16 * e->d * sizeof(float));
         double start = cli_now();
         st = avq_aniso_encode(e->base, e->base, e->n, &shape, cb_work, &ap, codes,
@@ -479,10 +509,105 @@ out:
     return rc;
 }
 
+/* ---- --int8-aware: the base as int8 rows --------------------------------- */
+
+/* The per-dimension int8 scales an index with int8 reorder rows would keep
+ * for this base (max |x_j| / 127, in quantizer.c): taken from a quantizer
+ * trained on it with one leaf and a token codebook, so that the library's
+ * own computation is what the experiment measures.  scale: d floats. */
+static int int8_scales(const eval_setup *e, float *scale) {
+    avq_build_params p;
+    avq_build_params_init(&p, AVQ_METRIC_DOT); /* the rows are coded as they are */
+    p.num_leaves = 1;          /* no k-means: the scales do not depend on it */
+    p.brute_force_below = 0;   /* the exact tier keeps no int8 rows */
+    p.reorder = AVQ_REORDER_INT8;
+    p.training_sample = 256;   /* the codebook is thrown away */
+    p.kmeans_iterations = 1;
+    p.dims_per_block = 1;
+    p.leaf_spread_z = 0.0f;
+    p.threads = e->threads;
+    avq_quantizer *q;
+    int st = avq_quantizer_train(e->base, e->n, e->d, &p, &q);
+    if (st != AVQ_OK) return cli_fail("paper", st);
+    int rc = 0;
+    if (q->i8_scale) memcpy(scale, q->i8_scale, e->d * sizeof *scale);
+    else rc = cli_error("paper", "--int8-aware: %zu base rows are too few for int8 rows", e->n);
+    avq_quantizer_free(q);
+    return rc;
+}
+
+/* One int8 variant per spec (the reconstruction spec = round to nearest:
+ * every eta is 1), appended to out.  Bits: 8 per dimension. */
+static int run_int8(const paper_opts *o, const eval_setup *e, variant *out, size_t *nout) {
+    size_t n = e->n, d = e->d;
+    float *scale = malloc(d * sizeof *scale);
+    float *decoded = malloc(n * d * sizeof *decoded);
+    int8_t *rows = malloc(n * d);
+    double *eta = malloc(n * sizeof *eta);
+    int rc = 0;
+    if (!scale || !decoded || !rows || !eta) {
+        rc = cli_error("paper", "out of memory for %zu int8 rows", n);
+        goto out;
+    }
+    double t0 = cli_now();
+    rc = int8_scales(e, scale);
+    if (rc) goto out;
+    fprintf(stderr, "avq-paper: %zu bits (int8 rows): scales in %.1f s\n", 8 * d,
+            cli_now() - t0);
+    for (size_t t = 0; t < o->nspecs && !rc; t++) {
+        const code_spec *cs = &o->specs[t];
+        variant *v = &out[(*nout)++];
+        memset(v, 0, sizeof *v);
+        v->int8 = 1;
+        v->bits = 8 * d;
+        v->spec = *cs;
+        v->threshold = cs->recon ? NAN : cs->w.T;
+        v->eta = spec_eta(o, cs, o->norm_p[1], d);
+        v->eta_p1 = spec_eta(o, cs, o->norm_p[0], d);
+        v->eta_p99 = spec_eta(o, cs, o->norm_p[2], d);
+        char name[sizeof v->name - 5]; /* room for the "int8 " prefix */
+        spec_name(o, cs, 0, name, sizeof name);
+        snprintf(v->name, sizeof v->name, "int8 %s", cs->recon ? "nearest" : name);
+        avq_aniso_params ap;
+        spec_params(o, cs, e->threads, &ap);
+        double start = cli_now();
+        int st = avq_aniso_point_etas(e->base, n, d, &ap, eta);
+        if (st == AVQ_OK) st = avq_aniso_round_i8_rows(e->base, n, d, scale, eta, e->threads, rows);
+        if (st != AVQ_OK) {
+            rc = cli_fail("paper", st);
+            break;
+        }
+        v->encode_s = cli_now() - start;
+        for (size_t i = 0; i < n; i++)
+            for (size_t j = 0; j < d; j++)
+                decoded[i * d + j] = (float)rows[i * d + j] * scale[j];
+        rc = evaluate(e, decoded, v);
+        v->total_s = cli_now() - start;
+        if (!rc)
+            fprintf(stderr, "avq-paper:   %-24s R1@10 %.4f  (%.1f s)\n", v->name, v->recall1[10],
+                    v->total_s);
+    }
+out:
+    free(scale);
+    free(decoded);
+    free(rows);
+    free(eta);
+    return rc;
+}
+
 /* ---- output ------------------------------------------------------------ */
 
+/* The width of the name column: the classic widths unless a name is longer
+ * (int8 rows under --weights). */
+static int name_width(const variant *v, size_t nv, int least) {
+    int w = least;
+    for (size_t i = 0; i < nv; i++)
+        if ((int)strlen(v[i].name) > w) w = (int)strlen(v[i].name);
+    return w;
+}
+
 static void print_table(FILE *f, const variant *v, size_t nv, int weights) {
-    int w = weights ? 24 : 22;
+    int w = name_width(v, nv, weights ? 24 : 22);
     fprintf(f, "%-*s %4s %6s %7s %7s %8s %8s %9s %9s %8s", w, "variant", "bits", "eta",
             "R1@1", "R1@10", "R1@100", "R@10", "top1_err", "encode_s", "total_s");
     if (weights) fprintf(f, " %13s %9s %9s", "eta_p1..p99", "tuneR1@10", "heldR1@10");
@@ -501,9 +626,10 @@ static void print_table(FILE *f, const variant *v, size_t nv, int weights) {
 /* Per bit rate and weight kind: the variant with the best tuning-half
  * Recall1@10 (the first on ties), reported on the held-out half. */
 static void print_summary(FILE *f, const variant *v, size_t nv) {
+    int w = name_width(v, nv, 24);
     fprintf(f, "\n# best value per weight, chosen on the tuning half (even queries), "
                "reported on the held-out half (odd)\n");
-    fprintf(f, "%4s %-14s %-24s %6s %13s %9s %9s %9s %9s\n", "bits", "weight", "chosen", "eta",
+    fprintf(f, "%4s %-14s %-*s %6s %13s %9s %9s %9s %9s\n", "bits", "weight", w, "chosen", "eta",
             "eta_p1..p99", "tuneR1@10", "heldR1@10", "held_err", "vs_step");
     for (size_t i = 0; i < nv; i++) {
         if (i > 0 && v[i].bits == v[i - 1].bits) continue; /* once per bit rate */
@@ -520,8 +646,9 @@ static void print_summary(FILE *f, const variant *v, size_t nv) {
             char diff[16] = "-";
             if (k > AVQ_WEIGHT_STEP && !isnan(step_held))
                 snprintf(diff, sizeof diff, "%+.4f", best->part_r1_10[1] - step_held);
-            fprintf(f, "%4zu %-14s %-24s %6.3f %6.2f..%-6.2f %9.4f %9.4f %9.5f %9s\n",
-                    best->bits, k < 0 ? "reconstruction" : WEIGHT_NAMES[k], best->name,
+            const char *kind = k >= 0 ? WEIGHT_NAMES[k] : best->int8 ? "nearest" : "reconstruction";
+            fprintf(f, "%4zu %-14s %-*s %6.3f %6.2f..%-6.2f %9.4f %9.4f %9.5f %9s\n",
+                    best->bits, kind, w, best->name,
                     best->eta, best->eta_p1, best->eta_p99, best->part_r1_10[0],
                     best->part_r1_10[1], best->part_err[1], diff);
         }
@@ -534,16 +661,17 @@ static int write_csv(const char *path, const variant *v, size_t nv) {
     fprintf(f, "variant,bits,dims_per_block,threshold,eta,recall1_at_1,recall1_at_10,"
                "recall1_at_100,recall_at_10,top1_rel_err,encode_s,total_s,"
                "weight,weight_param,eta_p1,eta_p99,tune_r1_at_10,held_r1_at_10,"
-               "tune_top1_err,held_top1_err\n");
+               "tune_top1_err,held_top1_err,codes\n");
     for (size_t i = 0; i < nv; i++)
         fprintf(f, "%s,%zu,%zu,%g,%.6g,%.6f,%.6f,%.6f,%.6f,%.6g,%.3f,%.3f,%s,%g,%.6g,%.6g,"
-                   "%.6f,%.6f,%.6g,%.6g\n",
+                   "%.6f,%.6f,%.6g,%.6g,%s\n",
                 v[i].name, v[i].bits, v[i].dims_per_block, v[i].threshold, v[i].eta,
                 v[i].recall1[1], v[i].recall1[10], v[i].recall1[100], v[i].recall10,
                 v[i].rel_err, v[i].encode_s, v[i].total_s,
                 v[i].spec.recon ? "reconstruction" : WEIGHT_NAMES[v[i].spec.w.kind],
                 v[i].spec.w.param, v[i].eta_p1, v[i].eta_p99, v[i].part_r1_10[0],
-                v[i].part_r1_10[1], v[i].part_err[0], v[i].part_err[1]);
+                v[i].part_r1_10[1], v[i].part_err[0], v[i].part_err[1],
+                v[i].int8 ? "int8" : "pq4");
     return fclose(f) == 0 ? 0 : cli_error("paper", "error writing %s", path);
 }
 
@@ -645,7 +773,8 @@ int cmd_paper(int argc, char **argv) {
         float_matrix_free(&query);
         return rc;
     }
-    variant *vars = calloc(MAX_CONFIGS * (2 * MAX_SPECS + 1), sizeof *vars);
+    /* per bit rate: reconstruction + up to 2 rows per spec; then the int8 rows */
+    variant *vars = calloc(MAX_CONFIGS * (2 * MAX_SPECS + 1) + MAX_SPECS, sizeof *vars);
     int64_t *gt = malloc(nq * e.k_gt * sizeof *gt);
     if (!vars || !gt) {
         rc = cli_error("paper", "out of memory");
@@ -663,6 +792,7 @@ int cmd_paper(int argc, char **argv) {
             base.rows, base.cols, nq, e.k_gt, cli_now() - t0);
     size_t nv = 0;
     for (size_t c = 0; c < o.nconfigs && !rc; c++) rc = run_config(&o, &e, o.dpb[c], vars, &nv);
+    if (!rc && o.int8) rc = run_int8(&o, &e, vars, &nv);
     if (!rc) {
         printf("# avq-paper: %s, %zu %s queries, eta mode %s, total %.1f s\n", o.base_path, nq,
                nq == query.rows ? "(all)" : o.first ? "first" : "evenly spread",
@@ -671,6 +801,9 @@ int cmd_paper(int argc, char **argv) {
             printf("# %s, threshold kind %s, base norms p1/p50/p99 %.3f/%.3f/%.3f\n",
                    o.normalize ? "normalised" : "raw", o.relative ? "relative" : "absolute",
                    o.norm_p[0], o.norm_p[1], o.norm_p[2]);
+        if (o.int8)
+            printf("# int8 rows: %zu bits, per-dimension scales max|x_j|/127 of the base, "
+                   "rounded to nearest or score-aware at each variant's eta\n", 8 * base.cols);
         print_table(stdout, vars, nv, o.weights_arg != NULL);
         if (o.weights_arg) print_summary(stdout, vars, nv);
     }
