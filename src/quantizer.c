@@ -133,14 +133,29 @@ static int validate_params(const avq_build_params *p, size_t n, size_t dim) {
     if (p->leaf_spread_z > 0.0f && p->metric == AVQ_METRIC_L2)
         return avq_fail(AVQ_ERR_INVALID,
                         "build: leaf_spread_z ranks leaves by inner product; it must be 0 for L2");
+    /* L2 codes minimise the plain reconstruction error and its leaves are
+     * plain k-means (doc/DESIGN.md): every anisotropic setting would be
+     * silently dropped, so one set explicitly is an error, as in the CLI.
+     * Values that mean "the default" (NaN threshold, 0 eta, AUTO, 0) pass. */
+    if (p->metric == AVQ_METRIC_L2) {
+        const char *what = !isnan(p->threshold) ? "threshold (L2's default is NaN)"
+                           : p->eta != 0.0f ? "eta"
+                           : p->threshold_kind != AVQ_THRESHOLD_AUTO ? "threshold_kind"
+                           : p->avq_center_eta != 0.0f ? "avq_center_eta"
+                           : p->weight != AVQ_WEIGHT_STEP ? "weight"
+                           : p->weight_param != 0.0f ? "weight_param"
+                           : p->int8_aware ? "int8_aware" : NULL;
+        if (what)
+            return avq_fail(AVQ_ERR_INVALID,
+                            "build: %s applies to dot and cosine only: L2 has no anisotropic "
+                            "loss (its codes minimise the reconstruction error); leave it at "
+                            "its default", what);
+    }
     /* score-aware weights (issue 19) */
     if (p->weight != AVQ_WEIGHT_STEP) {
         avq_weight w = {p->weight, p->threshold, p->weight_param};
         const char *why = avq_weight_check(&w);
         if (why) return avq_fail(AVQ_ERR_INVALID, "build: weight: %s", why);
-        if (p->metric == AVQ_METRIC_L2)
-            return avq_fail(AVQ_ERR_INVALID,
-                            "build: the score weight is for inner products; L2 takes the step");
         if (p->eta > 0.0f)
             return avq_fail(AVQ_ERR_INVALID,
                             "build: eta fixes the weight's eta itself: give eta or a weight, "

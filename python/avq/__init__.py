@@ -252,6 +252,17 @@ def _positive_int(value, name):
     return int(value)
 
 
+class _DefaultThreshold(float):
+    """score_ah's default T (0.2, shown as such in its signature), told apart
+    from an explicit 0.2 by identity: squared_l2 drops the default but
+    refuses a threshold it was given, which it could not honour."""
+
+    __slots__ = ()
+
+
+_AH_DEFAULT_T = _DefaultThreshold(0.2)
+
+
 def builder(db, num_neighbors, distance_measure):
     """Start a ScaNN-style build: ``avq.builder(db, num_neighbors,
     distance_measure).tree(...).score_ah(...).reorder(...).build()``.
@@ -317,7 +328,7 @@ class ScannBuilder:
         }
         return self
 
-    def score_ah(self, dimensions_per_block, anisotropic_quantization_threshold=0.2,
+    def score_ah(self, dimensions_per_block, anisotropic_quantization_threshold=_AH_DEFAULT_T,
                  training_sample_size=None, hash_type="lut16"):
         """Score candidates with anisotropic product quantization
         ("asymmetric hashing", ScaNN's ``score_ah``).
@@ -326,19 +337,27 @@ class ScannBuilder:
         ``anisotropic_quantization_threshold``: the threshold T from which
         the anisotropic weight eta is derived (default 0.2 -- ScaNN's
         default is NaN; pass ``float('nan')`` or None for plain
-        reconstruction-loss PQ; ignored for squared_l2);
+        reconstruction-loss PQ; squared_l2 has no anisotropic loss, so
+        there the default is left out and any other value but None/NaN
+        raises ValueError);
         ``training_sample_size``: rows to train the codebooks (avq shares
         one sample size with ``tree``); ``hash_type``: ``'lut16'`` (4-bit
         codes, SIMD fast scan) or ``'lut256'`` (8-bit codes).
         """
         dims = _positive_int(dimensions_per_block, "dimensions_per_block")
         t = anisotropic_quantization_threshold
+        if self._metric == "squared_l2" and t is _AH_DEFAULT_T:
+            t = None  # the default is for inner products: L2 takes plain PQ
         if t is not None:
             t = float(t)
             if t != t:
                 t = None
             elif t < 0:
                 raise ValueError(f"anisotropic_quantization_threshold must be >= 0 or NaN, got {t}")
+            elif self._metric == "squared_l2":
+                raise ValueError(f"anisotropic_quantization_threshold={t}: squared_l2 has no "
+                                 "anisotropic loss (its codes minimise the reconstruction "
+                                 "error); leave it out or pass None")
         if hash_type not in ("lut16", "lut256"):
             raise ValueError(f"hash_type must be 'lut16' or 'lut256', got {hash_type!r}")
         self._scoring = {
