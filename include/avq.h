@@ -323,7 +323,27 @@ typedef struct avq_build_params {
                                  row to the int8 grid by the anisotropic loss
                                  (greedy floor/ceil flips) instead of to the
                                  nearest step; default 0 */
+    /* added in 0.5 (SOAR spilling, issue 15) */
+    int spill;                /* extra leaves each vector is stored in: 0 (the
+                                 default) or 1.  With 1, every vector is also
+                                 stored in a second leaf chosen by SOAR's
+                                 spilled-residual loss (Sun, Guo, Kumar,
+                                 NeurIPS 2023; doc/DESIGN.md "Spilling"), so
+                                 a query whose best leaves miss its primary
+                                 leaf can still find it.  Costs a second copy
+                                 of the codes, the id and the re-ranking row
+                                 (memory and add time about 2x); searches
+                                 de-duplicate before re-ranking.  Needs a
+                                 partition: an index with one leaf (or the
+                                 exact tier) resolves it to 0 */
+    float spill_lambda;       /* lambda of the spill loss
+                                 |r'|^2 + lambda <r, r'>^2 / |r|^2, >= 0:
+                                 0 = the second-nearest center; default
+                                 AVQ_DEFAULT_SPILL_LAMBDA (the paper's) */
 } avq_build_params;
+
+/* SOAR's orthogonality-amplification weight, as the paper recommends. */
+#define AVQ_DEFAULT_SPILL_LAMBDA 1.0f
 
 /* The weight leaf_spread_z = auto resolves to on data of varied norms, and
  * the relative standard deviation of the norms from which it does. */
@@ -514,6 +534,10 @@ typedef struct avq_index_stats {
     size_t tagged;            /* live vectors carrying at least one tag     */
     size_t tag_postings;      /* (vector, tag) pairs over live vectors      */
     size_t distinct_tags;     /* tags carried by at least one live vector   */
+    /* since 0.5 */
+    size_t spilled;           /* live spilled copies (build param spill):
+                                 slots beyond the one per vector; the leaf
+                                 sizes above count every slot               */
 } avq_index_stats;
 
 AVQ_API int avq_index_stats_sized(const avq_index *index, avq_index_stats *out,

@@ -58,6 +58,9 @@ avq_mapping *avq_mapping_new(void *addr, size_t bytes);
 void avq_mapping_ref(avq_mapping *m);
 void avq_mapping_unref(avq_mapping *m);
 
+/* Slots each vector takes: 2 in a spilled index (build param spill). */
+#define AVQ_COPIES(q) ((size_t)1 + (size_t)((q)->params.spill > 0))
+
 struct avq_quantizer {
     atomic_int refs;         /* handles + indexes using it                  */
     avq_build_params params; /* as trained, progress callback cleared      */
@@ -177,12 +180,18 @@ static inline bool avq_leaf_slot_alive(const avq_leaf *v, size_t slot) {
 /* ---- the id map (idmap.c) ------------------------------------------------ */
 
 /* id -> location (leaf << 32 | slot) of the live vector with that id.
- * Open addressing with linear probing; only the writer changes it. */
+ * Open addressing with linear probing; only the writer changes it.  In a
+ * spilled index (two) every id has two places, in two different leaves,
+ * kept unordered: nothing needs to know which copy is the primary -- both
+ * hold the same row, tags and id, and a change kills or moves both. */
 typedef struct {
     int64_t *keys;
     uint64_t *vals;          /* AVQ_IDMAP_EMPTY / AVQ_IDMAP_TOMB / a place  */
+    uint64_t *vals2;         /* two: the second place (or AVQ_IDMAP_EMPTY
+                                while only one is known); else NULL        */
     size_t capacity;         /* a power of two, or 0                        */
     size_t used, tombs;
+    bool two;                /* set before the first reserve               */
 } avq_idmap;
 
 #define AVQ_IDMAP_EMPTY UINT64_MAX
@@ -197,6 +206,15 @@ uint64_t avq_idmap_get(const avq_idmap *m, int64_t id);
 void avq_idmap_put(avq_idmap *m, int64_t id, uint64_t place);
 /* Remove; returns whether it was there. */
 bool avq_idmap_del(avq_idmap *m, int64_t id);
+/* Lookup of both places: the first (AVQ_IDMAP_EMPTY when absent), and the
+ * second in *second (AVQ_IDMAP_EMPTY if none; may be NULL). */
+uint64_t avq_idmap_get2(const avq_idmap *m, int64_t id, uint64_t *second);
+/* Record one copy's place (needs room): a new id gets it as its first
+ * place; a known id has the place it holds in the same leaf replaced (a
+ * copy renumbered by compaction), else it becomes the second place.
+ * Without `two` this is avq_idmap_put.  Returns false (and changes
+ * nothing) when the id has two places in other leaves already. */
+bool avq_idmap_put_copy(avq_idmap *m, int64_t id, uint64_t place);
 
 /* The leaves holding a tag: immutable, replaced as a whole (and retired)
  * when a leaf gains its first or loses its last vector with the tag. */
@@ -228,7 +246,9 @@ struct avq_index {
     size_t dim, num_leaves;
     avq_leaf *_Atomic *leaves;  /* num_leaves current versions              */
     avq_mapping *mapping;       /* what loaded leaves point into, or NULL   */
-    atomic_size_t live;         /* live vectors over all leaves            */
+    atomic_size_t live;         /* live slots over all leaves: the vectors
+                                   times AVQ_COPIES(q) (every vector of a
+                                   spilled index has exactly two)           */
 
     /* writer side: everything below only under write_lock */
     pthread_mutex_t write_lock;

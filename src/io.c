@@ -205,6 +205,7 @@ typedef struct {
     size_t default_leaves, default_reorder, trained_n;
     int64_t next_id;
     float *centers, *center_norms, *codebook, *i8_scale, *leaf_spread;
+    float *spill_lambda;     /* SPIL: 1 float, or NULL (not spilled)         */
     uint64_t *leaf_offsets, *code_offsets;
     int64_t *ids;
     uint8_t *codes;
@@ -235,7 +236,12 @@ enum {
     CF_LEAF_SPREAD_Z,
     /* appended in avq 0.4 (issue 19; older files: the step weight, nearest
      * int8 rounding); readers without them encode added rows with the step */
-    CF_WEIGHT, CF_WEIGHT_PARAM, CF_INT8_AWARE, CF_COUNT
+    CF_WEIGHT, CF_WEIGHT_PARAM, CF_INT8_AWARE,
+    /* appended in avq 0.5 (SOAR spilling; older files: 0).  A spilled file
+     * also has the REQUIRED section SPIL, so a reader before 0.5 -- which
+     * would take the second copies for damage or return them twice --
+     * refuses it instead */
+    CF_SPILL, CF_COUNT
 };
 
 static void encode_conf(const file_view *x, uint8_t *out) {
@@ -255,7 +261,7 @@ static void encode_conf(const file_view *x, uint8_t *out) {
         [CF_THRESHOLD_KIND] = (uint64_t)p->threshold_kind,
         [CF_LEAF_SPREAD_Z] = float_bits(p->leaf_spread_z),
         [CF_WEIGHT] = (uint64_t)p->weight, [CF_WEIGHT_PARAM] = float_bits(p->weight_param),
-        [CF_INT8_AWARE] = (uint64_t)p->int8_aware,
+        [CF_INT8_AWARE] = (uint64_t)p->int8_aware, [CF_SPILL] = (uint64_t)p->spill,
     };
     for (int i = 0; i < CF_COUNT; i++) put_u64(out + 8 * i, v[i]);
 }
@@ -285,6 +291,12 @@ static int decode_conf(const uint8_t *in, size_t len, unsigned version, file_vie
     if (v[CF_WEIGHT] > AVQ_WEIGHT_LOGISTIC || v[CF_INT8_AWARE] > 1 || !isfinite(weight_param))
         return avq_fail(AVQ_ERR_FORMAT, "%s: section CONF: unknown score weight or int8 rounding",
                         path);
+    if (v[CF_SPILL] > 1 || (v[CF_SPILL] && (v[CF_LEAVES] < 2 || v[CF_MODE] != AVQ_MODE_PQ ||
+                                            v[CF_LIVE] % 2)))
+        return avq_fail(AVQ_ERR_FORMAT,
+                        "%s: section CONF: spill %llu does not fit the index (it needs 2 or more "
+                        "leaves, codes and an even live count)", path,
+                        (unsigned long long)v[CF_SPILL]);
     if (v[CF_METRIC] > AVQ_METRIC_COSINE || v[CF_MODE] > AVQ_MODE_PQ ||
         v[CF_REORDER] > AVQ_REORDER_NONE || (v[CF_BITS] != 4 && v[CF_BITS] != 8))
         return avq_fail(AVQ_ERR_FORMAT, "%s: section CONF: unknown metric, mode, reorder or bits", path);
@@ -327,6 +339,7 @@ static int decode_conf(const uint8_t *in, size_t len, unsigned version, file_vie
     p->weight = (avq_weight_kind)v[CF_WEIGHT];
     p->weight_param = weight_param;
     p->int8_aware = (int)v[CF_INT8_AWARE];
+    p->spill = (int)v[CF_SPILL]; /* its lambda is in section SPIL */
     x->version = version;
     x->mode = (avq_index_mode)v[CF_MODE];
     x->n = v[CF_N];
@@ -362,7 +375,7 @@ typedef struct {
 
 enum {
     A_CENT, A_CNRM, A_LOFF, A_IDS, A_CBOK, A_CODE, A_COFF, A_VECF, A_VEC8, A_I8SC, A_NRM2, A_LIVE,
-    A_TKOF, A_TSOF, A_TKEY, A_TPOS, A_TSLT, A_LSPR
+    A_TKOF, A_TSOF, A_TKEY, A_TPOS, A_TSLT, A_LSPR, A_SPIL
 };
 
 static const array_section ARRAYS[] = {
@@ -385,6 +398,8 @@ static const array_section ARRAYS[] = {
     [A_TSLT] = ARRAY('T', 'S', 'L', 'T', tag_slots, uint32_t, PART_LEAVES),
     /* 0.4, not REQUIRED: an older reader ranks leaves without it */
     [A_LSPR] = ARRAY('L', 'S', 'P', 'R', leaf_spread, float, PART_QUANTIZER),
+    /* 0.5, REQUIRED: the spill loss's lambda (one float) of a spilled index */
+    [A_SPIL] = ARRAY('S', 'P', 'I', 'L', spill_lambda, float, PART_QUANTIZER),
 };
 #define NUM_ARRAYS (sizeof ARRAYS / sizeof ARRAYS[0])
 #define CONF_TAG TAG('C', 'O', 'N', 'F')
@@ -433,6 +448,7 @@ static size_t expected_count(const file_view *x, size_t which) {
     case A_TPOS: return x->version >= 3 && x->tag_key_offsets ? (size_t)x->tag_key_offsets[L] + L : 0;
     case A_TSLT: return x->version >= 3 && x->tag_slot_offsets ? (size_t)x->tag_slot_offsets[L] : 0;
     case A_LSPR: return pq && x->params.leaf_spread_z > 0.0f ? L : 0;
+    case A_SPIL: return x->params.spill > 0 ? 1 : 0;
     default: return 0;
     }
 }
@@ -597,6 +613,7 @@ static int plan_save(const avq_quantizer *q, const avq_leaf *const *leaves, int6
     v->codebook = q->codebook;
     v->i8_scale = q->i8_scale;
     v->leaf_spread = q->leaf_spread;
+    v->spill_lambda = (float *)&q->params.spill_lambda;
     v->leaf_offsets = calloc(L + 1, sizeof *v->leaf_offsets);
     v->code_offsets = calloc(L + 1, sizeof *v->code_offsets);
     /* at most 2 pieces per leaf per section, 1 for quantizer arrays */
@@ -1085,6 +1102,9 @@ static int check_contents(const file_view *x, bool check_ids, const char *path) 
             if (!(x->i8_scale[j] > 0.0f))
                 return avq_fail(AVQ_ERR_FORMAT, "%s: section I8SC: scale %zu is not positive",
                                 path, j);
+    if (x->spill_lambda && (!(x->spill_lambda[0] >= 0.0f) || isinf(x->spill_lambda[0])))
+        return avq_fail(AVQ_ERR_FORMAT, "%s: section SPIL: lambda %g is not a number >= 0", path,
+                        (double)x->spill_lambda[0]);
     if (x->leaf_spread)
         for (size_t l = 0; l < x->num_leaves; l++)
             if (!(x->leaf_spread[l] >= 0.0f))
@@ -1156,7 +1176,8 @@ static int attach_arrays(file_view *x, const uint8_t *file, const in_section *se
      * depend on them */
     static const size_t order[] = {A_COFF, A_LOFF, A_TKOF, A_TSOF, A_CENT, A_CNRM,
                                    A_IDS,  A_CBOK, A_CODE, A_VECF, A_VEC8, A_I8SC,
-                                   A_NRM2, A_LIVE, A_TKEY, A_TPOS, A_TSLT, A_LSPR};
+                                   A_NRM2, A_LIVE, A_TKEY, A_TPOS, A_TSLT, A_LSPR,
+                                   A_SPIL};
     _Static_assert(sizeof order / sizeof order[0] == NUM_ARRAYS, "every array is attached");
     for (size_t k = 0; k < NUM_ARRAYS; k++) {
         size_t i = order[k];
@@ -1330,6 +1351,7 @@ static int quantizer_from_view(const file_view *v, avq_mapping *map, avq_quantiz
     q->reorder = v->reorder;
     q->i8_scale = v->i8_scale;
     q->leaf_spread = v->leaf_spread;
+    if (v->spill_lambda) q->params.spill_lambda = v->spill_lambda[0];
     q->default_leaves_to_search = v->default_leaves;
     q->default_pre_reorder = v->default_reorder;
     avq_mapping_ref(map);

@@ -219,6 +219,7 @@ int avq_index_alloc(avq_quantizer *q, avq_index **out) {
     for (size_t i = 0; i < AVQ_READER_SLOTS; i++) atomic_init(&x->readers[i].epoch, 0);
     pthread_mutex_init(&x->write_lock, NULL);
     x->ids_ready = true;
+    x->ids.two = AVQ_COPIES(q) == 2;
     x->compact_threshold = 0.5;
     avq_quantizer_ref(q);
     for (size_t l = 0; l < q->num_leaves; l++) {
@@ -525,9 +526,12 @@ static size_t id_hash(int64_t id, size_t mask) {
 }
 
 void avq_idmap_free(avq_idmap *m) {
+    bool two = m->two;
     free(m->keys);
     free(m->vals);
+    free(m->vals2);
     memset(m, 0, sizeof *m);
+    m->two = two;
 }
 
 int avq_idmap_reserve(avq_idmap *m, size_t more) {
@@ -537,10 +541,12 @@ int avq_idmap_reserve(avq_idmap *m, size_t more) {
     while (cap * 7 < (m->used + more) * 10) cap *= 2;
     int64_t *keys = malloc(cap * sizeof *keys);
     uint64_t *vals = malloc(cap * sizeof *vals);
-    if (!keys || !vals) {
+    uint64_t *vals2 = m->two ? malloc(cap * sizeof *vals2) : NULL;
+    if (!keys || !vals || (m->two && !vals2)) {
         free(keys);
         free(vals);
-        return avq_fail_nomem("id map", cap * 16);
+        free(vals2);
+        return avq_fail_nomem("id map", cap * (m->two ? 24 : 16));
     }
     for (size_t i = 0; i < cap; i++) vals[i] = AVQ_IDMAP_EMPTY;
     for (size_t i = 0; i < m->capacity; i++) {
@@ -549,11 +555,14 @@ int avq_idmap_reserve(avq_idmap *m, size_t more) {
         while (vals[h] != AVQ_IDMAP_EMPTY) h = (h + 1) & (cap - 1);
         keys[h] = m->keys[i];
         vals[h] = m->vals[i];
+        if (vals2) vals2[h] = m->vals2[i];
     }
     free(m->keys);
     free(m->vals);
+    free(m->vals2);
     m->keys = keys;
     m->vals = vals;
+    m->vals2 = vals2;
     m->capacity = cap;
     m->tombs = 0;
     return AVQ_OK;
@@ -567,7 +576,9 @@ uint64_t avq_idmap_get(const avq_idmap *m, int64_t id) {
     }
 }
 
-void avq_idmap_put(avq_idmap *m, int64_t id, uint64_t place) {
+/* The table position of id, inserting it (first place EMPTY for now) if
+ * absent; *fresh tells which. */
+static size_t idmap_slot(avq_idmap *m, int64_t id, bool *fresh) {
     size_t tomb = SIZE_MAX;
     for (size_t h = id_hash(id, m->capacity - 1);; h = (h + 1) & (m->capacity - 1)) {
         if (m->vals[h] == AVQ_IDMAP_EMPTY) {
@@ -576,15 +587,47 @@ void avq_idmap_put(avq_idmap *m, int64_t id, uint64_t place) {
                 m->tombs--;
             }
             m->keys[h] = id;
-            m->vals[h] = place;
+            if (m->vals2) m->vals2[h] = AVQ_IDMAP_EMPTY;
             m->used++;
-            return;
+            *fresh = true;
+            return h;
         }
         if (m->vals[h] == AVQ_IDMAP_TOMB) {
             if (tomb == SIZE_MAX) tomb = h;
         } else if (m->keys[h] == id) {
-            m->vals[h] = place;
-            return;
+            *fresh = false;
+            return h;
+        }
+    }
+}
+
+void avq_idmap_put(avq_idmap *m, int64_t id, uint64_t place) {
+    bool fresh;
+    m->vals[idmap_slot(m, id, &fresh)] = place;
+}
+
+bool avq_idmap_put_copy(avq_idmap *m, int64_t id, uint64_t place) {
+    bool fresh;
+    size_t h = idmap_slot(m, id, &fresh);
+    if (fresh || !m->two || m->vals[h] >> 32 == place >> 32) {
+        m->vals[h] = place;
+        return true;
+    }
+    if (m->vals2[h] == AVQ_IDMAP_EMPTY || m->vals2[h] >> 32 == place >> 32) {
+        m->vals2[h] = place;
+        return true;
+    }
+    return false;
+}
+
+uint64_t avq_idmap_get2(const avq_idmap *m, int64_t id, uint64_t *second) {
+    if (second) *second = AVQ_IDMAP_EMPTY;
+    if (!m->capacity) return AVQ_IDMAP_EMPTY;
+    for (size_t h = id_hash(id, m->capacity - 1);; h = (h + 1) & (m->capacity - 1)) {
+        if (m->vals[h] == AVQ_IDMAP_EMPTY) return AVQ_IDMAP_EMPTY;
+        if (m->vals[h] != AVQ_IDMAP_TOMB && m->keys[h] == id) {
+            if (second && m->vals2) *second = m->vals2[h];
+            return m->vals[h];
         }
     }
 }
@@ -604,17 +647,26 @@ bool avq_idmap_del(avq_idmap *m, int64_t id) {
 
 int avq_index_ensure_ids(avq_index *x) {
     if (x->ids_ready) return AVQ_OK;
-    int st = avq_idmap_reserve(&x->ids, atomic_load(&x->live));
+    size_t copies = AVQ_COPIES(x->q);
+    x->ids.two = copies == 2;
+    int st = avq_idmap_reserve(&x->ids, atomic_load(&x->live) / copies);
     if (st != AVQ_OK) return st;
     for (size_t l = 0; l < x->num_leaves; l++) {
         const avq_leaf *v = atomic_load(&x->leaves[l]);
         for (size_t s = 0; s < v->n; s++) {
             if (!avq_leaf_slot_alive(v, s)) continue;
             int64_t id = v->store->ids[s];
-            if (id == AVQ_NO_ID || avq_idmap_get(&x->ids, id) != AVQ_IDMAP_EMPTY) {
+            uint64_t second, first = id == AVQ_NO_ID ? AVQ_IDMAP_EMPTY
+                                                     : avq_idmap_get2(&x->ids, id, &second);
+            /* a spilled index holds each id twice, in two leaves; any other
+             * repetition is a damaged file */
+            bool bad = id == AVQ_NO_ID ||
+                       (first != AVQ_IDMAP_EMPTY &&
+                        (copies == 1 || second != AVQ_IDMAP_EMPTY || first >> 32 == l));
+            if (bad) {
                 avq_idmap_free(&x->ids);
-                return avq_fail(AVQ_ERR_FORMAT, "id %lld is stored twice (or is the reserved -1)",
-                                (long long)id);
+                return avq_fail(AVQ_ERR_FORMAT, "id %lld is stored %s (or is the reserved -1)",
+                                (long long)id, copies == 1 ? "twice" : "more than twice or twice in one leaf");
             }
             /* a next id at or below a stored one (a damaged file) would make
              * the next automatic add collide */
@@ -624,8 +676,16 @@ int avq_index_ensure_ids(avq_index *x) {
                                 "the next automatic id %lld is not above the stored id %lld",
                                 (long long)x->next_id, (long long)id);
             }
-            avq_idmap_put(&x->ids, id, (uint64_t)l << 32 | s);
+            avq_idmap_put_copy(&x->ids, id, (uint64_t)l << 32 | s);
         }
+    }
+    if (copies == 2 && x->ids.used * 2 != atomic_load(&x->live)) {
+        /* some id has one copy: removing it would leave the counts wrong */
+        size_t used = x->ids.used;
+        avq_idmap_free(&x->ids);
+        return avq_fail(AVQ_ERR_FORMAT,
+                        "a spilled index keeps every vector twice, but its %zu live slots hold "
+                        "%zu distinct ids", (size_t)atomic_load(&x->live), used);
     }
     x->ids_ready = true;
     return AVQ_OK;

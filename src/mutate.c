@@ -21,6 +21,7 @@
 #include "index.h"
 #include "kmeans.h"
 #include "pq.h"
+#include "spill.h"
 #include "vecmath.h"
 
 #include <math.h>
@@ -31,7 +32,10 @@
 #define PLACE_LEAF(p) ((size_t)((p) >> 32))
 #define PLACE_SLOT(p) ((uint32_t)((p) & 0xFFFFFFFFu))
 
-static int64_t live_total(const avq_index *x) { return (int64_t)atomic_load(&x->live); }
+/* Live vectors (x->live counts slots: two per vector in a spilled index). */
+static int64_t live_total(const avq_index *x) {
+    return (int64_t)(atomic_load(&x->live) / AVQ_COPIES(x->q));
+}
 
 /* ---- checking the rows and ids -------------------------------------------- */
 
@@ -203,11 +207,16 @@ static int encode_rows(const avq_index *x, const float *vectors, size_t n, const
     size_t *order = NULL;
     uint8_t *codes = NULL;
     memset(e, 0, sizeof *e);
-    e->n = n;
     AVQ_ALLOC(xs, n * d);
     memcpy(xs, vectors, n * d * sizeof(float));
     if (q->params.metric == AVQ_METRIC_COSINE) avq_normalize_rows(xs, n, d);
-    AVQ_ALLOC(leaf_of, n);
+    /* a spilled index stores every row twice: encoded row i < n is call
+     * row i in its nearest leaf, row n + i the same call row in the leaf
+     * SOAR chooses (spill.c); from here on the m encoded rows are handled
+     * alike, each coded against its own leaf's center */
+    size_t copies = AVQ_COPIES(q), m = n * copies;
+    e->n = m;
+    AVQ_ALLOC(leaf_of, m);
     if (leaf_of_in) {
         memcpy(leaf_of, leaf_of_in, n * sizeof *leaf_of);
     } else if (L > 1) {
@@ -217,11 +226,16 @@ static int encode_rows(const avq_index *x, const float *vectors, size_t n, const
     } else {
         memset(leaf_of, 0, n * sizeof *leaf_of);
     }
+    if (copies == 2) {
+        st = avq_spill_assign(xs, n, d, q->centers, L, leaf_of, q->params.spill_lambda, threads,
+                              leaf_of + n);
+        if (st != AVQ_OK) goto fail;
+    }
     /* leaf order, stable */
     AVQ_ALLOC(e->leaf_start, L + 1);
-    AVQ_ALLOC(order, n);
+    AVQ_ALLOC(order, m);
     memset(e->leaf_start, 0, (L + 1) * sizeof *e->leaf_start);
-    for (size_t i = 0; i < n; i++) e->leaf_start[leaf_of[i] + 1]++;
+    for (size_t i = 0; i < m; i++) e->leaf_start[leaf_of[i] + 1]++;
     for (size_t l = 0; l < L; l++) e->leaf_start[l + 1] += e->leaf_start[l];
     {
         size_t *fill = malloc(L * sizeof *fill);
@@ -230,23 +244,24 @@ static int encode_rows(const avq_index *x, const float *vectors, size_t n, const
             goto fail;
         }
         memcpy(fill, e->leaf_start, L * sizeof *fill);
-        for (size_t i = 0; i < n; i++) order[fill[leaf_of[i]]++] = i;
+        for (size_t i = 0; i < m; i++) order[fill[leaf_of[i]]++] = i % n;
         free(fill);
     }
-    AVQ_ALLOC(e->ids, n);
+    AVQ_ALLOC(e->ids, m);
     if (ids)
-        for (size_t i = 0; i < n; i++) e->ids[i] = ids[order[i]];
+        for (size_t i = 0; i < m; i++) e->ids[i] = ids[order[i]];
     /* the rows in leaf order replace xs */
     {
-        float *sorted = malloc(n * d * sizeof *sorted);
+        float *sorted = malloc(m * d * sizeof *sorted);
         if (!sorted) {
-            st = avq_fail_nomem("rows", n * d * sizeof *sorted);
+            st = avq_fail_nomem("rows", m * d * sizeof *sorted);
             goto fail;
         }
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < m; i++)
             memcpy(sorted + i * d, xs + order[i] * d, d * sizeof(float));
         free(xs);
         xs = sorted;
+        n = m; /* below: the encoded rows */
     }
     if (q->mode == AVQ_MODE_PQ) {
         AVQ_ALLOC(resid, n * d);
@@ -378,7 +393,8 @@ static void pending_commit(avq_index *x, pending *p) {
     for (size_t l = 0; l < x->num_leaves; l++) {
         avq_leaf *v = p->fresh[l];
         if (v && p->compacted[l])
-            for (size_t s = 0; s < v->n; s++) avq_idmap_put(&x->ids, v->store->ids[s], PLACE(l, s));
+            for (size_t s = 0; s < v->n; s++)
+                avq_idmap_put_copy(&x->ids, v->store->ids[s], PLACE(l, s));
     }
     free(p->fresh);
     free(p->compacted);
@@ -498,17 +514,21 @@ int avq_index_add_assigned(avq_index *x, const float *vectors, size_t n, const i
         if (st != AVQ_OK) goto out;
         set_encoded_ids(&e, ids);
     }
-    if (atomic_load(&x->live) + n > ((size_t)1 << 40)) {
+    if (atomic_load(&x->live) / AVQ_COPIES(x->q) + n > ((size_t)1 << 40)) {
         st = avq_fail(AVQ_ERR_INVALID, "%s: the index would exceed 2^40 vectors", who);
         goto out;
     }
 
-    /* replaced ids: their slots die in the same change */
-    size_t L = x->num_leaves, K = x->q->num_blocks, d = x->dim;
-    AVQ_ALLOC(places, n);
+    /* replaced ids: their slots (both copies of a spilled vector) die in
+     * the same change */
+    size_t L = x->num_leaves, K = x->q->num_blocks, d = x->dim, nplaces = 0;
+    AVQ_ALLOC(places, 2 * n);
     for (size_t i = 0; i < n; i++) {
-        uint64_t at = replace ? avq_idmap_get(&x->ids, ids[i]) : AVQ_IDMAP_EMPTY;
-        if (at != AVQ_IDMAP_EMPTY) places[nreplaced++] = at;
+        uint64_t second, at = replace ? avq_idmap_get2(&x->ids, ids[i], &second) : AVQ_IDMAP_EMPTY;
+        if (at == AVQ_IDMAP_EMPTY) continue;
+        nreplaced++;
+        places[nplaces++] = at;
+        if (second != AVQ_IDMAP_EMPTY) places[nplaces++] = second;
     }
     size_t distinct = 0;
     if (nreplaced && !tag_off && atomic_load(&x->tag_table)) {
@@ -523,7 +543,7 @@ int avq_index_add_assigned(avq_index *x, const float *vectors, size_t n, const i
         free(keep);
         if (st != AVQ_OK) goto out;
     }
-    st = group_kills(x, places, nreplaced, &kills, &kill_start, &distinct);
+    st = group_kills(x, places, nplaces, &kills, &kill_start, &distinct);
     if (st != AVQ_OK) goto out;
     st = avq_idmap_reserve(&x->ids, n);
     if (st != AVQ_OK) goto out;
@@ -550,17 +570,20 @@ int avq_index_add_assigned(avq_index *x, const float *vectors, size_t n, const i
     if (st == AVQ_OK) st = pending_reserve_tags(x, &p);
     if (st != AVQ_OK) goto out;
 
-    /* commit: nothing below fails */
+    /* commit: nothing below fails.  A replaced id forgets its old places
+     * first, so its new copies are recorded afresh (a spilled vector's two
+     * places are matched to copies by leaf: see avq_idmap_put_copy). */
+    for (size_t i = 0; i < n && nreplaced; i++) avq_idmap_del(&x->ids, ids[i]);
     for (size_t l = 0; l < L; l++) {
         size_t first = e.leaf_start[l], count = e.leaf_start[l + 1] - first;
         if (!p.fresh[l] || p.compacted[l]) continue; /* compacted: re-pointed below */
         size_t n_old = avq_leaf_load(x, l)->n;
         for (size_t i = 0; i < count; i++)
-            avq_idmap_put(&x->ids, e.ids[first + i], PLACE(l, n_old + i));
+            avq_idmap_put_copy(&x->ids, e.ids[first + i], PLACE(l, n_old + i));
     }
     for (size_t i = 0; i < n; i++)
         if (ids[i] >= x->next_id) x->next_id = ids[i] == INT64_MAX ? INT64_MAX : ids[i] + 1;
-    atomic_fetch_add(&x->live, n - nreplaced);
+    atomic_fetch_add(&x->live, e.n - distinct);
     pending_commit(x, &p);
     have_pending = false;
     if (ids_out) memcpy(ids_out, ids, n * sizeof *ids_out);
@@ -617,10 +640,12 @@ int avq_index_remove(avq_index *x, const int64_t *ids, size_t n, size_t *removed
     bool have_pending = false;
     int st = avq_index_ensure_ids(x);
     if (st != AVQ_OK) goto out;
-    AVQ_ALLOC(places, n);
+    AVQ_ALLOC(places, 2 * n);
     for (size_t i = 0; i < n; i++) {
-        uint64_t at = ids[i] == AVQ_NO_ID ? AVQ_IDMAP_EMPTY : avq_idmap_get(&x->ids, ids[i]);
+        uint64_t second = AVQ_IDMAP_EMPTY;
+        uint64_t at = ids[i] == AVQ_NO_ID ? AVQ_IDMAP_EMPTY : avq_idmap_get2(&x->ids, ids[i], &second);
         if (at != AVQ_IDMAP_EMPTY) places[found++] = at;
+        if (second != AVQ_IDMAP_EMPTY) places[found++] = second;
     }
     st = group_kills(x, places, found, &kills, &kill_start, &distinct);
     if (st != AVQ_OK) goto out;
@@ -643,7 +668,7 @@ int avq_index_remove(avq_index *x, const int64_t *ids, size_t n, size_t *removed
     atomic_fetch_sub(&x->live, distinct);
     pending_commit(x, &p);
     have_pending = false;
-    if (removed) *removed = distinct;
+    if (removed) *removed = distinct / AVQ_COPIES(x->q); /* slots -> vectors */
 out:
 fail:
     if (have_pending) pending_abandon(x, &p);
@@ -784,11 +809,18 @@ static void collect_stats(const avq_index *cx, avq_index_stats *s) {
     bytes += avq_tag_table_bytes(x);
     avq_read_end(x, slot);
     s->mean_leaf = (double)s->live / (double)s->leaves;
+    /* vectors, not slots: a spilled vector's two copies count once */
+    size_t copies = AVQ_COPIES(x->q);
+    s->spilled = s->live - s->live / copies;
+    s->live /= copies;
+    s->tagged /= copies;
+    s->tag_postings /= copies;
     double var = sum2 / (double)s->leaves - s->mean_leaf * s->mean_leaf;
     s->leaf_cv = s->mean_leaf > 0 ? sqrt(var > 0 ? var : 0) / s->mean_leaf : 0.0;
     /* the id map belongs to the writer: read it under the lock */
     pthread_mutex_lock(&x->write_lock);
-    s->memory_bytes = bytes + x->ids.capacity * (sizeof(int64_t) + sizeof(uint64_t));
+    s->memory_bytes = bytes + x->ids.capacity * (sizeof(int64_t) + sizeof(uint64_t) *
+                                                 (x->ids.two ? 2 : 1));
     s->next_id = x->next_id;
     pthread_mutex_unlock(&x->write_lock);
 }
@@ -864,7 +896,13 @@ int avq_index_retrain(const avq_index *cx, const avq_build_params *params, avq_i
     avq_index *y = NULL;
     /* a consistent snapshot: no writer while copying */
     pthread_mutex_lock(&x->write_lock);
-    size_t live = (size_t)live_total(x);
+    size_t live = (size_t)live_total(x), copies = AVQ_COPIES(x->q);
+    /* a spilled vector is copied once: from the copy the id map names first */
+    st = copies > 1 ? avq_index_ensure_ids(x) : AVQ_OK;
+    if (st != AVQ_OK) {
+        pthread_mutex_unlock(&x->write_lock);
+        goto done;
+    }
     rows = malloc((live ? live : 1) * d * sizeof *rows);
     ids = malloc((live ? live : 1) * sizeof *ids);
     if (!rows || !ids) {
@@ -891,6 +929,7 @@ int avq_index_retrain(const avq_index *cx, const avq_build_params *params, avq_i
         const avq_leaf *v = avq_leaf_load(x, l);
         for (size_t s = 0; s < v->n; s++) {
             if (!avq_leaf_slot_alive(v, s)) continue;
+            if (copies > 1 && avq_idmap_get(&x->ids, v->store->ids[s]) != PLACE(l, s)) continue;
             slot_vector(x, v, s, rows + n * d);
             if (tag_off)
                 tag_off[n + 1] = tag_off[n] + avq_leaf_tags_of_slot(v->tags, (uint32_t)s,
@@ -945,23 +984,34 @@ int avq_index_set_tags(avq_index *x, const int64_t *ids, size_t n, const size_t 
     bool have_pending = false;
     st = avq_index_ensure_ids(x);
     if (st != AVQ_OK) goto out;
-    AVQ_ALLOC(order, 2 * n);
+    /* one edit per copy: a spilled vector's two copies carry the same tags */
+    size_t np = 0;
+    AVQ_ALLOC(order, 4 * n);
     for (size_t i = 0; i < n; i++) {
-        uint64_t at = avq_idmap_get(&x->ids, ids[i]);
+        uint64_t second, at = avq_idmap_get2(&x->ids, ids[i], &second);
         if (at == AVQ_IDMAP_EMPTY) {
             st = avq_fail(AVQ_ERR_INVALID, "set_tags: row %zu: id %lld is not in the index", i,
                           (long long)ids[i]);
             goto out;
         }
-        order[2 * i] = at;
-        order[2 * i + 1] = i;
+        order[2 * np] = at;
+        order[2 * np++ + 1] = i;
+        if (second == AVQ_IDMAP_EMPTY) continue;
+        order[2 * np] = second;
+        order[2 * np++ + 1] = i;
     }
     /* by place: rows of one leaf together, slots ascending */
-    qsort(order, n, 2 * sizeof *order, cmp_u64);
-    AVQ_ALLOC(slots, n);
-    AVQ_ALLOC(off, n + 1);
-    AVQ_ALLOC(lists, tag_off[n] ? tag_off[n] : 1);
+    qsort(order, np, 2 * sizeof *order, cmp_u64);
+    size_t total = 0;
+    for (size_t j = 0; j < np; j++) {
+        size_t row = (size_t)order[2 * j + 1];
+        total += tag_off[row + 1] - tag_off[row];
+    }
+    AVQ_ALLOC(slots, np);
+    AVQ_ALLOC(off, np + 1);
+    AVQ_ALLOC(lists, total ? total : 1);
     off[0] = 0;
+    n = np; /* below: the edits */
     for (size_t j = 0; j < n; j++) {
         size_t row = (size_t)order[2 * j + 1], c = tag_off[row + 1] - tag_off[row];
         slots[j] = PLACE_SLOT(order[2 * j]);
@@ -1016,5 +1066,5 @@ size_t avq_index_tag_count(const avq_index *cx, uint32_t tag) {
     int slot = avq_read_begin(x);
     int64_t c = avq_tag_count(x, tag);
     avq_read_end(x, slot);
-    return (size_t)c;
+    return (size_t)c / AVQ_COPIES(x->q); /* counts are of slots */
 }

@@ -62,6 +62,8 @@ static void build_defaults(avq_build_params *p, avq_metric metric) {
     p->brute_force_below = 20000;
     p->threads = 0;
     p->seed = 42;
+    p->spill = 0;
+    p->spill_lambda = AVQ_DEFAULT_SPILL_LAMBDA;
 }
 
 void avq_build_params_init_sized(avq_build_params *p, size_t struct_size, avq_metric metric) {
@@ -165,6 +167,13 @@ static int validate_params(const avq_build_params *p, size_t n, size_t dim) {
     }
     if (p->int8_aware != 0 && p->int8_aware != 1)
         return avq_fail(AVQ_ERR_INVALID, "build: int8_aware must be 0 or 1, got %d", p->int8_aware);
+    /* SOAR spilling (issue 15) */
+    if (p->spill != 0 && p->spill != 1)
+        return avq_fail(AVQ_ERR_INVALID,
+                        "build: spill must be 0 or 1 (extra leaves per vector), got %d", p->spill);
+    if (!(p->spill_lambda >= 0.0f) || isinf(p->spill_lambda))
+        return avq_fail(AVQ_ERR_INVALID, "build: spill_lambda must be a finite number >= 0, got %g",
+                        (double)p->spill_lambda);
     if (n > (size_t)INT32_MAX)
         return avq_fail(AVQ_ERR_INVALID, "build: %zu points exceed the limit of %d", n, INT32_MAX);
     if (dim > (1u << 20))
@@ -401,6 +410,8 @@ int avq_quantizer_train_assign(const float *data, size_t n, size_t dim,
     q->num_centers = p.bits == 4 ? 16 : 256;
     q->mode = n < p.brute_force_below || n < q->num_centers ? AVQ_MODE_BRUTE : AVQ_MODE_PQ;
     q->num_leaves = q->mode == AVQ_MODE_BRUTE ? 1 : choose_num_leaves(&p, n);
+    /* a copy in a second leaf needs a second leaf */
+    if (q->num_leaves < 2) q->params.spill = 0;
 
     AVQ_ALLOC(x, n * dim);
     memcpy(x, data, n * dim * sizeof(float));

@@ -41,6 +41,7 @@
 
 typedef struct {
     size_t k, leaves, pre_reorder; /* resolved parameters */
+    size_t copies;                 /* slots per vector: 2 in a spilled index */
     const avq_filter *filter;      /* NULL: none */
     size_t min_scanned, exact_below;
     float spread_z;                /* leaf ranking bonus weight; 0 = off */
@@ -70,6 +71,15 @@ typedef struct {
     uint32_t serial;
     float *leaf_keys;       /* L: ranking keys when spread_z > 0            */
     float spread_z;         /* resolved_params.spread_z                     */
+    /* spilled index: the id table that finds a vector's second copy among
+     * a query's candidates (dedup_mask + 1 entries, a power of two; an
+     * entry is in use when its stamp is dedup_serial) */
+    int64_t *dedup_key;
+    uint32_t *dedup_pos, *dedup_stamp;
+    uint8_t *dedup_drop;    /* max(cand_capacity, final): 1 = a duplicate   */
+    int64_t *dedup_ids;     /* max(cand_capacity, final): the items' ids    */
+    size_t dedup_mask;
+    uint32_t dedup_serial;
 } search_scratch;
 
 /* The fields every avq_search_params has had since struct_size (0.2). */
@@ -101,7 +111,11 @@ static int resolve_params(const avq_index *idx, const avq_search_params *p,
      * nprobe); the exact tier (no leaves) ignores the number */
     if (idx->num_leaves > 0 && r->leaves > idx->num_leaves) r->leaves = idx->num_leaves;
     size_t pre = p->pre_reorder ? p->pre_reorder : q->default_pre_reorder;
-    r->pre_reorder = q->reorder == AVQ_REORDER_NONE ? r->k : (pre < r->k ? r->k : pre);
+    /* a spilled index may list a vector twice among the candidates: without
+     * re-ranking, 2k of them still name at least k distinct vectors */
+    r->copies = AVQ_COPIES(q);
+    r->pre_reorder = q->reorder == AVQ_REORDER_NONE ? r->k * r->copies
+                                                    : (pre < r->k ? r->k : pre);
     r->filter = NULL;
     r->min_scanned = AVQ_FILTER_MIN_SCANNED_PER_CANDIDATE * r->pre_reorder;
     r->exact_below = AVQ_FILTER_EXACT_BELOW;
@@ -157,19 +171,31 @@ static int scratch_init(search_scratch *s, const avq_index *idx, const resolved_
     size_t d = idx->dim, KC = idx->q->num_blocks * idx->q->num_centers;
     size_t nscores = idx->num_leaves > BRUTE_PIECE ? idx->num_leaves : BRUTE_PIECE;
     s->cand_capacity = 2 * r->pre_reorder + 1;
+    size_t nfinal = 2 * r->k * r->copies + 1;
+    size_t ndedup = r->copies > 1 ? (s->cand_capacity > nfinal ? s->cand_capacity : nfinal) : 0;
+    size_t table = 0;
+    while (ndedup && table < 2 * ndedup) table = table ? 2 * table : 16;
+    s->dedup_mask = table ? table - 1 : 0;
+    s->dedup_serial = 0;
     const size_t sizes[] = {
         d * sizeof(float),           d * sizeof(float),
         KC * sizeof(float),          KC,
         nscores * sizeof(float),     idx->num_leaves * sizeof(avq_neighbor),
         s->cand_capacity * sizeof(avq_neighbor), r->pre_reorder * sizeof(void *),
-        r->pre_reorder * sizeof(float), (2 * r->k + 1) * sizeof(avq_neighbor),
+        r->pre_reorder * sizeof(float), nfinal * sizeof(avq_neighbor),
         idx->num_leaves * sizeof(avq_leaf *),
         r->spread_z > 0.0f ? idx->num_leaves * sizeof(float) : 0,
+        table * sizeof(int64_t),     table * sizeof(uint32_t),
+        table * sizeof(uint32_t),    ndedup,
+        ndedup * sizeof(int64_t),
     };
     void **const slots[] = {(void **)&s->q,      (void **)&s->q_i8,   (void **)&s->lut,
                             (void **)&s->lut8,   (void **)&s->scores, (void **)&s->leaves,
                             (void **)&s->cand,   (void **)&s->rows, (void **)&s->exact,
-                            (void **)&s->final,  (void **)&s->snap,   (void **)&s->leaf_keys};
+                            (void **)&s->final,  (void **)&s->snap,   (void **)&s->leaf_keys,
+                            (void **)&s->dedup_key, (void **)&s->dedup_pos,
+                            (void **)&s->dedup_stamp, (void **)&s->dedup_drop,
+                            (void **)&s->dedup_ids};
     s->spread_z = r->spread_z;
     s->mask = NULL;
     s->mask_words = 0;
@@ -177,7 +203,76 @@ static int scratch_init(search_scratch *s, const avq_index *idx, const resolved_
     s->leaf_mark = NULL;
     s->serial = 0;
     s->block = carve_block(sizes, slots, sizeof sizes / sizeof sizes[0], "search scratch");
+    if (s->block && table) memset(s->dedup_stamp, 0, table * sizeof(uint32_t));
     return s->block ? AVQ_OK : AVQ_ERR_NOMEM;
+}
+
+/* ---- spilled copies -------------------------------------------------------
+ *
+ * A spilled index (avq_build_params.spill) keeps every vector in two leaves,
+ * so a query that scans both may list it twice.  Duplicates are dropped
+ * before re-ranking -- re-scoring a row twice is wasted work, and the
+ * pre_reorder budget should buy distinct vectors -- keeping the copy with
+ * the better approximate distance; and once more in the output, for the
+ * paths that score rows directly (the exact plan of a filtered search).
+ * A hash table in the scratch, stamped per call so it is never cleared.
+ */
+
+/* Which of the n items (ids[i]) are repeats of an earlier-or-better one:
+ * drop[i] = 1 for all but the copy with the smallest dist (ties: the
+ * first).  Returns the number dropped. */
+static size_t mark_duplicates(search_scratch *s, const int64_t *ids, const avq_neighbor *items,
+                              size_t n) {
+    if (++s->dedup_serial == 0) { /* wrapped: forget every stamp */
+        memset(s->dedup_stamp, 0, (s->dedup_mask + 1) * sizeof(uint32_t));
+        s->dedup_serial = 1;
+    }
+    size_t dropped = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t z = (uint64_t)ids[i] * 0x9E3779B97F4A7C15ull;
+        size_t h = (size_t)(z >> 32) & s->dedup_mask;
+        s->dedup_drop[i] = 0;
+        for (;; h = (h + 1) & s->dedup_mask) {
+            if (s->dedup_stamp[h] != s->dedup_serial) {
+                s->dedup_stamp[h] = s->dedup_serial;
+                s->dedup_key[h] = ids[i];
+                s->dedup_pos[h] = (uint32_t)i;
+                break;
+            }
+            if (s->dedup_key[h] != ids[i]) continue;
+            size_t j = s->dedup_pos[h];
+            if (items[i].dist < items[j].dist) {
+                s->dedup_drop[j] = 1;
+                s->dedup_pos[h] = (uint32_t)i;
+            } else {
+                s->dedup_drop[i] = 1;
+            }
+            dropped++;
+            break;
+        }
+    }
+    return dropped;
+}
+
+/* Remove the marked items, keeping the order; returns the new count. */
+static size_t drop_marked(const search_scratch *s, avq_neighbor *items, size_t n) {
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!s->dedup_drop[i]) items[kept++] = items[i];
+    return kept;
+}
+
+/* Candidates ((leaf, slot) of the versions in s->snap) naming one vector
+ * twice: keep each once.  No-op without spilling. */
+static size_t dedupe_candidates(const avq_index *idx, search_scratch *s, avq_neighbor *c,
+                                size_t count) {
+    if (AVQ_COPIES(idx->q) == 1 || count < 2) return count;
+    int64_t *ids = s->dedup_ids;
+    for (size_t i = 0; i < count; i++) {
+        size_t l = (size_t)((uint64_t)c[i].id >> 32), slot = (size_t)((uint64_t)c[i].id & 0xFFFFFFFFu);
+        ids[i] = s->snap[l]->store->ids[slot];
+    }
+    return mark_duplicates(s, ids, c, count) ? drop_marked(s, c, count) : count;
 }
 
 static void scratch_free(search_scratch *s) {
@@ -677,14 +772,26 @@ static int filtered_search(const avq_index *idx, const avq_kernels *kern, const 
     avq_topk_init(&cand, r->pre_reorder, s->cand, s->cand_capacity);
     int st = filtered_scan(idx, kern, r, s, &cand);
     if (st != AVQ_OK) return st;
-    size_t count = avq_topk_take(&cand);
+    size_t count = dedupe_candidates(idx, s, cand.items, avq_topk_take(&cand));
     reorder_candidates(idx, kern, s->q, s->q_i8, s, cand.items, count, out);
     return AVQ_OK;
 }
 
-static void write_output(const avq_index *idx, avq_topk *out, double qnorm2, size_t k,
-                         int64_t *ids, float *scores) {
+/* The final top list: k results, or 2k in a spilled index, whose output
+ * may still name a vector twice (write_output keeps the better copy). */
+static void output_init(avq_topk *out, size_t k, size_t copies, avq_neighbor *final) {
+    avq_topk_init(out, k * copies, final, 2 * k * copies + 1);
+}
+
+static void write_output(const avq_index *idx, search_scratch *s, avq_topk *out, double qnorm2,
+                         size_t k, int64_t *ids, float *scores) {
     size_t found = avq_topk_finish(out);
+    if (AVQ_COPIES(idx->q) > 1 && found > 1) {
+        for (size_t i = 0; i < found; i++) s->dedup_ids[i] = out->items[i].id;
+        /* sorted by (dist, id): the first copy of each id is its best */
+        if (mark_duplicates(s, s->dedup_ids, out->items, found))
+            found = drop_marked(s, out->items, found);
+    }
     for (size_t j = 0; j < k; j++) {
         int64_t id = -1;
         float score = NAN;
@@ -705,7 +812,7 @@ static int search_with_scratch(const avq_index *idx, const avq_kernels *kern,
     int st = prepare_query(idx, query, s->q, s->q_i8, &qnorm2);
     if (st != AVQ_OK) return st;
     avq_topk out;
-    avq_topk_init(&out, r->k, s->final, 2 * r->k + 1);
+    output_init(&out, r->k, r->copies, s->final);
     if (idx->q->mode == AVQ_MODE_BRUTE) {
         st = score_all_points(idx, kern, s, r->filter, &out);
         if (st != AVQ_OK) return st;
@@ -716,12 +823,12 @@ static int search_with_scratch(const avq_index *idx, const avq_kernels *kern,
         avq_topk cand;
         avq_topk_init(&cand, r->pre_reorder, s->cand, s->cand_capacity);
         select_leaves(idx, kern, s->q, s, r->leaves);
-        st = scan_leaves(idx, kern, s, r->leaves, r->k, &cand);
+        st = scan_leaves(idx, kern, s, r->leaves, r->k * r->copies, &cand);
         if (st != AVQ_OK) return st;
-        size_t count = avq_topk_take(&cand);
+        size_t count = dedupe_candidates(idx, s, cand.items, avq_topk_take(&cand));
         reorder_candidates(idx, kern, s->q, s->q_i8, s, cand.items, count, &out);
     }
-    write_output(idx, &out, qnorm2, r->k, ids, scores);
+    write_output(idx, s, &out, qnorm2, r->k, ids, scores);
     return AVQ_OK;
 }
 
@@ -972,22 +1079,23 @@ static int chunk_search(void *ctx, size_t begin, size_t end, int worker) {
         }
     const size_t *leaf_live = job->co ? job->co->leaf_live : NULL;
     for (size_t j = 0; j < count; j++) {
-        if (m < idx->num_leaves && live_in(c->s.snap, leaf_live, c->leaves + j * m, m) < k)
+        size_t kc = k * job->r.copies; /* live slots that hold k vectors */
+        if (m < idx->num_leaves && live_in(c->s.snap, leaf_live, c->leaves + j * m, m) < kc)
             scan_until_k(idx, job->kern, &c->s, c->q + j * d, c->s.snap,
-                         c->lut8 + j * idx->q->num_blocks * idx->q->num_centers, &c->info[j], m, k,
-                         leaf_live, &c->cand[j]);
-        size_t found = avq_topk_take(&c->cand[j]);
+                         c->lut8 + j * idx->q->num_blocks * idx->q->num_centers, &c->info[j], m,
+                         kc, leaf_live, &c->cand[j]);
+        size_t found = dedupe_candidates(idx, &c->s, c->cand[j].items, avq_topk_take(&c->cand[j]));
         if (job->co) {
             export_candidates(job, &c->s, c->q + j * d, c->q_i8 + j * d, c->cand[j].items, found,
                               c->qnorm2[j], begin + j);
             continue;
         }
         avq_topk out;
-        avq_topk_init(&out, k, c->s.final, 2 * k + 1);
+        output_init(&out, k, job->r.copies, c->s.final);
         reorder_candidates(idx, job->kern, c->q + j * d, c->q_i8 + j * d, &c->s,
                            c->cand[j].items, found, &out);
         size_t q = begin + j;
-        write_output(idx, &out, c->qnorm2[j], k, job->ids + q * k,
+        write_output(idx, &c->s, &out, c->qnorm2[j], k, job->ids + q * k,
                      job->scores ? job->scores + q * k : NULL);
     }
     return AVQ_OK;
