@@ -86,6 +86,11 @@ struct avq_quantizer {
 };
 
 void avq_quantizer_ref(const avq_quantizer *q);
+/* The per-dimension int8 scales of the rows x (n x d; as trained: normalised
+ * for cosine): scale[j] = max_i |x_ij| / 127, 1 for an all-zero dimension.
+ * What a quantizer with int8 reorder rows keeps as i8_scale (also used by
+ * avq-paper --int8-aware). */
+void avq_int8_scales(const float *x, size_t n, size_t d, float *scale);
 /* Bytes the quantizer's arrays take. */
 size_t avq_quantizer_memory_bytes(const avq_quantizer *q);
 /* Whether a quantizer keeps float / int8 re-ranking rows, and codes. */

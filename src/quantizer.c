@@ -335,16 +335,14 @@ fail:
 
 /* Per-dimension int8 scales: the largest |x_j| of the training rows maps to
  * 127 (rows added later beyond it are clamped). */
-static void int8_scales(avq_quantizer *q, const float *x, size_t n) {
-    size_t d = q->dim;
-    for (size_t j = 0; j < d; j++) q->i8_scale[j] = 0.0f;
+void avq_int8_scales(const float *x, size_t n, size_t d, float *scale) {
+    for (size_t j = 0; j < d; j++) scale[j] = 0.0f;
     for (size_t i = 0; i < n; i++)
         for (size_t j = 0; j < d; j++) {
             float a = fabsf(x[i * d + j]);
-            if (a > q->i8_scale[j]) q->i8_scale[j] = a;
+            if (a > scale[j]) scale[j] = a;
         }
-    for (size_t j = 0; j < d; j++)
-        q->i8_scale[j] = q->i8_scale[j] > 0 ? q->i8_scale[j] / 127.0f : 1.0f;
+    for (size_t j = 0; j < d; j++) scale[j] = scale[j] > 0 ? scale[j] / 127.0f : 1.0f;
 }
 
 static void set_search_defaults(avq_quantizer *q) {
@@ -427,7 +425,7 @@ int avq_quantizer_train_assign(const float *data, size_t n, size_t dim,
         TRY(train_codebook(q, x, n, leaf_of));
         if (q->reorder == AVQ_REORDER_INT8) {
             AVQ_ALLOC(q->i8_scale, dim);
-            int8_scales(q, x, n);
+            avq_int8_scales(x, n, dim, q->i8_scale);
         }
     }
     for (size_t l = 0; l < q->num_leaves; l++)

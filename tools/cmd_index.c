@@ -71,6 +71,12 @@ static void build_usage(FILE *out) {
             "  --reorder float|int8|none   re-ranking data kept (default %s)\n"
             "  --int8-aware           with --reorder int8: round the rows by the anisotropic\n"
             "                         loss instead of to nearest (ip/cos)\n"
+            "  --spill                store every vector in a second leaf too, chosen by\n"
+            "                         SOAR's spilled-residual loss (about 2x memory and\n"
+            "                         add time; see doc/RESULTS.md, 'Spilling')\n"
+            "  --spill-lambda L       with --spill: the loss's weight on the second\n"
+            "                         residual's part along the first (default %g; 0 =\n"
+            "                         the second-nearest leaf)\n"
             "  --brute-force-below N  exact tier below N points (default %zu)\n"
             "  --threads N            worker threads (default: all %d CPUs this process\n"
             "                         may use)\n"
@@ -85,7 +91,8 @@ static void build_usage(FILE *out) {
             strcmp(threshold_text(t_ip, sizeof t_ip, ip.threshold),
                    threshold_text(t_cs, sizeof t_cs, cs.threshold)) == 0 ? t_ip : "see avq.h",
             ip.reorder == AVQ_REORDER_FLOAT ? "float" : ip.reorder == AVQ_REORDER_INT8 ? "int8" : "none",
-            ip.brute_force_below, avq_default_threads(), (unsigned long long)ip.seed);
+            (double)ip.spill_lambda, ip.brute_force_below, avq_default_threads(),
+            (unsigned long long)ip.seed);
     fputs(tags_file_help, out);
 }
 
@@ -164,6 +171,7 @@ static void warn_no_effect(const avq_build_params *p, size_t n, const char *cons
         {'B', "--bits", false},           {'T', "--threshold", false},
         {'K', "--threshold-kind", false}, {'E', "--eta", false},
         {'Z', "--leaf-spread", true},     {'R', "--reorder", false},
+        {'X', "--spill", true},           {'Y', "--spill-lambda", true},
         {'s', "--seed", false}};
     char names[256] = "";
     size_t used = 0;
@@ -218,6 +226,7 @@ int cmd_build(int argc, char **argv) {
         {"threads", required_argument, 0, 't'}, {"seed", required_argument, 0, 's'},
         {"tags", required_argument, 0, 'g'},
         {"weight", required_argument, 0, 'W'}, {"int8-aware", no_argument, 0, 'A'},
+        {"spill", no_argument, 0, 'X'},       {"spill-lambda", required_argument, 0, 'Y'},
         {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
     const char *base_path = NULL, *out_path = NULL, *metric_name = NULL, *tags_path = NULL;
     /* options are applied after the metric is known (its defaults differ) */
@@ -232,6 +241,7 @@ int cmd_build(int argc, char **argv) {
         case 'm': metric_name = optarg; break;
         case 'g': tags_path = optarg; break;
         case 'A': val['A'] = "1"; break;
+        case 'X': val['X'] = "1"; break;
         case 'h': build_usage(stdout); return 0;
         case '?': return cli_bad_option("build", argv);
         default: val[c] = optarg; break;
@@ -343,6 +353,16 @@ int cmd_build(int argc, char **argv) {
                                             "replaces the one the weight gives)");
         if (kind == AVQ_WEIGHT_LOGISTIC && isnan(p.threshold))
             return cli_usage_error("build", "--weight logistic:S needs a threshold T (not none)");
+    }
+    if (val['Y'] && !val['X'])
+        return cli_usage_error("build", "--spill-lambda sets the loss of --spill: give --spill too");
+    if (val['X']) p.spill = 1;
+    if (val['Y']) {
+        float lambda;
+        if (!cli_parse_float(val['Y'], &lambda) || !(lambda >= 0.0f) || isinf(lambda))
+            return cli_usage_error("build", "--spill-lambda must be a number >= 0, got '%s'",
+                                   val['Y']);
+        p.spill_lambda = lambda;
     }
     if (val['A']) {
         if (p.reorder != AVQ_REORDER_INT8)
@@ -522,6 +542,9 @@ int cmd_info(int argc, char **argv) {
         else
             printf("partition         %s k-means, anisotropic centers %s, leaves ranked %s\n",
                    spherical ? "spherical" : "plain", centers, ranking);
+        if (p.spill)
+            printf("spilling          every vector in 2 leaves (SOAR, lambda %g): %zu copies\n",
+                   (double)p.spill_lambda, stats.spilled);
         printf("reorder           %s\n", reorder_name(p.reorder));
         printf("search defaults   leaves_to_search %zu, pre_reorder %zu\n", sp.leaves_to_search,
                sp.pre_reorder);

@@ -22,7 +22,7 @@
  *
  * --int8-aware (issue 19) adds rows where the base vectors themselves are
  * int8 rows at 8 x d bits: per-dimension scales as an index computes its
- * i8_scale (the library's own code, through a one-leaf quantizer), each row
+ * i8_scale (the library's own avq_int8_scales), each row
  * rounded (a) to nearest and (b) by the anisotropic loss at every variant's
  * per-point eta (avq_aniso_round_i8_rows, as an index with int8_aware
  * does).  They are scored exactly like the PQ rows: <q, decoded row> for
@@ -511,31 +511,6 @@ out:
 
 /* ---- --int8-aware: the base as int8 rows --------------------------------- */
 
-/* The per-dimension int8 scales an index with int8 reorder rows would keep
- * for this base (max |x_j| / 127, in quantizer.c): taken from a quantizer
- * trained on it with one leaf and a token codebook, so that the library's
- * own computation is what the experiment measures.  scale: d floats. */
-static int int8_scales(const eval_setup *e, float *scale) {
-    avq_build_params p;
-    avq_build_params_init(&p, AVQ_METRIC_DOT); /* the rows are coded as they are */
-    p.num_leaves = 1;          /* no k-means: the scales do not depend on it */
-    p.brute_force_below = 0;   /* the exact tier keeps no int8 rows */
-    p.reorder = AVQ_REORDER_INT8;
-    p.training_sample = 256;   /* the codebook is thrown away */
-    p.kmeans_iterations = 1;
-    p.dims_per_block = 1;
-    p.leaf_spread_z = 0.0f;
-    p.threads = e->threads;
-    avq_quantizer *q;
-    int st = avq_quantizer_train(e->base, e->n, e->d, &p, &q);
-    if (st != AVQ_OK) return cli_fail("paper", st);
-    int rc = 0;
-    if (q->i8_scale) memcpy(scale, q->i8_scale, e->d * sizeof *scale);
-    else rc = cli_error("paper", "--int8-aware: %zu base rows are too few for int8 rows", e->n);
-    avq_quantizer_free(q);
-    return rc;
-}
-
 /* One int8 variant per spec (the reconstruction spec = round to nearest:
  * every eta is 1), appended to out.  Bits: 8 per dimension. */
 static int run_int8(const paper_opts *o, const eval_setup *e, variant *out, size_t *nout) {
@@ -549,11 +524,7 @@ static int run_int8(const paper_opts *o, const eval_setup *e, variant *out, size
         rc = cli_error("paper", "out of memory for %zu int8 rows", n);
         goto out;
     }
-    double t0 = cli_now();
-    rc = int8_scales(e, scale);
-    if (rc) goto out;
-    fprintf(stderr, "avq-paper: %zu bits (int8 rows): scales in %.1f s\n", 8 * d,
-            cli_now() - t0);
+    avq_int8_scales(e->base, n, d, scale);
     for (size_t t = 0; t < o->nspecs && !rc; t++) {
         const code_spec *cs = &o->specs[t];
         variant *v = &out[(*nout)++];
