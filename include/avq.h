@@ -261,7 +261,14 @@ typedef enum avq_weight_kind {
  *   n < AVQ_SINGLE_LEAF_BELOW  one leaf: 4-bit anisotropic PQ scan + reorder
  *                              (when num_leaves is 0 = auto)
  *   otherwise                  num_leaves k-means leaves + PQ + reorder
- * (an explicit num_leaves applies from brute_force_below on). */
+ * (an explicit num_leaves applies from brute_force_below on).
+ *
+ * For AVQ_METRIC_L2 every anisotropic field
+ * (threshold, eta, threshold_kind, avq_center_eta, weight, weight_param,
+ * int8_aware) must keep the value avq_build_params_init(.., AVQ_METRIC_L2)
+ * gives: a changed one fails the build with AVQ_ERR_INVALID naming it (L2
+ * codes minimise the plain reconstruction error, so the setting would be
+ * ignored). */
 typedef struct avq_build_params {
     size_t struct_size;       /* set by avq_build_params_init: sizeof       */
     avq_metric metric;
@@ -273,7 +280,8 @@ typedef struct avq_build_params {
                                  and dot: for raw inner products the leaves
                                  then follow directions, not norms)          */
     float avq_center_eta;     /* > 0: anisotropic leaf centers with this η
-                                 (inner-product metrics only); 0 = off;
+                                 (inner-product metrics only; must be 0 for
+                                 L2); 0 = off;
                                  default 2.5 for dot, 0 otherwise            */
     /* product quantization */
     int dims_per_block;       /* dimensions per 4-bit code, default 2         */
@@ -281,10 +289,12 @@ typedef struct avq_build_params {
     float threshold;          /* anisotropic threshold T (ScaNN's
                                  anisotropic_quantization_threshold), default
                                  0.2 for dot/cosine; NaN = reconstruction loss
-                                 (plain PQ); ignored for L2; see
+                                 (plain PQ); must stay NaN (its default) for
+                                 L2, which has no anisotropic loss; see
                                  threshold_kind for un-normalised data       */
     float eta;                /* > 0: use this η = h∥/h⊥ for every point
-                                 instead of deriving it from T               */
+                                 instead of deriving it from T (dot/cosine
+                                 only: 0 for L2)                             */
     /* re-ranking */
     avq_reorder reorder;      /* default AVQ_REORDER_FLOAT                    */
     /* execution */
@@ -295,7 +305,8 @@ typedef struct avq_build_params {
     void *progress_user;
     /* added in 0.2 */
     avq_threshold_kind threshold_kind; /* how `threshold` scales with a
-                                 point's norm; default AVQ_THRESHOLD_AUTO   */
+                                 point's norm; default AVQ_THRESHOLD_AUTO,
+                                 the only value L2 accepts                  */
     /* added in 0.4 */
     float leaf_spread_z;      /* leaf ranking for inner products: a leaf is
                                  ranked by <q, c> + z |q| s, with s the
@@ -316,13 +327,14 @@ typedef struct avq_build_params {
                                  avq_search_params.leaf_spread_z overrides */
     /* added in 0.4 (score-aware weights, issue 19) */
     avq_weight_kind weight;   /* w(t) of the loss; default AVQ_WEIGHT_STEP
-                                 (with `threshold` as T: the paper's loss) */
+                                 (with `threshold` as T: the paper's loss);
+                                 must be STEP for L2                        */
     float weight_param;       /* P, L or S of `weight` (see avq_weight_kind);
-                                 ignored by STEP; default 0 */
+                                 ignored by STEP; default 0; must be 0 for L2 */
     int int8_aware;           /* with reorder = AVQ_REORDER_INT8: round each
                                  row to the int8 grid by the anisotropic loss
                                  (greedy floor/ceil flips) instead of to the
-                                 nearest step; default 0 */
+                                 nearest step; default 0; dot/cosine only */
     /* added in 0.5 (SOAR spilling, issue 15) */
     int spill;                /* extra leaves each vector is stored in: 0 (the
                                  default) or 1.  With 1, every vector is also
