@@ -59,6 +59,7 @@ class IndexStats(TypedDict):
     tagged: int
     tag_postings: int
     distinct_tags: int
+    spilled: int   # live second copies (spill=True): = live, else 0
 
 class Filter:
     @classmethod
@@ -103,6 +104,8 @@ class Quantizer:
         weight: str = "step",
         int8_aware: bool = False,
         leaf_spread_z: float | Literal["auto"] | None = "auto",
+        spill: bool | Literal[0, 1] = False,
+        spill_lambda: Optional[float] = 1.0,
     ) -> "Quantizer": ...
     @classmethod
     def load(cls, path: PathLike) -> "Quantizer": ...
@@ -144,6 +147,8 @@ class Index:
         weight: str = "step",
         int8_aware: bool = False,
         leaf_spread_z: float | Literal["auto"] | None = "auto",
+        spill: bool | Literal[0, 1] = False,
+        spill_lambda: Optional[float] = 1.0,
         tags: Optional[RowTags] = None,
     ) -> "Index": ...
     # q of shape (dim,) gives results of shape (k,); q of shape (1, dim) gives (1, k).
@@ -228,6 +233,8 @@ class Index:
         weight: str = ...,
         int8_aware: bool = ...,
         leaf_spread_z: float | Literal["auto"] | None = ...,
+        spill: bool | Literal[0, 1] = ...,
+        spill_lambda: Optional[float] = ...,
     ) -> "Index": ...
     def to_bytes(self) -> bytes: ...
     def __reduce__(self) -> Tuple[Callable[[bytes], "Index"], Tuple[bytes]]: ...

@@ -1307,7 +1307,8 @@ PyDoc_STRVAR(Index_build_doc,
 "      avq_center_eta=..., dims_per_block=2, bits=4, threshold=...,\n"
 "      eta=0.0, reorder='float', brute_force_below=20000, threads=None,\n"
 "      seed=42, progress=None, threshold_kind='auto', leaf_spread_z='auto',\n"
-"      weight='step', int8_aware=False, tags=None)\n"
+"      weight='step', int8_aware=False, spill=False, spill_lambda=1.0,\n"
+"      tags=None)\n"
 "--\n"
 "\n"
 "Build an index over the rows of `data` (an (n, dim) array-like of real\n"
@@ -1355,6 +1356,19 @@ PyDoc_STRVAR(Index_build_doc,
 "                      'logistic:S' (a soft step at threshold, width S)\n"
 "  int8_aware          with reorder='int8': round the rows by the\n"
 "                      anisotropic loss instead of to nearest (False)\n"
+"  spill               SOAR spilling: False/0 (default) or True/1 = store every\n"
+"                      vector also in a second leaf, chosen by the spilled-\n"
+"                      residual loss, so a query whose best leaves miss its\n"
+"                      primary leaf still finds it: higher recall at few\n"
+"                      leaves_to_search for about 2x memory and add time.\n"
+"                      Searches return each id once.  Needs leaves: an index\n"
+"                      with one leaf (or the exact tier) resolves it to 0.\n"
+"                      Anything else raises ValueError\n"
+"  spill_lambda        with spill: the weight lambda of the loss\n"
+"                      |r'|^2 + lambda <r, r'>^2 / |r|^2, a finite number >= 0\n"
+"                      (1.0, the paper's; None = that default; 0 = the\n"
+"                      second-nearest center);\n"
+"                      giving it without spill raises ValueError\n"
 "  reorder             'float' (exact re-ranking), 'int8' or 'none'\n"
 "  brute_force_below   below this many points the index scores every point\n"
 "                      exactly and trains nothing (20000); 0 = always quantize\n"
@@ -1379,7 +1393,7 @@ PyDoc_STRVAR(Index_build_doc,
 typedef struct {
     PyObject *num_leaves, *training_sample, *kmeans_iterations, *spherical, *avq_center_eta,
         *dims_per_block, *bits, *threshold, *eta, *reorder, *brute_force_below, *threads, *seed,
-        *progress, *threshold_kind, *leaf_spread_z, *weight, *int8_aware;
+        *progress, *threshold_kind, *leaf_spread_z, *weight, *int8_aware, *spill, *spill_lambda;
 } build_kw;
 
 /* Apply the given keywords to *p (already initialised for its metric). */
@@ -1480,6 +1494,48 @@ static int apply_build_kw(const build_kw *kw, avq_build_params *p) {
         if (truth < 0) return -1;
         p->int8_aware = truth;
     }
+    /* SOAR spilling (issue 15).  spill is a count of extra leaves in the C
+     * API (0 or 1 today), so only False/True/0/1 are taken: a truthy string
+     * or 2 must not quietly mean 1. */
+    if (kw->spill) {
+        long v = -1;
+        PyObject *o = kw->spill;
+        if (PyBool_Check(o)) {
+            v = o == Py_True;
+        } else if (PyArray_IsScalar(o, Bool)) {
+            v = PyObject_IsTrue(o);
+            if (v < 0) return -1;
+        } else if (PyIndex_Check(o)) {
+            PyObject *as_int = PyNumber_Index(o);
+            if (!as_int) return -1;
+            v = PyLong_AsLong(as_int);
+            Py_DECREF(as_int);
+            if (v == -1 && PyErr_Occurred()) PyErr_Clear(); /* out of range: refused below */
+        }
+        if (v != 0 && v != 1) {
+            PyErr_Format(PyExc_ValueError, "spill must be False, True, 0 or 1, got %R", o);
+            return -1;
+        }
+        p->spill = (int)v;
+    }
+    /* None = the default, so that Index.build(**ix.build_params) works on an
+     * index that does not spill (build_params shows spill_lambda None there) */
+    if (kw->spill_lambda && kw->spill_lambda != Py_None) {
+        if (get_float(kw->spill_lambda, "spill_lambda", &p->spill_lambda) < 0) return -1;
+        if (!(p->spill_lambda >= 0.0f) || isinf(p->spill_lambda)) {
+            PyErr_Format(PyExc_ValueError, "spill_lambda must be a finite number >= 0, got %R",
+                         kw->spill_lambda);
+            return -1;
+        }
+        /* as the CLI's --spill-lambda without --spill: a lambda that would be
+         * ignored is a mistake worth reporting (for retrain, spill is the
+         * source index's unless given) */
+        if (!p->spill) {
+            PyErr_SetString(PyExc_ValueError,
+                            "spill_lambda sets the loss of spill: give spill=True too");
+            return -1;
+        }
+    }
     PyObject *reorder = kw->reorder;
     if (reorder && reorder != Py_None) {
         const char *r = PyUnicode_Check(reorder) ? PyUnicode_AsUTF8(reorder) : NULL;
@@ -1535,9 +1591,10 @@ static int parse_training_call(PyObject *args, PyObject *kwargs, const char *fna
                              "kmeans_iterations", "spherical", "avq_center_eta", "dims_per_block",
                              "bits",      "threshold",    "eta",           "reorder",
                              "brute_force_below", "threads", "seed",        "progress",
-                             "threshold_kind", "leaf_spread_z", "weight", "int8_aware", NULL};
+                             "threshold_kind", "leaf_spread_z", "weight", "int8_aware", "spill",
+                             "spill_lambda", NULL};
     char format[64];
-    snprintf(format, sizeof format, "O|O$OOOOOOOOOOOOOOOOOO:%s", fname);
+    snprintf(format, sizeof format, "O|O$OOOOOOOOOOOOOOOOOOOO:%s", fname);
     PyObject *data, *metric_o = NULL;
     memset(kw, 0, sizeof *kw);
     *arr = NULL;
@@ -1548,7 +1605,7 @@ static int parse_training_call(PyObject *args, PyObject *kwargs, const char *fna
                                      &kw->threshold, &kw->eta, &kw->reorder,
                                      &kw->brute_force_below, &kw->threads, &kw->seed,
                                      &kw->progress, &kw->threshold_kind, &kw->leaf_spread_z, &kw->weight,
-                                     &kw->int8_aware))
+                                     &kw->int8_aware, &kw->spill, &kw->spill_lambda))
         return -1;
     avq_metric metric = AVQ_METRIC_DOT;
     if (metric_o && get_metric(metric_o, &metric) < 0) return -1;
@@ -2312,7 +2369,9 @@ PyDoc_STRVAR(Index_stats_doc,
 "max_leaf_dead (largest dead share of a leaf), memory_bytes (= nbytes),\n"
 "next_id (the id the next automatic add uses), tagged (live vectors with\n"
 "at least one tag), tag_postings ((vector, tag) pairs over live vectors),\n"
-"distinct_tags (tags carried by at least one live vector).");
+"distinct_tags (tags carried by at least one live vector), spilled (live\n"
+"second copies of an index built with spill=True: = live when every vector\n"
+"has one; 0 otherwise.  The leaf sizes count every copy).");
 
 static PyObject *Index_stats(IndexObject *self, PyObject *unused) {
     avq_index *ix = index_acquire(self);
@@ -2326,7 +2385,7 @@ static PyObject *Index_stats(IndexObject *self, PyObject *unused) {
     Py_END_ALLOW_THREADS
     index_release(self);
     if (st != AVQ_OK) return raise_status(st, NULL, 0);
-    return Py_BuildValue("{s:n,s:n,s:n,s:n,s:n,s:n,s:d,s:d,s:d,s:n,s:L,s:n,s:n,s:n}", "live",
+    return Py_BuildValue("{s:n,s:n,s:n,s:n,s:n,s:n,s:d,s:d,s:d,s:n,s:L,s:n,s:n,s:n,s:n}", "live",
                          (Py_ssize_t)s.live, "dead", (Py_ssize_t)s.dead, "leaves",
                          (Py_ssize_t)s.leaves, "empty_leaves", (Py_ssize_t)s.empty_leaves,
                          "min_leaf", (Py_ssize_t)s.min_leaf, "max_leaf", (Py_ssize_t)s.max_leaf,
@@ -2334,7 +2393,7 @@ static PyObject *Index_stats(IndexObject *self, PyObject *unused) {
                          s.max_leaf_dead, "memory_bytes", (Py_ssize_t)s.memory_bytes, "next_id",
                          (long long)s.next_id, "tagged", (Py_ssize_t)s.tagged, "tag_postings",
                          (Py_ssize_t)s.tag_postings, "distinct_tags",
-                         (Py_ssize_t)s.distinct_tags);
+                         (Py_ssize_t)s.distinct_tags, "spilled", (Py_ssize_t)s.spilled);
 }
 
 /* --- tags of stored vectors ---------------------------------------------- */
@@ -2635,30 +2694,34 @@ PyDoc_STRVAR(Index_retrain_doc,
 "retrain($self, /, *, num_leaves=..., training_sample=..., kmeans_iterations=...,\n"
 "        spherical=..., avq_center_eta=..., dims_per_block=..., bits=...,\n"
 "        threshold=..., eta=..., reorder=..., brute_force_below=..., threads=...,\n"
-"        seed=..., progress=None)\n"
+"        seed=..., progress=None, threshold_kind=..., leaf_spread_z=...,\n"
+"        weight=..., int8_aware=..., spill=..., spill_lambda=...)\n"
 "--\n"
 "\n"
 "A new index over the live vectors of this one (as get() returns them),\n"
 "with a quantizer trained afresh and the same ids: the remedy for drift\n"
 "(stats()['leaf_cv'] grown, a distribution that moved).  The keywords are\n"
 "those of Index.build (not data or metric); a keyword left out keeps the\n"
-"value this index was built with (build_params).  Its cost is a full\n"
-"build; this index is not changed.  GIL released, progress and Ctrl-C as\n"
+"value this index was built with (build_params; so spill_lambda alone\n"
+"re-weights a spilled index, spill=False stops spilling).  Its cost is a\n"
+"full build; this index is not changed.  GIL released, progress and Ctrl-C as\n"
 "for Index.build.  Raises as Index.build, avq.Error for reorder='none'.");
 
 static PyObject *Index_retrain(IndexObject *self, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"num_leaves", "training_sample", "kmeans_iterations", "spherical",
                              "avq_center_eta", "dims_per_block", "bits", "threshold", "eta",
                              "reorder", "brute_force_below", "threads", "seed", "progress",
-                             "threshold_kind", "leaf_spread_z", "weight", "int8_aware", NULL};
+                             "threshold_kind", "leaf_spread_z", "weight", "int8_aware", "spill",
+                             "spill_lambda", NULL};
     build_kw kw;
     memset(&kw, 0, sizeof kw);
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOOOOOOOOOOOO:retrain", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOOOOOOOOOOOOOO:retrain", kwlist,
                                      &kw.num_leaves, &kw.training_sample, &kw.kmeans_iterations,
                                      &kw.spherical, &kw.avq_center_eta, &kw.dims_per_block,
                                      &kw.bits, &kw.threshold, &kw.eta, &kw.reorder,
                                      &kw.brute_force_below, &kw.threads, &kw.seed, &kw.progress,
-                                     &kw.threshold_kind, &kw.leaf_spread_z, &kw.weight, &kw.int8_aware))
+                                     &kw.threshold_kind, &kw.leaf_spread_z, &kw.weight, &kw.int8_aware,
+                                     &kw.spill, &kw.spill_lambda))
         return NULL;
     avq_index *ix = index_acquire(self);
     if (!ix) return NULL;
@@ -2891,15 +2954,23 @@ static PyObject *Index_get_build_params(IndexObject *self, void *c) {
         snprintf(weight, sizeof weight, "step");
     else
         snprintf(weight, sizeof weight, "%s:%g", weight_kinds[p.weight], (double)p.weight_param);
+    /* spill is resolved by the library (0 for an index of one leaf); its
+     * lambda only means something when the index spills */
+    PyObject *spill_lambda = p.spill ? PyFloat_FromDouble((double)p.spill_lambda)
+                                     : Py_NewRef(Py_None);
+    if (!spill_lambda) {
+        Py_DECREF(threshold);
+        return NULL;
+    }
     PyObject *d = Py_BuildValue(
-        "{s:s,s:n,s:n,s:i,s:O,s:d,s:i,s:i,s:N,s:d,s:s,s:n,s:i,s:K,s:d,s:s,s:O}", "metric",
+        "{s:s,s:n,s:n,s:i,s:O,s:d,s:i,s:i,s:N,s:d,s:s,s:n,s:i,s:K,s:d,s:s,s:O,s:i,s:N}", "metric",
         avq_metric_name(p.metric), "num_leaves", (Py_ssize_t)p.num_leaves, "training_sample",
         (Py_ssize_t)p.training_sample, "kmeans_iterations", p.kmeans_iterations, "spherical",
         spherical, "avq_center_eta", (double)p.avq_center_eta, "dims_per_block",
         p.dims_per_block, "bits", p.bits, "threshold", threshold, "eta", (double)p.eta,
         "reorder", reorder, "brute_force_below", (Py_ssize_t)p.brute_force_below, "threads",
         p.threads, "seed", (unsigned long long)p.seed, "leaf_spread_z", (double)p.leaf_spread_z, "weight", weight, "int8_aware",
-        p.int8_aware ? Py_True : Py_False);
+        p.int8_aware ? Py_True : Py_False, "spill", p.spill, "spill_lambda", spill_lambda);
     return d;
 }
 
@@ -3133,7 +3204,9 @@ static PyGetSetDef Index_getset[] = {
      "most rows sampled to train (all rows when there were fewer), threads the\n"
      "workers used (what threads=0 meant: avq.default_threads()), spherical a\n"
      "bool; threshold is None where it does not apply (squared_l2, or plain\n"
-     "reconstruction loss).",
+     "reconstruction loss); spill is the int 0 or 1 the index really has (0\n"
+     "for one leaf or the exact tier, whatever was asked) and spill_lambda\n"
+     "its loss weight, None when it does not spill.",
      NULL},
     {NULL, NULL, NULL, NULL, NULL}};
 
@@ -3197,7 +3270,7 @@ PyDoc_STRVAR(Quantizer_train_doc,
 "      avq_center_eta=..., dims_per_block=2, bits=4, threshold=...,\n"
 "      eta=0.0, reorder='float', brute_force_below=20000, threads=None,\n"
 "      seed=42, progress=None, threshold_kind='auto', leaf_spread_z='auto',\n"
-"      weight='step', int8_aware=False)\n"
+"      weight='step', int8_aware=False, spill=False, spill_lambda=1.0)\n"
 "--\n"
 "\n"
 "Train a quantizer on the sample rows of `data` (not kept): the k-means\n"
