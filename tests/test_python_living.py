@@ -212,7 +212,8 @@ def test_stats_and_compact(data):
         st = ix.stats()
         assert set(st) == {"live", "dead", "leaves", "empty_leaves", "min_leaf", "max_leaf",
                            "mean_leaf", "leaf_cv", "max_leaf_dead", "memory_bytes", "next_id",
-                           "tagged", "tag_postings", "distinct_tags"}
+                           "tagged", "tag_postings", "distinct_tags", "spilled"}
+        assert st["spilled"] == 0
         assert st["tagged"] == st["tag_postings"] == st["distinct_tags"] == 0
         assert st["live"] == N and st["dead"] == 0 and st["leaves"] == LEAVES
         assert st["next_id"] == N and st["memory_bytes"] == ix.nbytes
