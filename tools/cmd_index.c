@@ -506,8 +506,9 @@ int cmd_info(int argc, char **argv) {
     printf("metric            %s\n", avq_metric_name(avq_index_metric(index)));
     printf("leaves            %zu%s\n", avq_index_num_leaves(index),
            p.avq_center_eta > 0 ? " (anisotropic centers)" : "");
-    printf("leaf sizes        min %zu, max %zu, mean %.1f live vectors\n", stats.min_leaf,
-           stats.max_leaf, stats.mean_leaf);
+    printf("leaf sizes        min %zu, max %zu, mean %.1f live %s\n", stats.min_leaf,
+           stats.max_leaf, stats.mean_leaf,
+           stats.spilled ? "slots (spilled copies included)" : "vectors");
     printf("leaf balance      cv %.3f (std/mean of live leaf sizes), %zu empty leaves, "
            "max dead share %.3f\n",
            stats.leaf_cv, stats.empty_leaves, stats.max_leaf_dead);
