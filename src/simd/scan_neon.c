@@ -21,10 +21,11 @@
  * then gives the int16 sum exactly (it lies in [-32768, 32512]).  K > 256
  * widens the chunk sums to int32 between chunks, as the AVX2 kernel does.
  * Per pair of blocks and query that is 4 TBL + 4 UADDL + 4 ADD, plus a
- * 32-byte LUT load; the code load, AND and shift (3 per block pair with
- * LD1 of two registers) are shared by the queries of a batch.  Adding pairs
- * before accumulating halves the length of each accumulator's dependency
- * chain, which would otherwise bound a single-query scan.
+ * 32-byte LUT load; the code load (one LD1 of two registers), 2 AND and
+ * 2 USHR (5 per block pair) are shared by the queries of a batch (the
+ * compiled loop: bench/README.md, "ARM64").  Adding pairs before
+ * accumulating halves the length of each accumulator's dependency chain,
+ * which would otherwise bound a single-query scan.
  *
  * An odd K's last block is one 16-byte row: NEON's natural width, so no
  * load ever reaches beyond a group or the LUT, and no masking is needed.

@@ -2,10 +2,12 @@
  * criterion.h -- a stand-in for the subset of Criterion's API that the test
  * files run under qemu-aarch64 use (arm64.mk: make test-arm64).
  *
- * Why: Criterion's runner hangs under qemu-user here (it forks a worker per
- * test, and fork() under qemu-aarch64 does not return on this machine;
- * even a one-test binary never finishes), so the cross-built suite links
- * this header and runner.c instead.  Same source files, same assertions:
+ * Why: libcriterion3:arm64 cannot be installed beside the amd64 Criterion
+ * that the native `make test` links (its libnanomsg5 is not Multi-Arch:
+ * same, so dpkg would remove the amd64 packages), so the cross-built suite
+ * links this header and runner.c instead.  (The hang under qemu first
+ * blamed on Criterion's forking runner was a mismatched dynamic loader and
+ * libc: arm64.mk says which.)  Same source files, same assertions:
  * each Test() runs in the runner's process (with its TestSuite's
  * .init/.fini); a failed assertion prints file, line, condition and
  * message and fails that test.  cr_expect* are fatal here (Criterion goes
