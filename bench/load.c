@@ -111,6 +111,7 @@ int main(int argc, char **argv) {
                 return 1;
             }
             avq_search_params sp;
+            avq_search_params_init(&sp); /* its struct_size is kept */
             avq_index_default_search_params(index, &sp);
             int64_t ids[10];
             float scores[10];

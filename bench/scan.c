@@ -18,6 +18,7 @@
  *   build/bench/scan                 everything (~1-2 minutes)
  *   build/bench/scan --quick         N = 100k only
  *   build/bench/scan --isa avx512    one ISA only (options combine)
+ *   build/bench/scan --isa neon      the NEON kernels (an aarch64 build)
  */
 #include "avq_internal.h"
 #include "cpu.h"
@@ -221,7 +222,18 @@ int main(int argc, char **argv) {
         if (strcmp(argv[i], "--quick") == 0) quick = 1;
         else if (strcmp(argv[i], "--isa") == 0 && i + 1 < argc) only = argv[++i];
         else {
-            fprintf(stderr, "usage: %s [--quick] [--isa scalar|avx2|avx512]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--quick] [--isa scalar|avx2|avx512|neon]\n", argv[0]);
+            return 2;
+        }
+    }
+    /* every ISA any build has; the ones this CPU lacks are skipped */
+    static const char *const isas[] = {"avx512", "avx2", "neon", "scalar"};
+    enum { NISA = sizeof isas / sizeof isas[0] };
+    if (only) {
+        int a = 0;
+        while (a < NISA && strcmp(only, isas[a]) != 0) a++;
+        if (a == NISA || !avq_kernels_for(only)) {
+            fprintf(stderr, "scan: --isa %s: not an ISA this build and CPU can run\n", only);
             return 2;
         }
     }
@@ -235,8 +247,7 @@ int main(int argc, char **argv) {
            "Mpts/s/q", "GB/s", "of bw", "batch gain per query");
     static const size_t ns[] = {10000, 100000, 1000000};
     static const size_t Ks[] = {25, 50, 64, 100};
-    static const char *const isas[] = {"avx512", "avx2", "scalar"};
-    for (int a = 0; a < 3; a++) {
+    for (int a = 0; a < NISA; a++) {
         const avq_kernels *k = avq_kernels_for(isas[a]);
         if (!k || (only && strcmp(only, isas[a]) != 0)) continue;
         for (size_t i = 0; i < 3; i++) {

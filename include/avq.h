@@ -945,9 +945,13 @@ AVQ_API void avq_free(void *p);
 AVQ_API int avq_default_threads(void);
 
 /* The instruction set the SIMD kernels use in this process: "avx512",
- * "avx2" or "scalar".  Chosen at first use from the CPU (cpuid/xgetbv); the
- * environment variable AVQ_ISA=scalar|avx2|avx512 forces a choice (a choice
- * the CPU cannot run falls back to the best it can).  Static string. */
+ * "avx2" or "scalar" on x86-64, "neon" or "scalar" on aarch64, "scalar"
+ * elsewhere.  Chosen at first use from the CPU (x86-64: cpuid/xgetbv;
+ * aarch64: the ASIMD hwcap); the environment variable AVQ_ISA forces a
+ * choice among this build's sets (x86-64: scalar|avx2|avx512, aarch64:
+ * neon|scalar): a choice the CPU cannot run falls back to the best it can
+ * below it, an unknown value to the best of all, each with one warning on
+ * stderr.  Static string. */
 AVQ_API const char *avq_isa(void);
 
 /* ------------------------------------------------------------------------- */

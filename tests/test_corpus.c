@@ -73,12 +73,14 @@ static void exercise(const avq_index *index, bool trusted, const char *what) {
     cr_assert(n > 0 && dim > 0 && leaves > 0 && leaves <= n, "%s", what);
     (void)avq_index_memory_bytes(index);
     avq_build_params bp;
+    avq_build_params_init(&bp, AVQ_METRIC_DOT); /* its struct_size is kept */
     avq_index_build_params(index, &bp);
     float *q = malloc(2 * dim * sizeof *q);
     for (size_t j = 0; j < 2 * dim; j++) q[j] = (float)((int)(j * 37 % 17) - 8) / 8.0f;
     int64_t ids[24];
     float scores[24];
     avq_search_params sp;
+    avq_search_params_init(&sp); /* its struct_size is kept */
     avq_index_default_search_params(index, &sp);
     sp.k = 10;
     int st = avq_index_search(index, q, &sp, ids, scores);

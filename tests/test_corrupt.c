@@ -130,6 +130,7 @@ static void search_works(const avq_index *index, bool trusted, const char *label
     float *q = malloc(dim * sizeof *q);
     for (size_t j = 0; j < dim; j++) q[j] = (float)(j % 5) - 2.0f;
     avq_search_params sp;
+    avq_search_params_init(&sp); /* its struct_size is kept */
     avq_index_default_search_params(index, &sp);
     sp.k = 7;
     int64_t ids[7];

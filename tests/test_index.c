@@ -131,6 +131,7 @@ Test(index, anisotropic_centers) {
     p.avq_center_eta = 4.0f;
     cr_assert_eq(avq_index_build(base, N, DIM, &p, &aniso), AVQ_OK, "%s", avq_last_error());
     avq_build_params got;
+    avq_build_params_init(&got, AVQ_METRIC_DOT); /* its struct_size is kept */
     avq_index_build_params(aniso, &got);
     cr_assert_eq(got.avq_center_eta, 4.0f);
     /* measured: plain 0.9885, anisotropic 0.9815 */
