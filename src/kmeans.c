@@ -4,7 +4,7 @@
  * The expensive part of k-means is the assignment: n rows against k centers.
  * With |x - c|² = |x|² + |c|² - 2<x,c> it becomes one matrix product, which
  * OpenBLAS' SGEMM does an order of magnitude faster than any loop we could
- * write portably.  We compute it in tiles (at most TILE_FLOATS scores, 16 MB)
+ * write portably.  We compute it in tiles (at most TILE_FLOATS scores, 4 MB)
  * from the calling thread -- OpenBLAS runs its own threads and must not be
  * entered from ours -- and let our workers take the argmin over the tile's
  * rows.  The argmin is two vectorisable passes (minimum, then first index
@@ -34,7 +34,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { TILE_FLOATS = 4 << 20, CENTER_TILE = 4096, ROW_CHUNK = 64, DIRECT_MAX_DIM = 8 };
+enum { TILE_FLOATS = 1 << 20, CENTER_TILE = 4096, ROW_CHUNK = 64, ARGMIN_BLOCK = 64,
+       DIRECT_MAX_DIM = AVQ_KMEANS_DIRECT_MAX_DIM, DIRECT_ROWS = 16 };
 
 void avq_kmeans_default_params(avq_kmeans_params *p, size_t k) {
     memset(p, 0, sizeof *p);
@@ -54,64 +55,77 @@ void avq_kmeans_default_params(avq_kmeans_params *p, size_t k) {
 typedef struct {
     float *tile;          /* rows x cols scores, rewritten in place */
     size_t cols, c0, r0;  /* tile = rows [r0, ..) x centers [c0, c0 + cols) */
-    const float *cnorm2;  /* |c|² (L2) or NULL (inner product) */
+    const float *cn;      /* |c|² (L2) or zeros (inner product) */
+    float two;            /* 2 (L2) or 1 (inner product) */
     float *best;          /* running minimum of the per-row objective */
     int32_t *assign;
 } argmin_job;
 
-/* Rewrite a row of inner products in place as the objective to minimise
- * (|c|² - 2<x,c> for L2, -<x,c> for IP) and return its minimum.
+/* The first column of a row of inner products where the objective to
+ * minimise (|c|² - 2<x,c> for L2, -<x,c> for IP: cn[c] - two * row[c], cn
+ * all zero for IP) is smallest, and that minimum in *min.  Ties go to the
+ * lower column; NaN objectives (from products that overflow float: entry
+ * points refuse such input, vecmath.h, but nothing here may depend on it)
+ * never win.  When no objective is below +inf the result is (+inf, 0): the
+ * callers then keep what they had.
  *
- * The loops run in blocks of 8 with a fixed-count inner loop: GCC 12 at -O2
- * only vectorises loops whose trip count needs no scalar epilogue, and
- * `a < b ? a : b` is exactly x86 minps, so each block becomes a few vector
- * instructions without -ffast-math.  Eight independent minima also give a
- * scalar build instruction-level parallelism. */
-static float objective_min(float *restrict row, size_t cols, const float *restrict cnorm2) {
-    float m[8];
-    for (int u = 0; u < 8; u++) m[u] = INFINITY;
-    float two = cnorm2 ? 2.0f : 1.0f;
+ * One pass for the minimum, in blocks of ARGMIN_BLOCK columns: eight lanes
+ * of `v < m ? v : m` (x86 minps, which GCC 12 vectorises at -O2 only in
+ * loops of fixed trip count, hence the blocks; no -ffast-math needed), and
+ * a block whose minimum is strictly below all earlier ones becomes the
+ * candidate.  Then that block alone is scanned again for the first column
+ * holding the minimum (the same float expression, so the same values).
+ * The tail columns past the last full block are compared one by one. */
+static float argmin_objective(const float *restrict row, size_t cols, const float *restrict cn,
+                              float two, int32_t *at) {
+    float best = INFINITY;
+    size_t best_block = SIZE_MAX, best_col = 0;
     size_t c = 0;
-    for (; c + 8 <= cols; c += 8) {
-        for (int u = 0; u < 8; u++) {
-            float v = (cnorm2 ? cnorm2[c + u] : 0.0f) - two * row[c + u];
-            row[c + u] = v;
-            m[u] = v < m[u] ? v : m[u];
+    for (; c + ARGMIN_BLOCK <= cols; c += ARGMIN_BLOCK) {
+        float m[8];
+        for (int u = 0; u < 8; u++) m[u] = INFINITY;
+        for (size_t b = 0; b < ARGMIN_BLOCK; b += 8)
+            for (int u = 0; u < 8; u++) {
+                float v = cn[c + b + u] - two * row[c + b + u];
+                m[u] = v < m[u] ? v : m[u];
+            }
+        float bm = m[0];
+        for (int u = 1; u < 8; u++) bm = m[u] < bm ? m[u] : bm;
+        if (bm < best) {
+            best = bm;
+            best_block = c;
         }
     }
-    for (; c < cols; c++) {
-        float v = (cnorm2 ? cnorm2[c] : 0.0f) - two * row[c];
-        row[c] = v;
-        m[0] = v < m[0] ? v : m[0];
+    if (best_block != SIZE_MAX) {
+        for (size_t j = best_block; j < best_block + ARGMIN_BLOCK; j++)
+            if (cn[j] - two * row[j] == best) {
+                best_col = j;
+                break;
+            }
     }
-    for (int u = 1; u < 8; u++) m[0] = m[u] < m[0] ? m[u] : m[0];
-    return m[0];
-}
-
-/* The first column of row holding m, the minimum objective_min returned.
- * Objectives that are NaN (from products that overflow float: entry points
- * refuse such input, vecmath.h, but nothing here may depend on it) are
- * never the minimum; when every one is NaN, m is +inf and may be in no
- * column: then 0, a valid center. */
-static size_t first_index_of(const float *row, size_t cols, float m) {
-    for (size_t c = 0; c < cols; c++)
-        if (row[c] == m) return c;
-    return 0;
+    for (; c < cols; c++) {
+        float v = cn[c] - two * row[c];
+        if (v < best) {
+            best = v;
+            best_col = c;
+        }
+    }
+    *at = (int32_t)best_col;
+    return best;
 }
 
 static int argmin_rows(void *ctx, size_t begin, size_t end, int worker) {
     (void)worker;
     const argmin_job *job = ctx;
-    const float *cn = job->cnorm2 ? job->cnorm2 + job->c0 : NULL;
+    const float *cn = job->cn + job->c0;
     for (size_t r = begin; r < end; r++) {
-        float *row = job->tile + r * job->cols;
-        float m = objective_min(row, job->cols, cn);
+        int32_t c;
+        float m = argmin_objective(job->tile + r * job->cols, job->cols, cn, job->two, &c);
         size_t i = job->r0 + r;
         /* strict: an equal value in a later center tile keeps the lower index */
         if (!(m < job->best[i])) continue;
-        size_t c = first_index_of(row, job->cols, m);
         job->best[i] = m;
-        job->assign[i] = (int32_t)(job->c0 + c);
+        job->assign[i] = (int32_t)job->c0 + c;
     }
     return AVQ_OK;
 }
@@ -120,6 +134,7 @@ typedef struct {
     const float *x;
     size_t d;
     avq_nearest_kind kind;
+    const float *xnorm2; /* |x|² per row (rounded to float), or NULL */
     float *score;
 } finish_job;
 
@@ -131,7 +146,9 @@ static int finish_scores(void *ctx, size_t begin, size_t end, int worker) {
         if (job->kind == AVQ_NEAREST_IP) {
             job->score[i] = -job->score[i];
         } else {
-            float v = (float)avq_norm2_f64(job->x + i * job->d, job->d) + job->score[i];
+            float xn = job->xnorm2 ? job->xnorm2[i]
+                                   : (float)avq_norm2_f64(job->x + i * job->d, job->d);
+            float v = xn + job->score[i];
             job->score[i] = v > 0.0f ? v : 0.0f;
         }
     }
@@ -143,63 +160,89 @@ static void center_norms2(const float *centers, size_t k, size_t d, float *out) 
 }
 
 /* Small dimensions (PQ blocks of 1..8 dims): a GEMM with an inner dimension
- * of 2 is mostly overhead, so each worker scores its rows directly against
- * the transposed centers (d x k, the loop over centers vectorises). */
+ * of 2 is mostly overhead, so the workers score rows directly.  DIRECT_ROWS
+ * rows at a time are transposed into a d x DIRECT_ROWS block on the stack;
+ * then for each center in turn the objective of all of them is computed and
+ * compared with their running minimum -- a loop over rows of fixed length,
+ * which GCC vectorises at -O2, with the minimum and its index tracked in the
+ * same pass.  The arithmetic is that of the GEMM path (float <x,c> summed
+ * from 0 in dimension order, then |c|² - 2<x,c>), and the strict < over
+ * centers in increasing order keeps the lower index on ties. */
 typedef struct {
-    const float *x, *centers_t, *cnorm2;
+    const float *x, *centers, *cn;
     size_t d, k;
-    float *restrict obj; /* k per worker */
+    float two;
     float *best;
     int32_t *assign;
 } direct_job;
 
-static int direct_rows(void *ctx, size_t begin, size_t end, int worker) {
-    const direct_job *job = ctx;
+static void direct_block(const direct_job *job, size_t r0, size_t rows) {
     size_t d = job->d, k = job->k;
-    float *obj = job->obj + (size_t)worker * k;
-    for (size_t i = begin; i < end; i++) {
-        const float *row = job->x + i * d;
-        for (size_t j = 0; j < k; j++) obj[j] = 0.0f;
-        for (size_t t = 0; t < d; t++) {
-            const float *restrict ct = job->centers_t + t * k;
-            float v = row[t];
-            size_t j = 0;
-            for (; j + 8 <= k; j += 8)
-                for (int u = 0; u < 8; u++) obj[j + u] += v * ct[j + u];
-            for (; j < k; j++) obj[j] += v * ct[j];
-        }
-        float m = objective_min(obj, k, job->cnorm2);
-        size_t c = first_index_of(obj, k, m);
-        job->best[i] = m;
-        job->assign[i] = (int32_t)c;
+    float two = job->two;
+    float xt[DIRECT_MAX_DIM][DIRECT_ROWS], best[DIRECT_ROWS], acc[DIRECT_ROWS];
+    int32_t idx[DIRECT_ROWS];
+    const float *x = job->x + r0 * d;
+    for (size_t t = 0; t < d; t++)
+        for (size_t r = 0; r < DIRECT_ROWS; r++) xt[t][r] = r < rows ? x[r * d + t] : 0.0f;
+    for (size_t r = 0; r < DIRECT_ROWS; r++) {
+        best[r] = INFINITY;
+        idx[r] = 0;
     }
+    for (size_t j = 0; j < k; j++) {
+        const float *c = job->centers + j * d;
+        for (size_t r = 0; r < DIRECT_ROWS; r++) acc[r] = 0.0f;
+        for (size_t t = 0; t < d; t++) {
+            float ct = c[t];
+            for (size_t r = 0; r < DIRECT_ROWS; r++) acc[r] += xt[t][r] * ct;
+        }
+        float cj = job->cn[j];
+        int32_t jj = (int32_t)j;
+        for (size_t r = 0; r < DIRECT_ROWS; r++) {
+            float v = cj - two * acc[r];
+            int32_t lt = -(int32_t)(v < best[r]); /* all ones where v wins */
+            best[r] = v < best[r] ? v : best[r];
+            idx[r] = (idx[r] & ~lt) | (jj & lt);
+        }
+    }
+    for (size_t r = 0; r < rows; r++) {
+        job->best[r0 + r] = best[r];
+        job->assign[r0 + r] = idx[r];
+    }
+}
+
+/* A row none of whose objectives is below +inf (overflowing or NaN
+ * products): the first center whose objective is +inf, else 0, as the
+ * two-pass argmin this replaced chose. */
+static void direct_no_minimum(const direct_job *job, size_t i) {
+    const float *row = job->x + i * job->d;
+    for (size_t j = 0; j < job->k; j++) {
+        float dot = 0.0f;
+        for (size_t t = 0; t < job->d; t++) dot += row[t] * job->centers[j * job->d + t];
+        if (job->cn[j] - job->two * dot == INFINITY) {
+            job->assign[i] = (int32_t)j;
+            return;
+        }
+    }
+}
+
+static int direct_rows(void *ctx, size_t begin, size_t end, int worker) {
+    (void)worker;
+    const direct_job *job = ctx;
+    for (size_t r0 = begin; r0 < end; r0 += DIRECT_ROWS) {
+        size_t rows = end - r0 < DIRECT_ROWS ? end - r0 : DIRECT_ROWS;
+        direct_block(job, r0, rows);
+    }
+    for (size_t i = begin; i < end; i++)
+        if (!(job->best[i] < INFINITY)) direct_no_minimum(job, i);
     return AVQ_OK;
 }
 
-static int assign_direct(const float *x, size_t n, size_t d, const float *centers, size_t k,
-                         const float *cnorm2, int threads, int32_t *assign, float *best,
-                         avq_progress_fn progress, void *progress_user, const char *stage) {
-    threads = avq_resolve_threads(threads);
-    float *ct = malloc(d * k * sizeof(float));
-    float *obj = malloc((size_t)threads * k * sizeof(float));
-    int st = AVQ_OK;
-    if (!ct || !obj) {
-        st = avq_fail_nomem("assignment buffers", (d + (size_t)threads) * k * sizeof(float));
-    } else {
-        for (size_t j = 0; j < k; j++)
-            for (size_t t = 0; t < d; t++) ct[t * k + j] = centers[j * d + t];
-        direct_job job = {x, ct, cnorm2, d, k, obj, best, assign};
-        st = avq_parallel_for(n, 1024, threads, direct_rows, &job, progress, progress_user,
-                              stage);
-    }
-    free(ct);
-    free(obj);
-    return st;
-}
-
-int avq_assign_nearest(const float *x, size_t n, size_t d, const float *centers, size_t k,
-                       avq_nearest_kind kind, int threads, int32_t *assign, float *score,
-                       avq_progress_fn progress, void *progress_user, const char *stage) {
+/* avq_assign_nearest; xnorm2 (may be NULL) holds (float)|x|² of every row,
+ * for callers that assign the same rows again and again (k-means). */
+static int assign_nearest(const float *x, size_t n, size_t d, const float *centers, size_t k,
+                          avq_nearest_kind kind, int threads, int32_t *assign, float *score,
+                          const float *xnorm2, avq_progress_fn progress, void *progress_user,
+                          const char *stage) {
     if (!x || !centers || !assign)
         return avq_fail(AVQ_ERR_INVALID, "assign: NULL rows, centers or output");
     if (n == 0 || d == 0 || k == 0)
@@ -215,21 +258,29 @@ int avq_assign_nearest(const float *x, size_t n, size_t d, const float *centers,
     if (rt > n) rt = n;
     bool direct = d <= DIRECT_MAX_DIM && k <= CENTER_TILE;
     float *tile = direct ? NULL : avq_alloc_aligned(rt * ct * sizeof(float));
-    float *cnorm2 = kind == AVQ_NEAREST_L2 ? malloc(k * sizeof(float)) : NULL;
+    float *cn = malloc(k * sizeof(float));
     float *best = score ? score : malloc(n * sizeof(float));
+    float two = kind == AVQ_NEAREST_L2 ? 2.0f : 1.0f;
     int st = AVQ_OK;
-    if ((!direct && !tile) || !best || (kind == AVQ_NEAREST_L2 && !cnorm2)) {
+    if ((!direct && !tile) || !best || !cn) {
         st = avq_fail_nomem("assignment buffers", rt * ct * sizeof(float) + n * sizeof(float));
         goto done;
     }
-    if (cnorm2) center_norms2(centers, k, d, cnorm2);
-    for (size_t i = 0; i < n; i++) {
-        best[i] = INFINITY;
-        assign[i] = 0;
+    if (kind == AVQ_NEAREST_L2)
+        center_norms2(centers, k, d, cn);
+    else
+        for (size_t j = 0; j < k; j++) cn[j] = 0.0f;
+    if (direct) {
+        /* every row is written: no initialisation */
+        direct_job job = {x, centers, cn, d, k, two, best, assign};
+        st = avq_parallel_for(n, 1024, threads, direct_rows, &job, progress, progress_user,
+                              stage);
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            best[i] = INFINITY;
+            assign[i] = 0;
+        }
     }
-    if (direct)
-        st = assign_direct(x, n, d, centers, k, cnorm2, threads, assign, best, progress,
-                           progress_user, stage);
     for (size_t r0 = 0; !direct && r0 < n && st == AVQ_OK; r0 += rt) {
         size_t rows = n - r0 < rt ? n - r0 : rt;
         for (size_t c0 = 0; c0 < k && st == AVQ_OK; c0 += ct) {
@@ -237,21 +288,28 @@ int avq_assign_nearest(const float *x, size_t n, size_t d, const float *centers,
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)cols, (int)d,
                         1.0f, x + r0 * d, (int)d, centers + c0 * d, (int)d, 0.0f, tile,
                         (int)cols);
-            argmin_job job = {tile, cols, c0, r0, cnorm2, best, assign};
+            argmin_job job = {tile, cols, c0, r0, cn, two, best, assign};
             st = avq_parallel_for(rows, ROW_CHUNK, threads, argmin_rows, &job, NULL, NULL, stage);
         }
         if (st == AVQ_OK && progress && progress(progress_user, stage, r0 + rows, n))
             st = avq_fail(AVQ_ERR_CANCELLED, "%s: cancelled by the progress callback", stage);
     }
     if (st == AVQ_OK && score) {
-        finish_job job = {x, d, kind, score};
+        finish_job job = {x, d, kind, xnorm2, score};
         st = avq_parallel_for(n, 1024, threads, finish_scores, &job, NULL, NULL, stage);
     }
 done:
     avq_free_aligned(tile);
-    free(cnorm2);
+    free(cn);
     if (best != score) free(best);
     return st;
+}
+
+int avq_assign_nearest(const float *x, size_t n, size_t d, const float *centers, size_t k,
+                       avq_nearest_kind kind, int threads, int32_t *assign, float *score,
+                       avq_progress_fn progress, void *progress_user, const char *stage) {
+    return assign_nearest(x, n, d, centers, k, kind, threads, assign, score, NULL, progress,
+                          progress_user, stage);
 }
 
 /* ---- sampling and initialisation ---------------------------------------- */
@@ -400,6 +458,18 @@ typedef struct {
     int spherical;
 } update_job;
 
+/* center = sum / count, or the sum scaled to unit length (spherical). */
+static void finish_center(const double *sum, size_t count, size_t d, int spherical, float *c) {
+    double scale = 1.0 / (double)count;
+    if (spherical) {
+        double norm2 = 0.0;
+        for (size_t t = 0; t < d; t++) norm2 += sum[t] * sum[t];
+        if (norm2 == 0.0) return; /* members cancel out: keep the old center */
+        scale = 1.0 / sqrt(norm2);
+    }
+    for (size_t t = 0; t < d; t++) c[t] = (float)(sum[t] * scale);
+}
+
 static int update_centers(void *ctx, size_t begin, size_t end, int worker) {
     const update_job *job = ctx;
     size_t d = job->d;
@@ -410,19 +480,36 @@ static int update_centers(void *ctx, size_t begin, size_t end, int worker) {
         memset(acc, 0, d * sizeof *acc);
         for (size_t m = lo; m < hi; m++) {
             const float *row = job->x + job->members[m] * d;
-            for (size_t t = 0; t < d; t++) acc[t] += row[t];
+            /* fixed-count blocks so that GCC -O2 vectorises; each acc[t]
+             * is still its own sum in row order */
+            size_t t = 0;
+            for (; t + 8 <= d; t += 8)
+                for (int u = 0; u < 8; u++) acc[t + u] += row[t + u];
+            for (; t < d; t++) acc[t] += row[t];
         }
-        double scale = 1.0 / (double)(hi - lo);
-        if (job->spherical) {
-            double norm2 = 0.0;
-            for (size_t t = 0; t < d; t++) norm2 += acc[t] * acc[t];
-            if (norm2 == 0.0) continue; /* members cancel out: keep the old center */
-            scale = 1.0 / sqrt(norm2);
-        }
-        float *c = job->centers + j * d;
-        for (size_t t = 0; t < d; t++) c[t] = (float)(acc[t] * scale);
+        finish_center(acc, hi - lo, d, job->spherical, job->centers + j * d);
     }
     return AVQ_OK;
+}
+
+/* Small dimensions (d <= AVQ_KMEANS_DIRECT_MAX_DIM): one pass over the rows
+ * in order on the calling thread, each added to its cluster's sum -- the
+ * same sums in the same order as the counting sort and update_centers,
+ * without their scattered reads or a worker per call.  counts[j] receives
+ * the cluster sizes; sum holds k x d doubles. */
+static void update_small(const float *x, size_t n, size_t d, size_t k, const int32_t *assign,
+                         int spherical, double *sum, size_t *counts, float *centers) {
+    memset(sum, 0, k * d * sizeof *sum);
+    memset(counts, 0, k * sizeof *counts);
+    for (size_t i = 0; i < n; i++) {
+        size_t j = (size_t)assign[i];
+        const float *row = x + i * d;
+        double *acc = sum + j * d;
+        for (size_t t = 0; t < d; t++) acc[t] += row[t];
+        counts[j]++;
+    }
+    for (size_t j = 0; j < k; j++)
+        if (counts[j]) finish_center(sum + j * d, counts[j], d, spherical, centers + j * d);
 }
 
 /* Stable counting sort of the rows by assigned cluster. */
@@ -511,7 +598,7 @@ int avq_kmeans_train(const float *x, size_t n, size_t d, const avq_kmeans_params
     size_t k = p->k;
     int threads = avq_resolve_threads(p->threads);
     uint64_t rng = p->seed;
-    float *sample = NULL, *dist = NULL;
+    float *sample = NULL, *dist = NULL, *xnorm2 = NULL;
     int32_t *assign = NULL;
     size_t *offsets = NULL, *members = NULL, ns = n;
     double *acc = NULL;
@@ -521,11 +608,13 @@ int avq_kmeans_train(const float *x, size_t n, size_t d, const avq_kmeans_params
     const float *xs = sample ? sample : x;
 
     dist = malloc(ns * sizeof *dist);
+    xnorm2 = malloc(ns * sizeof *xnorm2);
     assign = malloc(ns * sizeof *assign);
     offsets = malloc((k + 1) * sizeof *offsets);
-    members = malloc((2 * ns + k + 1) * sizeof *members);
-    acc = malloc((size_t)threads * d * sizeof *acc);
-    if (!dist || !assign || !offsets || !members || !acc) {
+    bool small = d <= AVQ_KMEANS_DIRECT_MAX_DIM;
+    members = small ? NULL : malloc((2 * ns + k + 1) * sizeof *members);
+    acc = malloc((small ? k : (size_t)threads) * d * sizeof *acc);
+    if (!dist || !xnorm2 || !assign || !offsets || (!small && !members) || !acc) {
         st = avq_fail_nomem("k-means buffers", ns * (sizeof(float) + 4 + 2 * sizeof(size_t)));
         goto done;
     }
@@ -535,14 +624,15 @@ int avq_kmeans_train(const float *x, size_t n, size_t d, const avq_kmeans_params
     if (st != AVQ_OK) goto done;
     if (p->spherical)
         for (size_t j = 0; j < k; j++) normalize_row(centers + j * d, d);
+    for (size_t i = 0; i < ns; i++) xnorm2[i] = (float)avq_norm2_f64(xs + i * d, d);
 
     avq_kmeans_stats local = {0};
     if (stats) local.inertia_history = stats->inertia_history;
     local.sample_rows = ns;
     double prev = INFINITY;
     for (size_t it = 0; it < p->max_iter; it++) {
-        st = avq_assign_nearest(xs, ns, d, centers, k, AVQ_NEAREST_L2, threads, assign, dist,
-                                NULL, NULL, "kmeans");
+        st = assign_nearest(xs, ns, d, centers, k, AVQ_NEAREST_L2, threads, assign, dist,
+                            xnorm2, NULL, NULL, "kmeans");
         if (st != AVQ_OK) goto done;
         double inertia = 0.0;
         for (size_t i = 0; i < ns; i++) inertia += dist[i];
@@ -550,11 +640,15 @@ int avq_kmeans_train(const float *x, size_t n, size_t d, const avq_kmeans_params
         local.inertia = inertia;
         local.iterations = it + 1;
 
-        group_members(assign, ns, k, offsets, members);
-        update_job job = {xs, d, offsets, members, centers, acc, p->spherical};
-        st = avq_parallel_for(k, 16, threads, update_centers, &job, NULL, NULL, "kmeans");
-        if (st != AVQ_OK) goto done;
-        for (size_t j = 0; j < k; j++) offsets[j] = offsets[j + 1] - offsets[j];
+        if (small) {
+            update_small(xs, ns, d, k, assign, p->spherical, acc, offsets, centers);
+        } else {
+            group_members(assign, ns, k, offsets, members);
+            update_job job = {xs, d, offsets, members, centers, acc, p->spherical};
+            st = avq_parallel_for(k, 16, threads, update_centers, &job, NULL, NULL, "kmeans");
+            if (st != AVQ_OK) goto done;
+            for (size_t j = 0; j < k; j++) offsets[j] = offsets[j + 1] - offsets[j];
+        }
         local.reseeded += reseed_small(xs, ns, d, k, p->min_cluster_size, p->spherical,
                                        assign, offsets, &rng, centers);
 
@@ -570,6 +664,7 @@ int avq_kmeans_train(const float *x, size_t n, size_t d, const avq_kmeans_params
 done:
     free(sample);
     free(dist);
+    free(xnorm2);
     free(assign);
     free(offsets);
     free(members);

@@ -22,6 +22,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Rows of at most this many dimensions are scored directly, without SGEMM:
+ * avq_kmeans_train and avq_assign_nearest with d <= this (and k <= 4096)
+ * never call OpenBLAS, so with threads = 1 they may run inside an
+ * avq_parallel_for worker (pq.c trains its blocks that way). */
+#define AVQ_KMEANS_DIRECT_MAX_DIM 8
+
 typedef enum {
     AVQ_KMEANS_INIT_RANDOM = 0,    /* k distinct rows of the sample, uniformly */
     AVQ_KMEANS_INIT_PLUSPLUS = 1   /* k-means++ (D² sampling): slower, O(n k d) */

@@ -7,10 +7,14 @@
  * matters most is the choice of codes, in aniso.c.)  One Bernoulli sample of
  * rows is drawn for all blocks, so every block's codebook is fitted to the
  * same points, and each block's columns are gathered into a small contiguous
- * matrix: k-means then runs on a (sample x len_m) array through the same
- * SGEMM path as the partitioner.  Blocks are trained one after another from
- * the calling thread because k-means calls OpenBLAS, which must not be
- * entered from our workers; each k-means is itself multi-threaded.
+ * matrix: k-means then runs on a (sample x len_m) array.  Blocks of up to
+ * AVQ_KMEANS_DIRECT_MAX_DIM dimensions (the usual 2..8) are scored without
+ * SGEMM, so the workers train whole blocks side by side; wider blocks go
+ * through the SGEMM path of the partitioner, which must not be entered from
+ * our workers, so they are trained one after another from the calling
+ * thread, each k-means multi-threaded.  Either way block m's codebook
+ * depends only on the sample and m (its own seed): the same bit for bit
+ * whatever the thread count.
  *
  * The reconstruction encoder is the anisotropic encoder with no threshold, so
  * "identical to reconstruction when eta = 1" holds by construction and both
@@ -52,8 +56,45 @@ void avq_pq_default_train_params(avq_pq_train_params *p) {
 
 static void gather_block(const float *rows, size_t d, const size_t *idx, size_t count,
                          size_t start, size_t len, float *out) {
-    for (size_t r = 0; r < count; r++)
-        memcpy(out + r * len, rows + idx[r] * d + start, len * sizeof(float));
+    for (size_t r = 0; r < count; r++) {
+        const float *src = rows + idx[r] * d + start;
+        for (size_t t = 0; t < len; t++) out[r * len + t] = src[t];
+    }
+}
+
+typedef struct {
+    const float *rows;
+    const avq_pq_shape *shape;
+    const avq_pq_train_params *p;
+    const size_t *idx;
+    size_t count;
+    float *block; /* count * dims_per_block floats per worker */
+    int threads;  /* for each block's k-means */
+    float *codebook;
+} train_job;
+
+/* Block m's codebook: k-means on the block's columns of the sample, with a
+ * seed derived from block m alone, so the result does not depend on which
+ * worker trains it or when. */
+static int train_blocks(void *ctx, size_t begin, size_t end, int worker) {
+    const train_job *job = ctx;
+    const avq_pq_shape *shape = job->shape;
+    float *block = job->block + (size_t)worker * job->count * shape->dims_per_block;
+    avq_kmeans_params km;
+    avq_kmeans_default_params(&km, shape->num_centers);
+    km.max_iter = job->p->max_iter;
+    km.training_sample = 0; /* already sampled */
+    km.threads = job->threads;
+    for (size_t m = begin; m < end; m++) {
+        size_t start = avq_pq_block_start(shape, m), len = avq_pq_block_len(shape, m);
+        gather_block(job->rows, shape->dim, job->idx, job->count, start, len, block);
+        km.seed = job->p->seed ^ (0x9E3779B97F4A7C15ull * (m + 1));
+        int st = avq_kmeans_train(block, job->count, len, &km,
+                                  job->codebook + shape->num_centers * m * shape->dims_per_block,
+                                  NULL, NULL, NULL);
+        if (st != AVQ_OK) return st;
+    }
+    return AVQ_OK;
 }
 
 int avq_pq_train(const float *rows, size_t n, const avq_pq_shape *shape,
@@ -78,24 +119,30 @@ int avq_pq_train(const float *rows, size_t n, const avq_pq_shape *shape,
     size_t *idx = NULL, count = 0;
     st = avq_sample_rows(n, p->training_sample, C, &rng, &idx, &count);
     if (st != AVQ_OK) return st;
-    float *block = malloc(count * shape->dims_per_block * sizeof(float));
+    /* Blocks of at most AVQ_KMEANS_DIRECT_MAX_DIM dimensions never reach
+     * OpenBLAS: the workers take whole blocks, one single-threaded k-means
+     * each (no synchronisation inside a block's iterations).  Wider blocks
+     * go through SGEMM, which must be called from this thread: one block
+     * after another, each k-means multi-threaded. */
+    int threads = avq_resolve_threads(p->threads);
+    bool by_block = shape->dims_per_block <= AVQ_KMEANS_DIRECT_MAX_DIM;
+    int workers = by_block ? (threads < (int)K ? threads : (int)K) : 1;
+    size_t floats = count * shape->dims_per_block * (size_t)workers;
+    float *block = malloc(floats * sizeof(float));
     if (!block) {
         free(idx);
-        return avq_fail_nomem("pq train block", count * shape->dims_per_block * sizeof(float));
+        return avq_fail_nomem("pq train block", floats * sizeof(float));
     }
-    avq_kmeans_params km;
-    avq_kmeans_default_params(&km, C);
-    km.max_iter = p->max_iter;
-    km.training_sample = 0; /* already sampled */
-    km.threads = p->threads;
-    for (size_t m = 0; m < K && st == AVQ_OK; m++) {
-        size_t start = avq_pq_block_start(shape, m), len = avq_pq_block_len(shape, m);
-        gather_block(rows, d, idx, count, start, len, block);
-        km.seed = p->seed ^ (0x9E3779B97F4A7C15ull * (m + 1));
-        st = avq_kmeans_train(block, count, len, &km,
-                              codebook + C * m * shape->dims_per_block, NULL, NULL, NULL);
-        if (st == AVQ_OK && progress && progress(progress_user, "codebooks", m + 1, K))
-            st = avq_fail(AVQ_ERR_CANCELLED, "codebooks: cancelled by the progress callback");
+    train_job job = {rows, shape, p, idx, count, block, by_block ? 1 : threads, codebook};
+    if (by_block) {
+        st = avq_parallel_for(K, 1, workers, train_blocks, &job, progress, progress_user,
+                              "codebooks");
+    } else {
+        for (size_t m = 0; m < K && st == AVQ_OK; m++) {
+            st = train_blocks(&job, m, m + 1, 0);
+            if (st == AVQ_OK && progress && progress(progress_user, "codebooks", m + 1, K))
+                st = avq_fail(AVQ_ERR_CANCELLED, "codebooks: cancelled by the progress callback");
+        }
     }
     free(block);
     free(idx);

@@ -203,6 +203,121 @@ Test(kmeans, assign_ties_go_to_lower_index) {
     cr_assert_eq(a, 1);
 }
 
+/* The exact arithmetic both assignment paths document: float <x,c> summed
+ * from 0 in dimension order, objective (float)|c|² - 2<x,c> (L2) or
+ * 0 - <x,c> (IP), first center with the smallest objective (strict <). */
+static void reference_assign(const float *x, size_t n, size_t d, const float *c, size_t k,
+                             avq_nearest_kind kind, int32_t *assign, float *obj) {
+    for (size_t i = 0; i < n; i++) {
+        float best = INFINITY;
+        int32_t at = 0;
+        for (size_t j = 0; j < k; j++) {
+            float dot = 0.0f;
+            for (size_t t = 0; t < d; t++) dot += x[i * d + t] * c[j * d + t];
+            float cn = kind == AVQ_NEAREST_L2 ? (float)avq_norm2_f64(c + j * d, d) : 0.0f;
+            float v = cn - (kind == AVQ_NEAREST_L2 ? 2.0f : 1.0f) * dot;
+            if (v < best) {
+                best = v;
+                at = (int32_t)j;
+            }
+        }
+        assign[i] = at;
+        obj[i] = best;
+    }
+}
+
+/* Bit for bit against the reference, on rows snapped to a coarse grid and
+ * centers with duplicates, so that exact ties are frequent: the direct path
+ * (d <= 8: blocks of 16 rows, a tail) and the tiled path (blocks of 64
+ * centers, a tail of centers, ties across blocks). */
+static void check_assign_exact(size_t n, size_t d, size_t k, avq_nearest_kind kind) {
+    uint64_t rng = 99 + n + d + k;
+    float *x = malloc(n * d * sizeof(float)), *c = malloc(k * d * sizeof(float));
+    for (size_t i = 0; i < n * d; i++) x[i] = (float)(avq_rng_next(&rng) % 5) - 2.0f;
+    for (size_t j = 0; j < k; j++)
+        for (size_t t = 0; t < d; t++)
+            c[j * d + t] = j % 3 == 2 ? c[(j / 2) * d + t] /* a copy of an earlier center */
+                                      : (float)(avq_rng_next(&rng) % 5) - 2.0f;
+    int32_t *assign = malloc(n * sizeof(int32_t)), *want = malloc(n * sizeof(int32_t));
+    float *score = malloc(n * sizeof(float)), *obj = malloc(n * sizeof(float));
+    reference_assign(x, n, d, c, k, kind, want, obj);
+    for (int threads = 1; threads <= 3; threads += 2) {
+        cr_assert_eq(avq_assign_nearest(x, n, d, c, k, kind, threads, assign, score, NULL, NULL,
+                                        NULL),
+                     AVQ_OK);
+        for (size_t i = 0; i < n; i++) {
+            cr_assert_eq(assign[i], want[i], "d=%zu k=%zu row %zu: %d, want %d", d, k, i,
+                         assign[i], want[i]);
+            float s = kind == AVQ_NEAREST_IP ? -obj[i]
+                                             : (float)avq_norm2_f64(x + i * d, d) + obj[i];
+            if (kind == AVQ_NEAREST_L2 && !(s > 0.0f)) s = 0.0f;
+            cr_assert_eq(score[i], s, "d=%zu k=%zu row %zu: score %.9g, want %.9g", d, k, i,
+                         score[i], s);
+        }
+    }
+    free(x);
+    free(c);
+    free(assign);
+    free(want);
+    free(score);
+    free(obj);
+}
+
+Test(kmeans, assign_direct_exact_with_ties) {
+    check_assign_exact(1000, 2, 16, AVQ_NEAREST_L2);
+    check_assign_exact(999, 3, 256, AVQ_NEAREST_L2);
+    check_assign_exact(37, 8, 5, AVQ_NEAREST_IP);
+    check_assign_exact(5, 1, 2, AVQ_NEAREST_L2);
+}
+
+Test(kmeans, assign_tiled_exact_with_ties) {
+    check_assign_exact(500, 9, 200, AVQ_NEAREST_L2); /* 3 blocks of 64 + 8 */
+    check_assign_exact(300, 12, 64, AVQ_NEAREST_IP); /* one block, no tail */
+    check_assign_exact(300, 10, 40, AVQ_NEAREST_L2); /* tail only */
+    check_assign_exact(200, 9, 4100, AVQ_NEAREST_L2); /* two center tiles */
+}
+
+/* The minimum and the first column holding it in different blocks of 64,
+ * or in the tail: the earliest column still wins. */
+Test(kmeans, assign_tiled_ties_across_blocks) {
+    size_t d = 9, k = 200;
+    float *c = calloc(k * d, sizeof(float)), x[9] = {1.0f};
+    for (size_t j = 0; j < k; j++) c[j * d + 1] = 1.0f + (float)j; /* all far */
+    size_t cases[][3] = {{70, 130, 195}, {130, 131, 199}, {195, 197, 199}, {0, 64, 128}};
+    for (size_t q = 0; q < 4; q++) {
+        float *cc = malloc(k * d * sizeof(float));
+        memcpy(cc, c, k * d * sizeof(float));
+        for (int e = 0; e < 3; e++) {
+            memset(cc + cases[q][e] * d, 0, d * sizeof(float));
+            cc[cases[q][e] * d] = 1.0f; /* the row itself: distance 0 */
+        }
+        int32_t a;
+        float s;
+        cr_assert_eq(avq_assign_nearest(x, 1, d, cc, k, AVQ_NEAREST_L2, 1, &a, &s, NULL, NULL,
+                                        NULL),
+                     AVQ_OK);
+        cr_assert_eq(a, (int32_t)cases[q][0], "case %zu: %d", q, a);
+        cr_assert_eq(s, 0.0f);
+        free(cc);
+    }
+    free(c);
+}
+
+/* Objectives that overflow float: NaN never wins, and when nothing is below
+ * +inf the direct path takes the first +inf center (as before the one-pass
+ * kernel), not center 0 whose objective is NaN. */
+Test(kmeans, assign_direct_overflow_never_picks_nan) {
+    float x[2] = {1e19f, 1e-30f};
+    float c[4] = {1e20f, 0.0f,  /* |c|² = inf, <x,c> = inf: NaN */
+                  0.0f, 1e20f}; /* |c|² = inf, <x,c> tiny: +inf */
+    int32_t a = -1;
+    float s;
+    cr_assert_eq(avq_assign_nearest(x, 1, 2, c, 2, AVQ_NEAREST_L2, 1, &a, &s, NULL, NULL, NULL),
+                 AVQ_OK);
+    cr_assert_eq(a, 1);
+    cr_assert(isinf(s));
+}
+
 static int cancel_now(void *user, const char *stage, size_t done, size_t total) {
     (void)stage;
     (void)done;

@@ -5,6 +5,7 @@
  */
 #include <criterion/criterion.h>
 
+#include "kmeans.h"
 #include "pq.h"
 
 #include <math.h>
@@ -124,6 +125,57 @@ Test(pq, training_is_deterministic_across_threads) {
     free(x);
     free(a);
     free(b);
+}
+
+/* Blocks are trained by the workers side by side (dims_per_block <= 8) or
+ * one after another through SGEMM (wider): either way block m's codebook is
+ * exactly avq_kmeans_train on the block's columns of the sample with the
+ * seed derived from m, whatever the thread count. */
+static void check_blocks_match_kmeans(size_t d, size_t dpb, size_t C) {
+    size_t n = 1500;
+    avq_pq_shape s = {d, dpb, C};
+    float *x = random_rows(n, d, 11 + d + dpb);
+    float *cb = malloc(C * d * sizeof(float)), *want = malloc(C * d * sizeof(float));
+    avq_pq_train_params tp;
+    avq_pq_default_train_params(&tp);
+    tp.training_sample = 1000;
+    tp.max_iter = 5;
+    uint64_t rng = tp.seed;
+    size_t *idx = NULL, count = 0;
+    cr_assert_eq(avq_sample_rows(n, tp.training_sample, C, &rng, &idx, &count), AVQ_OK);
+    float *block = malloc(count * dpb * sizeof(float));
+    size_t K = avq_pq_num_blocks(&s);
+    for (size_t m = 0; m < K; m++) {
+        size_t start = avq_pq_block_start(&s, m), len = avq_pq_block_len(&s, m);
+        for (size_t r = 0; r < count; r++)
+            memcpy(block + r * len, x + idx[r] * d + start, len * sizeof(float));
+        avq_kmeans_params km;
+        avq_kmeans_default_params(&km, C);
+        km.max_iter = tp.max_iter;
+        km.training_sample = 0;
+        km.threads = 1;
+        km.seed = tp.seed ^ (0x9E3779B97F4A7C15ull * (m + 1));
+        cr_assert_eq(avq_kmeans_train(block, count, len, &km, want + C * m * dpb, NULL, NULL,
+                                      NULL),
+                     AVQ_OK);
+    }
+    for (int threads = 1; threads <= 3; threads++) {
+        tp.threads = threads;
+        cr_assert_eq(avq_pq_train(x, n, &s, &tp, cb, NULL, NULL), AVQ_OK);
+        cr_assert_eq(memcmp(cb, want, C * d * sizeof(float)), 0, "d=%zu dpb=%zu threads=%d", d,
+                     dpb, threads);
+    }
+    free(x);
+    free(cb);
+    free(want);
+    free(idx);
+    free(block);
+}
+
+Test(pq, blocks_match_kmeans_at_any_thread_count) {
+    check_blocks_match_kmeans(11, 2, 16);  /* 6 blocks, the last of 1 dim */
+    check_blocks_match_kmeans(16, 8, 256); /* 2 blocks of 8 */
+    check_blocks_match_kmeans(20, 9, 16);  /* SGEMM blocks 9, 9, 2 */
 }
 
 Test(pq, eight_bit_codebook) {
