@@ -4,11 +4,14 @@
  * The expensive part of k-means is the assignment: n rows against k centers.
  * With |x - c|² = |x|² + |c|² - 2<x,c> it becomes one matrix product, which
  * OpenBLAS' SGEMM does an order of magnitude faster than any loop we could
- * write portably.  We compute it in tiles (at most TILE_FLOATS scores, 4 MB)
- * from the calling thread -- OpenBLAS runs its own threads and must not be
- * entered from ours -- and let our workers take the argmin over the tile's
- * rows.  The argmin is two vectorisable passes (minimum, then first index
- * holding it) rather than one branchy loop.
+ * write portably.  We compute it in tiles (at most TILE_FLOATS scores,
+ * 16 MB; 4 MB tiles measured slower on a shared machine: one thread start-up
+ * and OpenBLAS hand-over per tile) from the calling thread -- OpenBLAS runs
+ * its own threads and must not be entered from ours -- and let our workers
+ * take the argmin over the tile's rows: one vectorisable pass for the
+ * minimum by blocks of columns, then a scan of the one block holding it.
+ * Small dimensions (PQ blocks) skip SGEMM: one pass over the centers for
+ * 16 rows at a time, minimum and index tracked together.
  *
  * The update sums each cluster's members in double precision, in row order,
  * one cluster per worker at a time (members found by a counting sort).  That
@@ -34,7 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { TILE_FLOATS = 1 << 20, CENTER_TILE = 4096, ROW_CHUNK = 64, ARGMIN_BLOCK = 64,
+enum { TILE_FLOATS = 4 << 20, CENTER_TILE = 4096, ROW_CHUNK = 64, ARGMIN_BLOCK = 64,
        DIRECT_MAX_DIM = AVQ_KMEANS_DIRECT_MAX_DIM, DIRECT_ROWS = 16 };
 
 void avq_kmeans_default_params(avq_kmeans_params *p, size_t k) {
