@@ -431,6 +431,17 @@ static int evaluate(const eval_setup *e, const float *decoded, variant *v) {
     return 0;
 }
 
+/* evaluate(), then the variant's total time since `start` and its line of
+ * progress on stderr. */
+static int evaluate_timed(const eval_setup *e, const float *decoded, variant *v, double start) {
+    int rc = evaluate(e, decoded, v);
+    v->total_s = cli_now() - start;
+    if (!rc)
+        fprintf(stderr, "avq-paper:   %-24s R1@10 %.4f  (%.1f s)\n", v->name, v->recall1[10],
+                v->total_s);
+    return rc;
+}
+
 /* ---- one bit rate ------------------------------------------------------ */
 
 static int run_config(const paper_opts *o, const eval_setup *e, size_t dpb, variant *out,
@@ -495,11 +506,7 @@ static int run_config(const paper_opts *o, const eval_setup *e, size_t dpb, vari
             rc = cli_fail("paper", st);
             break;
         }
-        rc = evaluate(e, decoded, v);
-        v->total_s = cli_now() - start;
-        if (!rc)
-            fprintf(stderr, "avq-paper:   %-24s R1@10 %.4f  (%.1f s)\n", v->name, v->recall1[10],
-                    v->total_s);
+        rc = evaluate_timed(e, decoded, v, start);
     }
 out:
     free(codebook);
@@ -552,11 +559,7 @@ static int run_int8(const paper_opts *o, const eval_setup *e, variant *out, size
         for (size_t i = 0; i < n; i++)
             for (size_t j = 0; j < d; j++)
                 decoded[i * d + j] = (float)rows[i * d + j] * scale[j];
-        rc = evaluate(e, decoded, v);
-        v->total_s = cli_now() - start;
-        if (!rc)
-            fprintf(stderr, "avq-paper:   %-24s R1@10 %.4f  (%.1f s)\n", v->name, v->recall1[10],
-                    v->total_s);
+        rc = evaluate_timed(e, decoded, v, start);
     }
 out:
     free(scale);
