@@ -207,6 +207,27 @@ static int cmp_block_order(const void *pa, const void *pb) {
     return a->m < b->m ? -1 : (a->m > b->m);
 }
 
+/* The blocks in cmp_block_order's order.  That order is total, so any
+ * correct sort gives the same result; up to 64 blocks (every 4-bit code of
+ * up to 128 dimensions at 2 per block) an inline insertion sort, which costs
+ * a third of qsort's calls through a function pointer here (it ran once per
+ * encoded point: 4.6 % of a GloVe build after the k-means work). */
+static void sort_blocks(block_order *v, size_t K) {
+    if (K > 64) {
+        qsort(v, K, sizeof *v, cmp_block_order);
+        return;
+    }
+    for (size_t i = 1; i < K; i++) {
+        block_order x = v[i];
+        size_t j = i;
+        while (j > 0 && (v[j - 1].r < x.r || (v[j - 1].r == x.r && v[j - 1].m > x.m))) {
+            v[j] = v[j - 1];
+            j--;
+        }
+        v[j] = x;
+    }
+}
+
 typedef struct {
     double *R, *P;       /* K x C */
     block_order *order;  /* K */
@@ -267,7 +288,7 @@ static void coordinate_descent(const avq_pq_shape *s, double eta, int max_rounds
         w->order[m].r = w->R[m * C + w->code[m]];
         w->order[m].m = m;
     }
-    qsort(w->order, K, sizeof *w->order, cmp_block_order);
+    sort_blocks(w->order, K);
     for (int round = 0; round < max_rounds; round++) {
         int changed = 0;
         for (size_t o = 0; o < K; o++) {
