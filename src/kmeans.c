@@ -158,7 +158,7 @@ static int finish_scores(void *ctx, size_t begin, size_t end, int worker) {
     return AVQ_OK;
 }
 
-static void center_norms2(const float *centers, size_t k, size_t d, float *out) {
+void avq_center_norms2(const float *centers, size_t k, size_t d, float *out) {
     for (size_t j = 0; j < k; j++) out[j] = (float)avq_norm2_f64(centers + j * d, d);
 }
 
@@ -270,7 +270,7 @@ static int assign_nearest(const float *x, size_t n, size_t d, const float *cente
         goto done;
     }
     if (kind == AVQ_NEAREST_L2)
-        center_norms2(centers, k, d, cn);
+        avq_center_norms2(centers, k, d, cn);
     else
         for (size_t j = 0; j < k; j++) cn[j] = 0.0f;
     if (direct) {

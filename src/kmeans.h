@@ -88,6 +88,9 @@ int avq_assign_nearest(const float *x, size_t n, size_t d, const float *centers,
                        avq_nearest_kind kind, int threads, int32_t *assign, float *score,
                        avq_progress_fn progress, void *progress_user, const char *stage);
 
+/* out[j] = |centers_j|^2 (k rows of d), summed in double. */
+void avq_center_norms2(const float *centers, size_t k, size_t d, float *out);
+
 /* Bernoulli sample of row indices: each of the n rows is kept with
  * probability cap/n (stopping at cap), in increasing order, drawn from *rng.
  * When cap is 0, n <= cap, or fewer than `at_least` rows were drawn, every

@@ -438,6 +438,17 @@ static bool wants_compaction(const avq_index *x, const avq_leaf *v, size_t nkill
 
 /* ---- add / upsert --------------------------------------------------------- */
 
+/* The places of id's copies (one, or two in a spilled index) appended to
+ * out; returns how many (0: not in the index). */
+static size_t copy_places(const avq_index *x, int64_t id, uint64_t *out) {
+    uint64_t second, first = id == AVQ_NO_ID ? AVQ_IDMAP_EMPTY : avq_idmap_get2(&x->ids, id, &second);
+    if (first == AVQ_IDMAP_EMPTY) return 0;
+    out[0] = first;
+    if (second == AVQ_IDMAP_EMPTY) return 1;
+    out[1] = second;
+    return 2;
+}
+
 /* Plain upsert: a replaced vector keeps its tags.  Rows get the tags of
  * the vector their id has now (none for new ids). */
 typedef struct {
@@ -523,12 +534,10 @@ int avq_index_add_assigned(avq_index *x, const float *vectors, size_t n, const i
      * the same change */
     size_t L = x->num_leaves, K = x->q->num_blocks, d = x->dim, nplaces = 0;
     AVQ_ALLOC(places, 2 * n);
-    for (size_t i = 0; i < n; i++) {
-        uint64_t second, at = replace ? avq_idmap_get2(&x->ids, ids[i], &second) : AVQ_IDMAP_EMPTY;
-        if (at == AVQ_IDMAP_EMPTY) continue;
-        nreplaced++;
-        places[nplaces++] = at;
-        if (second != AVQ_IDMAP_EMPTY) places[nplaces++] = second;
+    for (size_t i = 0; i < n && replace; i++) {
+        size_t c = copy_places(x, ids[i], places + nplaces);
+        nplaces += c;
+        nreplaced += c > 0;
     }
     size_t distinct = 0;
     if (nreplaced && !tag_off && atomic_load(&x->tag_table)) {
@@ -641,12 +650,7 @@ int avq_index_remove(avq_index *x, const int64_t *ids, size_t n, size_t *removed
     int st = avq_index_ensure_ids(x);
     if (st != AVQ_OK) goto out;
     AVQ_ALLOC(places, 2 * n);
-    for (size_t i = 0; i < n; i++) {
-        uint64_t second = AVQ_IDMAP_EMPTY;
-        uint64_t at = ids[i] == AVQ_NO_ID ? AVQ_IDMAP_EMPTY : avq_idmap_get2(&x->ids, ids[i], &second);
-        if (at != AVQ_IDMAP_EMPTY) places[found++] = at;
-        if (second != AVQ_IDMAP_EMPTY) places[found++] = second;
-    }
+    for (size_t i = 0; i < n; i++) found += copy_places(x, ids[i], places + found);
     st = group_kills(x, places, found, &kills, &kill_start, &distinct);
     if (st != AVQ_OK) goto out;
     st = pending_init(x, &p);
@@ -988,17 +992,17 @@ int avq_index_set_tags(avq_index *x, const int64_t *ids, size_t n, const size_t 
     size_t np = 0;
     AVQ_ALLOC(order, 4 * n);
     for (size_t i = 0; i < n; i++) {
-        uint64_t second, at = avq_idmap_get2(&x->ids, ids[i], &second);
-        if (at == AVQ_IDMAP_EMPTY) {
+        uint64_t at[2];
+        size_t c = copy_places(x, ids[i], at);
+        if (c == 0) {
             st = avq_fail(AVQ_ERR_INVALID, "set_tags: row %zu: id %lld is not in the index", i,
                           (long long)ids[i]);
             goto out;
         }
-        order[2 * np] = at;
-        order[2 * np++ + 1] = i;
-        if (second == AVQ_IDMAP_EMPTY) continue;
-        order[2 * np] = second;
-        order[2 * np++ + 1] = i;
+        for (size_t k = 0; k < c; k++, np++) {
+            order[2 * np] = at[k];
+            order[2 * np + 1] = i;
+        }
     }
     /* by place: rows of one leaf together, slots ascending */
     qsort(order, np, 2 * sizeof *order, cmp_u64);

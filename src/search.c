@@ -207,6 +207,10 @@ static int scratch_init(search_scratch *s, const avq_index *idx, const resolved_
     return s->block ? AVQ_OK : AVQ_ERR_NOMEM;
 }
 
+/* A candidate's id during the scan: (leaf << 32 | slot), see index.h. */
+#define CAND_LEAF(id) ((size_t)((uint64_t)(id) >> 32))
+#define CAND_SLOT(id) ((size_t)((uint64_t)(id) & 0xFFFFFFFFu))
+
 /* ---- spilled copies -------------------------------------------------------
  *
  * A spilled index (avq_build_params.spill) keeps every vector in two leaves,
@@ -268,10 +272,7 @@ static size_t dedupe_candidates(const avq_index *idx, search_scratch *s, avq_nei
                                 size_t count) {
     if (AVQ_COPIES(idx->q) == 1 || count < 2) return count;
     int64_t *ids = s->dedup_ids;
-    for (size_t i = 0; i < count; i++) {
-        size_t l = (size_t)((uint64_t)c[i].id >> 32), slot = (size_t)((uint64_t)c[i].id & 0xFFFFFFFFu);
-        ids[i] = s->snap[l]->store->ids[slot];
-    }
+    for (size_t i = 0; i < count; i++) ids[i] = s->snap[CAND_LEAF(c[i].id)]->store->ids[CAND_SLOT(c[i].id)];
     return mark_duplicates(s, ids, c, count) ? drop_marked(s, c, count) : count;
 }
 
@@ -520,8 +521,6 @@ static void scan_until_k(const avq_index *idx, const avq_kernels *kern, search_s
     }
 }
 
-#define CAND_LEAF(id) ((size_t)((uint64_t)(id) >> 32))
-#define CAND_SLOT(id) ((size_t)((uint64_t)(id) & 0xFFFFFFFFu))
 
 /* The re-ranking inner products of the candidates ((leaf, slot) of the
  * versions in s->snap) into s->exact (index with reorder data). */

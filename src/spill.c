@@ -25,6 +25,7 @@
  * L^2 floats, 400 MB at 10,000 leaves, for a saving of one GEMM.)
  */
 #include "avq_internal.h"
+#include "kmeans.h"
 #include "spill.h"
 
 #include <cblas.h>
@@ -54,7 +55,7 @@ static int spill_rows(void *ctx, size_t begin, size_t end, int worker) {
         const float *g = j->tile + r * L;
         size_t p = (size_t)j->primary[r];
         const float *h = j->rtile + r * L;
-        double x2 = avq_dot_f64(j->x + r * j->d, j->x + r * j->d, j->d);
+        double x2 = avq_norm2_f64(j->x + r * j->d, j->d);
         float xx = (float)x2;
         float rx = (float)(x2 - (double)g[p]);                               /* <r, x> */
         float r2 = (float)(x2 - 2.0 * (double)g[p] + (double)j->cnorm2[p]);  /* |r|^2  */
@@ -107,7 +108,7 @@ int avq_spill_assign(const float *x, size_t n, size_t d, const float *centers, s
         st = avq_fail_nomem("spill buffers", (2 * rt * L + rt * d + L) * sizeof(float));
         goto done;
     }
-    for (size_t c = 0; c < L; c++) cnorm2[c] = (float)avq_dot_f64(centers + c * d, centers + c * d, d);
+    avq_center_norms2(centers, L, d, cnorm2);
     for (size_t r0 = 0; r0 < n && st == AVQ_OK; r0 += rt) {
         size_t rows = n - r0 < rt ? n - r0 : rt;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)L, (int)d, 1.0f,
