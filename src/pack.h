@@ -20,6 +20,12 @@
 
 enum { AVQ_PACK4_GROUP = 32 };
 
+/* Bytes of one packed group of 32 points with K blocks of `bits`-bit codes:
+ * 16K for 4 bits, 32K for 8 bits. */
+static inline size_t avq_pack_group_bytes(int bits, size_t K) {
+    return bits == 4 ? 16 * K : 32 * K;
+}
+
 /* Bytes of the packed form of n points with K blocks: ceil(n/32) * 16K.
  * 0 for n = 0; SIZE_MAX if the size does not fit a size_t. */
 size_t avq_pack4_size(size_t n, size_t K);

@@ -30,6 +30,7 @@
 #include "filter.h"
 #include "index.h"
 #include "lut.h"
+#include "pack.h"
 #include "scan.h"
 #include "topk.h"
 #include "vecmath.h"
@@ -448,7 +449,7 @@ static void prefetch_leaf_start(const avq_index *idx, const avq_leaf *v) {
     if (v->full == 0) return;
     const char *p = (const char *)v->store->codes;
     size_t K = idx->q->num_blocks;
-    size_t bytes = idx->q->bits == 4 ? (v->full + 31) / 32 * 16 * K : v->full * K;
+    size_t bytes = (v->full + 31) / 32 * avq_pack_group_bytes(idx->q->bits, K);
     if (bytes > LEAF_PREFETCH_BYTES) bytes = LEAF_PREFETCH_BYTES;
     for (size_t b = 0; b < bytes; b += 64) AVQ_PREFETCH(p + b);
 }
@@ -700,7 +701,7 @@ static void scan_masked(const avq_index *idx, avq_topk_scan_fn scan, size_t l, c
                         const uint32_t *mask, const avq_scan_query *query) {
     int64_t base = (int64_t)((uint64_t)l << 32);
     size_t K = idx->q->num_blocks, groups = (v->full + 31) / 32;
-    bool four = idx->q->bits == 4;
+    size_t group_bytes = avq_pack_group_bytes(idx->q->bits, K);
     for (size_t g = 0; g < groups;) {
         if (!mask[g]) {
             g++;
@@ -709,7 +710,7 @@ static void scan_masked(const avq_index *idx, avq_topk_scan_fn scan, size_t l, c
         size_t end = g + 1;
         while (end < groups && mask[end]) end++;
         size_t first = 32 * g, last = 32 * end < v->full ? 32 * end : v->full;
-        const uint8_t *codes = v->store->codes + (four ? g * 16 * K : first * K);
+        const uint8_t *codes = v->store->codes + g * group_bytes;
         avq_scan_leaf part = {codes, last - first, K, NULL, base + (int64_t)first, mask + g};
         scan(&part, 1, query);
         g = end;
