@@ -15,10 +15,11 @@
  * [n, n + m) of the store -- no search reads them, they are beyond every
  * published n -- and publishing a version with the larger n.  Two things
  * cannot be written in place because searches read them whole: the packed
- * 4-bit group that is still filling up (the fast-scan kernels read all 32
+ * code group that is still filling up (the fast-scan kernels read all 32
  * lanes of a group), and the liveness bitmap.  So each version owns a copy
  * of both: `tail` holds the codes of slots [full, n) as one packed group,
- * and `alive` one bit per slot.  Both are small (16K bytes and n/8 bytes).
+ * and `alive` one bit per slot.  Both are small (16K or 32K bytes for 4- or
+ * 8-bit codes, and n/8 bytes).
  *
  * Stores made by a load (pointing into a file mapping) or by compaction are
  * exact-size; a store loaded from a file keeps its partial last group in
@@ -251,6 +252,8 @@ struct avq_index {
     size_t dim, num_leaves;
     avq_leaf *_Atomic *leaves;  /* num_leaves current versions              */
     avq_mapping *mapping;       /* what loaded leaves point into, or NULL   */
+    avq_mapping *codes_mapping; /* the repacked codes of an 8-bit file from
+                                   before avq 0.6 (io.c), or NULL           */
     atomic_size_t live;         /* live slots over all leaves: the vectors
                                    times AVQ_COPIES(q) (every vector of a
                                    spilled index has exactly two)           */

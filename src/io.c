@@ -206,6 +206,8 @@ typedef struct {
     int64_t next_id;
     float *centers, *center_norms, *codebook, *i8_scale, *leaf_spread;
     float *spill_lambda;     /* SPIL: 1 float, or NULL (not spilled)         */
+    uint32_t *pack8;         /* PAK8: 1 word, the group size (32), or NULL   */
+    bool codes8_packed;      /* 8-bit codes in the packed layout (0.6 on)    */
     uint64_t *leaf_offsets, *code_offsets;
     int64_t *ids;
     uint8_t *codes;
@@ -241,7 +243,13 @@ enum {
      * also has the REQUIRED section SPIL, so a reader before 0.5 -- which
      * would take the second copies for damage or return them twice --
      * refuses it instead */
-    CF_SPILL, CF_COUNT
+    CF_SPILL,
+    /* appended in avq 0.6: 1 = the 8-bit codes are in the packed 8-bit
+     * layout (pack.h), 0 = row-major n x K bytes, what every 8-bit file
+     * before 0.6 holds (converted on load).  A packed file also has the
+     * REQUIRED section PAK8, so a reader before 0.6 -- which would read the
+     * packed bytes as row-major codes -- refuses it instead */
+    CF_CODES8_PACKED, CF_COUNT
 };
 
 static void encode_conf(const file_view *x, uint8_t *out) {
@@ -262,6 +270,7 @@ static void encode_conf(const file_view *x, uint8_t *out) {
         [CF_LEAF_SPREAD_Z] = float_bits(p->leaf_spread_z),
         [CF_WEIGHT] = (uint64_t)p->weight, [CF_WEIGHT_PARAM] = float_bits(p->weight_param),
         [CF_INT8_AWARE] = (uint64_t)p->int8_aware, [CF_SPILL] = (uint64_t)p->spill,
+        [CF_CODES8_PACKED] = (uint64_t)x->codes8_packed,
     };
     for (int i = 0; i < CF_COUNT; i++) put_u64(out + 8 * i, v[i]);
 }
@@ -297,6 +306,11 @@ static int decode_conf(const uint8_t *in, size_t len, unsigned version, file_vie
                         "%s: section CONF: spill %llu does not fit the index (it needs 2 or more "
                         "leaves, codes and an even live count)", path,
                         (unsigned long long)v[CF_SPILL]);
+    if (v[CF_CODES8_PACKED] > 1 ||
+        (v[CF_CODES8_PACKED] && (v[CF_BITS] != 8 || v[CF_MODE] != AVQ_MODE_PQ)))
+        return avq_fail(AVQ_ERR_FORMAT,
+                        "%s: section CONF: packed 8-bit codes flag %llu in an index without "
+                        "8-bit codes", path, (unsigned long long)v[CF_CODES8_PACKED]);
     if (v[CF_METRIC] > AVQ_METRIC_COSINE || v[CF_MODE] > AVQ_MODE_PQ ||
         v[CF_REORDER] > AVQ_REORDER_NONE || (v[CF_BITS] != 4 && v[CF_BITS] != 8))
         return avq_fail(AVQ_ERR_FORMAT, "%s: section CONF: unknown metric, mode, reorder or bits", path);
@@ -340,6 +354,7 @@ static int decode_conf(const uint8_t *in, size_t len, unsigned version, file_vie
     p->weight_param = weight_param;
     p->int8_aware = (int)v[CF_INT8_AWARE];
     p->spill = (int)v[CF_SPILL]; /* its lambda is in section SPIL */
+    x->codes8_packed = v[CF_CODES8_PACKED] != 0;
     x->version = version;
     x->mode = (avq_index_mode)v[CF_MODE];
     x->n = v[CF_N];
@@ -375,7 +390,7 @@ typedef struct {
 
 enum {
     A_CENT, A_CNRM, A_LOFF, A_IDS, A_CBOK, A_CODE, A_COFF, A_VECF, A_VEC8, A_I8SC, A_NRM2, A_LIVE,
-    A_TKOF, A_TSOF, A_TKEY, A_TPOS, A_TSLT, A_LSPR, A_SPIL
+    A_TKOF, A_TSOF, A_TKEY, A_TPOS, A_TSLT, A_LSPR, A_SPIL, A_PAK8
 };
 
 static const array_section ARRAYS[] = {
@@ -400,6 +415,8 @@ static const array_section ARRAYS[] = {
     [A_LSPR] = ARRAY('L', 'S', 'P', 'R', leaf_spread, float, PART_QUANTIZER),
     /* 0.5, REQUIRED: the spill loss's lambda (one float) of a spilled index */
     [A_SPIL] = ARRAY('S', 'P', 'I', 'L', spill_lambda, float, PART_QUANTIZER),
+    /* 0.6, REQUIRED: the 8-bit codes are packed in groups of (one word) 32 */
+    [A_PAK8] = ARRAY('P', 'A', 'K', '8', pack8, uint32_t, PART_QUANTIZER),
 };
 #define NUM_ARRAYS (sizeof ARRAYS / sizeof ARRAYS[0])
 #define CONF_TAG TAG('C', 'O', 'N', 'F')
@@ -412,8 +429,11 @@ static size_t leaf_slots(const file_view *x, size_t l) {
     return (size_t)(x->leaf_offsets[l + 1] - x->leaf_offsets[l]);
 }
 
+/* A leaf's code bytes: its packed groups, or, in an 8-bit file before 0.6,
+ * its row-major codes. */
 static size_t leaf_code_bytes(const file_view *x, size_t slots) {
-    return x->bits == 4 ? avq_pack4_size(slots, x->num_blocks) : slots * x->num_blocks;
+    if (x->bits == 8 && !x->codes8_packed) return slots * x->num_blocks;
+    return avq_pack_size((int)x->bits, slots, x->num_blocks);
 }
 
 /* Words of the LIVE section: each leaf's bits start on a word. */
@@ -449,6 +469,7 @@ static size_t expected_count(const file_view *x, size_t which) {
     case A_TSLT: return x->version >= 3 && x->tag_slot_offsets ? (size_t)x->tag_slot_offsets[L] : 0;
     case A_LSPR: return pq && x->params.leaf_spread_z > 0.0f ? L : 0;
     case A_SPIL: return x->params.spill > 0 ? 1 : 0;
+    case A_PAK8: return pq && x->codes8_packed ? 1 : 0;
     default: return 0;
     }
 }
@@ -614,6 +635,9 @@ static int plan_save(const avq_quantizer *q, const avq_leaf *const *leaves, int6
     v->i8_scale = q->i8_scale;
     v->leaf_spread = q->leaf_spread;
     v->spill_lambda = (float *)&q->params.spill_lambda;
+    static const uint32_t pack_group = AVQ_PACK_GROUP;
+    v->codes8_packed = q->mode == AVQ_MODE_PQ && q->bits == 8;
+    v->pack8 = (uint32_t *)&pack_group;
     v->leaf_offsets = calloc(L + 1, sizeof *v->leaf_offsets);
     v->code_offsets = calloc(L + 1, sizeof *v->code_offsets);
     /* at most 2 pieces per leaf per section, 1 for quantizer arrays */
@@ -683,9 +707,10 @@ static int plan_save(const avq_quantizer *q, const avq_leaf *const *leaves, int6
                 const avq_leaf *lv = leaves[l];
                 if (lv->n == 0) continue;
                 if (i == A_CODE) {
-                    size_t head = q->bits == 4 ? avq_pack4_size(lv->full, K) : lv->full * K;
+                    size_t head = avq_pack_size(q->bits, lv->full, K);
                     if (head) *next++ = (piece){lv->store->codes, head};
-                    if (lv->n > lv->full) *next++ = (piece){lv->tail, 16 * K};
+                    if (lv->n > lv->full)
+                        *next++ = (piece){lv->tail, avq_pack_group_bytes(q->bits, K)};
                 } else if (i == A_LIVE) {
                     size_t w = (lv->n + 31) / 32;
                     if (lv->alive) {
@@ -1105,6 +1130,10 @@ static int check_contents(const file_view *x, bool check_ids, const char *path) 
     if (x->spill_lambda && (!(x->spill_lambda[0] >= 0.0f) || isinf(x->spill_lambda[0])))
         return avq_fail(AVQ_ERR_FORMAT, "%s: section SPIL: lambda %g is not a number >= 0", path,
                         (double)x->spill_lambda[0]);
+    if (x->pack8 && x->pack8[0] != AVQ_PACK_GROUP)
+        return avq_fail(AVQ_ERR_FORMAT,
+                        "%s: section PAK8: groups of %u points, this library packs %d", path,
+                        (unsigned)x->pack8[0], AVQ_PACK_GROUP);
     if (x->leaf_spread)
         for (size_t l = 0; l < x->num_leaves; l++)
             if (!(x->leaf_spread[l] >= 0.0f))
@@ -1177,7 +1206,7 @@ static int attach_arrays(file_view *x, const uint8_t *file, const in_section *se
     static const size_t order[] = {A_COFF, A_LOFF, A_TKOF, A_TSOF, A_CENT, A_CNRM,
                                    A_IDS,  A_CBOK, A_CODE, A_VECF, A_VEC8, A_I8SC,
                                    A_NRM2, A_LIVE, A_TKEY, A_TPOS, A_TSLT, A_LSPR,
-                                   A_SPIL};
+                                   A_SPIL, A_PAK8};
     _Static_assert(sizeof order / sizeof order[0] == NUM_ARRAYS, "every array is attached");
     for (size_t k = 0; k < NUM_ARRAYS; k++) {
         size_t i = order[k];
@@ -1360,6 +1389,36 @@ static int quantizer_from_view(const file_view *v, avq_mapping *map, avq_quantiz
     return AVQ_OK;
 }
 
+/* An 8-bit file from before avq 0.6 stores each leaf's codes row-major;
+ * the kernels read the packed layout.  Repack every leaf once, into one
+ * read-only anonymous mapping the index owns (x->codes_mapping), and give
+ * the offset of leaf l's groups in offsets[l]. */
+static int repack_legacy_codes8(const file_view *v, avq_index *x, size_t *offsets,
+                                uint8_t **base, const char *path) {
+    size_t K = v->num_blocks, total = 0;
+    for (size_t l = 0; l < v->num_leaves; l++) {
+        offsets[l] = total;
+        total += avq_pack_size(8, leaf_slots(v, l), K); /* fits: <= 2x the file's CODE */
+    }
+    size_t bytes = total ? total : 1;
+    void *mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) return avq_fail_nomem("repacked 8-bit codes", bytes);
+    x->codes_mapping = avq_mapping_new(mem, bytes);
+    if (!x->codes_mapping) {
+        munmap(mem, bytes);
+        return avq_fail_nomem("mapping", sizeof(avq_mapping));
+    }
+    for (size_t l = 0; l < v->num_leaves; l++) {
+        size_t n = leaf_slots(v, l);
+        if (n == 0) continue;
+        int st = avq_pack(8, v->codes + v->code_offsets[l], n, K, (uint8_t *)mem + offsets[l]);
+        if (st != AVQ_OK) return avq_fail(st, "%s: section CODE: leaf %zu: cannot repack", path, l);
+    }
+    mprotect(mem, bytes, PROT_READ); /* like the file's bytes: never written */
+    *base = mem;
+    return AVQ_OK;
+}
+
 /* The index over a parsed file: every leaf a frozen version pointing into
  * the mapping. */
 static int index_from_view(const file_view *v, avq_mapping *map, bool build_ids,
@@ -1375,6 +1434,14 @@ static int index_from_view(const file_view *v, avq_mapping *map, bool build_ids,
     x->mapping = map;
     size_t d = v->dim, K = v->num_blocks, word = 0;
     bool tagged = false;
+    /* where each leaf's packed codes start: the file's, or a repacked copy */
+    uint8_t *codes = v->codes;
+    size_t *code_at = NULL;
+    if (v->mode == AVQ_MODE_PQ && v->bits == 8 && !v->codes8_packed) {
+        code_at = malloc((v->num_leaves ? v->num_leaves : 1) * sizeof *code_at);
+        st = code_at ? repack_legacy_codes8(v, x, code_at, &codes, path)
+                     : avq_fail_nomem("code offsets", v->num_leaves * sizeof *code_at);
+    }
     for (size_t l = 0; l < v->num_leaves && st == AVQ_OK; l++) {
         size_t first = v->leaf_offsets[l], n = leaf_slots(v, l);
         avq_leaf *lv = avq_leaf_load(x, l);
@@ -1388,8 +1455,10 @@ static int index_from_view(const file_view *v, avq_mapping *map, bool build_ids,
         s->owned = false;
         s->bytes = sizeof *s + n * sizeof(int64_t) + (v->vectors ? n * d * sizeof(float) : 0) +
                    (v->vectors_i8 ? n * d : 0) + (v->norms2 ? n * sizeof(float) : 0) +
-                   (v->mode == AVQ_MODE_PQ ? leaf_code_bytes(v, n) : 0);
-        s->codes = v->mode == AVQ_MODE_PQ ? v->codes + v->code_offsets[l] : NULL;
+                   (v->mode == AVQ_MODE_PQ ? avq_pack_size((int)v->bits, n, K) : 0);
+        s->codes = v->mode != AVQ_MODE_PQ ? NULL
+                   : code_at              ? codes + code_at[l]
+                                          : codes + v->code_offsets[l];
         s->ids = v->ids + first;
         s->vectors = v->vectors ? v->vectors + first * d : NULL;
         s->vectors_i8 = v->vectors_i8 ? v->vectors_i8 + first * d : NULL;
@@ -1406,7 +1475,6 @@ static int index_from_view(const file_view *v, avq_mapping *map, bool build_ids,
             lv->live = live;
             word += words;
         }
-        (void)K;
         size_t nkeys = v->tag_key_offsets
                            ? (size_t)(v->tag_key_offsets[l + 1] - v->tag_key_offsets[l]) : 0;
         if (nkeys > 0) {
@@ -1431,6 +1499,7 @@ static int index_from_view(const file_view *v, avq_mapping *map, bool build_ids,
             }
         }
     }
+    free(code_at);
     if (st == AVQ_OK && tagged) st = avq_tag_counts_rebuild(x);
     if (st == AVQ_OK) {
         atomic_store(&x->live, v->live);

@@ -9,7 +9,7 @@
  *   - every leaf is one atomic pointer to an immutable version (index.h);
  *   - a writer makes the new version beside the old one -- appending into
  *     slots no published version covers, copying only the small parts that
- *     searches read whole (the filling 4-bit group, the liveness bitmap) --
+ *     searches read whole (the filling code group, the liveness bitmap) --
  *     and swaps the pointer: one store, so a search sees the leaf before or
  *     after the change, and a search that starts after the writer returns
  *     sees the change (removed ids are never returned again);
@@ -26,7 +26,7 @@
  * leaf), on a cache line of its own, instead of two atomic read-modify-
  * writes per leaf on lines that every searcher shares (a rwlock's counter):
  * with 20 leaves per query that is 40 contended atomics saved per query.
- * The writer pays a copy of the tail group (16K bytes) and of the liveness
+ * The writer pays a copy of the tail group (16K or 32K bytes) and of the liveness
  * bitmap per changed leaf and change, which is small next to encoding.
  * doc/RESULTS.md ("Living index", part c) has the measured cost with and
  * without a writer.
@@ -194,7 +194,7 @@ void avq_leaf_store_free(avq_leaf_store *s) {
 
 size_t avq_leaf_bytes(const avq_index *x, const avq_leaf *v) {
     size_t b = sizeof *v;
-    if (v->own_tail) b += 16 * x->q->num_blocks;
+    if (v->own_tail) b += avq_pack_group_bytes(x->q->bits, x->q->num_blocks);
     if (v->own_alive) b += (v->n + 31) / 32 * sizeof(uint32_t);
     if (v->store) b += v->store->bytes;
     return b + avq_leaf_tags_bytes(v->tags);
@@ -253,6 +253,7 @@ void avq_index_free(avq_index *x) {
     avq_idmap_free(&x->ids);
     avq_tag_table_free_all(atomic_load(&x->tag_table));
     avq_mapping_unref(x->mapping);
+    avq_mapping_unref(x->codes_mapping);
     avq_quantizer_free(x->q);
     pthread_mutex_destroy(&x->write_lock);
     free(x);
@@ -262,11 +263,11 @@ void avq_index_free(avq_index *x) {
 
 static size_t round32(size_t n) { return (n + 31) & ~(size_t)31; }
 
-/* The unpacked 4-bit codes of slot s of version v (K bytes into out). */
-static void slot_codes4(const avq_leaf *v, size_t K, size_t s, uint8_t *out) {
+/* The unpacked codes of slot s of version v (K bytes into out). */
+static void slot_codes(const avq_leaf *v, int bits, size_t K, size_t s, uint8_t *out) {
     const uint8_t *packed = s < v->full ? v->store->codes : v->tail;
     size_t i = s < v->full ? s : s - v->full;
-    for (size_t m = 0; m < K; m++) out[m] = avq_pack4_get(packed, K, i, m);
+    for (size_t m = 0; m < K; m++) out[m] = avq_pack_get(bits, packed, K, i, m);
 }
 
 /* A store of `capacity` slots.  whole = an exact-size store (a first fill,
@@ -285,9 +286,8 @@ static int store_new(const avq_index *x, size_t capacity, bool whole, avq_leaf_s
     size_t cap = capacity ? capacity : 1, code_bytes = 0;
     bool ok = true;
     if (q->mode == AVQ_MODE_PQ) {
-        code_bytes = q->bits != 4 ? capacity * K
-                     : whole    ? avq_pack4_size(capacity, K)
-                                : capacity / 32 * 16 * K;
+        code_bytes = whole ? avq_pack_size(q->bits, capacity, K)
+                           : capacity / 32 * avq_pack_group_bytes(q->bits, K);
         s->codes = avq_alloc_aligned(code_bytes ? code_bytes : 64);
         ok &= s->codes != NULL;
     }
@@ -326,20 +326,21 @@ static void put_new_data(const avq_index *x, avq_leaf_store *dst, size_t to,
     if (dst->norms2) dst->norms2[to] = add->norms2[i];
 }
 
-/* 4-bit: pack the `t` unpacked codes into complete groups written to the
- * store from group first_group on, and the rest into a new tail -- or, for
- * a whole store (first_group 0), all of them into the store. */
+/* Pack the `t` unpacked codes into complete groups written to the store
+ * from group first_group on, and the rest into a new tail -- or, for a
+ * whole store (first_group 0), all of them into the store. */
 static int pack_tail(const avq_index *x, avq_leaf_store *s, size_t first_group,
                      const uint8_t *codes, size_t t, bool whole, avq_leaf *v) {
-    size_t K = x->q->num_blocks, group = 16 * K, groups = t / 32;
+    int bits = x->q->bits;
+    size_t K = x->q->num_blocks, group = avq_pack_group_bytes(bits, K), groups = t / 32;
     if (t == 0) return AVQ_OK;
     if (whole) {
         v->full = t;
-        return avq_pack4(codes, t, K, s->codes);
+        return avq_pack(bits, codes, t, K, s->codes);
     }
-    uint8_t *packed = malloc(avq_pack4_size(t, K));
-    if (!packed) return avq_fail_nomem("packed codes", avq_pack4_size(t, K));
-    int st = avq_pack4(codes, t, K, packed);
+    uint8_t *packed = malloc(avq_pack_size(bits, t, K));
+    if (!packed) return avq_fail_nomem("packed codes", avq_pack_size(bits, t, K));
+    int st = avq_pack(bits, codes, t, K, packed);
     if (st == AVQ_OK) {
         memcpy(s->codes + first_group * group, packed, groups * group);
         if (t % 32) {
@@ -359,7 +360,8 @@ int avq_leaf_change(const avq_index *x, const avq_leaf *old, const uint32_t *kil
                     avq_leaf **out) {
     const avq_quantizer *q = x->q;
     size_t K = q->num_blocks, m = add ? add->count : 0, n_old = old->n;
-    bool pq = q->mode == AVQ_MODE_PQ, four = pq && q->bits == 4;
+    bool pq = q->mode == AVQ_MODE_PQ;
+    int bits = q->bits;
     int st = AVQ_OK;
     *out = NULL;
     /* candidates and the id map address a slot with 32 bits */
@@ -398,7 +400,7 @@ int avq_leaf_change(const avq_index *x, const avq_leaf *old, const uint32_t *kil
          * the data arrays all n_new slots */
         st = store_new(x, n_new, true, &fresh);
         if (st != AVQ_OK) goto fail;
-        if (four) {
+        if (pq) {
             codes = malloc((n_new ? n_new : 1) * K);
             if (!codes) {
                 st = avq_fail_nomem("codes", n_new * K);
@@ -417,19 +419,17 @@ int avq_leaf_change(const avq_index *x, const avq_leaf *old, const uint32_t *kil
             if (!ALIVE(s)) continue;
             if (remap) remap[s] = (uint32_t)at;
             copy_slot_data(x, fresh, at, old->store, s);
-            if (four) slot_codes4(old, K, s, codes + at * K);
-            else if (pq) memcpy(fresh->codes + at * K, old->store->codes + s * K, K);
+            if (pq) slot_codes(old, bits, K, s, codes + at * K);
             at++;
         }
         for (size_t i = 0; i < m; i++, at++) {
             put_new_data(x, fresh, at, add, i);
-            if (four) memcpy(codes + at * K, add->codes + i * K, K);
-            else if (pq) memcpy(fresh->codes + at * K, add->codes + i * K, K);
+            if (pq) memcpy(codes + at * K, add->codes + i * K, K);
         }
         v->n = v->live = n_new;
         v->full = n_new;
         v->store = fresh;
-        if (four) {
+        if (pq) {
             st = pack_tail(x, fresh, 0, codes, n_new, true, v);
             if (st != AVQ_OK) goto fail;
         }
@@ -457,13 +457,9 @@ int avq_leaf_change(const avq_index *x, const avq_leaf *old, const uint32_t *kil
         size_t cap = whole ? n_new : round32(n_new + n_new / 4);
         st = store_new(x, cap, whole, &fresh);
         if (st != AVQ_OK) goto fail;
-        f = four ? (old->full / 32) * 32 : n_old;
+        f = (old->full / 32) * 32;
         for (size_t i = 0; i < n_old; i++) copy_slot_data(x, fresh, i, s, i);
-        if (four) {
-            if (f) memcpy(fresh->codes, s->codes, f / 32 * 16 * K);
-        } else if (pq && n_old) {
-            memcpy(fresh->codes, s->codes, n_old * K);
-        }
+        if (pq && f) memcpy(fresh->codes, s->codes, f / 32 * avq_pack_group_bytes(bits, K));
         s = fresh;
     }
     for (size_t i = 0; i < m; i++) put_new_data(x, s, n_old + i, add, i);
@@ -471,19 +467,17 @@ int avq_leaf_change(const avq_index *x, const avq_leaf *old, const uint32_t *kil
     v->live = old->live - nkill + m;
     v->store = s;
     v->full = n_new;
-    if (four) {
+    if (pq) {
         size_t t = n_new - f;
         codes = malloc((t ? t : 1) * K);
         if (!codes) {
             st = avq_fail_nomem("codes", t * K);
             goto fail;
         }
-        for (size_t i = f; i < n_old; i++) slot_codes4(old, K, i, codes + (i - f) * K);
+        for (size_t i = f; i < n_old; i++) slot_codes(old, bits, K, i, codes + (i - f) * K);
         if (m) memcpy(codes + (n_old - f) * K, add->codes, m * K);
         st = pack_tail(x, s, f / 32, codes, t, fresh && fresh->capacity == n_new && n_old == 0, v);
         if (st != AVQ_OK) goto fail;
-    } else if (pq && m) {
-        memcpy(s->codes + n_old * K, add->codes, m * K);
     }
     if (alive || (old->alive && m)) {
         size_t words = (n_new + 31) / 32;

@@ -33,8 +33,8 @@
  * 4 accumulators per query). */
 enum { AVQ_SCAN_MAX_BATCH = 3, AVQ_SCAN_CHUNK_BLOCKS = 256 };
 
-/* One leaf as the scan sees it.  `codes` is the packed 4-bit layout
- * (pack.h) for the lut16 kernels, n x K row-major bytes for lut256. */
+/* One leaf as the scan sees it.  `codes` is the packed layout (pack.h) of
+ * its code width: 4-bit for the lut16 kernels, 8-bit for lut256. */
 typedef struct {
     const uint8_t *codes;
     size_t n, K;
@@ -75,7 +75,7 @@ typedef struct {
      * (derived from its topk's threshold, re-derived after each group of 32
      * points) into that query's topk, as (avq_lut8_dist(...), id). */
     avq_topk_scan_fn lut16_topk;
-    /* 8-bit codes, n x K row-major; the same outputs with C = 256. */
+    /* 8-bit codes, packed 8-bit layout; the same outputs with C = 256. */
     avq_sums32_fn lut256_sums32;
     avq_topk_scan_fn lut256_topk;
     /* out[i] = <q, row i> for rows n x d row-major, or for the rows at

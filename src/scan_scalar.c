@@ -87,26 +87,34 @@ void avq_lut16_topk_scalar(const avq_scan_leaf *leaf, size_t nq,
         }
 }
 
-/* ---- LUT256: row-major 8-bit codes ------------------------------------- */
+/* ---- LUT256: packed 8-bit codes (pack.h) -------------------------------- */
 
-static int32_t lut256_point_sum(const uint8_t *code, size_t K, const uint8_t *lut) {
-    /* four independent chains: table lookups are load-latency bound */
-    int32_t a = 0, b = 0, c = 0, d = 0;
-    size_t m = 0;
-    for (; m + 4 <= K; m += 4) {
-        a += lut[(m + 0) * 256 + code[m + 0]];
-        b += lut[(m + 1) * 256 + code[m + 1]];
-        c += lut[(m + 2) * 256 + code[m + 2]];
-        d += lut[(m + 3) * 256 + code[m + 3]];
+/* The 32 sums of one packed 8-bit group, point by point: four independent
+ * chains per point, since table lookups are load-latency bound. */
+static void lut256_group_sums(const uint8_t *group, size_t K, const uint8_t *lut,
+                              int32_t sums[32]) {
+    for (size_t s = 0; s < 32; s++) {
+        int32_t a = 0, b = 0, c = 0, d = 0;
+        size_t m = 0;
+        for (; m + 4 <= K; m += 4) {
+            a += lut[(m + 0) * 256 + group[(m + 0) * 32 + s]];
+            b += lut[(m + 1) * 256 + group[(m + 1) * 32 + s]];
+            c += lut[(m + 2) * 256 + group[(m + 2) * 32 + s]];
+            d += lut[(m + 3) * 256 + group[(m + 3) * 32 + s]];
+        }
+        for (; m < K; m++) a += lut[m * 256 + group[m * 32 + s]];
+        sums[s] = a + b + c + d - 128 * (int32_t)K;
     }
-    for (; m < K; m++) a += lut[m * 256 + code[m]];
-    return a + b + c + d - 128 * (int32_t)K;
 }
 
-void avq_lut256_sums32_scalar(const uint8_t *codes, size_t n, size_t K, size_t nq,
+void avq_lut256_sums32_scalar(const uint8_t *packed, size_t n, size_t K, size_t nq,
                               const uint8_t *const *luts, int32_t *const *sums) {
-    for (size_t i = 0; i < n; i++)
-        for (size_t q = 0; q < nq; q++) sums[q][i] = lut256_point_sum(codes + i * K, K, luts[q]);
+    int32_t group[32];
+    for (size_t g = 0; g < group_count(n); g++)
+        for (size_t q = 0; q < nq; q++) {
+            lut256_group_sums(packed + g * 32 * K, K, luts[q], group);
+            memcpy(sums[q] + 32 * g, group, points_in_group(n, g) * sizeof(int32_t));
+        }
 }
 
 void avq_lut256_topk_scalar(const avq_scan_leaf *leaf, size_t nq,
@@ -117,10 +125,7 @@ void avq_lut256_topk_scalar(const avq_scan_leaf *leaf, size_t nq,
     for (size_t q = 0; q < nq; q++) avq_scan_threshold_init(&thr[q], &queries[q], K);
     for (size_t g = 0; g < group_count(leaf->n); g++)
         for (size_t q = 0; q < nq; q++) {
-            size_t count = points_in_group(leaf->n, g);
-            for (size_t s = 0; s < count; s++)
-                sums[s] = lut256_point_sum(leaf->codes + (32 * g + s) * K, K, queries[q].lut8);
-            for (size_t s = count; s < 32; s++) sums[s] = thr[q].sum_max;
+            lut256_group_sums(leaf->codes + g * 32 * K, K, queries[q].lut8, sums);
             push_group(&thr[q], leaf, g, sums);
         }
 }

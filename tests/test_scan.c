@@ -35,18 +35,17 @@ enum { N_ISAS = 4 };
 typedef struct {
     size_t n, K, C;
     uint8_t *codes;  /* n x K unpacked */
-    uint8_t *packed; /* 4-bit layout (C = 16 only) */
+    uint8_t *packed; /* the packed layout of its width (pack.h) */
 } leaf_data;
 
 static leaf_data make_leaf(size_t n, size_t K, size_t C, uint64_t seed) {
     leaf_data L = {n, K, C, malloc(n * K + 1), NULL};
     cr_assert(L.codes);
     for (size_t i = 0; i < n * K; i++) L.codes[i] = (uint8_t)(avq_rng_next(&seed) % C);
-    if (C == 16) {
-        L.packed = malloc(avq_pack4_size(n, K) + 1);
-        cr_assert(L.packed);
-        cr_assert_eq(avq_pack4(L.codes, n, K, L.packed), AVQ_OK);
-    }
+    int bits = C == 16 ? 4 : 8;
+    L.packed = malloc(avq_pack_size(bits, n, K) + 1);
+    cr_assert(L.packed);
+    cr_assert_eq(avq_pack(bits, L.codes, n, K, L.packed), AVQ_OK);
     return L;
 }
 
@@ -86,7 +85,7 @@ static void check_sums(const leaf_data *L, size_t nq, const uint8_t *const *luts
         if (!k) continue;
         for (size_t q = 0; q < nq; q++) memset(got32[q], 0x5A, L->n * sizeof(int32_t));
         if (L->C == 16) k->lut16_sums32(L->packed, L->n, L->K, nq, luts, got32);
-        else k->lut256_sums32(L->codes, L->n, L->K, nq, luts, got32);
+        else k->lut256_sums32(L->packed, L->n, L->K, nq, luts, got32);
         for (size_t q = 0; q < nq; q++)
             for (size_t i = 0; i < L->n; i++)
                 cr_assert_eq(got32[q][i], want[q][i], "%s C=%zu sums32 n=%zu K=%zu nq=%zu q=%zu i=%zu",
@@ -213,7 +212,7 @@ static void check_topk(const leaf_data *L, size_t nq, uint8_t *const *luts,
             start_topk(&topk[q], storage[q], &cases[q]);
             queries[q] = (avq_scan_query){luts[q], cases[q].base, cases[q].scale, &topk[q]};
         }
-        avq_scan_leaf leaf = {L->C == 16 ? L->packed : L->codes, L->n, L->K, ids, 1000, alive};
+        avq_scan_leaf leaf = {L->packed, L->n, L->K, ids, 1000, alive};
         if (L->C == 16) kern->lut16_topk(&leaf, nq, queries);
         else kern->lut256_topk(&leaf, nq, queries);
         for (size_t q = 0; q < nq; q++) {
