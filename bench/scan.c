@@ -19,6 +19,10 @@
  *   build/bench/scan --quick         N = 100k only
  *   build/bench/scan --isa avx512    one ISA only (options combine)
  *   build/bench/scan --isa neon      the NEON kernels (an aarch64 build)
+ *   build/bench/scan --bits 8        8-bit codes (LUT256 kernels, int32 sums;
+ *                                    K in {13, 25, 32, 50}: K bytes per
+ *                                    point, so K = 25 reads what 4-bit K = 50
+ *                                    reads)
  */
 #include "avq_internal.h"
 #include "cpu.h"
@@ -80,13 +84,20 @@ typedef struct {
     const avq_kernels *k;
     const uint8_t *packed;
     size_t n, K;
+    int bits;
     const uint8_t *luts[3];
     int16_t *sums[3];
+    int32_t *sums32[3];
     avq_topk topk[3];
     avq_neighbor storage[3][21];
 } scan_job;
 
 static void run_sums(scan_job *j, size_t nq) {
+    if (j->bits == 8) {
+        j->k->lut256_sums32(j->packed, j->n, j->K, nq, j->luts, j->sums32);
+        sink += (uint64_t)j->sums32[0][j->n - 1];
+        return;
+    }
     j->k->lut16_sums16(j->packed, j->n, j->K, nq, j->luts, j->sums);
     sink += (uint64_t)j->sums[0][j->n - 1];
 }
@@ -98,7 +109,7 @@ static void run_topk(scan_job *j, size_t nq) {
         q[i] = (avq_scan_query){j->luts[i], 0.0, 0.01, &j->topk[i]};
     }
     avq_scan_leaf leaf = {j->packed, j->n, j->K, NULL, 0, NULL};
-    j->k->lut16_topk(&leaf, nq, q);
+    (j->bits == 8 ? j->k->lut256_topk : j->k->lut16_topk)(&leaf, nq, q);
     sink += (uint64_t)avq_topk_finish(&j->topk[0]);
 }
 
@@ -118,9 +129,9 @@ static double best_time(void (*fn)(scan_job *, size_t), scan_job *j, size_t nq, 
     return best;
 }
 
-static void print_row(const char *isa, size_t n, size_t K, const char *mode, size_t nq,
-                      double seconds, double bandwidth, double single_rate) {
-    double code_bytes = (double)avq_pack4_size(n, K);
+static void print_row(const char *isa, int bits, size_t n, size_t K, const char *mode,
+                      size_t nq, double seconds, double bandwidth, double single_rate) {
+    double code_bytes = (double)avq_pack_size(bits, n, K);
     double per_query = (double)n / seconds; /* points per second for each query */
     printf("%-7s %8zu %4zu  %-4s %2zu  %9.1f  %7.2f  %5.0f%%", isa, n, K, mode, nq,
            per_query / 1e6, code_bytes / seconds / 1e9, 100.0 * code_bytes / seconds / bandwidth);
@@ -128,38 +139,44 @@ static void print_row(const char *isa, size_t n, size_t K, const char *mode, siz
     printf("\n");
 }
 
-static void bench_isa(const avq_kernels *k, size_t n, size_t K, double bandwidth,
+static void bench_isa(const avq_kernels *k, int bits, size_t n, size_t K, double bandwidth,
                       uint64_t *seed) {
+    size_t C = bits == 8 ? 256 : 16;
     uint8_t *codes = malloc(n * K);
-    uint8_t *packed = avq_alloc_aligned(avq_pack4_size(n, K));
+    uint8_t *packed = avq_alloc_aligned(avq_pack_size(bits, n, K));
     scan_job *j = calloc(1, sizeof *j);
     if (!codes || !packed || !j) {
         fprintf(stderr, "bench: out of memory\n");
         exit(1);
     }
-    for (size_t i = 0; i < n * K; i++) codes[i] = (uint8_t)(avq_rng_next(seed) & 15);
-    if (avq_pack4(codes, n, K, packed) != AVQ_OK) exit(1);
+    for (size_t i = 0; i < n * K; i++) codes[i] = (uint8_t)(avq_rng_next(seed) % C);
+    if (avq_pack(bits, codes, n, K, packed) != AVQ_OK) exit(1);
     free(codes);
     j->k = k;
     j->packed = packed;
     j->n = n;
     j->K = K;
-    uint8_t *lut_store = malloc(3 * K * 16);
-    for (size_t i = 0; i < 3 * K * 16; i++) lut_store[i] = (uint8_t)avq_rng_next(seed);
+    j->bits = bits;
+    uint8_t *lut_store = malloc(3 * K * C);
+    for (size_t i = 0; i < 3 * K * C; i++) lut_store[i] = (uint8_t)avq_rng_next(seed);
     for (int q = 0; q < 3; q++) {
-        j->luts[q] = lut_store + (size_t)q * K * 16;
+        j->luts[q] = lut_store + (size_t)q * K * C;
         j->sums[q] = avq_alloc_aligned(n * sizeof(int16_t));
+        j->sums32[q] = avq_alloc_aligned(n * sizeof(int32_t));
     }
     int rounds = n >= 1000000 ? 3 : 5;
     double s1 = best_time(run_sums, j, 1, rounds);
-    print_row(k->isa, n, K, "sums", 1, s1, bandwidth, 0);
+    print_row(k->isa, bits, n, K, "sums", 1, s1, bandwidth, 0);
     double s3 = best_time(run_sums, j, 3, rounds);
-    print_row(k->isa, n, K, "sums", 3, s3, bandwidth, (double)n / s1);
+    print_row(k->isa, bits, n, K, "sums", 3, s3, bandwidth, (double)n / s1);
     double t1 = best_time(run_topk, j, 1, rounds);
-    print_row(k->isa, n, K, "topk", 1, t1, bandwidth, 0);
+    print_row(k->isa, bits, n, K, "topk", 1, t1, bandwidth, 0);
     double t3 = best_time(run_topk, j, 3, rounds);
-    print_row(k->isa, n, K, "topk", 3, t3, bandwidth, (double)n / t1);
-    for (int q = 0; q < 3; q++) avq_free_aligned(j->sums[q]);
+    print_row(k->isa, bits, n, K, "topk", 3, t3, bandwidth, (double)n / t1);
+    for (int q = 0; q < 3; q++) {
+        avq_free_aligned(j->sums[q]);
+        avq_free_aligned(j->sums32[q]);
+    }
     free(lut_store);
     avq_free_aligned(packed);
     free(j);
@@ -216,13 +233,17 @@ static void lut_error(avq_metric metric, uint64_t *seed) {
 }
 
 int main(int argc, char **argv) {
-    int quick = 0;
+    int quick = 0, bits = 4;
     const char *only = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) quick = 1;
         else if (strcmp(argv[i], "--isa") == 0 && i + 1 < argc) only = argv[++i];
+        else if (strcmp(argv[i], "--bits") == 0 && i + 1 < argc &&
+                 (strcmp(argv[i + 1], "4") == 0 || strcmp(argv[i + 1], "8") == 0))
+            bits = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: %s [--quick] [--isa scalar|avx2|avx512|neon]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--quick] [--isa scalar|avx2|avx512|neon] [--bits 4|8]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -246,13 +267,15 @@ int main(int argc, char **argv) {
     printf("%-7s %8s %4s  %-4s %2s  %9s  %7s  %6s  %s\n", "isa", "N", "K", "mode", "nq",
            "Mpts/s/q", "GB/s", "of bw", "batch gain per query");
     static const size_t ns[] = {10000, 100000, 1000000};
-    static const size_t Ks[] = {25, 50, 64, 100};
+    static const size_t Ks4[] = {25, 50, 64, 100}, Ks8[] = {13, 25, 32, 50};
+    const size_t *Ks = bits == 8 ? Ks8 : Ks4;
+    printf("%d-bit codes\n", bits);
     for (int a = 0; a < NISA; a++) {
         const avq_kernels *k = avq_kernels_for(isas[a]);
         if (!k || (only && strcmp(only, isas[a]) != 0)) continue;
         for (size_t i = 0; i < 3; i++) {
             if (quick && ns[i] != 100000) continue;
-            for (size_t b = 0; b < 4; b++) bench_isa(k, ns[i], Ks[b], bw, &seed);
+            for (size_t b = 0; b < 4; b++) bench_isa(k, bits, ns[i], Ks[b], bw, &seed);
         }
         printf("\n");
     }

@@ -28,7 +28,7 @@ size_t avq_pack_size(int bits, size_t n, size_t K) {
 /* Write point slot s (0..31) of the group at `group` for all K blocks. */
 static void write_slot(int bits, uint8_t *group, size_t K, size_t s, const uint8_t *code) {
     if (bits == 8) {
-        for (size_t m = 0; m < K; m++) group[m * 32 + s] = code[m];
+        for (size_t m = 0; m < K; m++) group[m * 32 + 2 * (s & 15) + (s >> 4)] = code[m];
         return;
     }
     size_t lane = s & 15;

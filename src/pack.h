@@ -11,10 +11,13 @@
  * its high nibble.  One 16-byte row is exactly what one pshufb lane looks
  * up, and two (AVX2) or four (AVX-512) consecutive blocks fill a register.
  *
- * 8-bit codes: a group is 32*K bytes; byte g*32K + m*32 + s holds the code
- * of point 32g+s for block m.  One 32-byte row is block m of 32 points; the
+ * 8-bit codes: a group is 32*K bytes; row m (bytes g*32K + m*32 ..) holds
+ * block m of the 32 points, point s (s < 16) at byte 2s and point s+16 at
+ * byte 2s+1 -- the order of the 4-bit layout's low and high nibbles.  The
  * AVX-512 kernel puts the same row of two consecutive groups into one
- * register, so that two 128-entry byte permutes look up 64 points.
+ * register, looks up 64 points with two 128-entry byte permutes, and
+ * widens the bytes to 16 bits by even and odd byte: the even ones are then
+ * points 0..15, the odd ones 16..31, in order.
  *
  * A partial last group is padded by repeating the last point; the kernels
  * mask the padded lanes, the padding only has to be valid codes (and
@@ -51,7 +54,7 @@ int avq_unpack(int bits, const uint8_t *packed, size_t n, size_t K, uint8_t *cod
 static inline uint8_t avq_pack_get(int bits, const uint8_t *packed, size_t K, size_t i,
                                    size_t m) {
     size_t g = i / AVQ_PACK_GROUP, s = i % AVQ_PACK_GROUP;
-    if (bits == 8) return packed[g * 32 * K + m * 32 + s];
+    if (bits == 8) return packed[g * 32 * K + m * 32 + 2 * (s & 15) + (s >> 4)];
     uint8_t byte = packed[g * 16 * K + m * 16 + (s & 15)];
     return s < 16 ? (uint8_t)(byte & 15) : (uint8_t)(byte >> 4);
 }

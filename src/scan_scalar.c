@@ -89,21 +89,22 @@ void avq_lut16_topk_scalar(const avq_scan_leaf *leaf, size_t nq,
 
 /* ---- LUT256: packed 8-bit codes (pack.h) -------------------------------- */
 
-/* The 32 sums of one packed 8-bit group, point by point: four independent
- * chains per point, since table lookups are load-latency bound. */
+/* The 32 sums of one packed 8-bit group, byte column by byte column (byte
+ * 2s + h of a row is point s + 16h): four independent chains per point,
+ * since table lookups are load-latency bound. */
 static void lut256_group_sums(const uint8_t *group, size_t K, const uint8_t *lut,
                               int32_t sums[32]) {
-    for (size_t s = 0; s < 32; s++) {
+    for (size_t col = 0; col < 32; col++) {
         int32_t a = 0, b = 0, c = 0, d = 0;
         size_t m = 0;
         for (; m + 4 <= K; m += 4) {
-            a += lut[(m + 0) * 256 + group[(m + 0) * 32 + s]];
-            b += lut[(m + 1) * 256 + group[(m + 1) * 32 + s]];
-            c += lut[(m + 2) * 256 + group[(m + 2) * 32 + s]];
-            d += lut[(m + 3) * 256 + group[(m + 3) * 32 + s]];
+            a += lut[(m + 0) * 256 + group[(m + 0) * 32 + col]];
+            b += lut[(m + 1) * 256 + group[(m + 1) * 32 + col]];
+            c += lut[(m + 2) * 256 + group[(m + 2) * 32 + col]];
+            d += lut[(m + 3) * 256 + group[(m + 3) * 32 + col]];
         }
-        for (; m < K; m++) a += lut[m * 256 + group[m * 32 + s]];
-        sums[s] = a + b + c + d - 128 * (int32_t)K;
+        for (; m < K; m++) a += lut[m * 256 + group[m * 32 + col]];
+        sums[col / 2 + 16 * (col % 2)] = a + b + c + d - 128 * (int32_t)K;
     }
 }
 

@@ -46,10 +46,11 @@ Test(pack8, round_trip_layout_and_padding) {
             uint8_t *packed = malloc(avq_pack_size(8, n, K));
             for (size_t i = 0; i < n * K; i++) codes[i] = (uint8_t)lv_rng(&seed);
             cr_assert_eq(avq_pack(8, codes, n, K, packed), AVQ_OK);
-            /* the documented byte address: g*32K + m*32 + s */
+            /* the documented byte address: g*32K + m*32 + 2(s mod 16) + s/16 */
             for (size_t i = 0; i < n; i++)
                 for (size_t m = 0; m < K; m++)
-                    cr_assert_eq(packed[(i / 32) * 32 * K + m * 32 + i % 32], codes[i * K + m],
+                    cr_assert_eq(packed[(i / 32) * 32 * K + m * 32 + 2 * (i % 16) + i % 32 / 16],
+                                 codes[i * K + m],
                                  "n=%zu K=%zu i=%zu m=%zu", n, K, i, m);
             /* padding repeats the last point */
             for (size_t i = n; i < (n + 31) / 32 * 32; i++)

@@ -142,12 +142,17 @@ Test(scan, lut16_sums_extreme_tables) {
 }
 
 Test(scan, lut256_sums_all_isas_match_reference) {
-    static const size_t Ks[] = {1, 3, 8, 25, 64, 257};
-    for (size_t b = 0; b < sizeof Ks / sizeof *Ks; b++)
-        for (size_t nq = 1; nq <= 3; nq++) {
-            sums_case(77, Ks[b], 256, nq, -1, 600 + b);
-            sums_case(5, Ks[b], 256, nq, 255, 700 + b);
-        }
+    /* the AVX-512 kernel reads groups in pairs: one group, a pair, a pair
+     * and a lone group, partial last groups; K across the 256-block chunks */
+    static const size_t ns[] = {5, 32, 64, 77, 96, 130};
+    static const size_t Ks[] = {1, 3, 8, 25, 64, 256, 257, 513};
+    for (size_t a = 0; a < sizeof ns / sizeof *ns; a++)
+        for (size_t b = 0; b < sizeof Ks / sizeof *Ks; b++)
+            for (size_t nq = 1; nq <= 3; nq++) sums_case(ns[a], Ks[b], 256, nq, -1, 600 + 10 * a + b);
+    for (size_t nq = 1; nq <= 3; nq++) {
+        sums_case(70, 257, 256, nq, 255, 700 + nq); /* the largest chunk sums */
+        sums_case(70, 257, 256, nq, 0, 710 + nq);
+    }
 }
 
 /* ---- thresholded top-k -------------------------------------------------- */

@@ -27,15 +27,15 @@
  * bytes read as zero and are never fetched), and a zero LUT slot adds
  * nothing, so no load reaches beyond a group or the LUT.
  *
- * LUT256 keeps the scalar kernel (gathers are not faster than scalar loads
- * on current cores and would over-read the table).  Float kernels: 16-wide
- * FMA, masked tails.
+ * LUT256 (8-bit codes): two 128-entry vpermi2b lookups per 64 points and
+ * block, see the section below.  Float kernels: 16-wide FMA, masked tails.
  */
 #include "scan.h"
 
 #if defined(__x86_64__)
 
 #include <immintrin.h>
+#include <stdbool.h>
 #include <string.h>
 
 #define INLINE static inline __attribute__((always_inline))
@@ -222,6 +222,154 @@ WITH_VNNI static void lut16_topk_avx512(const avq_scan_leaf *leaf, size_t nq,
     else topk_nq(leaf, 3, queries);
 }
 
+/* ---- LUT256: packed 8-bit codes ----------------------------------------- */
+
+/* Row m of two consecutive groups (pack.h) fills one register: bytes 0..31
+ * the first group's, 32..63 the second's.  A block's 256-entry table is
+ * four 64-byte registers T0..T3; vpermi2b looks up 128 entries by the low 7
+ * bits of each code, so one permute over (T0, T1) and one over (T2, T3),
+ * blended by the code's top bit, give the 64 table bytes.  They are added
+ * as 16-bit lanes, even and odd bytes apart: with the layout's byte order
+ * the even bytes are points 0..15 and the odd ones points 16..31 of each
+ * group, in order, so widening to 32 bits needs no shuffle.  A 16-bit sum
+ * of up to 256 bytes cannot wrap (255 * 256 < 2^16); longer codes are
+ * summed in chunks of AVQ_SCAN_CHUNK_BLOCKS blocks widened into int32
+ * between chunks.  Sums are therefore exact, like the scalar kernel's.
+ *
+ * Per block and 64 points: 2 permutes, 1 mask extraction, 1 blend, 1 and,
+ * 1 shift, 2 adds, and 4 table loads shared by the two groups (the scalar
+ * kernel spends 64 dependent loads on the same work). */
+
+/* One query's int32 sums of a pair of groups: [0] points 0..15 and [1]
+ * 16..31 of the first group, [2] and [3] the same of the second. */
+typedef struct {
+    __m512i s[4];
+} pair_sums;
+
+INLINE void lut256_chunk(__m512i codes, __mmask64 top, const uint8_t *lut, __m512i *even,
+                         __m512i *odd) {
+    const __m512i low8 = _mm512_set1_epi16(0x00FF);
+    __m512i lo = _mm512_permutex2var_epi8(_mm512_loadu_si512(lut), codes,
+                                          _mm512_loadu_si512(lut + 64));
+    __m512i hi = _mm512_permutex2var_epi8(_mm512_loadu_si512(lut + 128), codes,
+                                          _mm512_loadu_si512(lut + 192));
+    __m512i v = _mm512_mask_blend_epi8(top, lo, hi);
+    *even = _mm512_add_epi16(*even, _mm512_and_si512(v, low8));
+    *odd = _mm512_add_epi16(*odd, _mm512_srli_epi16(v, 8));
+}
+
+/* Widen one chunk's 16-bit sums into the int32 sums. */
+INLINE void widen_into(pair_sums *p, __m512i even, __m512i odd) {
+    p->s[0] = _mm512_add_epi32(p->s[0], _mm512_cvtepu16_epi32(_mm512_castsi512_si256(even)));
+    p->s[1] = _mm512_add_epi32(p->s[1], _mm512_cvtepu16_epi32(_mm512_castsi512_si256(odd)));
+    p->s[2] = _mm512_add_epi32(p->s[2], _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(even, 1)));
+    p->s[3] = _mm512_add_epi32(p->s[3], _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(odd, 1)));
+}
+
+/* The sums of groups g0 and g1 (g1 may repeat g0 when there is no second
+ * group; its sums are then ignored) for nq queries, minus 128 per block. */
+INLINE void lut256_pair_sums(const uint8_t *g0, const uint8_t *g1, size_t K,
+                             const uint8_t *const *luts, int nq,
+                             pair_sums out[AVQ_SCAN_MAX_BATCH]) {
+    const uint8_t *l0 = luts[0], *l1 = nq > 1 ? luts[1] : l0, *l2 = nq > 2 ? luts[2] : l0;
+    for (int q = 0; q < nq; q++)
+        for (int i = 0; i < 4; i++) out[q].s[i] = _mm512_setzero_si512();
+    for (size_t start = 0; start < K; start += AVQ_SCAN_CHUNK_BLOCKS) {
+        size_t end = K - start > AVQ_SCAN_CHUNK_BLOCKS ? start + AVQ_SCAN_CHUNK_BLOCKS : K;
+        __m512i e0 = _mm512_setzero_si512(), o0 = e0, e1 = e0, o1 = e0, e2 = e0, o2 = e0;
+        for (size_t m = start; m < end; m++) {
+            __m512i codes = _mm512_inserti64x4(
+                _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(g0 + 32 * m))),
+                _mm256_loadu_si256((const __m256i *)(g1 + 32 * m)), 1);
+            __mmask64 top = _mm512_movepi8_mask(codes);
+            lut256_chunk(codes, top, l0 + 256 * m, &e0, &o0);
+            if (nq > 1) lut256_chunk(codes, top, l1 + 256 * m, &e1, &o1);
+            if (nq > 2) lut256_chunk(codes, top, l2 + 256 * m, &e2, &o2);
+        }
+        widen_into(&out[0], e0, o0);
+        if (nq > 1) widen_into(&out[1], e1, o1);
+        if (nq > 2) widen_into(&out[2], e2, o2);
+    }
+    const __m512i minus_bias = _mm512_set1_epi32(-128 * (int32_t)K);
+    for (int q = 0; q < nq; q++)
+        for (int i = 0; i < 4; i++) out[q].s[i] = _mm512_add_epi32(out[q].s[i], minus_bias);
+}
+
+INLINE void lut256_sums32_nq(const uint8_t *packed, size_t n, size_t K, int nq,
+                             const uint8_t *const *luts, int32_t *const *sums) {
+    size_t groups = (n + 31) / 32, group_bytes = 32 * K;
+    pair_sums out[AVQ_SCAN_MAX_BATCH];
+    for (size_t g = 0; g < groups; g += 2) {
+        bool two = g + 1 < groups;
+        const uint8_t *g0 = packed + g * group_bytes;
+        lut256_pair_sums(g0, two ? g0 + group_bytes : g0, K, luts, nq, out);
+        for (size_t h = 0; h < (two ? 2u : 1u); h++) {
+            __mmask32 keep = valid_points(n, g + h);
+            for (int q = 0; q < nq; q++) {
+                int32_t *dst = sums[q] + 32 * (g + h);
+                _mm512_mask_storeu_epi32(dst, (__mmask16)keep, out[q].s[2 * h]);
+                _mm512_mask_storeu_epi32(dst + 16, (__mmask16)(keep >> 16), out[q].s[2 * h + 1]);
+            }
+        }
+    }
+}
+
+static void lut256_sums32_avx512(const uint8_t *packed, size_t n, size_t K, size_t nq,
+                                 const uint8_t *const *luts, int32_t *const *sums) {
+    if (nq == 1) lut256_sums32_nq(packed, n, K, 1, luts, sums);
+    else if (nq == 2) lut256_sums32_nq(packed, n, K, 2, luts, sums);
+    else lut256_sums32_nq(packed, n, K, 3, luts, sums);
+}
+
+/* Group g's candidates for one query, from its two sum registers, exactly
+ * as the other kernels push them (threshold refreshed after the group). */
+INLINE void push_group32(avq_scan_threshold *t, __m512i *thr_v, const avq_scan_leaf *leaf,
+                         size_t g, __m512i lo, __m512i hi) {
+    uint32_t mask = (uint32_t)_mm512_cmplt_epi32_mask(lo, *thr_v) |
+                    (uint32_t)_mm512_cmplt_epi32_mask(hi, *thr_v) << 16;
+    if (!mask) return;
+    mask &= avq_scan_group_mask(leaf, g);
+    int32_t tmp[32];
+    _mm512_storeu_si512(tmp, lo);
+    _mm512_storeu_si512(tmp + 16, hi);
+    avq_scan_push_mask(t, leaf, 32 * g, mask, tmp);
+    avq_scan_threshold_refresh(t);
+    *thr_v = _mm512_set1_epi32(t->thr);
+}
+
+INLINE void lut256_topk_nq(const avq_scan_leaf *leaf, int nq, const avq_scan_query *queries) {
+    size_t K = leaf->K, groups = (leaf->n + 31) / 32, group_bytes = 32 * K;
+    avq_scan_threshold thr[AVQ_SCAN_MAX_BATCH];
+    __m512i thr_v[AVQ_SCAN_MAX_BATCH];
+    const uint8_t *luts[AVQ_SCAN_MAX_BATCH];
+    for (int q = 0; q < nq; q++) {
+        avq_scan_threshold_init(&thr[q], &queries[q], K);
+        thr_v[q] = _mm512_set1_epi32(thr[q].thr);
+        luts[q] = queries[q].lut8;
+    }
+    pair_sums out[AVQ_SCAN_MAX_BATCH];
+    for (size_t g = 0; g < groups; g += 2) {
+        bool two = g + 1 < groups;
+        const uint8_t *g0 = leaf->codes + g * group_bytes;
+        lut256_pair_sums(g0, two ? g0 + group_bytes : g0, K, luts, nq, out);
+        /* group g for every query, then group g + 1: the order of the
+         * one-group kernels, so every threshold refresh happens at the same
+         * point and the same candidates are pushed */
+        for (int q = 0; q < nq; q++)
+            push_group32(&thr[q], &thr_v[q], leaf, g, out[q].s[0], out[q].s[1]);
+        if (two)
+            for (int q = 0; q < nq; q++)
+                push_group32(&thr[q], &thr_v[q], leaf, g + 1, out[q].s[2], out[q].s[3]);
+    }
+}
+
+static void lut256_topk_avx512(const avq_scan_leaf *leaf, size_t nq,
+                               const avq_scan_query *queries) {
+    if (nq == 1) lut256_topk_nq(leaf, 1, queries);
+    else if (nq == 2) lut256_topk_nq(leaf, 2, queries);
+    else lut256_topk_nq(leaf, 3, queries);
+}
+
 /* ---- float kernels ------------------------------------------------------ */
 
 INLINE __mmask16 tail_mask(size_t left) {
@@ -285,8 +433,8 @@ const avq_kernels avq_kernels_avx512 = {
     .lut16_sums16 = lut16_sums16_avx512,
     .lut16_sums32 = lut16_sums32_avx512,
     .lut16_topk = lut16_topk_avx512,
-    .lut256_sums32 = avq_lut256_sums32_scalar,
-    .lut256_topk = avq_lut256_topk_scalar,
+    .lut256_sums32 = lut256_sums32_avx512,
+    .lut256_topk = lut256_topk_avx512,
     .dot_rows = dot_rows_avx512,
     .dot_gather = dot_gather_avx512,
     .dot_rows_i8 = dot_rows_i8_avx512,
