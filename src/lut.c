@@ -1,7 +1,10 @@
 /*
- * lut.c -- building and quantizing per-query lookup tables (plain C, shared
- * by every ISA: a LUT costs K*C*dims_per_block multiply-adds, negligible next
- * to scanning thousands of points with it).
+ * lut.c -- building and quantizing per-query lookup tables.  The per-block
+ * loops here are the reference; the kernel table (scan.h) may carry SIMD
+ * versions of them (src/simd/lut_avx512.c) that must give the same bits.
+ * For 4-bit codes a LUT is K*16 entries, small next to the scan; for 8-bit
+ * codes it is K*256, and building and quantizing it one entry at a time
+ * (a double division each) was a third of a GloVe query.
  *
  * Quantization keeps ONE scale per query because the kernels add entries of
  * different blocks as integers; per-block offsets are free (they add up to a
@@ -15,6 +18,7 @@
 #include "lut.h"
 
 #include "avq_internal.h"
+#include "cpu.h"
 
 #include <math.h>
 
@@ -38,6 +42,12 @@ static float squared_l2(const float *a, const float *b, size_t len) {
     return s;
 }
 
+void avq_lut_block_scalar(const float *q, const float *centers, size_t C, size_t len, bool l2,
+                          float *out) {
+    for (size_t j = 0; j < C; j++)
+        out[j] = l2 ? squared_l2(q, centers + j * len, len) : neg_dot(q, centers + j * len, len);
+}
+
 int avq_lut_build(const float *query, size_t d, size_t dims_per_block,
                   const float *codebook, size_t C, avq_metric metric, float *lut) {
     if (!query || !codebook || !lut || d == 0 || dims_per_block == 0 || C == 0)
@@ -46,14 +56,11 @@ int avq_lut_build(const float *query, size_t d, size_t dims_per_block,
     if (metric != AVQ_METRIC_DOT && metric != AVQ_METRIC_COSINE && metric != AVQ_METRIC_L2)
         return avq_fail(AVQ_ERR_INVALID, "lut: unknown metric %d", (int)metric);
     size_t K = avq_lut_blocks(d, dims_per_block);
+    avq_lut_block_fn block = avq_kernels_get()->lut_block;
     for (size_t m = 0; m < K; m++) {
         size_t first = m * dims_per_block;
         size_t len = d - first < dims_per_block ? d - first : dims_per_block;
-        const float *centers = codebook + C * first;
-        const float *q = query + first;
-        for (size_t j = 0; j < C; j++)
-            lut[m * C + j] = metric == AVQ_METRIC_L2 ? squared_l2(q, centers + j * len, len)
-                                                     : neg_dot(q, centers + j * len, len);
+        block(query + first, codebook + C * first, C, len, metric == AVQ_METRIC_L2, lut + m * C);
     }
     return AVQ_OK;
 }
@@ -100,23 +107,40 @@ static float block_max(const float *v, size_t C) {
     return hi;
 }
 
+void avq_lut_quantize_block_scalar(const float *lut, size_t C, float lo, double scale,
+                                   uint8_t *out) {
+    for (size_t j = 0; j < C; j++) out[j] = to_byte_nonneg(((double)lut[j] - lo) / scale);
+}
+
+void avq_lut_block_range_scalar(const float *v, size_t C, float *lo, float *hi) {
+    *lo = block_min(v, C);
+    *hi = block_max(v, C);
+}
+
+/* Block minima of up to this many blocks are kept for the second pass
+ * (GloVe has 50); beyond, they are found again. */
+enum { KEPT_MINIMA = 256 };
+
 static void quantize_block_min(const float *lut, size_t K, size_t C, uint8_t *lut8,
                                avq_lut8_info *info) {
-    float widest = 0.0f;
+    const avq_kernels *kern = avq_kernels_get();
+    float widest = 0.0f, kept[KEPT_MINIMA];
     double min_sum = 0.0;
     for (size_t m = 0; m < K; m++) {
-        float lo = block_min(lut + m * C, C), width = block_max(lut + m * C, C) - lo;
+        float lo, hi;
+        kern->lut_block_range(lut + m * C, C, &lo, &hi);
+        float width = hi - lo;
         widest = width > widest ? width : widest;
         min_sum += lo;
+        if (m < KEPT_MINIMA) kept[m] = lo;
     }
     /* A width so small (subnormal) that width / 255 rounds to zero in float
      * is no spread at all: every entry quantizes to its block minimum. */
     double scale = (double)(float)((double)widest / 255.0);
     if (!(scale > 0.0)) scale = 1.0;
     for (size_t m = 0; m < K; m++) {
-        float lo = block_min(lut + m * C, C);
-        for (size_t j = 0; j < C; j++)
-            lut8[m * C + j] = to_byte_nonneg(((double)lut[m * C + j] - lo) / scale);
+        float lo = m < KEPT_MINIMA ? kept[m] : block_min(lut + m * C, C);
+        kern->lut_quantize_block(lut + m * C, C, lo, scale, lut8 + m * C);
     }
     info->scale = scale;
     info->offset = min_sum + 128.0 * (double)K * scale;

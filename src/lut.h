@@ -29,6 +29,7 @@
 
 #include "avq.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -52,6 +53,24 @@ size_t avq_lut_blocks(size_t d, size_t dims_per_block);
  * metric. */
 int avq_lut_build(const float *query, size_t d, size_t dims_per_block,
                   const float *codebook, size_t C, avq_metric metric, float *lut);
+
+/* The reference per-block loops behind the two calls above (the kernel
+ * table's lut_block and lut_quantize_block, scan.h):
+ *   avq_lut_block_scalar: out[j] = -<q, c_j> (or |q - c_j|^2 if l2) for the
+ *     C centers of `len` floats at centers + j*len, summed in dimension
+ *     order in float, without fused multiply-adds;
+ *   avq_lut_quantize_block_scalar: out[j] = the byte nearest
+ *     (lut[j] - lo) / scale (in double, halves up, at most 255) for entries
+ *     lut[j] >= lo. */
+void avq_lut_block_scalar(const float *q, const float *centers, size_t C, size_t len, bool l2,
+                          float *out);
+void avq_lut_quantize_block_scalar(const float *lut, size_t C, float lo, double scale,
+                                   uint8_t *out);
+/* The smallest and largest of C >= 1 finite entries.  A SIMD version may
+ * return the other sign of a zero extreme; that cannot change the table
+ * (lut.c subtracts the minimum before dividing, and sums the minima into a
+ * double that starts at +0). */
+void avq_lut_block_range_scalar(const float *v, size_t C, float *lo, float *hi);
 
 /* Quantize a K x C float LUT to uint8 (see the top of this file).  An
  * all-zero LUT gets scale 1.  AVQ_ERR_INVALID on a non-finite entry, K = 0,

@@ -26,6 +26,7 @@
 #include "lut.h"
 #include "topk.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -66,6 +67,12 @@ typedef void (*avq_dot_rows_i8_fn)(const float *q, const int8_t *rows, size_t n,
 typedef void (*avq_dot_gather_i8_fn)(const float *q, const int8_t *const *rows, size_t d,
                                      size_t n, float *out);
 
+typedef void (*avq_lut_block_fn)(const float *q, const float *centers, size_t C, size_t len,
+                                 bool l2, float *out);
+typedef void (*avq_lut_quantize_block_fn)(const float *lut, size_t C, float lo, double scale,
+                                          uint8_t *out);
+typedef void (*avq_lut_block_range_fn)(const float *v, size_t C, float *lo, float *hi);
+
 typedef struct {
     const char *isa; /* "scalar", "avx2", "avx512", "neon" */
     /* 4-bit codes, packed layout.  sums[q][i] for the n points. */
@@ -85,12 +92,23 @@ typedef struct {
     avq_dot_gather_fn dot_gather;
     avq_dot_rows_i8_fn dot_rows_i8;
     avq_dot_gather_i8_fn dot_gather_i8;
+    /* One block of a query's LUT and its quantization: the same bits as
+     * avq_lut_block_scalar / avq_lut_quantize_block_scalar (lut.h). */
+    avq_lut_block_fn lut_block;
+    avq_lut_quantize_block_fn lut_quantize_block;
+    avq_lut_block_range_fn lut_block_range; /* equal numbers, see lut.h */
 } avq_kernels;
 
 extern const avq_kernels avq_kernels_scalar;
 #if defined(__x86_64__)
 extern const avq_kernels avq_kernels_avx2;
 extern const avq_kernels avq_kernels_avx512;
+/* src/simd/lut_avx512.c */
+void avq_lut_block_avx512(const float *q, const float *centers, size_t C, size_t len, bool l2,
+                          float *out);
+void avq_lut_quantize_block_avx512(const float *lut, size_t C, float lo, double scale,
+                                   uint8_t *out);
+void avq_lut_block_range_avx512(const float *v, size_t C, float *lo, float *hi);
 #endif
 #if defined(__aarch64__)
 extern const avq_kernels avq_kernels_neon; /* src/simd/scan_neon.c */

@@ -189,4 +189,7 @@ const avq_kernels avq_kernels_scalar = {
     .dot_gather = avq_dot_gather_scalar,
     .dot_rows_i8 = avq_dot_rows_i8_scalar,
     .dot_gather_i8 = avq_dot_gather_i8_scalar,
+    .lut_block = avq_lut_block_scalar,
+    .lut_quantize_block = avq_lut_quantize_block_scalar,
+    .lut_block_range = avq_lut_block_range_scalar,
 };

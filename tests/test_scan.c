@@ -410,6 +410,57 @@ Test(scan, dispatch) {
 
 /* ---- LUT construction and quantization (suite lut) ---------------------- */
 
+/* The LUT block kernels of every ISA give the reference's bits: lengths
+ * the SIMD code handles (2, 4) and those it hands back (1, 3, 5), whole
+ * and partial groups of 16 centers, products that are -0, and for the
+ * quantization entries exactly at the halves and beyond 255. */
+Test(lut, block_kernels_match_reference_bits) {
+    static const size_t Cs[] = {1, 15, 16, 17, 31, 48, 256};
+    uint64_t seed = 31;
+    float q[8], *centers = malloc(256 * 8 * sizeof(float));
+    float want[256], got[256];
+    for (int a = 0; a < N_ISAS; a++) {
+        const avq_kernels *k = avq_kernels_for(ISAS[a]);
+        if (!k) continue;
+        for (size_t len = 1; len <= 5; len++)
+            for (size_t c = 0; c < sizeof Cs / sizeof *Cs; c++)
+                for (int l2 = 0; l2 < 2; l2++) {
+                    size_t C = Cs[c];
+                    for (size_t t = 0; t < len; t++)
+                        q[t] = t == 1 ? 0.0f : (float)(avq_rng_uniform(&seed) * 4 - 2);
+                    for (size_t i = 0; i < C * len; i++)
+                        centers[i] = i % 7 == 3 ? -0.0f : (float)(avq_rng_uniform(&seed) * 4 - 2);
+                    avq_lut_block_scalar(q, centers, C, len, l2, want);
+                    k->lut_block(q, centers, C, len, l2, got);
+                    cr_assert_eq(memcmp(want, got, C * sizeof(float)), 0,
+                                 "%s lut_block len=%zu C=%zu l2=%d", ISAS[a], len, C, l2);
+                }
+        for (size_t c = 0; c < sizeof Cs / sizeof *Cs; c++) {
+            size_t C = Cs[c];
+            double scale = 0.013;
+            float lo = -1.25f, lut[256];
+            uint8_t w8[256], g8[256];
+            for (size_t j = 0; j < C; j++) {
+                switch (j % 4) {
+                case 0: lut[j] = lo + (float)(avq_rng_uniform(&seed) * 3.3); break; /* to 255 */
+                case 1: lut[j] = (float)(lo + ((double)(j % 200) + 0.5) * scale); break; /* halves */
+                case 2: lut[j] = lo; break;
+                default: lut[j] = lo + 100.0f; /* far beyond 255 units */
+                }
+            }
+            avq_lut_quantize_block_scalar(lut, C, lo, scale, w8);
+            k->lut_quantize_block(lut, C, lo, scale, g8);
+            cr_assert_eq(memcmp(w8, g8, C), 0, "%s lut_quantize_block C=%zu", ISAS[a], C);
+            float wlo, whi, glo, ghi;
+            avq_lut_block_range_scalar(lut, C, &wlo, &whi);
+            k->lut_block_range(lut, C, &glo, &ghi);
+            cr_assert(wlo == glo && whi == ghi, "%s lut_block_range C=%zu: %g %g, want %g %g",
+                      ISAS[a], C, (double)glo, (double)ghi, (double)wlo, (double)whi);
+        }
+    }
+    free(centers);
+}
+
 Test(lut, build_matches_definition) {
     size_t d = 7, dpb = 2, K = 4;
     uint64_t seed = 3;

@@ -439,6 +439,9 @@ const avq_kernels avq_kernels_avx512 = {
     .dot_gather = dot_gather_avx512,
     .dot_rows_i8 = dot_rows_i8_avx512,
     .dot_gather_i8 = dot_gather_i8_avx512,
+    .lut_block = avq_lut_block_avx512,
+    .lut_quantize_block = avq_lut_quantize_block_avx512,
+    .lut_block_range = avq_lut_block_range_avx512,
 };
 
 #endif /* __x86_64__ */
