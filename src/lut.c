@@ -112,23 +112,29 @@ void avq_lut_quantize_block_scalar(const float *lut, size_t C, float lo, double 
     for (size_t j = 0; j < C; j++) out[j] = to_byte_nonneg(((double)lut[j] - lo) / scale);
 }
 
-void avq_lut_block_range_scalar(const float *v, size_t C, float *lo, float *hi) {
+bool avq_lut_block_range_scalar(const float *v, size_t C, float *lo, float *hi) {
+    for (size_t j = 0; j < C; j++)
+        if (!isfinite(v[j])) return false;
     *lo = block_min(v, C);
     *hi = block_max(v, C);
+    return true;
 }
 
 /* Block minima of up to this many blocks are kept for the second pass
  * (GloVe has 50); beyond, they are found again. */
 enum { KEPT_MINIMA = 256 };
 
-static void quantize_block_min(const float *lut, size_t K, size_t C, uint8_t *lut8,
+/* Block-min quantization; false (nothing written) if an entry is not
+ * finite.  The finiteness check rides on the first pass over the table,
+ * which reads every entry anyway. */
+static bool quantize_block_min(const float *lut, size_t K, size_t C, uint8_t *lut8,
                                avq_lut8_info *info) {
     const avq_kernels *kern = avq_kernels_get();
     float widest = 0.0f, kept[KEPT_MINIMA];
     double min_sum = 0.0;
     for (size_t m = 0; m < K; m++) {
         float lo, hi;
-        kern->lut_block_range(lut + m * C, C, &lo, &hi);
+        if (!kern->lut_block_range(lut + m * C, C, &lo, &hi)) return false;
         float width = hi - lo;
         widest = width > widest ? width : widest;
         min_sum += lo;
@@ -144,6 +150,7 @@ static void quantize_block_min(const float *lut, size_t K, size_t C, uint8_t *lu
     }
     info->scale = scale;
     info->offset = min_sum + 128.0 * (double)K * scale;
+    return true;
 }
 
 int avq_lut_quantize(const float *lut, size_t K, size_t C, avq_lut8_mode mode,
@@ -154,12 +161,14 @@ int avq_lut_quantize(const float *lut, size_t K, size_t C, avq_lut8_mode mode,
         return avq_fail(AVQ_ERR_INVALID, "lut quantize: K=%zu blocks is too many", K);
     if (mode != AVQ_LUT8_SYMMETRIC && mode != AVQ_LUT8_BLOCK_MIN)
         return avq_fail(AVQ_ERR_INVALID, "lut quantize: unknown mode %d", (int)mode);
-    size_t bad = avq_first_non_finite(lut, K * C);
-    if (bad < K * C)
+    bool finite = mode == AVQ_LUT8_SYMMETRIC ? avq_first_non_finite(lut, K * C) == K * C
+                                             : quantize_block_min(lut, K, C, lut8, info);
+    if (!finite) {
+        size_t bad = avq_first_non_finite(lut, K * C);
         return avq_fail(AVQ_ERR_INVALID, "lut quantize: entry %zu (block %zu) is not finite",
                         bad, bad / C);
+    }
     if (mode == AVQ_LUT8_SYMMETRIC) quantize_symmetric(lut, K, C, lut8, info);
-    else quantize_block_min(lut, K, C, lut8, info);
     info->sum_min = -128 * (int32_t)K;
     info->sum_max = 127 * (int32_t)K;
     return AVQ_OK;

@@ -66,11 +66,12 @@ void avq_lut_block_scalar(const float *q, const float *centers, size_t C, size_t
                           float *out);
 void avq_lut_quantize_block_scalar(const float *lut, size_t C, float lo, double scale,
                                    uint8_t *out);
-/* The smallest and largest of C >= 1 finite entries.  A SIMD version may
- * return the other sign of a zero extreme; that cannot change the table
- * (lut.c subtracts the minimum before dividing, and sums the minima into a
- * double that starts at +0). */
-void avq_lut_block_range_scalar(const float *v, size_t C, float *lo, float *hi);
+/* The smallest and largest of C >= 1 entries, and true; false (lo and hi
+ * unset) if an entry is NaN or infinite.  A SIMD version may return the
+ * other sign of a zero extreme; that cannot change the table (lut.c
+ * subtracts the minimum before dividing, and sums the minima into a double
+ * that starts at +0). */
+bool avq_lut_block_range_scalar(const float *v, size_t C, float *lo, float *hi);
 
 /* Quantize a K x C float LUT to uint8 (see the top of this file).  An
  * all-zero LUT gets scale 1.  AVQ_ERR_INVALID on a non-finite entry, K = 0,

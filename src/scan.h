@@ -71,7 +71,7 @@ typedef void (*avq_lut_block_fn)(const float *q, const float *centers, size_t C,
                                  bool l2, float *out);
 typedef void (*avq_lut_quantize_block_fn)(const float *lut, size_t C, float lo, double scale,
                                           uint8_t *out);
-typedef void (*avq_lut_block_range_fn)(const float *v, size_t C, float *lo, float *hi);
+typedef bool (*avq_lut_block_range_fn)(const float *v, size_t C, float *lo, float *hi);
 
 typedef struct {
     const char *isa; /* "scalar", "avx2", "avx512", "neon" */
@@ -108,7 +108,7 @@ void avq_lut_block_avx512(const float *q, const float *centers, size_t C, size_t
                           float *out);
 void avq_lut_quantize_block_avx512(const float *lut, size_t C, float lo, double scale,
                                    uint8_t *out);
-void avq_lut_block_range_avx512(const float *v, size_t C, float *lo, float *hi);
+bool avq_lut_block_range_avx512(const float *v, size_t C, float *lo, float *hi);
 #endif
 #if defined(__aarch64__)
 extern const avq_kernels avq_kernels_neon; /* src/simd/scan_neon.c */

@@ -452,10 +452,23 @@ Test(lut, block_kernels_match_reference_bits) {
             k->lut_quantize_block(lut, C, lo, scale, g8);
             cr_assert_eq(memcmp(w8, g8, C), 0, "%s lut_quantize_block C=%zu", ISAS[a], C);
             float wlo, whi, glo, ghi;
-            avq_lut_block_range_scalar(lut, C, &wlo, &whi);
-            k->lut_block_range(lut, C, &glo, &ghi);
+            cr_assert(avq_lut_block_range_scalar(lut, C, &wlo, &whi));
+            cr_assert(k->lut_block_range(lut, C, &glo, &ghi));
             cr_assert(wlo == glo && whi == ghi, "%s lut_block_range C=%zu: %g %g, want %g %g",
                       ISAS[a], C, (double)glo, (double)ghi, (double)wlo, (double)whi);
+            /* one NaN or infinity anywhere, the last entry included */
+            static const float odd[] = {NAN, INFINITY, -INFINITY};
+            for (size_t o = 0; o < 3; o++)
+                for (size_t at = 0; at < C; at += (C > 20 ? 7 : 1)) {
+                    float saved = lut[at];
+                    lut[at] = odd[o];
+                    cr_assert(!k->lut_block_range(lut, C, &glo, &ghi), "%s C=%zu at %zu", ISAS[a], C, at);
+                    lut[at] = saved;
+                    float last = lut[C - 1];
+                    lut[C - 1] = odd[o];
+                    cr_assert(!k->lut_block_range(lut, C, &glo, &ghi), "%s C=%zu last", ISAS[a], C);
+                    lut[C - 1] = last;
+                }
         }
     }
     free(centers);

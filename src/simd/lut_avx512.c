@@ -112,27 +112,30 @@ void avq_lut_quantize_block_avx512(const float *lut, size_t C, float lo, double 
 
 /* 16 lanes of running minima and maxima (vminps/vmaxps are `a < b ? a : b`
  * and `a > b ? a : b` per lane, the scalar loops' operations), reduced at
- * the end; the tail is masked by repeating entry 0. */
-void avq_lut_block_range_avx512(const float *v, size_t C, float *lo, float *hi) {
-    if (C < 16) {
-        avq_lut_block_range_scalar(v, C, lo, hi);
-        return;
-    }
-    __m512 mn = _mm512_loadu_ps(v), mx = mn;
+ * the end; the tail is masked by repeating entry 0.  Finiteness: x - x is
+ * 0 for a finite x and NaN for NaN or an infinity, and a NaN added in
+ * stays. */
+bool avq_lut_block_range_avx512(const float *v, size_t C, float *lo, float *hi) {
+    if (C < 16) return avq_lut_block_range_scalar(v, C, lo, hi);
+    __m512 mn = _mm512_loadu_ps(v), mx = mn, bad = _mm512_sub_ps(mn, mn);
     size_t j = 16;
     for (; j + 16 <= C; j += 16) {
         __m512 x = _mm512_loadu_ps(v + j);
         mn = _mm512_min_ps(x, mn);
         mx = _mm512_max_ps(x, mx);
+        bad = _mm512_add_ps(bad, _mm512_sub_ps(x, x));
     }
     if (j < C) {
         __m512 x = _mm512_mask_loadu_ps(_mm512_set1_ps(v[0]), (__mmask16)((1u << (C - j)) - 1u),
                                         v + j);
         mn = _mm512_min_ps(x, mn);
         mx = _mm512_max_ps(x, mx);
+        bad = _mm512_add_ps(bad, _mm512_sub_ps(x, x));
     }
+    if (_mm512_cmp_ps_mask(bad, bad, _CMP_UNORD_Q)) return false;
     *lo = _mm512_reduce_min_ps(mn);
     *hi = _mm512_reduce_max_ps(mx);
+    return true;
 }
 
 #endif /* __x86_64__ */
