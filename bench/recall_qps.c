@@ -12,14 +12,22 @@
  *
  * usage: recall_qps INDEX QUERY GT [--settings L:R,L:R,...] [--k 10]
  *                   [--repeat 3] [--nq N] [--batch THREADS] [--spreads Z,Z,...]
+ *                   [--compare THREADS]
  * --nq N: N queries evenly spaced over the file (GloVe's query file is in
  * word-frequency order: its first rows are the easy, frequent words).
  * --spreads: an A/B of the leaf ranking weight (avq_search_params.
  * leaf_spread_z; < 0 = off, 0 = the index's): every setting is timed for
  * each weight, the weights taking turns within each repeat, so that load
  * changes hit them alike.
+ * --compare THREADS: an A/B of one-query-at-a-time search against
+ * avq_index_search_batch on THREADS threads: each repeat runs a single pass
+ * and then a batch pass, so that load changes hit both alike; both must
+ * return the same ids (else exit 1), and the ratio of their best CPU-clock
+ * times is printed.
  * Output: CSV on stdout: leaves,reorder,recall,qps_wall,qps_cpu
- * (with --spreads: leaves,reorder,spread_z,recall,qps_wall,qps_cpu)
+ * (with --spreads: leaves,reorder,spread_z,recall,qps_wall,qps_cpu;
+ * with --compare: leaves,reorder,recall,single_qps_cpu,batch_qps_cpu,
+ * batch_over_single)
  */
 #include "avq.h"
 #include "cmd_common.h"
@@ -53,6 +61,52 @@ static int run_pass(const avq_index *idx, const float *queries, size_t nq, size_
     return st;
 }
 
+/* --compare: single and batch passes taking turns in every repeat; the
+ * best CPU time of each.  Returns the exit status. */
+static int compare_passes(const avq_index *idx, const float *queries, size_t nq, size_t dim,
+                          const int32_t *gt, size_t gt_cols, size_t k, const char *settings,
+                          int repeat, int threads, int64_t *ids) {
+    int64_t *one = malloc(nq * k * sizeof *one);
+    if (!one) return 1;
+    printf("leaves,reorder,recall,single_qps_cpu,batch_qps_cpu,batch_over_single\n");
+    for (const char *s = settings; *s;) {
+        char *end;
+        avq_search_params sp;
+        avq_search_params_init(&sp);
+        sp.k = k;
+        sp.leaves_to_search = strtoul(s, &end, 10);
+        if (*end != ':') break;
+        sp.pre_reorder = strtoul(end + 1, &end, 10);
+        double best[2] = {1e30, 1e30};
+        for (int r = 0; r < repeat; r++)
+            for (int pass = 0; pass < 2; pass++) {
+                double wall, cpu;
+                if (run_pass(idx, queries, nq, dim, &sp, pass ? threads : 0, pass ? ids : one,
+                             &wall, &cpu) != AVQ_OK) {
+                    fprintf(stderr, "recall_qps: %s\n", avq_last_error());
+                    free(one);
+                    return 1;
+                }
+                if (cpu < best[pass]) best[pass] = cpu;
+            }
+        if (memcmp(one, ids, nq * k * sizeof *ids) != 0) {
+            fprintf(stderr, "recall_qps: batch and single searches disagree at %zu:%zu\n",
+                    sp.leaves_to_search, sp.pre_reorder);
+            free(one);
+            return 1;
+        }
+        /* the process CPU clock counts every batch worker */
+        double single_qps = (double)nq / best[0], batch_qps = (double)nq * threads / best[1];
+        printf("%zu,%zu,%.4f,%.1f,%.1f,%.3f\n", sp.leaves_to_search, sp.pre_reorder,
+               cli_recall_at_k(one, nq, k, gt, gt_cols), single_qps, batch_qps,
+               batch_qps / single_qps);
+        fflush(stdout);
+        s = *end == ',' ? end + 1 : end;
+    }
+    free(one);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 4) {
         fprintf(stderr, "usage: %s INDEX QUERY GT [--settings L:R,...] [--k 10] [--repeat 3]"
@@ -61,7 +115,7 @@ int main(int argc, char **argv) {
     }
     const char *settings = "10:50,20:80,40:100,60:120,80:150,120:200,200:300";
     size_t k = 10, nq_limit = 0;
-    int repeat = 3, batch = 0;
+    int repeat = 3, batch = 0, compare = 0;
     float spreads[16];
     int nspreads = 0;
     for (int i = 4; i + 1 < argc; i += 2) {
@@ -70,6 +124,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--repeat")) repeat = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--nq")) nq_limit = strtoul(argv[i + 1], NULL, 10);
         else if (!strcmp(argv[i], "--batch")) batch = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--compare")) compare = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--spreads")) {
             for (char *s = argv[i + 1], *end; *s && nspreads < 16; s = *end ? end + 1 : end) {
                 spreads[nspreads++] = strtof(s, &end);
@@ -111,6 +166,15 @@ int main(int argc, char **argv) {
     }
     int64_t *ids = malloc(nq * k * sizeof *ids);
     if (!ids) return 1;
+    if (compare > 0) {
+        int st = compare_passes(idx, query.data, nq, query.cols, gt.data, gt.cols, k, settings,
+                                repeat, compare, ids);
+        free(ids);
+        float_matrix_free(&query);
+        int_matrix_free(&gt);
+        avq_index_free(idx);
+        return st;
+    }
     printf(nspreads ? "leaves,reorder,spread_z,recall,qps_wall,qps_cpu\n"
                     : "leaves,reorder,recall,qps_wall,qps_cpu\n");
     int runs = nspreads ? nspreads : 1;
