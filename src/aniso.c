@@ -32,6 +32,7 @@
 #include "aniso.h"
 
 #include "partition.h" /* avq_cholesky */
+#include "vecmath.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -230,43 +231,137 @@ static void sort_blocks(block_order *v, size_t K) {
 
 typedef struct {
     double *R, *P;       /* K x C */
+    double *gap;         /* K: second-smallest minus smallest R of the block */
     block_order *order;  /* K */
     uint8_t *code;       /* K */
+    double max_abs_p;    /* max |P| over every block and center */
 } encode_scratch;
 
-/* R[m][j] = |y_m - C_m[j]|², and when want_par P[m][j] = <y_m - C_m[j], x_m>/|x|;
- * code[m] = argmin_j R[m][j]. */
-static void block_errors(const float *y, const float *x, double inv_norm, int want_par,
-                         const avq_pq_shape *s, const float *codebook, encode_scratch *w) {
-    size_t K = avq_pq_num_blocks(s), C = s->num_centers;
-    for (size_t m = 0; m < K; m++) {
-        size_t start = avq_pq_block_start(s, m), len = avq_pq_block_len(s, m);
-        const float *cm = avq_pq_block_centers(s, codebook, m);
-        const float *ym = y + start, *xm = x + start;
-        double *R = w->R + m * C, *P = w->P + m * C;
-        size_t best = 0;
-        for (size_t j = 0; j < C; j++) {
-            const float *c = cm + j * len;
-            double r = 0.0, p = 0.0;
-            for (size_t t = 0; t < len; t++) {
-                double e = (double)ym[t] - c[t];
-                r += e * e;
-                p += e * xm[t];
-            }
-            R[j] = r;
-            if (want_par) P[j] = p * inv_norm;
-            if (r < R[best]) best = j;
-        }
-        w->code[m] = (uint8_t)best;
+/* The codebook as the encoder reads it: per block and center, each of the
+ * first two dimensions as a double (exact conversions), center j of block m
+ * at [m * C + j], so the loop over the centers of a 2-dimensional block
+ * reads contiguous arrays (the compiler vectorises it; the float codebook
+ * interleaves the two dimensions). */
+typedef struct {
+    double *c0, *c1; /* K x C each; NULL when dims_per_block != 2 */
+} encode_codebook;
+
+/* Block m's errors for a 2-dimensional block: the same operations, in the
+ * same order, as the general loop of block_errors (r and p start at 0.0 and
+ * add dimension 0, then dimension 1), one center per lane. */
+static inline void block_errors_2d(double y0, double y1, double x0, double x1, double inv_norm,
+                                   const double *restrict c0, const double *restrict c1,
+                                   size_t C, double *restrict R, double *restrict P) {
+    for (size_t j = 0; j < C; j++) {
+        double e0 = y0 - c0[j], e1 = y1 - c1[j];
+        R[j] = (0.0 + e0 * e0) + e1 * e1;
+        P[j] = ((0.0 + e0 * x0) + e1 * x1) * inv_norm;
     }
 }
 
-/* One block's best move; returns the new code (== cur when nothing helps). */
+static inline double min2d(double a, double b) { return b < a ? b : a; }
+static inline double max2d(double a, double b) { return b > a ? b : a; }
+
+/* block_errors' reductions for 16 centers without a chain of dependent
+ * compares: the smallest and second-smallest R by a tree of (low, high)
+ * pairs (min and max are exact, so any grouping gives the same values),
+ * then the first center at the minimum -- the lowest j among equals, as the
+ * sequential "R[j] < R[best]" scan.  The second smallest counts a repeated
+ * minimum twice, so it is min over j != best, as the general loop's. */
+static inline void block_min16(const double *restrict R, const double *restrict P, int want_par,
+                               uint8_t *code, double *gap, double *max_abs_p) {
+    double lo[8], hi[8];
+    for (int i = 0; i < 8; i++) {
+        lo[i] = min2d(R[i], R[i + 8]);
+        hi[i] = max2d(R[i], R[i + 8]);
+    }
+    for (int h = 4; h >= 1; h /= 2)
+        for (int i = 0; i < h; i++) {
+            double l = min2d(lo[i], lo[i + h]);
+            hi[i] = min2d(max2d(lo[i], lo[i + h]), min2d(hi[i], hi[i + h]));
+            lo[i] = l;
+        }
+    unsigned best = 15;
+    for (unsigned j = 15; j-- > 0;)
+        if (R[j] == lo[0]) best = j;
+    *code = (uint8_t)best;
+    if (!want_par) return;
+    *gap = hi[0] - lo[0];
+    double a[8];
+    for (int i = 0; i < 8; i++) a[i] = max2d(fabs(P[i]), fabs(P[i + 8]));
+    for (int h = 4; h >= 1; h /= 2)
+        for (int i = 0; i < h; i++) a[i] = max2d(a[i], a[i + h]);
+    *max_abs_p = max2d(*max_abs_p, a[0]);
+}
+
+/* R[m][j] = |y_m - C_m[j]|², and when want_par P[m][j] = <y_m - C_m[j], x_m>/|x|;
+ * code[m] = argmin_j R[m][j] (the lowest j among equals); with want_par also
+ * gap[m] = (second-smallest R) - R[code[m]] and max_abs_p, which
+ * coordinate_descent uses to skip blocks that cannot move. */
+static void block_errors(const float *y, const float *x, double inv_norm, int want_par,
+                         const avq_pq_shape *s, const float *codebook,
+                         const encode_codebook *cb, encode_scratch *w) {
+    size_t K = avq_pq_num_blocks(s), C = s->num_centers;
+    double max_abs_p = 0.0;
+    for (size_t m = 0; m < K; m++) {
+        size_t start = avq_pq_block_start(s, m), len = avq_pq_block_len(s, m);
+        const float *ym = y + start, *xm = x + start;
+        double *R = w->R + m * C, *P = w->P + m * C;
+        if (len == 2 && cb->c0) {
+            /* P is written either way (0 without want_par, unused then) */
+            if (C == 16) /* a constant trip count: vectorised without a tail */
+                block_errors_2d(ym[0], ym[1], xm[0], xm[1], inv_norm, cb->c0 + m * C,
+                                cb->c1 + m * C, 16, R, P);
+            else
+                block_errors_2d(ym[0], ym[1], xm[0], xm[1], inv_norm, cb->c0 + m * C,
+                                cb->c1 + m * C, C, R, P);
+        } else {
+            const float *cm = avq_pq_block_centers(s, codebook, m);
+            for (size_t j = 0; j < C; j++) {
+                const float *c = cm + j * len;
+                double r = 0.0, p = 0.0;
+                for (size_t t = 0; t < len; t++) {
+                    double e = (double)ym[t] - c[t];
+                    r += e * e;
+                    p += e * xm[t];
+                }
+                R[j] = r;
+                P[j] = p * inv_norm;
+            }
+        }
+        if (C == 16) {
+            block_min16(R, P, want_par, w->code + m, w->gap + m, &max_abs_p);
+            continue;
+        }
+        size_t best = 0;
+        for (size_t j = 1; j < C; j++)
+            if (R[j] < R[best]) best = j;
+        w->code[m] = (uint8_t)best;
+        if (want_par) {
+            double second = INFINITY;
+            for (size_t j = 0; j < C; j++) {
+                if (j != best && R[j] < second) second = R[j];
+                double a = fabs(P[j]);
+                if (a > max_abs_p) max_abs_p = a;
+            }
+            w->gap[m] = second - R[best];
+        }
+    }
+    w->max_abs_p = max_abs_p;
+}
+
+/* One block's best move; returns the new code (== cur when nothing helps).
+ * A candidate whose lower bound fl(-fl((eta-1) par2) + fl(R[j] - R[cur]))
+ * (see coordinate_descent) is not below best_delta cannot be taken, so it
+ * is passed over before its dpar is computed: the same result, and most
+ * candidates of most blocks stop at that one compare. */
 static size_t best_move(const double *R, const double *P, size_t C, size_t cur, double par,
                         double eta) {
     size_t best = cur;
     double best_delta = 0.0, base = par - P[cur], par2 = par * par;
+    double floor_par = -((eta - 1.0) * par2), Rc = R[cur];
     for (size_t j = 0; j < C; j++) {
+        if (!(floor_par + (R[j] - Rc) < best_delta)) continue;
         double np = base + P[j];
         double dpar = np * np - par2;
         if (j == cur || dpar > 0.0) continue;
@@ -279,26 +374,68 @@ static size_t best_move(const double *R, const double *P, size_t C, size_t cur, 
     return best;
 }
 
+/* Coordinate descent as described at avq_aniso_encode, with the blocks that
+ * provably cannot move left out (the codes are the same bit for bit).
+ *
+ * Why a block can be skipped.  In best_move every candidate j != cur of a
+ * block still at its argmin has, in floating point and by the monotonicity
+ * of rounding, dpar = fl(np² - par2) >= -par2 and R[j] - R[cur] >= gap, so
+ * delta >= fl(-fl((eta-1) par2) + gap); when that bound is >= 0 no delta is
+ * < 0 and the block keeps its code.  Tested with the current par2 before
+ * each visit, that is one multiply-add instead of C candidates.
+ *
+ * Tested with an upper bound PB2 of par2 over the whole descent, it holds
+ * for every visit: the block never moves, never changes par, and neither
+ * its visits nor its place in the order matter, so it is left out of the
+ * order altogether (most blocks of most points: only the rest is sorted).
+ * The bound: an accepted move has fl(np²) <= fl(par²), and the new par,
+ * par + (P[j] - P[cur]), differs from np = (par - P[cur]) + P[j] only by
+ * rounding, so |par'| <= |par| (1 + 8u) + 4u max|P| (u = 2^-53); after at
+ * most max_rounds * K <= 1e5 moves |par| <= (|par0| + 1e-9 max|P|)(1 + 1e-9)
+ * with a wide margin.  Beyond 1e5 possible moves every block is kept.
+ *
+ * The rounds end early once every block still in the order has been
+ * visited without a change since the last move: the next visits would see
+ * the same par and codes and change nothing either. */
 static void coordinate_descent(const avq_pq_shape *s, double eta, int max_rounds,
                                encode_scratch *w) {
     size_t K = avq_pq_num_blocks(s), C = s->num_centers;
     double par = 0.0;
+    for (size_t m = 0; m < K; m++) par += w->P[m * C + w->code[m]];
+    double c = eta - 1.0;
+    double pb = INFINITY;
+    if ((double)max_rounds * (double)K <= 1e5)
+        pb = (fabs(par) + 1e-9 * w->max_abs_p) * (1.0 + 1e-9);
+    double never = -(c * (pb * pb)); /* the bound's -fl((eta-1) PB2) */
+    size_t live = 0;
     for (size_t m = 0; m < K; m++) {
-        par += w->P[m * C + w->code[m]];
-        w->order[m].r = w->R[m * C + w->code[m]];
-        w->order[m].m = m;
+        if (never + w->gap[m] >= 0.0) continue; /* cannot move, ever */
+        w->order[live].r = w->R[m * C + w->code[m]];
+        w->order[live].m = m;
+        live++;
     }
-    sort_blocks(w->order, K);
+    if (live == 0) return;
+    sort_blocks(w->order, live);
+    size_t quiet = 0; /* visits without a change since the last move */
     for (int round = 0; round < max_rounds; round++) {
         int changed = 0;
-        for (size_t o = 0; o < K; o++) {
+        for (size_t o = 0; o < live; o++) {
             size_t m = w->order[o].m, cur = w->code[m];
             const double *R = w->R + m * C, *P = w->P + m * C;
-            size_t j = best_move(R, P, C, cur, par, eta);
-            if (j == cur) continue;
+            size_t j = cur;
+            /* w->gap[m] bounds R[j] - R[cur] (j != cur) while R[cur] is the
+             * block's smallest R, the order key: at the argmin, or on a tie
+             * with it (then gap = 0 and every R[j] >= R[cur]) */
+            if (!(R[cur] == w->order[o].r && -(c * (par * par)) + w->gap[m] >= 0.0))
+                j = best_move(R, P, C, cur, par, eta);
+            if (j == cur) {
+                if (++quiet >= live) return;
+                continue;
+            }
             par += P[j] - P[cur];
             w->code[m] = (uint8_t)j;
             changed = 1;
+            quiet = 0;
         }
         if (!changed) break;
     }
@@ -310,6 +447,7 @@ typedef struct {
     const float *codebook;
     const avq_aniso_params *p;
     const eta_source *src;
+    const encode_codebook *cb;
     encode_scratch *scratch; /* one per worker */
     uint8_t *codes;
 } encode_job;
@@ -368,13 +506,16 @@ static int encode_range(void *ctx, size_t begin, size_t end, int worker) {
     const avq_pq_shape *s = job->shape;
     size_t d = s->dim, K = avq_pq_num_blocks(s);
     encode_scratch *w = &job->scratch[worker];
+    double norms[8];
     for (size_t i = begin; i < end; i++) {
         const float *y = job->y + i * d, *x = job->x + i * d;
-        double norm2 = avq_norm2_f64(x, d);
+        if ((i - begin) % 8 == 0) /* avq_norm2_f64's sums, 8 rows at a time */
+            avq_rows_norm2_f64(x, end - i < 8 ? end - i : 8, d, norms);
+        double norm2 = norms[(i - begin) % 8];
         double eta = point_eta(job->p, job->src, norm2, d);
         /* a zero point has no parallel direction: reconstruction is all we can do */
         int aniso = eta > 1.0 && norm2 > 0.0 && job->p->max_rounds > 0;
-        block_errors(y, x, aniso ? 1.0 / sqrt(norm2) : 0.0, aniso, s, job->codebook, w);
+        block_errors(y, x, aniso ? 1.0 / sqrt(norm2) : 0.0, aniso, s, job->codebook, job->cb, w);
         if (aniso) coordinate_descent(s, eta, job->p->max_rounds, w);
         memcpy(job->codes + i * K, w->code, K);
     }
@@ -406,7 +547,7 @@ static int check_encode_args(const float *y, const float *x, size_t n, const avq
     const float *arrays[2] = {y, x};
     for (int a = 0; a < 2; a++) {
         if (a == 1 && x == y) break;
-        if (!avq_all_finite(arrays[a], total)) {
+        if (!avq_all_finite_wide(arrays[a], total)) {
             size_t at = avq_first_non_finite(arrays[a], total);
             return avq_fail(AVQ_ERR_INVALID, "encode: %s row %zu, column %zu is not finite",
                             a ? "original" : "residual", at / s->dim, at % s->dim);
@@ -424,7 +565,7 @@ int avq_aniso_encode(const float *y, const float *x, size_t n, const avq_pq_shap
     if (st != AVQ_OK || n == 0) return st;
     size_t K = avq_pq_num_blocks(shape), C = shape->num_centers;
     int threads = avq_resolve_threads(p->threads);
-    size_t per_worker = 2 * K * C * sizeof(double) + K * sizeof(block_order) + K;
+    size_t per_worker = (2 * K * C + K) * sizeof(double) + K * sizeof(block_order) + K;
     per_worker = (per_worker + 63) & ~(size_t)63; /* keep every worker's doubles aligned */
     encode_scratch *scratch = calloc((size_t)threads, sizeof *scratch);
     char *pool = malloc((size_t)threads * per_worker);
@@ -437,7 +578,8 @@ int avq_aniso_encode(const float *y, const float *x, size_t n, const avq_pq_shap
         char *base = pool + (size_t)t * per_worker; /* doubles first: aligned */
         scratch[t].R = (double *)base;
         scratch[t].P = scratch[t].R + K * C;
-        scratch[t].order = (block_order *)(scratch[t].P + K * C);
+        scratch[t].gap = scratch[t].P + K * C;
+        scratch[t].order = (block_order *)(scratch[t].gap + K);
         scratch[t].code = (uint8_t *)(scratch[t].order + K);
     }
     eta_source *src = malloc(sizeof *src);
@@ -447,9 +589,25 @@ int avq_aniso_encode(const float *y, const float *x, size_t n, const avq_pq_shap
         return avq_fail_nomem("eta table", sizeof *src);
     }
     eta_source_init(src, p, x, n, shape->dim);
-    encode_job job = {y, x, shape, codebook, p, src, scratch, codes};
+    encode_codebook cb = {NULL, NULL};
+    if (shape->dims_per_block == 2) {
+        cb.c0 = malloc(2 * K * C * sizeof(double));
+        if (cb.c0) { /* else the general loop: slower, the same codes */
+            cb.c1 = cb.c0 + K * C;
+            for (size_t m = 0; m < K; m++) {
+                const float *cm = avq_pq_block_centers(shape, codebook, m);
+                size_t len = avq_pq_block_len(shape, m);
+                for (size_t j = 0; j < C; j++) {
+                    cb.c0[m * C + j] = cm[j * len];
+                    cb.c1[m * C + j] = len == 2 ? cm[j * len + 1] : 0.0;
+                }
+            }
+        }
+    }
+    encode_job job = {y, x, shape, codebook, p, src, &cb, scratch, codes};
     st = avq_parallel_for(n, ENCODE_CHUNK, threads, encode_range, &job, progress,
                           progress_user, "encode");
+    free(cb.c0);
     free(src);
     free(pool);
     free(scratch);

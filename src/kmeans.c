@@ -32,6 +32,8 @@
  */
 #include "kmeans.h"
 
+#include "vecmath.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
@@ -587,7 +589,7 @@ static int check_params(const float *x, size_t n, size_t d, const avq_kmeans_par
     if (!(p->tol >= 0.0))
         return avq_fail(AVQ_ERR_INVALID, "kmeans: tol must be >= 0, got %g", p->tol);
     size_t bytes;
-    if (!avq_mul_ok(n, d, &bytes) || !avq_all_finite(x, n * d))
+    if (!avq_mul_ok(n, d, &bytes) || !avq_all_finite_wide(x, n * d))
         return avq_fail(AVQ_ERR_INVALID, "kmeans: row %zu, column %zu is not a finite number",
                         avq_first_non_finite(x, n * d) / d, avq_first_non_finite(x, n * d) % d);
     return AVQ_OK;

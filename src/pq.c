@@ -24,6 +24,7 @@
 
 #include "aniso.h"
 #include "kmeans.h"
+#include "vecmath.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -97,6 +98,12 @@ static int train_blocks(void *ctx, size_t begin, size_t end, int worker) {
     return AVQ_OK;
 }
 
+int avq_pq_train_sample(size_t n, const avq_pq_shape *shape, const avq_pq_train_params *p,
+                        size_t **idx, size_t *count) {
+    uint64_t rng = p->seed;
+    return avq_sample_rows(n, p->training_sample, shape->num_centers, &rng, idx, count);
+}
+
 int avq_pq_train(const float *rows, size_t n, const avq_pq_shape *shape,
                  const avq_pq_train_params *p, float *codebook, avq_progress_fn progress,
                  void *progress_user) {
@@ -110,14 +117,13 @@ int avq_pq_train(const float *rows, size_t n, const avq_pq_shape *shape,
                         C, C, n);
     if (p->max_iter == 0)
         return avq_fail(AVQ_ERR_INVALID, "pq train: max_iter must be >= 1");
-    if (!avq_all_finite(rows, n * d)) {
+    if (!avq_all_finite_wide(rows, n * d)) {
         size_t at = avq_first_non_finite(rows, n * d);
         return avq_fail(AVQ_ERR_INVALID, "pq train: row %zu, column %zu is not a finite number",
                         at / d, at % d);
     }
-    uint64_t rng = p->seed;
     size_t *idx = NULL, count = 0;
-    st = avq_sample_rows(n, p->training_sample, C, &rng, &idx, &count);
+    st = avq_pq_train_sample(n, shape, p, &idx, &count);
     if (st != AVQ_OK) return st;
     /* Blocks of at most AVQ_KMEANS_DIRECT_MAX_DIM dimensions never reach
      * OpenBLAS: the workers take whole blocks, one single-threaded k-means

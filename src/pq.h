@@ -71,6 +71,14 @@ int avq_pq_train(const float *rows, size_t n, const avq_pq_shape *shape,
                  const avq_pq_train_params *p, float *codebook, avq_progress_fn progress,
                  void *progress_user);
 
+/* The rows avq_pq_train(rows, n, shape, p, ...) trains on: *idx (malloc'ed,
+ * *count increasing row numbers) is the Bernoulli sample it draws from
+ * p->seed.  A caller that makes its rows on demand (quantizer.c: residuals)
+ * makes only these, in this order, and trains on them with
+ * training_sample = 0: the same codebook bit for bit. */
+int avq_pq_train_sample(size_t n, const avq_pq_shape *shape, const avq_pq_train_params *p,
+                        size_t **idx, size_t *count);
+
 /* Reconstruction encoder: per block the nearest center (squared L2 in
  * double, ties to the lower index).  rows: n x d; codes: n x K output.
  * Multi-threaded (no BLAS), so it may be used from any thread.  Progress

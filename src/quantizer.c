@@ -302,33 +302,42 @@ static int order_by_leaf(const int32_t *leaf_of, size_t n, size_t L, size_t *ord
 
 /* The PQ codebook, trained on the residuals of the rows in leaf order (the
  * order the frozen index of avq 0.1 trained in, so the same data and seed
- * give the same codebook). */
+ * give the same codebook).  Only the residuals of the rows avq_pq_train
+ * samples are made (avq_pq_train_sample: at 2M rows, 100,000 of 2,000,000,
+ * instead of an 800 MB array of them all); it then trains on exactly
+ * those, in the same order. */
 static int train_codebook(avq_quantizer *q, const float *x, size_t n, const int32_t *leaf_of) {
     const avq_build_params *p = &q->params;
     size_t d = q->dim;
     float *resid = NULL;
-    size_t *order = NULL;
+    size_t *order = NULL, *idx = NULL, count = 0;
     int st = AVQ_OK;
-    AVQ_ALLOC(order, n);
-    TRY(order_by_leaf(leaf_of, n, q->num_leaves, order));
-    AVQ_ALLOC(resid, n * d);
-    for (size_t i = 0; i < n; i++) {
-        const float *row = x + order[i] * d, *c = q->centers + (size_t)leaf_of[order[i]] * d;
-        int use_center = p->metric != AVQ_METRIC_L2;
-        for (size_t j = 0; j < d; j++) resid[i * d + j] = row[j] - (use_center ? c[j] : 0.0f);
-    }
-    free(order);
-    order = NULL;
-    AVQ_ALLOC(q->codebook, q->num_centers * d);
     avq_pq_shape shape = {d, q->dims_per_block, q->num_centers};
     avq_pq_train_params tp;
     avq_pq_default_train_params(&tp);
     tp.seed = p->seed + 1;
     tp.threads = p->threads;
     if (p->training_sample) tp.training_sample = p->training_sample;
-    TRY(avq_pq_train(resid, n, &shape, &tp, q->codebook, p->progress, p->progress_user));
+    AVQ_ALLOC(order, n);
+    TRY(order_by_leaf(leaf_of, n, q->num_leaves, order));
+    TRY(avq_pq_train_sample(n, &shape, &tp, &idx, &count));
+    AVQ_ALLOC(resid, count * d);
+    int use_center = p->metric != AVQ_METRIC_L2;
+    for (size_t r = 0; r < count; r++) {
+        size_t i = order[idx[r]];
+        const float *row = x + i * d, *c = q->centers + (size_t)leaf_of[i] * d;
+        for (size_t j = 0; j < d; j++) resid[r * d + j] = row[j] - (use_center ? c[j] : 0.0f);
+    }
+    free(order);
+    order = NULL;
+    free(idx);
+    idx = NULL;
+    AVQ_ALLOC(q->codebook, q->num_centers * d);
+    tp.training_sample = 0; /* the rows are the sample */
+    TRY(avq_pq_train(resid, count, &shape, &tp, q->codebook, p->progress, p->progress_user));
 fail:
     free(order);
+    free(idx);
     free(resid);
     return st;
 }
@@ -477,10 +486,16 @@ static int refuse_zero_cosine_rows(const float *data, size_t n, size_t dim,
     if (!data || !params || params->struct_size < BUILD_PARAMS_MIN_SIZE ||
         params->metric != AVQ_METRIC_COSINE || dim == 0)
         return AVQ_OK;
-    for (size_t i = 0; i < n; i++)
-        if (avq_norm2_f64(data + i * dim, dim) == 0.0)
-            return avq_fail(AVQ_ERR_INVALID,
-                            "build: row %zu is a zero vector, which has no cosine similarity", i);
+    double norms[8];
+    for (size_t i0 = 0; i0 < n; i0 += 8) { /* avq_norm2_f64's sums, 8 rows at a time */
+        size_t rows = n - i0 < 8 ? n - i0 : 8;
+        avq_rows_norm2_f64(data + i0 * dim, rows, dim, norms);
+        for (size_t k = 0; k < rows; k++)
+            if (norms[k] == 0.0)
+                return avq_fail(AVQ_ERR_INVALID,
+                                "build: row %zu is a zero vector, which has no cosine similarity",
+                                i0 + k);
+    }
     return AVQ_OK;
 }
 

@@ -8,6 +8,7 @@
 
 #include "avq.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* ---- the input domain -------------------------------------------------------
@@ -60,6 +61,15 @@ void avq_normalize_rows(float *x, size_t n, size_t dim);
 
 /* A malloc'ed, normalised copy of x (free with free()), or NULL. */
 float *avq_normalized_copy(const float *x, size_t n, size_t dim);
+
+/* avq_all_finite(x, n) (every value finite), several times faster on
+ * long arrays. */
+bool avq_all_finite_wide(const float *x, size_t n);
+
+/* out[i] = avq_norm2_f64(x_i) for the n rows of x (dim floats), bit for bit
+ * (each row summed in order), several rows side by side: faster than one
+ * call per row. */
+void avq_rows_norm2_f64(const float *x, size_t n, size_t dim, double *out);
 
 /* out[i] = |x_i|² (accumulated in double, stored as float). */
 void avq_row_norms2(const float *x, size_t n, size_t dim, float *out);
