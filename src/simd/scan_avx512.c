@@ -376,20 +376,6 @@ INLINE __mmask16 tail_mask(size_t left) {
     return (__mmask16)((1u << (left < 16 ? left : 16)) - 1u);
 }
 
-INLINE float dot_f32(const float *a, const float *b, size_t d) {
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-    size_t t = 0;
-    for (; t + 32 <= d; t += 32) {
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + t), _mm512_loadu_ps(b + t), s0);
-        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + t + 16), _mm512_loadu_ps(b + t + 16), s1);
-    }
-    for (; t < d; t += 16) {
-        __mmask16 k = tail_mask(d - t);
-        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, a + t), _mm512_maskz_loadu_ps(k, b + t), s0);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
-}
-
 INLINE __m512 load16_i8(__mmask16 k, const int8_t *p) {
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(k, p)));
 }
@@ -408,14 +394,62 @@ INLINE float dot_i8(const float *a, const int8_t *b, size_t d) {
     return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
+/* Four rows at once: four accumulators, then one transposing reduction
+ * for the four sums instead of a full horizontal reduction per row (which
+ * cost as much as the multiply-adds at d = 100).  The query's loads are
+ * shared by the four rows. */
+INLINE __m128 dot4_f32(const float *q, const float *r0, const float *r1, const float *r2,
+                       const float *r3, size_t d) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    size_t t = 0;
+    for (; t + 16 <= d; t += 16) {
+        __m512 qv = _mm512_loadu_ps(q + t);
+        a0 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(r0 + t), a0);
+        a1 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(r1 + t), a1);
+        a2 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(r2 + t), a2);
+        a3 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(r3 + t), a3);
+    }
+    if (t < d) {
+        __mmask16 k = tail_mask(d - t);
+        __m512 qv = _mm512_maskz_loadu_ps(k, q + t);
+        a0 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(k, r0 + t), a0);
+        a1 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(k, r1 + t), a1);
+        a2 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(k, r2 + t), a2);
+        a3 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(k, r3 + t), a3);
+    }
+    /* per 128-bit lane: s01 = [a0 a1 a0 a1] pair sums, s23 likewise, then
+     * s = [a0 a1 a2 a3]; then the four lanes are added */
+    __m512 s01 = _mm512_add_ps(_mm512_unpacklo_ps(a0, a1), _mm512_unpackhi_ps(a0, a1));
+    __m512 s23 = _mm512_add_ps(_mm512_unpacklo_ps(a2, a3), _mm512_unpackhi_ps(a2, a3));
+    __m512 s = _mm512_add_ps(_mm512_shuffle_ps(s01, s23, 0x44), _mm512_shuffle_ps(s01, s23, 0xEE));
+    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(s),
+                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1)));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+/* A lone row gets exactly the arithmetic it would get among four, so a
+ * vector's score never depends on where it stands in a list (batch and
+ * single searches, shards and one index must agree bit for bit). */
+INLINE float dot1_f32(const float *q, const float *r, size_t d) {
+    return _mm_cvtss_f32(dot4_f32(q, r, r, r, r, d));
+}
+
 static void dot_rows_avx512(const float *q, const float *rows, size_t n, size_t d,
                             float *out) {
-    for (size_t i = 0; i < n; i++) out[i] = dot_f32(q, rows + i * d, d);
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const float *r = rows + i * d;
+        _mm_storeu_ps(out + i, dot4_f32(q, r, r + d, r + 2 * d, r + 3 * d, d));
+    }
+    for (; i < n; i++) out[i] = dot1_f32(q, rows + i * d, d);
 }
 
 static void dot_gather_avx512(const float *q, const float *const *rows, size_t d,
                               size_t n, float *out) {
-    for (size_t i = 0; i < n; i++) out[i] = dot_f32(q, rows[i], d);
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        _mm_storeu_ps(out + i, dot4_f32(q, rows[i], rows[i + 1], rows[i + 2], rows[i + 3], d));
+    for (; i < n; i++) out[i] = dot1_f32(q, rows[i], d);
 }
 
 static void dot_rows_i8_avx512(const float *q, const int8_t *rows, size_t n, size_t d,
