@@ -284,8 +284,10 @@ typedef struct avq_build_params {
                                  L2); 0 = off;
                                  default 2.5 for dot, 0 otherwise            */
     /* product quantization */
-    int dims_per_block;       /* dimensions per 4-bit code, default 2         */
-    int bits;                 /* 4 (16 centers, SIMD fast scan) or 8          */
+    int dims_per_block;       /* dimensions per code, default 2               */
+    int bits;                 /* 4 (16 centers, default) or 8 (256 centers:
+                                 a SIMD scan on AVX-512 CPUs, scalar
+                                 elsewhere; doc/RESULTS.md "8-bit codes")    */
     float threshold;          /* anisotropic threshold T (ScaNN's
                                  anisotropic_quantization_threshold), default
                                  0.2 for dot/cosine; NaN = reconstruction loss
