@@ -40,7 +40,7 @@
 #include <string.h>
 
 enum { TILE_FLOATS = 4 << 20, CENTER_TILE = 4096, ROW_CHUNK = 64, ARGMIN_BLOCK = 64,
-       DIRECT_MAX_DIM = AVQ_KMEANS_DIRECT_MAX_DIM, DIRECT_ROWS = 16 };
+       DIRECT_MAX_DIM = AVQ_KMEANS_DIRECT_MAX_DIM, DIRECT_ROWS = 16, PREFETCH_AHEAD = 4 };
 
 void avq_kmeans_default_params(avq_kmeans_params *p, size_t k) {
     memset(p, 0, sizeof *p);
@@ -456,7 +456,7 @@ static int init_plusplus(const float *x, size_t n, size_t d, size_t k, uint64_t 
 
 typedef struct {
     const float *x;
-    size_t d;
+    size_t d, k;
     const size_t *offsets, *members; /* counting sort of rows by cluster */
     float *centers;
     double *acc;                      /* d doubles per worker */
@@ -485,6 +485,13 @@ static int update_centers(void *ctx, size_t begin, size_t end, int worker) {
         memset(acc, 0, d * sizeof *acc);
         for (size_t m = lo; m < hi; m++) {
             const float *row = job->x + job->members[m] * d;
+            /* the members are scattered over the sample: ask for the row
+             * PREFETCH_AHEAD members on now, or every row is a cache miss
+             * waited for (the update was memory-latency bound) */
+            if (m + PREFETCH_AHEAD < job->offsets[job->k]) {
+                const char *next = (const char *)(job->x + job->members[m + PREFETCH_AHEAD] * d);
+                for (size_t b = 0; b < d * sizeof(float); b += 64) __builtin_prefetch(next + b);
+            }
             /* fixed-count blocks so that GCC -O2 vectorises; each acc[t]
              * is still its own sum in row order */
             size_t t = 0;
@@ -649,7 +656,7 @@ int avq_kmeans_train(const float *x, size_t n, size_t d, const avq_kmeans_params
             update_small(xs, ns, d, k, assign, p->spherical, acc, offsets, centers);
         } else {
             group_members(assign, ns, k, offsets, members);
-            update_job job = {xs, d, offsets, members, centers, acc, p->spherical};
+            update_job job = {xs, d, k, offsets, members, centers, acc, p->spherical};
             st = avq_parallel_for(k, 16, threads, update_centers, &job, NULL, NULL, "kmeans");
             if (st != AVQ_OK) goto done;
             for (size_t j = 0; j < k; j++) offsets[j] = offsets[j + 1] - offsets[j];

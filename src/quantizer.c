@@ -421,8 +421,8 @@ int avq_quantizer_train_assign(const float *data, size_t n, size_t dim,
     if (q->num_leaves < 2) q->params.spill = 0;
 
     AVQ_ALLOC(x, n * dim);
-    memcpy(x, data, n * dim * sizeof(float));
-    if (p.metric == AVQ_METRIC_COSINE) avq_normalize_rows(x, n, dim);
+    if (p.metric == AVQ_METRIC_COSINE) avq_normalize_rows_to(data, n, dim, x); /* one pass */
+    else memcpy(x, data, n * dim * sizeof(float));
     AVQ_ALLOC(q->centers, q->num_leaves * dim);
     AVQ_ALLOC(q->center_norms, q->num_leaves);
     AVQ_ALLOC(leaf_of, n);

@@ -131,33 +131,38 @@ int avq_check_query(const float *q, size_t dim, avq_metric metric, const char *w
                                 : fail_vector(why, q, col, norm2, metric, who, "query", 0, false);
 }
 
-void avq_normalize_rows(float *x, size_t n, size_t dim) {
+void avq_normalize_rows_to(const float *x, size_t n, size_t dim, float *out) {
     double norms[NORMS_ROWS];
     for (size_t i = 0; i < n; i++) {
-        float *row = x + i * dim;
+        const float *row = x + i * dim;
+        float *o = out + i * dim;
         if (i % NORMS_ROWS == 0)
             avq_rows_norm2_f64(row, n - i < NORMS_ROWS ? n - i : NORMS_ROWS, dim, norms);
         double norm = sqrt(norms[i % NORMS_ROWS]);
-        if (!(norm > 0.0)) continue;
+        if (!(norm > 0.0)) {
+            if (o != row) memcpy(o, row, dim * sizeof(float));
+            continue;
+        }
         double inv = 1.0 / norm;
         if (inv >= FLT_MIN && inv <= FLT_MAX) {
             float finv = (float)inv;
-            for (size_t j = 0; j < dim; j++) row[j] *= finv;
+            for (size_t j = 0; j < dim; j++) o[j] = row[j] * finv;
         } else {
             /* 1/|x| is no normal float (a row of subnormals, or of values
              * near FLT_MAX): scale in double */
-            for (size_t j = 0; j < dim; j++) row[j] = (float)((double)row[j] * inv);
+            for (size_t j = 0; j < dim; j++) o[j] = (float)((double)row[j] * inv);
         }
     }
 }
+
+void avq_normalize_rows(float *x, size_t n, size_t dim) { avq_normalize_rows_to(x, n, dim, x); }
 
 float *avq_normalized_copy(const float *x, size_t n, size_t dim) {
     size_t bytes;
     if (!avq_mul_ok(n, dim * sizeof(float), &bytes)) return NULL;
     float *copy = malloc(bytes ? bytes : 1);
     if (!copy) return NULL;
-    memcpy(copy, x, bytes);
-    avq_normalize_rows(copy, n, dim);
+    avq_normalize_rows_to(x, n, dim, copy);
     return copy;
 }
 

@@ -59,6 +59,10 @@ int avq_check_query(const float *q, size_t dim, avq_metric metric, const char *w
  * come out of unit length. */
 void avq_normalize_rows(float *x, size_t n, size_t dim);
 
+/* avq_normalize_rows of x written to out (n x dim; out == x is the in-place
+ * case): one pass instead of a copy and a pass over it. */
+void avq_normalize_rows_to(const float *x, size_t n, size_t dim, float *out);
+
 /* A malloc'ed, normalised copy of x (free with free()), or NULL. */
 float *avq_normalized_copy(const float *x, size_t n, size_t dim);
 

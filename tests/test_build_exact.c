@@ -221,10 +221,19 @@ Test(build_exact, normalize_and_check_rows_per_row) {
     for (size_t i = 0; i < n * d; i++) x[i] = (float)(avq_rng_uniform(&seed) - 0.5);
     memset(x + 5 * d, 0, d * sizeof(float)); /* a zero row stays zero */
     for (size_t t = 0; t < d; t++) x[11 * d + t] = 1e-42f; /* subnormals: scaled in double */
+    x[17 * d + 3] = NAN; /* left as it is, in place or copied */
     memcpy(want, x, n * d * sizeof(float));
     for (size_t i = 0; i < n; i++) avq_normalize_rows(want + i * d, 1, d); /* one row a call */
+    float *to = malloc(n * d * sizeof(float)), *copy = avq_normalized_copy(x, n, d);
+    cr_assert(to && copy);
+    avq_normalize_rows_to(x, n, d, to);
     avq_normalize_rows(x, n, d);
     cr_assert_eq(memcmp(x, want, n * d * sizeof(float)), 0);
+    cr_assert_eq(memcmp(to, want, n * d * sizeof(float)), 0);
+    cr_assert_eq(memcmp(copy, want, n * d * sizeof(float)), 0);
+    free(to);
+    free(copy);
+    x[17 * d + 3] = 0.25f;
     cr_assert_eq(avq_check_rows(x, n, d, AVQ_METRIC_DOT, "t", NULL), AVQ_OK);
     x[20 * d + 4] = NAN;
     cr_assert_eq(avq_check_rows(x, n, d, AVQ_METRIC_DOT, "t", NULL), AVQ_ERR_INVALID);
