@@ -861,19 +861,13 @@ int avq_index_search(const avq_index *idx, const float *query, const avq_search_
 
 /* ---- batched search -------------------------------------------------------
  *
- * Queries are handed to the workers in ranges of up to BATCH_RANGE (the
- * whole batch on one thread).  Every query of a range first gets its leaves
- * -- the center scores computed a block of centers at a time for up to
- * BATCH_CHUNK queries, so that the block stays in L1 instead of every query
- * streaming all centers from L2.  The range is then ordered by best leaf and
- * cut into chunks of up to BATCH_CHUNK: queries with the same best leaf share
- * most of their leaf lists, so a chunk of them has far fewer distinct leaves
- * than a chunk of arbitrary queries, and each leaf is scanned for more
- * queries at once (with leaves_to_search 20 of GloVe's 576, batch over
- * single went from 1.20 to about 1.28 with this).  Within a chunk every query
- * gets its LUT; the (leaf, query) pairs are bucketed by leaf, and each
- * leaf's codes are read once for up to AVQ_SCAN_MAX_BATCH queries at a time
- * (the batched kernels load a code byte once and look it up in 2-3 LUTs).
+ * Queries are handed to the workers in chunks of up to BATCH_CHUNK.  Within a
+ * chunk every query first gets its leaves -- the center scores computed a
+ * block of centers at a time for all its queries, so that the block stays in
+ * L1 instead of every query streaming all centers from L2 -- and its LUT; the
+ * (leaf, query) pairs are then bucketed by leaf, and each leaf's codes are
+ * read once for up to AVQ_SCAN_MAX_BATCH queries at a time (the batched
+ * kernels load a code byte once and look it up in 2-3 LUTs).
  *
  * Visiting order.  First every query's own best leaf, for the queries that
  * ranked it first only: a query's first leaf is scanned with an empty top
@@ -890,7 +884,7 @@ int avq_index_search(const avq_index *idx, const float *query, const avq_search_
  * integer threshold never rejects a point that would be kept), so a batch
  * returns exactly what one-at-a-time searches return.
  */
-enum { BATCH_CHUNK = 192, BATCH_RANGE = 8192, BATCH_SCRATCH_BUDGET = 32 << 20 };
+enum { BATCH_CHUNK = 96, BATCH_SCRATCH_BUDGET = 32 << 20 };
 
 /* Queries per chunk: BATCH_CHUNK, fewer if their per-query state would
  * exceed BATCH_SCRATCH_BUDGET bytes per worker (huge leaves_to_search or
@@ -902,16 +896,6 @@ static size_t batch_chunk_size(const avq_index *idx, const resolved_params *r) {
                        idx->num_leaves * sizeof(float) + 64;
     size_t chunk = BATCH_SCRATCH_BUDGET / per_query;
     return chunk < 1 ? 1 : (chunk > BATCH_CHUNK ? BATCH_CHUNK : chunk);
-}
-
-/* Queries per range (what a worker takes at a time and regroups into
- * chunks): BATCH_RANGE, fewer if their prepared queries and leaf lists
- * would exceed the budget, at least 1. */
-static size_t batch_range_size(const avq_index *idx, const resolved_params *r) {
-    size_t per_query = 2 * idx->dim * sizeof(float) + sizeof(double) + sizeof(uint32_t) +
-                       r->leaves * sizeof(avq_neighbor) + 16;
-    size_t range = BATCH_SCRATCH_BUDGET / per_query;
-    return range < 1 ? 1 : (range > BATCH_RANGE ? BATCH_RANGE : range);
 }
 
 typedef struct {
@@ -928,22 +912,14 @@ typedef struct {
     uint32_t *visited;      /* num_leaves: serial of the pass that last scanned it */
     uint32_t serial;
     float *dots;            /* chunk x num_leaves: <q, c> of every center    */
-    size_t *qnum;           /* chunk: each query's number in the batch       */
-    /* the range the chunks are drawn from */
-    float *rq, *rq_i8;      /* range x dim: prepared queries                 */
-    double *rqnorm2;        /* range                                         */
-    avq_neighbor *rleaves;  /* range x leaves: each query's leaves, best first */
-    uint32_t *perm;         /* range: positions ordered by best leaf         */
     void *block;
 } chunk_scratch;
 
-/* Scratch for chunks of up to B queries drawn from ranges of up to R. */
-static int chunk_scratch_init(chunk_scratch *c, const avq_index *idx, const resolved_params *r,
-                              size_t B, size_t R) {
+static int chunk_scratch_init(chunk_scratch *c, const avq_index *idx, const resolved_params *r) {
     memset(c, 0, sizeof *c);
     int st = scratch_init(&c->s, idx, r);
     if (st != AVQ_OK || idx->q->mode == AVQ_MODE_BRUTE) return st;
-    size_t d = idx->dim, L = idx->num_leaves, m = r->leaves;
+    size_t B = batch_chunk_size(idx, r), d = idx->dim, L = idx->num_leaves, m = r->leaves;
     size_t KC = idx->q->num_blocks * idx->q->num_centers;
     const size_t sizes[] = {
         B * d * sizeof(float),      B * d * sizeof(float),
@@ -952,17 +928,11 @@ static int chunk_scratch_init(chunk_scratch *c, const avq_index *idx, const reso
         B * c->s.cand_capacity * sizeof(avq_neighbor), B * sizeof(avq_topk),
         (L + 1) * sizeof(uint32_t), B * m * sizeof(uint32_t),
         L * sizeof(uint32_t),       B * L * sizeof(float),
-        B * sizeof(size_t),
-        R * d * sizeof(float),      R * d * sizeof(float),
-        R * sizeof(double),         R * m * sizeof(avq_neighbor),
-        R * sizeof(uint32_t),
     };
     void **const slots[] = {(void **)&c->q,      (void **)&c->q_i8,   (void **)&c->qnorm2,
                             (void **)&c->lut8,   (void **)&c->info,   (void **)&c->leaves,
                             (void **)&c->cand_items, (void **)&c->cand, (void **)&c->bucket,
-                            (void **)&c->pairs,  (void **)&c->visited, (void **)&c->dots,
-                            (void **)&c->qnum,   (void **)&c->rq,     (void **)&c->rq_i8,
-                            (void **)&c->rqnorm2, (void **)&c->rleaves, (void **)&c->perm};
+                            (void **)&c->pairs,  (void **)&c->visited, (void **)&c->dots};
     c->block = carve_block(sizes, slots, sizeof sizes / sizeof sizes[0], "batch scratch");
     if (!c->block) return AVQ_ERR_NOMEM; /* the caller frees c->s */
     memset(c->visited, 0, L * sizeof(uint32_t));
@@ -994,7 +964,6 @@ typedef struct {
     int64_t *ids;
     float *scores;
     const candidate_out *co; /* NULL: write the top k to ids/scores */
-    size_t chunk, range;     /* the most queries per chunk and per range     */
 } batch_job;
 
 /* Query q's candidates (c[0..count), versions in s->snap) with their
@@ -1048,65 +1017,32 @@ static int query_failed(int st, size_t q) {
  * d = 100) stays in L1 while every query of the chunk is scored against it. */
 enum { CENTER_BLOCK = 32 };
 
-/* Every query of the range (queries begin .. begin + n - 1): prepared, and
- * its leaves chosen.  The center scores are the single search's kernel
- * calls on blocks of centers (the kernels score every row on its own,
- * whatever the rows around it), so the leaves and their biases are the same
- * bit for bit. */
-static int range_prepare(const batch_job *job, chunk_scratch *c, size_t begin, size_t n) {
-    const avq_index *idx = job->idx;
-    size_t d = idx->dim, m = job->r.leaves, L = idx->num_leaves;
-    size_t B = job->chunk;
-    for (size_t at = 0; at < n; at += B) {
-        size_t count = n - at < B ? n - at : B;
-        for (size_t j = at; j < at + count; j++) {
-            int st = prepare_query(idx, job->queries + (begin + j) * d, c->rq + j * d,
-                                   c->rq_i8 + j * d, &c->rqnorm2[j]);
-            if (st != AVQ_OK) return query_failed(st, begin + j);
-        }
-        for (size_t first = 0; first < L; first += CENTER_BLOCK) {
-            size_t nc = L - first < CENTER_BLOCK ? L - first : CENTER_BLOCK;
-            for (size_t j = 0; j < count; j++)
-                job->kern->dot_rows(c->rq + (at + j) * d, idx->q->centers + first * d, nc, d,
-                                    c->dots + j * L + first);
-        }
-        for (size_t j = 0; j < count; j++) {
-            memcpy(c->s.scores, c->dots + j * L, L * sizeof(float));
-            leaves_from_dots(idx, c->rq + (at + j) * d, &c->s, m);
-            memcpy(c->rleaves + (at + j) * m, c->s.leaves, m * sizeof(avq_neighbor));
-        }
-    }
-    return AVQ_OK;
-}
-
-/* The range's positions ordered by best leaf (counting sort, stable): the
- * queries of a chunk then have the same or nearby best leaves and share
- * most of their lists, so a chunk has fewer distinct leaves, each scanned
- * for more queries at once. */
-static void range_order(const avq_index *idx, chunk_scratch *c, size_t n, size_t m) {
-    size_t L = idx->num_leaves;
-    uint32_t *count = c->bucket; /* L + 1, free until the chunks bucket */
-    memset(count, 0, (L + 1) * sizeof(uint32_t));
-    for (size_t j = 0; j < n; j++) count[c->rleaves[j * m].id + 1]++;
-    for (size_t l = 0; l < L; l++) count[l + 1] += count[l];
-    for (size_t j = 0; j < n; j++) c->perm[count[c->rleaves[j * m].id]++] = (uint32_t)j;
-}
-
-/* The chunk of range positions perm[0 .. count - 1] (range starting at
- * query begin): the prepared queries and leaves copied in, the LUTs built. */
-static int chunk_prepare(const batch_job *job, chunk_scratch *c, size_t begin,
-                         const uint32_t *perm, size_t count) {
+/* Per query of the chunk: prepare, choose leaves, build the LUT.  The
+ * center scores are the single search's kernel calls on blocks of centers
+ * (the kernels score every row on its own, whatever the rows around it), so
+ * the leaves and their biases are the same bit for bit. */
+static int chunk_prepare(const batch_job *job, chunk_scratch *c, size_t begin, size_t count) {
     const avq_index *idx = job->idx;
     size_t d = idx->dim, m = job->r.leaves, KC = idx->q->num_blocks * idx->q->num_centers;
+    size_t L = idx->num_leaves;
     for (size_t j = 0; j < count; j++) {
-        size_t at = perm[j];
-        c->qnum[j] = begin + at;
-        memcpy(c->q + j * d, c->rq + at * d, d * sizeof(float));
-        memcpy(c->q_i8 + j * d, c->rq_i8 + at * d, d * sizeof(float));
-        c->qnorm2[j] = c->rqnorm2[at];
-        memcpy(c->leaves + j * m, c->rleaves + at * m, m * sizeof(avq_neighbor));
-        int st = build_lut8(idx, c->q + j * d, &c->s, c->lut8 + j * KC, &c->info[j]);
-        if (st != AVQ_OK) return query_failed(st, c->qnum[j]);
+        int st = prepare_query(idx, job->queries + (begin + j) * d, c->q + j * d,
+                               c->q_i8 + j * d, &c->qnorm2[j]);
+        if (st != AVQ_OK) return query_failed(st, begin + j);
+    }
+    for (size_t first = 0; first < L; first += CENTER_BLOCK) {
+        size_t n = L - first < CENTER_BLOCK ? L - first : CENTER_BLOCK;
+        for (size_t j = 0; j < count; j++)
+            job->kern->dot_rows(c->q + j * d, idx->q->centers + first * d, n, d,
+                                c->dots + j * L + first);
+    }
+    for (size_t j = 0; j < count; j++) {
+        const float *q = c->q + j * d;
+        memcpy(c->s.scores, c->dots + j * L, L * sizeof(float));
+        leaves_from_dots(idx, q, &c->s, m);
+        memcpy(c->leaves + j * m, c->s.leaves, m * sizeof(avq_neighbor));
+        int st = build_lut8(idx, q, &c->s, c->lut8 + j * KC, &c->info[j]);
+        if (st != AVQ_OK) return query_failed(st, begin + j);
         avq_topk_init(&c->cand[j], job->r.pre_reorder, c->cand_items + j * c->s.cand_capacity,
                       c->s.cand_capacity);
     }
@@ -1168,13 +1104,12 @@ static uint32_t next_serial(const avq_index *idx, chunk_scratch *c) {
     return c->serial;
 }
 
-/* One chunk: range positions perm[0 .. count - 1] of the range starting at
- * query begin. */
-static int chunk_search(const batch_job *job, chunk_scratch *c, size_t begin,
-                        const uint32_t *perm, size_t count) {
+static int chunk_search(void *ctx, size_t begin, size_t end, int worker) {
+    batch_job *job = ctx;
     const avq_index *idx = job->idx;
-    size_t m = job->r.leaves, d = idx->dim, k = job->r.k;
-    int st = chunk_prepare(job, c, begin, perm, count);
+    chunk_scratch *c = &job->scratch[worker];
+    size_t count = end - begin, m = job->r.leaves, d = idx->dim, k = job->r.k;
+    int st = chunk_prepare(job, c, begin, count);
     if (st != AVQ_OK) return st;
     chunk_bucket_by_leaf(idx, c, count, m);
     /* one snapshot of every leaf for the whole chunk: its queries see each
@@ -1207,34 +1142,18 @@ static int chunk_search(const batch_job *job, chunk_scratch *c, size_t begin,
         size_t found = dedupe_candidates(idx, &c->s, c->cand[j].items, avq_topk_take(&c->cand[j]));
         if (job->co) {
             export_candidates(job, &c->s, c->q + j * d, c->q_i8 + j * d, c->cand[j].items, found,
-                              c->qnorm2[j], c->qnum[j]);
+                              c->qnorm2[j], begin + j);
             continue;
         }
         avq_topk out;
         output_init(&out, k, job->r.copies, c->s.final);
         reorder_candidates(idx, job->kern, c->q + j * d, c->q_i8 + j * d, &c->s,
                            c->cand[j].items, found, &out);
-        size_t q = c->qnum[j];
+        size_t q = begin + j;
         write_output(idx, &c->s, &out, c->qnorm2[j], k, job->ids + q * k,
                      job->scores ? job->scores + q * k : NULL);
     }
     return AVQ_OK;
-}
-
-/* Queries begin .. end - 1 (at most job->range): prepared and their
- * leaves chosen, then searched in chunks of queries with nearby best
- * leaves. */
-static int range_search(void *ctx, size_t begin, size_t end, int worker) {
-    batch_job *job = ctx;
-    chunk_scratch *c = &job->scratch[worker];
-    size_t n = end - begin, B = job->chunk;
-    int st = range_prepare(job, c, begin, n);
-    if (st != AVQ_OK) return st;
-    range_order(job->idx, c, n, job->r.leaves);
-    size_t pieces = (n + B - 1) / B, size = (n + pieces - 1) / pieces;
-    for (size_t at = 0; at < n && st == AVQ_OK; at += size)
-        st = chunk_search(job, c, begin, c->perm + at, n - at < size ? n - at : size);
-    return st;
 }
 
 /* The brute-force tier has no leaves to share, and filtered queries scan
@@ -1280,31 +1199,18 @@ static int search_batch(const avq_index *idx, const float *queries, size_t nq,
     threads = avq_resolve_threads(threads);
     /* chunks: as large as BATCH_CHUNK allows while every worker gets work */
     size_t chunk = (nq + (size_t)threads - 1) / (size_t)threads;
-    size_t max_chunk = batch_chunk_size(idx, &job.r);
+    size_t max_chunk = batch_chunk_size(idx, &job.r); /* what chunk_scratch_init sizes for */
     if (chunk > max_chunk) chunk = max_chunk;
     if ((size_t)threads > (nq + chunk - 1) / chunk) threads = (int)((nq + chunk - 1) / chunk);
-    /* the leaf-sharing path takes ranges of several chunks and regroups
-     * them (longer ranges give chunks of more similar queries): up to what
-     * the scratch holds, the whole batch on one thread, else a quarter of
-     * a worker's share, which still balances the load */
-    size_t range = chunk;
-    if (!one_by_one) {
-        size_t quarter = (nq + 4 * (size_t)threads - 1) / (4 * (size_t)threads);
-        size_t max_range = batch_range_size(idx, &job.r);
-        range = threads == 1 ? nq : (quarter > chunk ? quarter : chunk);
-        if (range > max_range) range = max_range;
-    }
     job.scratch = calloc((size_t)threads, sizeof *job.scratch);
     if (!job.scratch) return avq_fail_nomem("batch scratch", (size_t)threads * sizeof *job.scratch);
     int made = 0;
-    job.chunk = chunk;
-    job.range = range;
     for (; made < threads && st == AVQ_OK; made++)
-        st = chunk_scratch_init(&job.scratch[made], idx, &job.r, chunk, range);
+        st = chunk_scratch_init(&job.scratch[made], idx, &job.r);
     if (st == AVQ_OK) {
         /* one reader slot for the whole call: the workers read under it */
         int slot = avq_read_begin((avq_index *)idx);
-        st = avq_parallel_for(nq, range, threads, one_by_one ? single_search : range_search, &job,
+        st = avq_parallel_for(nq, chunk, threads, one_by_one ? single_search : chunk_search, &job,
                               NULL, NULL, "search");
         avq_read_end((avq_index *)idx, slot);
     }
