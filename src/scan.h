@@ -103,7 +103,12 @@ extern const avq_kernels avq_kernels_scalar;
 #if defined(__x86_64__)
 extern const avq_kernels avq_kernels_avx2;
 extern const avq_kernels avq_kernels_avx512;
-/* src/simd/lut_avx512.c */
+/* src/simd/lut_avx2.c, src/simd/lut_avx512.c */
+void avq_lut_block_avx2(const float *q, const float *centers, size_t C, size_t len, bool l2,
+                        float *out);
+void avq_lut_quantize_block_avx2(const float *lut, size_t C, float lo, double scale,
+                                 uint8_t *out);
+bool avq_lut_block_range_avx2(const float *v, size_t C, float *lo, float *hi);
 void avq_lut_block_avx512(const float *q, const float *centers, size_t C, size_t len, bool l2,
                           float *out);
 void avq_lut_quantize_block_avx512(const float *lut, size_t C, float lo, double scale,

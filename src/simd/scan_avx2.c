@@ -351,9 +351,9 @@ const avq_kernels avq_kernels_avx2 = {
     .dot_gather = dot_gather_avx2,
     .dot_rows_i8 = dot_rows_i8_avx2,
     .dot_gather_i8 = dot_gather_i8_avx2,
-    .lut_block = avq_lut_block_scalar,
-    .lut_quantize_block = avq_lut_quantize_block_scalar,
-    .lut_block_range = avq_lut_block_range_scalar,
+    .lut_block = avq_lut_block_avx2,
+    .lut_quantize_block = avq_lut_quantize_block_avx2,
+    .lut_block_range = avq_lut_block_range_avx2,
 };
 
 #endif /* __x86_64__ */
