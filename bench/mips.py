@@ -194,8 +194,9 @@ class System:
         repeat = str(max(1, math.ceil(MIN_QUERIES_PER_CALL / count_rows(q))))
         if self.kind == "avq":
             spec = ",".join(f"{l}:{r}" for l, r in allset)
+            # --load copy: the index in memory, as FAISS holds its own
             out = run([a.recall_qps, self.index, q, gt, "--settings", spec, "--k", str(K),
-                       "--repeat", repeat, *nq])
+                       "--repeat", repeat, "--load", "copy", *nq])
         else:
             spec = ",".join(f"{l}:{r / K:g}" for l, r in allset)
             out = run([a.faiss, "search", "--index", self.index, "--query", q, "--gt", gt,

@@ -110,12 +110,14 @@ static int compare_passes(const avq_index *idx, const float *queries, size_t nq,
 int main(int argc, char **argv) {
     if (argc < 4) {
         fprintf(stderr, "usage: %s INDEX QUERY GT [--settings L:R,...] [--k 10] [--repeat 3]"
-                        " [--nq N] [--batch THREADS]\n", argv[0]);
+                        " [--nq N] [--batch THREADS] [--compare THREADS] [--load mmap|copy]\n",
+                argv[0]);
         return 2;
     }
     const char *settings = "10:50,20:80,40:100,60:120,80:150,120:200,200:300";
     size_t k = 10, nq_limit = 0;
     int repeat = 3, batch = 0, compare = 0;
+    unsigned load = AVQ_LOAD_MMAP | AVQ_LOAD_SKIP_CHECKSUMS; /* --load mmap (the default) */
     float spreads[16];
     int nspreads = 0;
     for (int i = 4; i + 1 < argc; i += 2) {
@@ -125,6 +127,15 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--nq")) nq_limit = strtoul(argv[i + 1], NULL, 10);
         else if (!strcmp(argv[i], "--batch")) batch = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--compare")) compare = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--load")) {
+            /* copy: the file read into anonymous memory (huge pages where the
+             * kernel gives them), as a server holding the index would */
+            if (!strcmp(argv[i + 1], "copy")) load = AVQ_LOAD_COPY;
+            else if (strcmp(argv[i + 1], "mmap") != 0) {
+                fprintf(stderr, "recall_qps: --load wants mmap or copy, got %s\n", argv[i + 1]);
+                return 2;
+            }
+        }
         else if (!strcmp(argv[i], "--spreads")) {
             for (char *s = argv[i + 1], *end; *s && nspreads < 16; s = *end ? end + 1 : end) {
                 spreads[nspreads++] = strtof(s, &end);
@@ -139,7 +150,7 @@ int main(int argc, char **argv) {
         }
     }
     avq_index *idx = NULL;
-    if (avq_index_load(argv[1], AVQ_LOAD_MMAP | AVQ_LOAD_SKIP_CHECKSUMS, &idx) != AVQ_OK) {
+    if (avq_index_load(argv[1], load, &idx) != AVQ_OK) {
         fprintf(stderr, "recall_qps: %s\n", avq_last_error());
         return 1;
     }
