@@ -281,8 +281,8 @@ static inline void block_min16(const double *restrict R, const double *restrict 
             hi[i] = min2d(max2d(lo[i], lo[i + h]), min2d(hi[i], hi[i + h]));
             lo[i] = l;
         }
-    unsigned best = 15;
-    for (unsigned j = 15; j-- > 0;)
+    unsigned best = 0; /* stays 0 only if no R equals the minimum (all NaN), as in the scan */
+    for (unsigned j = 16; j-- > 0;)
         if (R[j] == lo[0]) best = j;
     *code = (uint8_t)best;
     if (!want_par) return;
