@@ -48,7 +48,8 @@ def sweep(index, query, gt, settings, runs, timer, batch=0):
     """[(leaves, pre, recall, qps)] from one recall_qps process."""
     spec = ",".join(f"{l}:{r}" for l, r in settings)
     # --load copy: the index read into memory, as hnswlib and FAISS hold theirs
-    # (a mapped file costs ~10 % in TLB misses of the re-ranking rows)
+    # (measured ~10 % slower on a mapped file: most likely TLB misses of the
+    # re-ranking rows on 4 KB pages; this VM has no PMU counters to show it)
     args = [RECALL_QPS, index, query, gt, "--settings", spec, "--repeat", str(runs), "--load", "copy"]
     if batch:
         args += ["--batch", str(batch)]
