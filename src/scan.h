@@ -16,7 +16,8 @@
  * chunks; scalar and AVX-512 accumulate in int32 throughout.
  *
  * Preconditions (checked by the callers, not in the hot path): K >= 1;
- * 1 <= nq <= AVQ_SCAN_MAX_BATCH; 4-bit codes < 16; every pointer valid for
+ * 1 <= nq <= AVQ_SCAN_MAX_BATCH (lut16_topk: <= its table's lut16_topk_batch);
+ * 4-bit codes < 16; every pointer valid for
  * the sizes given; the *16 variants need K <= 256.  n = 0 is a no-op.
  * Kernels never read outside the packed size (avq_pack4_size) or the LUT.
  */
@@ -31,8 +32,11 @@
 #include <stdint.h>
 
 /* Queries sharing each code load in a batched scan (register budget of AVX2:
- * 4 accumulators per query). */
-enum { AVQ_SCAN_MAX_BATCH = 3, AVQ_SCAN_CHUNK_BLOCKS = 256 };
+ * 4 accumulators per query).  The lut16 top-k scan of some ISAs takes more
+ * (avq_kernels.lut16_topk_batch, at most AVQ_SCAN_WIDE_BATCH: AVX-512 has 32
+ * registers, and a batched search whose leaves are shared by many queries
+ * reads each code load once for all of them). */
+enum { AVQ_SCAN_MAX_BATCH = 3, AVQ_SCAN_WIDE_BATCH = 6, AVQ_SCAN_CHUNK_BLOCKS = 256 };
 
 /* One leaf as the scan sees it.  `codes` is the packed layout (pack.h) of
  * its code width: 4-bit for the lut16 kernels, 8-bit for lut256. */
@@ -82,6 +86,7 @@ typedef struct {
      * (derived from its topk's threshold, re-derived after each group of 32
      * points) into that query's topk, as (avq_lut8_dist(...), id). */
     avq_topk_scan_fn lut16_topk;
+    size_t lut16_topk_batch; /* the most queries lut16_topk takes at once */
     /* 8-bit codes, packed 8-bit layout; the same outputs with C = 256. */
     avq_sums32_fn lut256_sums32;
     avq_topk_scan_fn lut256_topk;

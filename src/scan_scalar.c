@@ -183,6 +183,7 @@ const avq_kernels avq_kernels_scalar = {
     .lut16_sums16 = avq_lut16_sums16_scalar,
     .lut16_sums32 = avq_lut16_sums32_scalar,
     .lut16_topk = avq_lut16_topk_scalar,
+    .lut16_topk_batch = AVQ_SCAN_MAX_BATCH,
     .lut256_sums32 = avq_lut256_sums32_scalar,
     .lut256_topk = avq_lut256_topk_scalar,
     .dot_rows = avq_dot_rows_scalar,

@@ -450,6 +450,11 @@ static inline avq_topk_scan_fn topk_kernel(const avq_index *idx, const avq_kerne
     return idx->q->bits == 4 ? kern->lut16_topk : kern->lut256_topk;
 }
 
+/* The most queries that kernel scans in one call. */
+static inline size_t topk_batch(const avq_index *idx, const avq_kernels *kern) {
+    return idx->q->bits == 4 ? kern->lut16_topk_batch : AVQ_SCAN_MAX_BATCH;
+}
+
 /* The next leaf's first code groups are requested while this leaf is
  * scanned: a leaf is only a few KB, so the hardware prefetcher, which needs a
  * few misses to detect a stream, would otherwise start every leaf cold. */
@@ -866,7 +871,7 @@ int avq_index_search(const avq_index *idx, const float *query, const avq_search_
  * block of centers at a time for all its queries, so that the block stays in
  * L1 instead of every query streaming all centers from L2 -- and its LUT; the
  * (leaf, query) pairs are then bucketed by leaf, and each leaf's codes are
- * read once for up to AVQ_SCAN_MAX_BATCH queries at a time (the batched
+ * read once for up to the kernel's batch of queries at a time (the batched
  * kernels load a code byte once and look it up in 2-3 LUTs).
  *
  * Visiting order.  First every query's own best leaf, for the queries that
@@ -1078,7 +1083,8 @@ static void chunk_scan_leaf(const batch_job *job, chunk_scratch *c, size_t l, bo
     if (np == 0) return;
     size_t m = job->r.leaves, KC = idx->q->num_blocks * idx->q->num_centers;
     avq_topk_scan_fn scan = topk_kernel(idx, job->kern);
-    avq_scan_query group[AVQ_SCAN_MAX_BATCH];
+    size_t batch = topk_batch(idx, job->kern);
+    avq_scan_query group[AVQ_SCAN_WIDE_BATCH];
     size_t g = 0;
     for (uint32_t i = c->bucket[l]; i < c->bucket[l + 1]; i++) {
         size_t p = c->pairs[i], j = p / m;
@@ -1086,7 +1092,7 @@ static void chunk_scan_leaf(const batch_job *job, chunk_scratch *c, size_t l, bo
         group[g++] = (avq_scan_query){c->lut8 + j * KC,
                                       leaf_bias(idx, &c->leaves[p]) + c->info[j].offset,
                                       c->info[j].scale, &c->cand[j]};
-        if (g == AVQ_SCAN_MAX_BATCH) {
+        if (g == batch) {
             for (int part = 0; part < np; part++) scan(&parts[part], g, group);
             g = 0;
         }

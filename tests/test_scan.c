@@ -208,10 +208,10 @@ static void check_topk(const leaf_data *L, size_t nq, uint8_t *const *luts,
     for (int a = 0; a < 2 * N_ISAS; a++) {
         const uint32_t *alive = a >= N_ISAS ? bitmap : NULL;
         const avq_kernels *kern = avq_kernels_for(ISAS[a % N_ISAS]);
-        if (!kern) continue;
-        avq_topk topk[3];
-        avq_neighbor *storage[3];
-        avq_scan_query queries[3];
+        if (!kern || (L->C == 16 ? kern->lut16_topk_batch : AVQ_SCAN_MAX_BATCH) < nq) continue;
+        avq_topk topk[AVQ_SCAN_WIDE_BATCH];
+        avq_neighbor *storage[AVQ_SCAN_WIDE_BATCH];
+        avq_scan_query queries[AVQ_SCAN_WIDE_BATCH];
         for (size_t q = 0; q < nq; q++) {
             storage[q] = malloc((2 * cases[q].k + 1) * sizeof(avq_neighbor));
             start_topk(&topk[q], storage[q], &cases[q]);
@@ -261,11 +261,12 @@ static void topk_shapes(size_t C) {
     uint64_t seed = 77;
     for (size_t a = 0; a < sizeof ns / sizeof *ns; a++)
         for (size_t b = 0; b < sizeof Ks / sizeof *Ks; b++)
-            for (size_t nq = 1; nq <= 3; nq++) {
+            for (size_t nq = 1; nq <= (C == 16 ? AVQ_SCAN_WIDE_BATCH : AVQ_SCAN_MAX_BATCH); nq++) {
                 if (C == 256 && Ks[b] > 64 && ns[a] > 100) continue; /* keep it quick */
+                if (nq > AVQ_SCAN_MAX_BATCH && ns[a] > 100 && Ks[b] > 64) continue;
                 leaf_data L = make_leaf(ns[a], Ks[b], C, seed++);
-                uint8_t *luts[3];
-                topk_case cases[3];
+                uint8_t *luts[AVQ_SCAN_WIDE_BATCH];
+                topk_case cases[AVQ_SCAN_WIDE_BATCH];
                 int64_t *ids = malloc(L.n * sizeof(int64_t));
                 for (size_t i = 0; i < L.n; i++) ids[i] = (int64_t)(L.n - i) * 7; /* reversed */
                 for (size_t q = 0; q < nq; q++) {

@@ -345,6 +345,7 @@ const avq_kernels avq_kernels_avx2 = {
     .lut16_sums16 = lut16_sums16_avx2,
     .lut16_sums32 = lut16_sums32_avx2,
     .lut16_topk = lut16_topk_avx2,
+    .lut16_topk_batch = AVQ_SCAN_MAX_BATCH,
     .lut256_sums32 = avq_lut256_sums32_scalar,
     .lut256_topk = avq_lut256_topk_scalar,
     .dot_rows = dot_rows_avx2,

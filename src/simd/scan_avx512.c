@@ -138,6 +138,34 @@ WITH_VNNI INLINE void group_sums(const uint8_t *group, size_t K, const uint8_t *
     }
 }
 
+/* The same sums for 4..AVQ_SCAN_WIDE_BATCH queries: one pair of
+ * accumulators per query (the alternating second set of group_sums is
+ * there for the dependency chain of a single query; with four or more the
+ * queries interleave by themselves, and 32 registers would not hold it). */
+WITH_VNNI INLINE void group_sums_wide(const uint8_t *group, size_t K, const uint8_t *const *luts,
+                                      int nq, __m512i out[AVQ_SCAN_WIDE_BATCH][2]) {
+    __m512i lo[AVQ_SCAN_WIDE_BATCH], hi[AVQ_SCAN_WIDE_BATCH], idx_lo, idx_hi;
+    _Pragma("GCC unroll 6") for (int q = 0; q < nq; q++) lo[q] = hi[q] = _mm512_setzero_si512();
+    size_t m = 0;
+    for (; m + 4 <= K; m += 4) {
+        code_indexes(_mm512_loadu_si512(group + 16 * m), &idx_lo, &idx_hi);
+        _Pragma("GCC unroll 6") for (int q = 0; q < nq; q++)
+            acc_step(&lo[q], &hi[q], _mm512_loadu_si512(luts[q] + 16 * m), idx_lo, idx_hi);
+    }
+    if (m < K) {
+        __mmask64 keep = (__mmask64)((1ull << (16 * (K - m))) - 1);
+        code_indexes(_mm512_maskz_loadu_epi8(keep, group + 16 * m), &idx_lo, &idx_hi);
+        _Pragma("GCC unroll 6") for (int q = 0; q < nq; q++)
+            acc_step(&lo[q], &hi[q], _mm512_maskz_loadu_epi8(keep, luts[q] + 16 * m), idx_lo,
+                     idx_hi);
+    }
+    const __m512i minus_bias = _mm512_set1_epi32(-128 * (int32_t)K);
+    _Pragma("GCC unroll 6") for (int q = 0; q < nq; q++) {
+        out[q][0] = _mm512_add_epi32(lo[q], minus_bias);
+        out[q][1] = _mm512_add_epi32(hi[q], minus_bias);
+    }
+}
+
 INLINE __mmask32 valid_points(size_t n, size_t g) {
     return (__mmask32)avq_scan_valid_mask(n - 32 * g);
 }
@@ -189,17 +217,18 @@ WITH_VNNI static void lut16_sums32_avx512(const uint8_t *packed, size_t n, size_
 
 WITH_VNNI INLINE void topk_nq(const avq_scan_leaf *leaf, int nq, const avq_scan_query *queries) {
     size_t K = leaf->K, n = leaf->n;
-    avq_scan_threshold thr[AVQ_SCAN_MAX_BATCH];
-    __m512i thr_v[AVQ_SCAN_MAX_BATCH];
-    const uint8_t *luts[AVQ_SCAN_MAX_BATCH];
+    avq_scan_threshold thr[AVQ_SCAN_WIDE_BATCH];
+    __m512i thr_v[AVQ_SCAN_WIDE_BATCH];
+    const uint8_t *luts[AVQ_SCAN_WIDE_BATCH];
     for (int q = 0; q < nq; q++) {
         avq_scan_threshold_init(&thr[q], &queries[q], K);
         thr_v[q] = _mm512_set1_epi32(thr[q].thr);
         luts[q] = queries[q].lut8;
     }
-    __m512i out[AVQ_SCAN_MAX_BATCH][2];
+    __m512i out[AVQ_SCAN_WIDE_BATCH][2];
     for (size_t g = 0; g < (n + 31) / 32; g++) {
-        group_sums(leaf->codes + g * 16 * K, K, luts, nq, out);
+        if (nq <= AVQ_SCAN_MAX_BATCH) group_sums(leaf->codes + g * 16 * K, K, luts, nq, out);
+        else group_sums_wide(leaf->codes + g * 16 * K, K, luts, nq, out);
         for (int q = 0; q < nq; q++) {
             uint32_t mask = (uint32_t)_mm512_cmplt_epi32_mask(out[q][0], thr_v[q]) |
                             (uint32_t)_mm512_cmplt_epi32_mask(out[q][1], thr_v[q]) << 16;
@@ -217,9 +246,14 @@ WITH_VNNI INLINE void topk_nq(const avq_scan_leaf *leaf, int nq, const avq_scan_
 
 WITH_VNNI static void lut16_topk_avx512(const avq_scan_leaf *leaf, size_t nq,
                               const avq_scan_query *queries) {
-    if (nq == 1) topk_nq(leaf, 1, queries);
-    else if (nq == 2) topk_nq(leaf, 2, queries);
-    else topk_nq(leaf, 3, queries);
+    switch (nq) {
+    case 1: topk_nq(leaf, 1, queries); break;
+    case 2: topk_nq(leaf, 2, queries); break;
+    case 3: topk_nq(leaf, 3, queries); break;
+    case 4: topk_nq(leaf, 4, queries); break;
+    case 5: topk_nq(leaf, 5, queries); break;
+    default: topk_nq(leaf, 6, queries); break;
+    }
 }
 
 /* ---- LUT256: packed 8-bit codes ----------------------------------------- */
@@ -467,6 +501,7 @@ const avq_kernels avq_kernels_avx512 = {
     .lut16_sums16 = lut16_sums16_avx512,
     .lut16_sums32 = lut16_sums32_avx512,
     .lut16_topk = lut16_topk_avx512,
+    .lut16_topk_batch = AVQ_SCAN_WIDE_BATCH,
     .lut256_sums32 = lut256_sums32_avx512,
     .lut256_topk = lut256_topk_avx512,
     .dot_rows = dot_rows_avx512,

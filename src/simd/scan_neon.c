@@ -340,6 +340,7 @@ const avq_kernels avq_kernels_neon = {
     .lut16_sums16 = lut16_sums16_neon,
     .lut16_sums32 = lut16_sums32_neon,
     .lut16_topk = lut16_topk_neon,
+    .lut16_topk_batch = AVQ_SCAN_MAX_BATCH,
     .lut256_sums32 = avq_lut256_sums32_scalar,
     .lut256_topk = avq_lut256_topk_scalar,
     .dot_rows = dot_rows_neon,
