@@ -1398,7 +1398,8 @@ static int repack_legacy_codes8(const file_view *v, avq_index *x, size_t *offset
     size_t K = v->num_blocks, total = 0;
     for (size_t l = 0; l < v->num_leaves; l++) {
         offsets[l] = total;
-        total += avq_pack_size(8, leaf_slots(v, l), K); /* fits: <= 2x the file's CODE */
+        /* at most 32x the leaf's row-major bytes, which the file holds: no overflow */
+        total += avq_pack_size(8, leaf_slots(v, l), K);
     }
     size_t bytes = total ? total : 1;
     void *mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
