@@ -29,7 +29,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum { AVQ_PACK4_GROUP = 32, AVQ_PACK_GROUP = 32 };
+enum { AVQ_PACK_GROUP = 32 };
 
 /* Bytes of one packed group of 32 points with K blocks of `bits`-bit codes
  * (bits 4 or 8): 16K for 4 bits, 32K for 8 bits. */
@@ -65,21 +65,5 @@ static inline uint8_t avq_pack_get(int bits, const uint8_t *packed, size_t K, si
  * `packed`, which must be at least avq_pack_size(bits, n + 1, K). */
 int avq_pack_append(int bits, uint8_t *packed, size_t capacity, size_t n, size_t K,
                     const uint8_t *code);
-
-/* The 4-bit forms of the above (the layout the default index uses). */
-static inline size_t avq_pack4_size(size_t n, size_t K) { return avq_pack_size(4, n, K); }
-static inline int avq_pack4(const uint8_t *codes, size_t n, size_t K, uint8_t *packed) {
-    return avq_pack(4, codes, n, K, packed);
-}
-static inline int avq_unpack4(const uint8_t *packed, size_t n, size_t K, uint8_t *codes) {
-    return avq_unpack(4, packed, n, K, codes);
-}
-static inline uint8_t avq_pack4_get(const uint8_t *packed, size_t K, size_t i, size_t m) {
-    return avq_pack_get(4, packed, K, i, m);
-}
-static inline int avq_pack4_append(uint8_t *packed, size_t capacity, size_t n, size_t K,
-                                   const uint8_t *code) {
-    return avq_pack_append(4, packed, capacity, n, K, code);
-}
 
 #endif

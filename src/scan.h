@@ -19,7 +19,7 @@
  * 1 <= nq <= AVQ_SCAN_MAX_BATCH (lut16_topk: <= its table's lut16_topk_batch);
  * 4-bit codes < 16; every pointer valid for
  * the sizes given; the *16 variants need K <= 256.  n = 0 is a no-op.
- * Kernels never read outside the packed size (avq_pack4_size) or the LUT.
+ * Kernels never read outside the packed size (avq_pack_size) or the LUT.
  */
 #ifndef AVQ_SCAN_H
 #define AVQ_SCAN_H
