@@ -33,6 +33,7 @@
 #include "cmd_common.h"
 #include "dataset.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +62,21 @@ static int run_pass(const avq_index *idx, const float *queries, size_t nq, size_
     return st;
 }
 
+/* The next "L:R" of a comma-separated settings list into *sp (k results,
+ * the rest at their defaults), *s moved past it; false at the end of the
+ * list or at text that is not L:R. */
+static bool next_setting(const char **s, size_t k, avq_search_params *sp) {
+    if (!**s) return false;
+    char *end;
+    avq_search_params_init(sp);
+    sp->k = k;
+    sp->leaves_to_search = strtoul(*s, &end, 10);
+    if (*end != ':') return false;
+    sp->pre_reorder = strtoul(end + 1, &end, 10);
+    *s = *end == ',' ? end + 1 : end;
+    return true;
+}
+
 /* --compare: single and batch passes taking turns in every repeat; the
  * best CPU time of each.  Returns the exit status. */
 static int compare_passes(const avq_index *idx, const float *queries, size_t nq, size_t dim,
@@ -69,14 +85,8 @@ static int compare_passes(const avq_index *idx, const float *queries, size_t nq,
     int64_t *one = malloc(nq * k * sizeof *one);
     if (!one) return 1;
     printf("leaves,reorder,recall,single_qps_cpu,batch_qps_cpu,batch_over_single\n");
-    for (const char *s = settings; *s;) {
-        char *end;
-        avq_search_params sp;
-        avq_search_params_init(&sp);
-        sp.k = k;
-        sp.leaves_to_search = strtoul(s, &end, 10);
-        if (*end != ':') break;
-        sp.pre_reorder = strtoul(end + 1, &end, 10);
+    avq_search_params sp;
+    for (const char *s = settings; next_setting(&s, k, &sp);) {
         double best[2] = {1e30, 1e30};
         for (int r = 0; r < repeat; r++)
             for (int pass = 0; pass < 2; pass++) {
@@ -101,7 +111,6 @@ static int compare_passes(const avq_index *idx, const float *queries, size_t nq,
                cli_recall_at_k(one, nq, k, gt, gt_cols), single_qps, batch_qps,
                batch_qps / single_qps);
         fflush(stdout);
-        s = *end == ',' ? end + 1 : end;
     }
     free(one);
     return 0;
@@ -189,14 +198,8 @@ int main(int argc, char **argv) {
     printf(nspreads ? "leaves,reorder,spread_z,recall,qps_wall,qps_cpu\n"
                     : "leaves,reorder,recall,qps_wall,qps_cpu\n");
     int runs = nspreads ? nspreads : 1;
-    for (const char *s = settings; *s;) {
-        char *end;
-        avq_search_params sp;
-        avq_search_params_init(&sp);
-        sp.k = k;
-        sp.leaves_to_search = strtoul(s, &end, 10);
-        if (*end != ':') break;
-        sp.pre_reorder = strtoul(end + 1, &end, 10);
+    avq_search_params sp;
+    for (const char *s = settings; next_setting(&s, k, &sp);) {
         double best_wall[16], best_cpu[16], recall[16];
         for (int z = 0; z < runs; z++) best_wall[z] = best_cpu[z] = 1e30;
         for (int r = 0; r < repeat; r++) {
@@ -222,7 +225,6 @@ int main(int argc, char **argv) {
             printf("%.4f,%.1f,%.1f\n", recall[z], (double)nq / best_wall[z], cpu_qps);
         }
         fflush(stdout);
-        s = *end == ',' ? end + 1 : end;
     }
     free(ids);
     float_matrix_free(&query);
