@@ -455,6 +455,117 @@ static inline size_t topk_batch(const avq_index *idx, const avq_kernels *kern) {
     return idx->q->bits == 4 ? kern->lut16_topk_batch : AVQ_SCAN_MAX_BATCH;
 }
 
+/* Seeding a fresh candidate list.  A query's first leaf is scanned with an
+ * open threshold: every one of its points enters the buffer, which fills
+ * and compacts several times before the threshold means anything -- on
+ * GloVe at 20 leaves and 80 candidates, 72% of a query's pushes and most
+ * of its compactions happened in its first leaf.  Instead, the first
+ * SEED_POINTS points of that leaf are summed without a threshold (the
+ * sums kernel), a strided sample of the sums gives a limit that about
+ * 1.25 k of them pass, and only points at or below it are pushed; once k
+ * are known to be at or below the limit, the buffer's threshold drops to
+ * it.  Every point left out is worse than k pushed ones, so the candidate
+ * list (and every answer) is exactly the one of the plain scan. */
+enum { SEED_POINTS = 1024, SEED_SAMPLE = 64 };
+
+/* Is seeding worth it for these queries on a part of n points?  All must be
+ * fresh (an empty buffer with an open threshold), the codes 4-bit with int16
+ * sums, and the part large enough to leave most points out. */
+static bool seedable(const avq_index *idx, const avq_scan_leaf *part, size_t nq,
+                     const avq_scan_query *queries) {
+    if (idx->q->bits != 4 || part->K > AVQ_SCAN_CHUNK_BLOCKS) return false;
+    for (size_t j = 0; j < nq; j++) {
+        const avq_topk *t = queries[j].topk;
+        if (t->size != 0 || t->worst_dist != INFINITY || part->n < 4 * t->k) return false;
+    }
+    return true;
+}
+
+/* One query's pushes from the sums of points [0, n) of part. */
+static void seed_push(const avq_scan_leaf *part, size_t n, const avq_scan_query *query,
+                      const int16_t *sums) {
+    avq_topk *t = query->topk;
+    size_t k = t->k, count = n < SEED_SAMPLE ? n : SEED_SAMPLE, stride = n / count;
+    float sample[SEED_SAMPLE];
+    for (size_t j = 0; j < count; j++) sample[j] = sums[j * stride];
+    size_t rank = ((k + k / 4) * count + n - 1) / n;
+    if (rank >= count) rank = count - 1;
+    int32_t limit = (int32_t)avq_floats_nth(sample, count, rank);
+    /* the points the limit keeps must number k, live ones, or it is void */
+    size_t kept = 0;
+    for (size_t g = 0; g < (n + 31) / 32; g++) {
+        uint32_t mask = avq_scan_group_mask(part, g), below = 0;
+        for (unsigned s = 0; s < 32 && 32 * g + s < n; s++)
+            below |= (uint32_t)(sums[32 * g + s] <= limit) << s;
+        kept += (size_t)__builtin_popcount(below & mask);
+    }
+    int32_t sum_min = -128 * (int32_t)part->K, sum_max = 127 * (int32_t)part->K;
+    float bound = kept >= k ? avq_lut8_dist(query->base, query->scale, limit) : INFINITY;
+    /* every sum whose distance is <= bound (ties included), as the scan's */
+    int32_t thr = avq_lut8_threshold(bound, query->base, query->scale, sum_min, sum_max);
+    for (size_t g = 0; g < (n + 31) / 32; g++) {
+        uint32_t mask = avq_scan_group_mask(part, g), below = 0;
+        for (unsigned s = 0; s < 32 && 32 * g + s < n; s++)
+            below |= (uint32_t)(sums[32 * g + s] < thr) << s;
+        for (below &= mask; below; below &= below - 1) {
+            size_t i = 32 * g + (size_t)__builtin_ctz(below);
+            avq_topk_push(t, avq_lut8_dist(query->base, query->scale, sums[i]),
+                          avq_scan_id(part, i));
+        }
+    }
+    if (kept >= k) avq_topk_bound(t, bound);
+}
+
+/* Seeds the fresh candidate lists of nq queries from the first points of
+ * part; returns how many points it covered (a multiple of 32 unless it is
+ * the whole part), which the thresholded scan then skips. */
+static size_t seed_candidates(const avq_kernels *kern, const avq_scan_leaf *part, size_t nq,
+                              const avq_scan_query *queries) {
+    size_t n = part->n <= SEED_POINTS ? part->n : SEED_POINTS;
+    int16_t sums[AVQ_SCAN_MAX_BATCH][SEED_POINTS];
+    for (size_t first = 0; first < nq; first += AVQ_SCAN_MAX_BATCH) {
+        size_t count = nq - first < AVQ_SCAN_MAX_BATCH ? nq - first : AVQ_SCAN_MAX_BATCH;
+        const uint8_t *luts[AVQ_SCAN_MAX_BATCH];
+        int16_t *out[AVQ_SCAN_MAX_BATCH];
+        for (size_t j = 0; j < count; j++) {
+            luts[j] = queries[first + j].lut8;
+            out[j] = sums[j];
+        }
+        kern->lut16_sums16(part->codes, n, part->K, count, luts, out);
+        for (size_t j = 0; j < count; j++) seed_push(part, n, &queries[first + j], sums[j]);
+    }
+    return n;
+}
+
+/* The part of a leaf from point `from` on (a multiple of 32). */
+static avq_scan_leaf part_from(const avq_scan_leaf *part, size_t from) {
+    avq_scan_leaf rest = *part;
+    rest.codes += from / 32 * avq_pack_group_bytes(4, part->K);
+    rest.n -= from;
+    if (rest.ids) rest.ids += from;
+    else rest.id_base += (int64_t)from;
+    if (rest.alive) rest.alive += from / 32;
+    return rest;
+}
+
+/* The thresholded scan of a leaf's parts for nq queries; fresh candidate
+ * lists are seeded first. */
+static void scan_parts(const avq_index *idx, const avq_kernels *kern, const avq_scan_leaf *parts,
+                       int np, size_t nq, const avq_scan_query *queries) {
+    avq_topk_scan_fn scan = topk_kernel(idx, kern);
+    for (int part = 0; part < np; part++) {
+        if (part == 0 && seedable(idx, &parts[0], nq, queries)) {
+            size_t done = seed_candidates(kern, &parts[0], nq, queries);
+            if (done < parts[0].n) {
+                avq_scan_leaf rest = part_from(&parts[0], done);
+                scan(&rest, nq, queries);
+            }
+            continue;
+        }
+        scan(&parts[part], nq, queries);
+    }
+}
+
 /* The next leaf's first code groups are requested while this leaf is
  * scanned: a leaf is only a few KB, so the hardware prefetcher, which needs a
  * few misses to detect a stream, would otherwise start every leaf cold. */
@@ -483,7 +594,6 @@ static int scan_leaves(const avq_index *idx, const avq_kernels *kern, search_scr
     avq_lut8_info info;
     int st = build_lut8(idx, s->q, s, s->lut8, &info);
     if (st != AVQ_OK) return st;
-    avq_topk_scan_fn scan = topk_kernel(idx, kern);
     avq_snapshot_leaves(idx, s->snap, s->leaves, count);
     for (size_t i = 0; i < count; i++) {
         size_t l = (size_t)s->leaves[i].id;
@@ -492,7 +602,7 @@ static int scan_leaves(const avq_index *idx, const avq_kernels *kern, search_scr
         if (i + 1 < count) prefetch_leaf_start(idx, s->snap[s->leaves[i + 1].id]);
         avq_scan_query query = {s->lut8, leaf_bias(idx, &s->leaves[i]) + info.offset,
                                 info.scale, cand};
-        for (int part = 0; part < np; part++) scan(&parts[part], 1, &query);
+        scan_parts(idx, kern, parts, np, 1, &query);
     }
     if (count < idx->num_leaves && live_in(s->snap, NULL, s->leaves, count) < k) {
         avq_snapshot_leaves(idx, s->snap, NULL, 0);
@@ -524,14 +634,13 @@ static void scan_until_k(const avq_index *idx, const avq_kernels *kern, search_s
     size_t L = idx->num_leaves, live = 0;
     avq_topk_init(cand, cand->k, cand->items, cand->capacity);
     select_leaves(idx, kern, q, s, L);
-    avq_topk_scan_fn scan = topk_kernel(idx, kern);
     for (size_t i = 0; i < L; i++) {
         size_t l = (size_t)s->leaves[i].id;
         avq_scan_leaf parts[2];
         int np = scan_parts_of(idx, l, snap[l], parts);
         avq_scan_query query = {lut8, leaf_bias(idx, &s->leaves[i]) + info->offset, info->scale,
                                 cand};
-        for (int part = 0; part < np; part++) scan(&parts[part], 1, &query);
+        scan_parts(idx, kern, parts, np, 1, &query);
         live += leaf_live ? leaf_live[l] : snap[l]->live;
         if (i + 1 >= min_leaves && live >= k) break;
     }
@@ -1082,7 +1191,6 @@ static void chunk_scan_leaf(const batch_job *job, chunk_scratch *c, size_t l, bo
     int np = scan_parts_of(idx, l, v, parts);
     if (np == 0) return;
     size_t m = job->r.leaves, KC = idx->q->num_blocks * idx->q->num_centers;
-    avq_topk_scan_fn scan = topk_kernel(idx, job->kern);
     size_t batch = topk_batch(idx, job->kern);
     avq_scan_query group[AVQ_SCAN_WIDE_BATCH];
     size_t g = 0;
@@ -1093,12 +1201,11 @@ static void chunk_scan_leaf(const batch_job *job, chunk_scratch *c, size_t l, bo
                                       leaf_bias(idx, &c->leaves[p]) + c->info[j].offset,
                                       c->info[j].scale, &c->cand[j]};
         if (g == batch) {
-            for (int part = 0; part < np; part++) scan(&parts[part], g, group);
+            scan_parts(idx, job->kern, parts, np, g, group);
             g = 0;
         }
     }
-    if (g)
-        for (int part = 0; part < np; part++) scan(&parts[part], g, group);
+    if (g) scan_parts(idx, job->kern, parts, np, g, group);
 }
 
 /* A fresh mark for c->visited: one per pass over the chunk's leaves. */

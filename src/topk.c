@@ -93,7 +93,6 @@ static void compact_exact(avq_topk *t) {
     t->worst_id = worst->id;
 }
 
-static float nth_smallest(float *v, size_t n, size_t rank);
 
 /* Sampled compaction.  A search pushes a few hundred candidates per query
  * into a buffer of 2k; exact selection at every fill was a fifth of a whole
@@ -113,7 +112,8 @@ static bool compact_sampled(avq_topk *t) {
     for (size_t j = 0; j < COMPACT_SAMPLE; j++) sample[j] = t->items[j * stride].dist;
     size_t target = k + (n - k) / 3;
     size_t rank = target * COMPACT_SAMPLE / n;
-    float limit = nth_smallest(sample, COMPACT_SAMPLE, rank < COMPACT_SAMPLE ? rank : COMPACT_SAMPLE - 1);
+    if (rank >= COMPACT_SAMPLE) rank = COMPACT_SAMPLE - 1;
+    float limit = avq_floats_nth(sample, COMPACT_SAMPLE, rank);
     size_t kept = 0;
     for (size_t i = 0; i < n; i++) kept += (size_t)(t->items[i].dist <= limit);
     if (kept < k || kept > n - (n - k) / 4) return false;
@@ -201,7 +201,7 @@ static size_t smallest_by_select(const float *dist, size_t n, size_t m, avq_neig
 }
 
 /* The m-th smallest of few floats, by repeated branch-free selection. */
-static float nth_smallest(float *v, size_t n, size_t rank) {
+float avq_floats_nth(float *v, size_t n, size_t rank) {
     size_t lo = 0, hi = n;
     while (hi - lo > 1) {
         float pivot = v[lo + (hi - lo) / 2];
@@ -242,7 +242,7 @@ size_t avq_smallest_of(const float *dist, size_t n, size_t m, avq_neighbor *work
     for (size_t j = 0; j < SMALLEST_SAMPLE; j++) sample[j] = dist[j * stride];
     size_t rank = 2 * ((m * SMALLEST_SAMPLE + n - 1) / n) + 4;
     if (rank >= SMALLEST_SAMPLE) return smallest_by_select(dist, n, m, work);
-    float limit = nth_smallest(sample, SMALLEST_SAMPLE, rank);
+    float limit = avq_floats_nth(sample, SMALLEST_SAMPLE, rank);
     size_t kept = 0;
     for (size_t i = 0; i < n; i++) {
         work[kept] = (avq_neighbor){dist[i], (int64_t)i};

@@ -53,6 +53,16 @@ static inline void avq_topk_push(avq_topk *t, float dist, int64_t id) {
     if (++t->size == t->capacity) avq_topk_compact(t);
 }
 
+/* The caller knows that at least k of the held items have dist <= `dist`:
+ * nothing worse can still enter the best k, so the threshold drops to
+ * `dist` (ties at it stay admitted) when that is lower. */
+static inline void avq_topk_bound(avq_topk *t, float dist) {
+    if (dist < t->worst_dist) {
+        t->worst_dist = dist;
+        t->worst_id = INT64_MAX;
+    }
+}
+
 /* Sort the best min(k, size) candidates into ascending (dist, id) order at
  * t->items[0..] and return how many there are.  The buffer may be pushed to
  * again afterwards. */
@@ -75,5 +85,9 @@ size_t avq_topk_take(avq_topk *t);
  * threshold keeps the candidates, so selecting 40 leaves of 2000 costs
  * little more than reading the scores. */
 size_t avq_smallest_of(const float *dist, size_t n, size_t m, avq_neighbor *work);
+
+/* The value of rank `rank` (0 = smallest) among v[0..n), rank < n; v is
+ * reordered.  For small n (tens): repeated branch-free partitions. */
+float avq_floats_nth(float *v, size_t n, size_t rank);
 
 #endif
