@@ -459,14 +459,16 @@ static inline size_t topk_batch(const avq_index *idx, const avq_kernels *kern) {
  * open threshold: every one of its points enters the buffer, which fills
  * and compacts several times before the threshold means anything -- on
  * GloVe at 20 leaves and 80 candidates, 72% of a query's pushes and most
- * of its compactions happened in its first leaf.  Instead, the first
- * SEED_POINTS points of that leaf are summed without a threshold (the
- * sums kernel), a strided sample of the sums gives a limit that about
- * 1.25 k of them pass, and only points at or below it are pushed; once k
- * are known to be at or below the limit, the buffer's threshold drops to
- * it.  Every point left out is worse than k pushed ones, so the candidate
- * list (and every answer) is exactly the one of the plain scan. */
-enum { SEED_POINTS = 1024, SEED_SAMPLE = 64 };
+ * of its compactions happened in its first leaf.  Instead, the sums of a
+ * sample of that leaf's points (SEED_GROUPS groups of 32 spread over it)
+ * give a limit that about 1.5 k of its points should pass, and the leaf is
+ * scanned with the buffer's threshold preset to the limit's distance: the
+ * scan pushes exactly the points at or below it.  If k live points were
+ * pushed, every point left out is worse than k pushed ones, so the
+ * candidate list (and every answer) is exactly the one of the plain scan.
+ * If fewer were (an unlucky sample: about 2% of first leaves on GloVe),
+ * the buffer is emptied and the leaf scanned again with an open threshold. */
+enum { SEED_GROUPS = 4 };
 
 /* Is seeding worth it for these queries on a part of n points?  All must be
  * fresh (an empty buffer with an open threshold), the codes 4-bit with int16
@@ -481,71 +483,36 @@ static bool seedable(const avq_index *idx, const avq_scan_leaf *part, size_t nq,
     return true;
 }
 
-/* One query's pushes from the sums of points [0, n) of part. */
-static void seed_push(const avq_scan_leaf *part, size_t n, const avq_scan_query *query,
-                      const int16_t *sums) {
-    avq_topk *t = query->topk;
-    size_t k = t->k, count = n < SEED_SAMPLE ? n : SEED_SAMPLE, stride = n / count;
-    float sample[SEED_SAMPLE];
-    for (size_t j = 0; j < count; j++) sample[j] = sums[j * stride];
-    size_t rank = ((k + k / 4) * count + n - 1) / n;
-    if (rank >= count) rank = count - 1;
-    int32_t limit = (int32_t)avq_floats_nth(sample, count, rank);
-    /* the points the limit keeps must number k, live ones, or it is void */
-    size_t kept = 0;
-    for (size_t g = 0; g < (n + 31) / 32; g++) {
-        uint32_t mask = avq_scan_group_mask(part, g), below = 0;
-        for (unsigned s = 0; s < 32 && 32 * g + s < n; s++)
-            below |= (uint32_t)(sums[32 * g + s] <= limit) << s;
-        kept += (size_t)__builtin_popcount(below & mask);
-    }
-    int32_t sum_min = -128 * (int32_t)part->K, sum_max = 127 * (int32_t)part->K;
-    float bound = kept >= k ? avq_lut8_dist(query->base, query->scale, limit) : INFINITY;
-    /* every sum whose distance is <= bound (ties included), as the scan's */
-    int32_t thr = avq_lut8_threshold(bound, query->base, query->scale, sum_min, sum_max);
-    for (size_t g = 0; g < (n + 31) / 32; g++) {
-        uint32_t mask = avq_scan_group_mask(part, g), below = 0;
-        for (unsigned s = 0; s < 32 && 32 * g + s < n; s++)
-            below |= (uint32_t)(sums[32 * g + s] < thr) << s;
-        for (below &= mask; below; below &= below - 1) {
-            size_t i = 32 * g + (size_t)__builtin_ctz(below);
-            avq_topk_push(t, avq_lut8_dist(query->base, query->scale, sums[i]),
-                          avq_scan_id(part, i));
-        }
-    }
-    if (kept >= k) avq_topk_bound(t, bound);
-}
-
-/* Seeds the fresh candidate lists of nq queries from the first points of
- * part; returns how many points it covered (a multiple of 32 unless it is
- * the whole part), which the thresholded scan then skips. */
-static size_t seed_candidates(const avq_kernels *kern, const avq_scan_leaf *part, size_t nq,
-                              const avq_scan_query *queries) {
-    size_t n = part->n <= SEED_POINTS ? part->n : SEED_POINTS;
-    int16_t sums[AVQ_SCAN_MAX_BATCH][SEED_POINTS];
+/* Presets the thresholds of nq fresh queries from a sample of part. */
+static void seed_thresholds(const avq_kernels *kern, const avq_scan_leaf *part, size_t nq,
+                            const avq_scan_query *queries) {
+    size_t groups = (part->n + 31) / 32, group_bytes = avq_pack_group_bytes(4, part->K);
     for (size_t first = 0; first < nq; first += AVQ_SCAN_MAX_BATCH) {
         size_t count = nq - first < AVQ_SCAN_MAX_BATCH ? nq - first : AVQ_SCAN_MAX_BATCH;
+        int16_t sums[AVQ_SCAN_MAX_BATCH][32 * SEED_GROUPS];
         const uint8_t *luts[AVQ_SCAN_MAX_BATCH];
-        int16_t *out[AVQ_SCAN_MAX_BATCH];
-        for (size_t j = 0; j < count; j++) {
-            luts[j] = queries[first + j].lut8;
-            out[j] = sums[j];
+        for (size_t j = 0; j < count; j++) luts[j] = queries[first + j].lut8;
+        /* groups = 4k/32 or more, so the sample's groups are distinct and
+         * all but possibly the last one full */
+        size_t sampled = 0;
+        for (size_t i = 0; i < SEED_GROUPS; i++) {
+            size_t g = i * groups / SEED_GROUPS, n = part->n - 32 * g < 32 ? part->n - 32 * g : 32;
+            int16_t *out[AVQ_SCAN_MAX_BATCH];
+            for (size_t j = 0; j < count; j++) out[j] = sums[j] + sampled;
+            kern->lut16_sums16(part->codes + g * group_bytes, n, part->K, count, luts, out);
+            sampled += n;
         }
-        kern->lut16_sums16(part->codes, n, part->K, count, luts, out);
-        for (size_t j = 0; j < count; j++) seed_push(part, n, &queries[first + j], sums[j]);
+        for (size_t j = 0; j < count; j++) {
+            const avq_scan_query *query = &queries[first + j];
+            size_t k = query->topk->k;
+            size_t rank = ((k + k / 2) * sampled + part->n - 1) / part->n;
+            if (rank >= sampled) rank = sampled - 1;
+            float sample[32 * SEED_GROUPS];
+            for (size_t i = 0; i < sampled; i++) sample[i] = sums[j][i];
+            int32_t limit = (int32_t)avq_floats_nth(sample, sampled, rank);
+            avq_topk_bound(query->topk, avq_lut8_dist(query->base, query->scale, limit));
+        }
     }
-    return n;
-}
-
-/* The part of a leaf from point `from` on (a multiple of 32). */
-static avq_scan_leaf part_from(const avq_scan_leaf *part, size_t from) {
-    avq_scan_leaf rest = *part;
-    rest.codes += from / 32 * avq_pack_group_bytes(4, part->K);
-    rest.n -= from;
-    if (rest.ids) rest.ids += from;
-    else rest.id_base += (int64_t)from;
-    if (rest.alive) rest.alive += from / 32;
-    return rest;
 }
 
 /* The thresholded scan of a leaf's parts for nq queries; fresh candidate
@@ -553,17 +520,18 @@ static avq_scan_leaf part_from(const avq_scan_leaf *part, size_t from) {
 static void scan_parts(const avq_index *idx, const avq_kernels *kern, const avq_scan_leaf *parts,
                        int np, size_t nq, const avq_scan_query *queries) {
     avq_topk_scan_fn scan = topk_kernel(idx, kern);
-    for (int part = 0; part < np; part++) {
-        if (part == 0 && seedable(idx, &parts[0], nq, queries)) {
-            size_t done = seed_candidates(kern, &parts[0], nq, queries);
-            if (done < parts[0].n) {
-                avq_scan_leaf rest = part_from(&parts[0], done);
-                scan(&rest, nq, queries);
-            }
-            continue;
+    if (np > 0 && seedable(idx, &parts[0], nq, queries)) {
+        seed_thresholds(kern, &parts[0], nq, queries);
+        scan(&parts[0], nq, queries);
+        for (size_t j = 0; j < nq; j++) {
+            avq_topk *t = queries[j].topk;
+            if (t->size >= t->k) continue; /* k pushed (a compaction keeps k) */
+            avq_topk_reset(t);
+            scan(&parts[0], 1, &queries[j]);
         }
-        scan(&parts[part], nq, queries);
+        parts++, np--;
     }
+    for (int part = 0; part < np; part++) scan(&parts[part], nq, queries);
 }
 
 /* The next leaf's first code groups are requested while this leaf is
