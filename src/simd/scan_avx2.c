@@ -215,7 +215,9 @@ INLINE void topk16_nq(const avq_scan_leaf *leaf, int nq, const avq_scan_query *q
         luts[q] = queries[q].lut8;
     }
     __m256i out[AVQ_SCAN_MAX_BATCH][2];
-    for (size_t g = 0; g < (n + 31) / 32; g++) {
+    size_t groups = (n + 31) / 32;
+    for (size_t g = 0; g < groups; g++) {
+        avq_scan_prefetch_ahead(leaf, g, groups, 16 * K);
         chunk_sums(leaf->codes + g * 16 * K, luts, 0, K, nq, out);
         for (int q = 0; q < nq; q++) {
             __m256i lt_lo = _mm256_cmpgt_epi16(thr_v[q], out[q][0]);

@@ -226,7 +226,9 @@ WITH_VNNI INLINE void topk_nq(const avq_scan_leaf *leaf, int nq, const avq_scan_
         luts[q] = queries[q].lut8;
     }
     __m512i out[AVQ_SCAN_WIDE_BATCH][2];
-    for (size_t g = 0; g < (n + 31) / 32; g++) {
+    size_t groups = (n + 31) / 32;
+    for (size_t g = 0; g < groups; g++) {
+        avq_scan_prefetch_ahead(leaf, g, groups, 16 * K);
         if (nq <= AVQ_SCAN_MAX_BATCH) group_sums(leaf->codes + g * 16 * K, K, luts, nq, out);
         else group_sums_wide(leaf->codes + g * 16 * K, K, luts, nq, out);
         for (int q = 0; q < nq; q++) {
@@ -384,6 +386,8 @@ INLINE void lut256_topk_nq(const avq_scan_leaf *leaf, int nq, const avq_scan_que
     pair_sums out[AVQ_SCAN_MAX_BATCH];
     for (size_t g = 0; g < groups; g += 2) {
         bool two = g + 1 < groups;
+        avq_scan_prefetch_ahead(leaf, g, groups, group_bytes);
+        avq_scan_prefetch_ahead(leaf, g + 1, groups, group_bytes);
         const uint8_t *g0 = leaf->codes + g * group_bytes;
         lut256_pair_sums(g0, two ? g0 + group_bytes : g0, K, luts, nq, out);
         /* group g for every query, then group g + 1: the order of the
