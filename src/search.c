@@ -492,8 +492,8 @@ static void seed_thresholds(const avq_kernels *kern, const avq_scan_leaf *part, 
         int16_t sums[AVQ_SCAN_MAX_BATCH][32 * SEED_GROUPS];
         const uint8_t *luts[AVQ_SCAN_MAX_BATCH];
         for (size_t j = 0; j < count; j++) luts[j] = queries[first + j].lut8;
-        /* groups = 4k/32 or more, so the sample's groups are distinct and
-         * all but possibly the last one full */
+        /* on a leaf of fewer than SEED_GROUPS groups some are sampled twice:
+         * the limit is only an estimate, the count after the scan decides */
         size_t sampled = 0;
         for (size_t i = 0; i < SEED_GROUPS; i++) {
             size_t g = i * groups / SEED_GROUPS, n = part->n - 32 * g < 32 ? part->n - 32 * g : 32;

@@ -178,3 +178,34 @@ Test(topk, smallest_of_matches_sort) {
                 check_smallest_of(ns[a], ms[b], mode, seed++);
     cr_assert_eq(avq_smallest_of(NULL, 0, 5, NULL), 0);
 }
+
+static int cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* avq_floats_nth against a sorted copy: every rank of arrays of 1..300
+ * values (both sides of its 128-value scratch), distinct values, heavy ties
+ * (4 levels) and all equal, and infinities. */
+Test(topk, floats_nth_matches_sort) {
+    uint64_t seed = 5;
+    float v[300], sorted[300], work[300];
+    for (size_t n = 1; n <= 300; n += (n < 140 ? 1 : 23))
+        for (int mode = 0; mode < 4; mode++) {
+            for (size_t i = 0; i < n; i++) {
+                double u = avq_rng_uniform(&seed);
+                v[i] = mode == 0   ? (float)(u * 2 - 1)
+                       : mode == 1 ? (float)(avq_rng_next(&seed) % 4)
+                       : mode == 2 ? 7.0f
+                                   : (u < 0.2 ? INFINITY : u > 0.8 ? -INFINITY : (float)u);
+            }
+            memcpy(sorted, v, n * sizeof *v);
+            qsort(sorted, n, sizeof *sorted, cmp_float);
+            for (size_t r = 0; r < n; r++) {
+                memcpy(work, v, n * sizeof *v);
+                float got = avq_floats_nth(work, n, r);
+                cr_assert(got == sorted[r], "n=%zu mode %d rank %zu: %g, want %g", n, mode, r,
+                          (double)got, (double)sorted[r]);
+            }
+        }
+}
