@@ -234,6 +234,7 @@ typedef struct {
     double *gap;         /* K: second-smallest minus smallest R of the block */
     block_order *order;  /* K */
     uint8_t *code;       /* K */
+    float *resid;        /* d: the row's residual (avq_aniso_encode_residuals) */
     double max_abs_p;    /* max |P| over every block and center */
 } encode_scratch;
 
@@ -450,6 +451,11 @@ typedef struct {
     const encode_codebook *cb;
     encode_scratch *scratch; /* one per worker */
     uint8_t *codes;
+    /* avq_aniso_encode_residuals: y is x minus its leaf's center, made per
+     * row; rows [leaf_start[l], leaf_start[l + 1]) are leaf l's */
+    const float *centers;
+    const size_t *leaf_start;
+    size_t num_leaves;
 } encode_job;
 
 /* Where a general weight's eta comes from in one encoding: one value
@@ -507,8 +513,24 @@ static int encode_range(void *ctx, size_t begin, size_t end, int worker) {
     size_t d = s->dim, K = avq_pq_num_blocks(s);
     encode_scratch *w = &job->scratch[worker];
     double norms[8];
+    size_t leaf = 0;
+    if (job->centers) { /* the leaf holding row `begin`: the last l with start <= begin */
+        size_t lo = 0, hi = job->num_leaves;
+        while (hi - lo > 1) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (job->leaf_start[mid] <= begin) lo = mid;
+            else hi = mid;
+        }
+        leaf = lo;
+    }
     for (size_t i = begin; i < end; i++) {
         const float *y = job->y + i * d, *x = job->x + i * d;
+        if (job->centers) {
+            while (job->leaf_start[leaf + 1] <= i) leaf++;
+            const float *c = job->centers + leaf * d;
+            for (size_t j = 0; j < d; j++) w->resid[j] = x[j] - c[j];
+            y = w->resid;
+        }
         if ((i - begin) % 8 == 0) /* avq_norm2_f64's sums, 8 rows at a time */
             avq_rows_norm2_f64(x, end - i < 8 ? end - i : 8, d, norms);
         double norm2 = norms[(i - begin) % 8];
@@ -558,15 +580,18 @@ static int check_encode_args(const float *y, const float *x, size_t n, const avq
     return AVQ_OK;
 }
 
-int avq_aniso_encode(const float *y, const float *x, size_t n, const avq_pq_shape *shape,
-                     const float *codebook, const avq_aniso_params *p, uint8_t *codes,
-                     avq_progress_fn progress, void *progress_user) {
+static int encode(const float *y, const float *x, size_t n, const avq_pq_shape *shape,
+                  const float *codebook, const avq_aniso_params *p, const float *centers,
+                  const size_t *leaf_start, size_t num_leaves, uint8_t *codes,
+                  avq_progress_fn progress, void *progress_user) {
     int st = check_encode_args(y, x, n, shape, codebook, p, codes);
     if (st != AVQ_OK || n == 0) return st;
     size_t K = avq_pq_num_blocks(shape), C = shape->num_centers;
     int threads = avq_resolve_threads(p->threads);
+    size_t resid_bytes = centers ? (shape->dim * sizeof(float) + 63) & ~(size_t)63 : 0;
     size_t per_worker = (2 * K * C + K) * sizeof(double) + K * sizeof(block_order) + K;
     per_worker = (per_worker + 63) & ~(size_t)63; /* keep every worker's doubles aligned */
+    per_worker += resid_bytes;
     encode_scratch *scratch = calloc((size_t)threads, sizeof *scratch);
     char *pool = malloc((size_t)threads * per_worker);
     if (!scratch || !pool) {
@@ -581,6 +606,7 @@ int avq_aniso_encode(const float *y, const float *x, size_t n, const avq_pq_shap
         scratch[t].gap = scratch[t].P + K * C;
         scratch[t].order = (block_order *)(scratch[t].gap + K);
         scratch[t].code = (uint8_t *)(scratch[t].order + K);
+        scratch[t].resid = centers ? (float *)(base + per_worker - resid_bytes) : NULL;
     }
     eta_source *src = malloc(sizeof *src);
     if (!src) {
@@ -604,7 +630,8 @@ int avq_aniso_encode(const float *y, const float *x, size_t n, const avq_pq_shap
             }
         }
     }
-    encode_job job = {y, x, shape, codebook, p, src, &cb, scratch, codes};
+    encode_job job = {y,     x,     shape,   codebook, p,         src,       &cb,
+                      scratch, codes, centers, leaf_start, num_leaves};
     st = avq_parallel_for(n, ENCODE_CHUNK, threads, encode_range, &job, progress,
                           progress_user, "encode");
     free(cb.c0);
@@ -612,6 +639,25 @@ int avq_aniso_encode(const float *y, const float *x, size_t n, const avq_pq_shap
     free(pool);
     free(scratch);
     return st;
+}
+
+int avq_aniso_encode(const float *y, const float *x, size_t n, const avq_pq_shape *shape,
+                     const float *codebook, const avq_aniso_params *p, uint8_t *codes,
+                     avq_progress_fn progress, void *progress_user) {
+    return encode(y, x, n, shape, codebook, p, NULL, NULL, 0, codes, progress, progress_user);
+}
+
+int avq_aniso_encode_residuals(const float *x, size_t n, const avq_pq_shape *shape,
+                               const float *centers, const size_t *leaf_start,
+                               size_t num_leaves, const float *codebook,
+                               const avq_aniso_params *p, uint8_t *codes,
+                               avq_progress_fn progress, void *progress_user) {
+    if (!centers || !leaf_start || num_leaves == 0 || leaf_start[0] != 0 ||
+        leaf_start[num_leaves] != n)
+        return avq_fail(AVQ_ERR_INVALID,
+                        "encode: NULL centers, or leaf starts not covering the %zu rows", n);
+    return encode(x, x, n, shape, codebook, p, centers, leaf_start, num_leaves, codes, progress,
+                  progress_user);
 }
 
 int avq_aniso_point_etas(const float *x, size_t n, size_t d, const avq_aniso_params *p,

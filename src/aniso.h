@@ -127,6 +127,19 @@ int avq_aniso_encode(const float *y, const float *x, size_t n, const avq_pq_shap
                      const float *codebook, const avq_aniso_params *p, uint8_t *codes,
                      avq_progress_fn progress, void *progress_user);
 
+/* avq_aniso_encode of the residuals of rows x (n x d) in leaf order, without
+ * an n x d residual array: rows [leaf_start[l], leaf_start[l + 1]) belong to
+ * leaf l (leaf_start[0] = 0, leaf_start[num_leaves] = n) and are coded as
+ * x - centers[l] (each residual made as the float difference when its row
+ * is encoded).  The codes are the ones avq_aniso_encode gives for an array
+ * holding those residuals: the index build uses it to keep its peak memory
+ * at the rows plus the codes. */
+int avq_aniso_encode_residuals(const float *x, size_t n, const avq_pq_shape *shape,
+                               const float *centers, const size_t *leaf_start,
+                               size_t num_leaves, const float *codebook,
+                               const avq_aniso_params *p, uint8_t *codes,
+                               avq_progress_fn progress, void *progress_user);
+
 /* The paper's anisotropic codebook update (Guo et al. §4.2; doc/DESIGN.md
  * §2, build step 4; optional, not used by index training): with the codes
  * fixed, re-solve ALL codebook entries theta (the C*d floats, in codebook

@@ -42,6 +42,13 @@ int avq_fail_nomem(const char *what, size_t bytes);
  * on a size overflow.  Free with avq_free_aligned(). */
 void *avq_alloc_aligned(size_t bytes);
 void avq_free_aligned(void *p);
+/* Hands the whole pages inside [p, p + bytes) of a heap block back to the
+ * OS: for a large array whose part has been copied elsewhere and will not
+ * be read again before the block is freed (those bytes read as zero
+ * afterwards).  Lowers the resident peak of adding many rows at once: the
+ * leaves' copies grow as the encoded arrays shrink.  A hint; a no-op where
+ * madvise(MADV_DONTNEED) is missing. */
+void avq_release_pages(void *p, size_t bytes);
 
 /* ptr = malloc(count elements), or record the failure in `st` and jump to
  * the function's `fail` label (the pattern of the multi-step builders). */

@@ -196,13 +196,45 @@ static void quantizer_aniso_params(const avq_quantizer *q, int threads, avq_anis
 
 /* Encode the rows (ids may be NULL: set_encoded_ids later).  Reads only the
  * quantizer, which never changes: runs without the write lock. */
+/* Rows n x d rearranged in place so that row i becomes the old row
+ * order[i] (order a permutation of [0, n)): each cycle of the permutation
+ * is followed once with one row of scratch, a bit per row marking the
+ * rows already placed. */
+static int permute_rows(float *rows, size_t n, size_t d, const size_t *order) {
+    uint64_t *placed = calloc((n + 63) / 64 ? (n + 63) / 64 : 1, sizeof *placed);
+    float *held = malloc((d ? d : 1) * sizeof *held);
+    if (!placed || !held) {
+        free(placed);
+        free(held);
+        return avq_fail_nomem("row permutation", (n + 63) / 64 * 8 + d * sizeof *held);
+    }
+    for (size_t start = 0; start < n; start++) {
+        if (placed[start / 64] >> (start % 64) & 1) continue;
+        memcpy(held, rows + start * d, d * sizeof *held);
+        size_t i = start;
+        for (;;) {
+            placed[i / 64] |= 1ull << (i % 64);
+            size_t from = order[i];
+            if (from == start) {
+                memcpy(rows + i * d, held, d * sizeof *held);
+                break;
+            }
+            memcpy(rows + i * d, rows + from * d, d * sizeof *held);
+            i = from;
+        }
+    }
+    free(placed);
+    free(held);
+    return AVQ_OK;
+}
+
 static int encode_rows(const avq_index *x, const float *vectors, size_t n, const int64_t *ids,
                        const int32_t *leaf_of_in, int threads, avq_progress_fn progress,
                        void *progress_user, encoded_rows *e) {
     const avq_quantizer *q = x->q;
     size_t d = x->dim, L = x->num_leaves, K = q->num_blocks;
     int st = AVQ_OK;
-    float *xs = NULL, *resid = NULL;
+    float *xs = NULL;
     int32_t *leaf_of = NULL;
     size_t *order = NULL;
     uint8_t *codes = NULL;
@@ -250,8 +282,13 @@ static int encode_rows(const avq_index *x, const float *vectors, size_t n, const
     AVQ_ALLOC(e->ids, m);
     if (ids)
         for (size_t i = 0; i < m; i++) e->ids[i] = ids[order[i]];
-    /* the rows in leaf order replace xs */
-    {
+    /* the rows in leaf order replace xs: in place when each row appears once
+     * (a second copy of the rows would be the build's peak memory), else
+     * (spilled: rows twice) into a new array */
+    if (m == n) {
+        st = permute_rows(xs, n, d, order);
+        if (st != AVQ_OK) goto fail;
+    } else {
         float *sorted = malloc(m * d * sizeof *sorted);
         if (!sorted) {
             st = avq_fail_nomem("rows", m * d * sizeof *sorted);
@@ -264,23 +301,19 @@ static int encode_rows(const avq_index *x, const float *vectors, size_t n, const
         n = m; /* below: the encoded rows */
     }
     if (q->mode == AVQ_MODE_PQ) {
-        AVQ_ALLOC(resid, n * d);
-        bool use_center = q->params.metric != AVQ_METRIC_L2;
-        for (size_t l = 0; l < L; l++) {
-            const float *c = q->centers + l * d;
-            for (size_t i = e->leaf_start[l]; i < e->leaf_start[l + 1]; i++)
-                for (size_t j = 0; j < d; j++)
-                    resid[i * d + j] = xs[i * d + j] - (use_center ? c[j] : 0.0f);
-        }
+        /* dot and cosine code x - center, L2 codes x itself; the residuals
+         * are made row by row inside the encoder, not as an n x d array */
         AVQ_ALLOC(codes, n * K);
         avq_pq_shape shape = {d, q->dims_per_block, q->num_centers};
         avq_aniso_params ap;
         quantizer_aniso_params(q, threads, &ap);
-        st = avq_aniso_encode(resid, xs, n, &shape, q->codebook, &ap, codes, progress,
-                              progress_user);
+        if (q->params.metric != AVQ_METRIC_L2)
+            st = avq_aniso_encode_residuals(xs, n, &shape, q->centers, e->leaf_start, L,
+                                            q->codebook, &ap, codes, progress, progress_user);
+        else
+            st = avq_aniso_encode(xs, xs, n, &shape, q->codebook, &ap, codes, progress,
+                                  progress_user);
         if (st != AVQ_OK) goto fail;
-        free(resid);
-        resid = NULL;
         e->codes = codes;
         codes = NULL;
     }
@@ -315,7 +348,6 @@ static int encode_rows(const avq_index *x, const float *vectors, size_t n, const
     }
 fail:
     free(xs);
-    free(resid);
     free(codes);
     free(leaf_of);
     if (st != AVQ_OK) {
@@ -575,6 +607,11 @@ int avq_index_add_assigned(avq_index *x, const float *vectors, size_t n, const i
         p.compacted[l] = nk > 0 && wants_compaction(x, old, nk);
         st = avq_leaf_change(x, old, kills + kill_start[l], nk, &add, NULL, p.compacted[l],
                              &p.fresh[l]);
+        /* the leaf holds its own copy now, and these rows are not read again
+         * (on failure nothing is): a big add's peak stays one copy */
+        if (e.vectors) avq_release_pages(e.vectors + first * d, count * d * sizeof(float));
+        if (e.vectors_i8) avq_release_pages(e.vectors_i8 + first * d, count * d);
+        if (e.codes) avq_release_pages(e.codes + first * K, count * K);
     }
     if (st == AVQ_OK) st = pending_reserve_tags(x, &p);
     if (st != AVQ_OK) goto out;

@@ -4,7 +4,10 @@
 #include "avq_internal.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 void *avq_alloc_aligned(size_t bytes) {
     if (bytes == 0) bytes = 1;
@@ -14,6 +17,19 @@ void *avq_alloc_aligned(size_t bytes) {
 }
 
 void avq_free_aligned(void *p) { free(p); }
+
+void avq_release_pages(void *p, size_t bytes) {
+#if defined(MADV_DONTNEED)
+    long page = sysconf(_SC_PAGESIZE);
+    if (!p || page <= 0 || bytes < (size_t)page) return;
+    uintptr_t mask = (uintptr_t)page - 1;
+    uintptr_t first = ((uintptr_t)p + mask) & ~mask, end = ((uintptr_t)p + bytes) & ~mask;
+    if (end > first) (void)madvise((void *)first, end - first, MADV_DONTNEED); /* a hint */
+#else
+    (void)p;
+    (void)bytes;
+#endif
+}
 
 size_t avq_first_non_finite(const float *x, size_t n) {
     for (size_t i = 0; i < n; i++)
