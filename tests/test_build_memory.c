@@ -146,7 +146,8 @@ static void expect_rows_kept(int spill) {
     float score, best;
     for (size_t q = 0; q < N; q += 3001) {
         cr_assert_eq(avq_index_search(index, x + q * D, &sp, &got, &score), AVQ_OK);
-        cr_assert_eq(avq_exact_search(x, N, D, x + q * D, 1, AVQ_METRIC_DOT, 1, 1, &want, &best, NULL, NULL),
+        cr_assert_eq(avq_exact_search(x, N, D, x + q * D, 1, AVQ_METRIC_DOT, 1, 1, &want, &best,
+                                      NULL, NULL),
                      AVQ_OK);
         cr_assert_eq(got, want, "spill %d: query %zu: %lld, exact %lld", spill, q,
                      (long long)got, (long long)want);
