@@ -194,8 +194,6 @@ static void quantizer_aniso_params(const avq_quantizer *q, int threads, avq_anis
     }
 }
 
-/* Encode the rows (ids may be NULL: set_encoded_ids later).  Reads only the
- * quantizer, which never changes: runs without the write lock. */
 /* Rows n x d rearranged in place so that row i becomes the old row
  * order[i] (order a permutation of [0, n)): each cycle of the permutation
  * is followed once with one row of scratch, a bit per row marking the
@@ -228,6 +226,8 @@ static int permute_rows(float *rows, size_t n, size_t d, const size_t *order) {
     return AVQ_OK;
 }
 
+/* Encode the rows (ids may be NULL: set_encoded_ids later).  Reads only the
+ * quantizer, which never changes: runs without the write lock. */
 static int encode_rows(const avq_index *x, const float *vectors, size_t n, const int64_t *ids,
                        const int32_t *leaf_of_in, int threads, avq_progress_fn progress,
                        void *progress_user, encoded_rows *e) {
