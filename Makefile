@@ -343,15 +343,24 @@ $(BASELINES_NATIVE): bench/baselines.cpp $(FAISS_NATIVE)/BUILDINFO
 	$(BENCH_CXX) $(BENCH_CXXFLAGS) -I$(FAISS_NATIVE)/include -o $@ $< \
 	    $$(sed -n 's/^lib=//p' $(FAISS_NATIVE)/BUILDINFO) $(LDLIBS_LIB)
 
+# The native FAISS is swept at several list counts and the report keeps, per
+# target recall, its best setting over all of them: 576 (avq's own leaf count
+# on GloVe, sqrt(n)) and 1024 as issue 15 asks, and the 2048 of the Debian
+# row.  On GloVe the fewer lists are the faster ones at 0.90-0.95 (doc/RESULTS.md).
+NATIVE_NLISTS ?= 576 1024 2048
 .PHONY: bench-faiss-native bench-frontier-png
 bench-faiss-native: $(BASELINES_NATIVE)
 	@test -f $(GLOVE_DIR)/base.fvecs || { echo "bench-faiss-native: $(GLOVE_DIR)/base.fvecs missing: run 'make data' first" >&2; exit 1; }
 	@mkdir -p $(BENCH_OUT)
-	$(BASELINES_NATIVE) --systems faiss --base $(GLOVE_DIR)/base.fvecs --query $(GLOVE_DIR)/query.fvecs \
-	    --gt $(GLOVE_DIR)/gt_cos.ivecs --k 10 --csv $(BENCH_OUT)/faiss_native.tmp \
-	    --timer $(BENCH_TIMER) --runs $(BENCH_RUNS) $(BASELINE_ARGS)
-	sed 's/^faiss-ivfpqfs,/faiss-native,/' $(BENCH_OUT)/faiss_native.tmp > $(BENCH_OUT)/faiss_native.csv
 	rm -f $(BENCH_OUT)/faiss_native.tmp
+	for nl in $(NATIVE_NLISTS); do \
+	    $(BASELINES_NATIVE) --systems faiss --base $(GLOVE_DIR)/base.fvecs --query $(GLOVE_DIR)/query.fvecs \
+	        --gt $(GLOVE_DIR)/gt_cos.ivecs --k 10 --csv $(BENCH_OUT)/faiss_native.$$nl.tmp --nlist $$nl \
+	        --timer $(BENCH_TIMER) --runs $(BENCH_RUNS) $(BASELINE_ARGS) || exit 1; \
+	done
+	awk 'FNR > 1 || NR == 1' $(foreach nl,$(NATIVE_NLISTS),$(BENCH_OUT)/faiss_native.$(nl).tmp) | \
+	    sed 's/^faiss-ivfpqfs,/faiss-native,/' > $(BENCH_OUT)/faiss_native.csv
+	rm -f $(BENCH_OUT)/faiss_native.*.tmp
 
 # The committed picture (doc/img/frontier.png, shown in README.md and
 # doc/RESULTS.md) from the same CSVs as bench-report.
