@@ -352,7 +352,6 @@ NATIVE_NLISTS ?= 576 1024 2048
 bench-faiss-native: $(BASELINES_NATIVE)
 	@test -f $(GLOVE_DIR)/base.fvecs || { echo "bench-faiss-native: $(GLOVE_DIR)/base.fvecs missing: run 'make data' first" >&2; exit 1; }
 	@mkdir -p $(BENCH_OUT)
-	rm -f $(BENCH_OUT)/faiss_native.tmp
 	for nl in $(NATIVE_NLISTS); do \
 	    $(BASELINES_NATIVE) --systems faiss --base $(GLOVE_DIR)/base.fvecs --query $(GLOVE_DIR)/query.fvecs \
 	        --gt $(GLOVE_DIR)/gt_cos.ivecs --k 10 --csv $(BENCH_OUT)/faiss_native.$$nl.tmp --nlist $$nl \
