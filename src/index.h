@@ -72,6 +72,9 @@ struct avq_quantizer {
     size_t num_leaves;
     float *centers;          /* num_leaves x dim                            */
     float *center_norms;     /* |c| per leaf                                */
+    struct avq_center_sketch *sketch; /* int8 copy of the centers for leaf
+                                selection (centers.h), derived, never stored;
+                                NULL: few leaves; always malloc'ed        */
     float *leaf_spread;      /* per leaf: RMS residual / sqrt(dim) of the
                                 rows it was trained with, for leaf ranking
                                 (params.leaf_spread_z); NULL when z = 0     */
@@ -92,6 +95,8 @@ void avq_quantizer_ref(const avq_quantizer *q);
  * What a quantizer with int8 reorder rows keeps as i8_scale (also used by
  * avq-paper --int8-aware). */
 void avq_int8_scales(const float *x, size_t n, size_t d, float *scale);
+/* Derives q->sketch from q->centers (after training or loading). */
+int avq_quantizer_make_sketch(avq_quantizer *q);
 /* Bytes the quantizer's arrays take. */
 size_t avq_quantizer_memory_bytes(const avq_quantizer *q);
 /* Whether a quantizer keeps float / int8 re-ranking rows, and codes. */

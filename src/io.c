@@ -1385,6 +1385,13 @@ static int quantizer_from_view(const file_view *v, avq_mapping *map, avq_quantiz
     q->default_pre_reorder = v->default_reorder;
     avq_mapping_ref(map);
     q->mapping = map;
+    if (q->mode == AVQ_MODE_PQ) {
+        int st = avq_quantizer_make_sketch(q);
+        if (st != AVQ_OK) {
+            avq_quantizer_free(q);
+            return st;
+        }
+    }
     *out = q;
     return AVQ_OK;
 }

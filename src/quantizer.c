@@ -23,6 +23,7 @@
  */
 #include "aniso.h"
 #include "avq_internal.h"
+#include "centers.h"
 #include "index.h"
 #include "partition.h"
 #include "pq.h"
@@ -365,6 +366,7 @@ static void set_search_defaults(avq_quantizer *q) {
 }
 
 static void quantizer_release(avq_quantizer *q) {
+    avq_center_sketch_free(q->sketch);
     if (q->mapping) {
         avq_mapping_unref(q->mapping);
     } else {
@@ -444,6 +446,7 @@ int avq_quantizer_train_assign(const float *data, size_t n, size_t dim,
         AVQ_ALLOC(q->leaf_spread, q->num_leaves);
         TRY(leaf_spreads(q, x, n, leaf_of));
     }
+    if (q->mode == AVQ_MODE_PQ) TRY(avq_quantizer_make_sketch(q));
     set_search_defaults(q);
     q->params.progress = NULL;
     q->params.progress_user = NULL;
@@ -468,12 +471,18 @@ size_t avq_quantizer_dim(const avq_quantizer *q) { return q->dim; }
 avq_metric avq_quantizer_metric(const avq_quantizer *q) { return q->params.metric; }
 size_t avq_quantizer_num_leaves(const avq_quantizer *q) { return q->num_leaves; }
 
+int avq_quantizer_make_sketch(avq_quantizer *q) {
+    avq_center_sketch_free(q->sketch);
+    q->sketch = NULL;
+    return avq_center_sketch_make(q->centers, q->leaf_spread, q->num_leaves, q->dim, &q->sketch);
+}
+
 size_t avq_quantizer_memory_bytes(const avq_quantizer *q) {
     size_t d = q->dim, L = q->num_leaves, b = L * d * sizeof(float) + L * sizeof(float);
     if (q->leaf_spread) b += L * sizeof(float);
     if (q->codebook) b += q->num_centers * d * sizeof(float);
     if (q->i8_scale) b += d * sizeof(float);
-    return b;
+    return b + avq_center_sketch_bytes(q->sketch);
 }
 
 /* ---- the one-call build ---------------------------------------------------- */

@@ -71,6 +71,13 @@ typedef void (*avq_dot_rows_i8_fn)(const float *q, const int8_t *rows, size_t n,
 typedef void (*avq_dot_gather_i8_fn)(const float *q, const int8_t *const *rows, size_t d,
                                      size_t n, float *out);
 
+/* out[i] = sum_j qc[j] * code_i[j] for the 16 * blocks centers of an int8
+ * center sketch (layout in centers.h; code_sums its per-center code sums),
+ * exact in int32 on every ISA. */
+typedef void (*avq_sketch_dots_fn)(const int8_t *qc, const int8_t *codes,
+                                   const int32_t *code_sums, size_t blocks, size_t dim4,
+                                   int32_t *out);
+
 typedef void (*avq_lut_block_fn)(const float *q, const float *centers, size_t C, size_t len,
                                  bool l2, float *out);
 typedef void (*avq_lut_quantize_block_fn)(const float *lut, size_t C, float lo, double scale,
@@ -97,6 +104,7 @@ typedef struct {
     avq_dot_gather_fn dot_gather;
     avq_dot_rows_i8_fn dot_rows_i8;
     avq_dot_gather_i8_fn dot_gather_i8;
+    avq_sketch_dots_fn sketch_dots; /* leaf selection's first pass (centers.h) */
     /* One block of a query's LUT and its quantization: the same bits as
      * avq_lut_block_scalar / avq_lut_quantize_block_scalar (lut.h). */
     avq_lut_block_fn lut_block;
@@ -229,5 +237,7 @@ void avq_dot_rows_i8_scalar(const float *q, const int8_t *rows, size_t n, size_t
                             float *out);
 void avq_dot_gather_i8_scalar(const float *q, const int8_t *const *rows, size_t d, size_t n,
                               float *out);
+void avq_sketch_dots_scalar(const int8_t *qc, const int8_t *codes, const int32_t *code_sums,
+                            size_t blocks, size_t dim4, int32_t *out);
 
 #endif

@@ -178,6 +178,21 @@ void avq_dot_gather_i8_scalar(const float *q, const int8_t *const *rows, size_t 
     for (size_t i = 0; i < n; i++) out[i] = dot_i8(q, rows[i], d);
 }
 
+void avq_sketch_dots_scalar(const int8_t *qc, const int8_t *codes, const int32_t *code_sums,
+                            size_t blocks, size_t dim4, int32_t *out) {
+    (void)code_sums;
+    size_t groups = dim4 / 4;
+    for (size_t b = 0; b < blocks; b++) {
+        int32_t acc[16] = {0};
+        for (size_t g = 0; g < groups; g++) {
+            const int8_t *c = codes + 64 * (b * groups + g);
+            for (size_t i = 0; i < 16; i++)
+                for (size_t t = 0; t < 4; t++) acc[i] += (int32_t)qc[4 * g + t] * c[4 * i + t];
+        }
+        memcpy(out + 16 * b, acc, sizeof acc);
+    }
+}
+
 const avq_kernels avq_kernels_scalar = {
     .isa = "scalar",
     .lut16_sums16 = avq_lut16_sums16_scalar,
@@ -190,6 +205,7 @@ const avq_kernels avq_kernels_scalar = {
     .dot_gather = avq_dot_gather_scalar,
     .dot_rows_i8 = avq_dot_rows_i8_scalar,
     .dot_gather_i8 = avq_dot_gather_i8_scalar,
+    .sketch_dots = avq_sketch_dots_scalar,
     .lut_block = avq_lut_block_scalar,
     .lut_quantize_block = avq_lut_quantize_block_scalar,
     .lut_block_range = avq_lut_block_range_scalar,

@@ -26,6 +26,7 @@
  * leaf see the same slots even if the writer publishes meanwhile.
  */
 #include "avq_internal.h"
+#include "centers.h"
 #include "cpu.h"
 #include "filter.h"
 #include "index.h"
@@ -81,6 +82,14 @@ typedef struct {
     int64_t *dedup_ids;     /* max(cand_capacity, final): the items' ids    */
     size_t dedup_mask;
     uint32_t dedup_serial;
+    /* leaf selection through the center sketch (centers.h); unused (no
+     * room) when the index has none */
+    int8_t *sk_q;           /* dim4: the query's codes                       */
+    int32_t *sk_dots;       /* 16 x blocks: integer inner products           */
+    float *sk_keys;         /* L: estimates of the leaves' ranking keys      */
+    const float **sk_rows;  /* L: the surviving centers' rows                */
+    float *sk_exact;        /* L: their float inner products                 */
+    avq_neighbor *sk_cand;  /* L: the survivors by key                       */
 } search_scratch;
 
 /* The fields every avq_search_params has had since struct_size (0.2). */
@@ -178,7 +187,13 @@ static int scratch_init(search_scratch *s, const avq_index *idx, const resolved_
     while (ndedup && table < 2 * ndedup) table = table ? 2 * table : 16;
     s->dedup_mask = table ? table - 1 : 0;
     s->dedup_serial = 0;
+    const avq_center_sketch *sk = idx->q->sketch;
+    size_t sk_L = sk ? idx->num_leaves : 0;
     const size_t sizes[] = {
+        sk ? sk->dim4 : 0,           sk ? 16 * sk->blocks * sizeof(int32_t) : 0,
+        sk_L * sizeof(float),
+        sk_L * sizeof(float *),      sk_L * sizeof(float),
+        sk_L * sizeof(avq_neighbor),
         d * sizeof(float),           d * sizeof(float),
         KC * sizeof(float),          KC,
         nscores * sizeof(float),     idx->num_leaves * sizeof(avq_neighbor),
@@ -190,7 +205,11 @@ static int scratch_init(search_scratch *s, const avq_index *idx, const resolved_
         table * sizeof(uint32_t),    ndedup,
         ndedup * sizeof(int64_t),
     };
-    void **const slots[] = {(void **)&s->q,      (void **)&s->q_i8,   (void **)&s->lut,
+    void **const slots[] = {(void **)&s->sk_q,   (void **)&s->sk_dots,
+                            (void **)&s->sk_keys,
+                            (void **)&s->sk_rows, (void **)&s->sk_exact,
+                            (void **)&s->sk_cand,
+                            (void **)&s->q,      (void **)&s->q_i8,   (void **)&s->lut,
                             (void **)&s->lut8,   (void **)&s->scores, (void **)&s->leaves,
                             (void **)&s->cand,   (void **)&s->rows, (void **)&s->exact,
                             (void **)&s->final,  (void **)&s->snap,   (void **)&s->leaf_keys,
@@ -383,10 +402,29 @@ static void rank_leaves(const avq_index *idx, search_scratch *s, size_t count) {
 static void leaves_from_dots(const avq_index *idx, const float *q, search_scratch *s,
                              size_t count);
 
+static bool select_leaves_sketched(const avq_index *idx, const avq_kernels *kern,
+                                   const float *q, search_scratch *s, size_t count);
+
 static void select_leaves(const avq_index *idx, const avq_kernels *kern, const float *q,
                           search_scratch *s, size_t count) {
+    if (select_leaves_sketched(idx, kern, q, s, count)) return;
     kern->dot_rows(q, idx->q->centers, idx->num_leaves, idx->dim, s->scores);
     leaves_from_dots(idx, q, s, count);
+}
+
+/* A leaf's distance from <q, c>, and the weight of its spread in the
+ * ranking key (dist - w spread): one definition for the float selection
+ * and the sketched one, which must agree bit for bit. */
+static inline float leaf_distance(const avq_index *idx, size_t l, float dot) {
+    if (idx->q->params.metric == AVQ_METRIC_L2) {
+        float cn = idx->q->center_norms[l];
+        return cn * cn - 2.0f * dot;
+    }
+    return -dot;
+}
+
+static inline float spread_weight(const search_scratch *s, const float *q, size_t d) {
+    return s->spread_z > 0.0f ? s->spread_z * (float)sqrt(avq_norm2_f64(q, d)) : 0.0f;
 }
 
 /* select_leaves after its kernel call: from the inner products <q, c> in
@@ -395,20 +433,75 @@ static void leaves_from_dots(const avq_index *idx, const float *q, search_scratc
                              size_t count) {
     size_t L = idx->num_leaves;
     float *dist = s->scores;
-    if (idx->q->params.metric == AVQ_METRIC_L2) {
-        for (size_t l = 0; l < L; l++) {
-            float cn = idx->q->center_norms[l];
-            dist[l] = cn * cn - 2.0f * dist[l];
-        }
-    } else {
-        for (size_t l = 0; l < L; l++) dist[l] = -dist[l];
-    }
+    for (size_t l = 0; l < L; l++) dist[l] = leaf_distance(idx, l, dist[l]);
     if (s->spread_z > 0.0f) {
-        float w = s->spread_z * (float)sqrt(avq_norm2_f64(q, idx->dim));
+        float w = spread_weight(s, q, idx->dim);
         const float *spread = idx->q->leaf_spread;
         for (size_t l = 0; l < L; l++) s->leaf_keys[l] = dist[l] - w * spread[l];
     }
     rank_leaves(idx, s, count);
+}
+
+/* select_leaves through the center sketch (centers.h).  The integer inner
+ * products give every leaf an estimate of its ranking key within +-E of the
+ * float key (E from the sketch's bound, for all leaves at once): a leaf
+ * whose estimate is more than 2E above the count-th smallest estimate
+ * cannot be among the best count (count leaves have float keys below that
+ * estimate + E), so only the others are scored in float -- by the same
+ * kernel and formulas as select_leaves, so the leaves, their order and
+ * their distances are exactly its.  Returns false (nothing done) when there
+ * is no sketch, when most leaves are wanted anyway, or when the bound
+ * leaves too many. */
+static bool select_leaves_sketched(const avq_index *idx, const avq_kernels *kern,
+                                   const float *q, search_scratch *s, size_t count) {
+    const avq_center_sketch *sk = idx->q->sketch;
+    size_t L = idx->num_leaves, d = idx->dim;
+    if (!sk || count == 0 || 4 * count > L) return false;
+    avq_sketch_query sq;
+    avq_center_sketch_query(sk, q, s->sk_q, &sq);
+    if (sq.tau == 0.0) return false;
+    kern->sketch_dots(s->sk_q, sk->codes, sk->code_sums, sk->blocks, sk->dim4, s->sk_dots);
+    bool l2 = idx->q->params.metric == AVQ_METRIC_L2;
+    float w = spread_weight(s, q, d);
+    const float *spread = idx->q->leaf_spread, *cnorm = idx->q->center_norms;
+    /* estimates in float, in simple loops the compiler vectorizes */
+    float *est = s->sk_keys;
+    float step = (float)(sq.tau * (l2 ? 2.0 : 1.0));
+    for (size_t l = 0; l < L; l++) est[l] = -step * (float)s->sk_dots[l];
+    if (l2)
+        for (size_t l = 0; l < L; l++) est[l] += cnorm[l] * cnorm[l];
+    if (w > 0.0f)
+        for (size_t l = 0; l < L; l++) est[l] -= w * spread[l];
+    /* every key and estimate is at most `mag` in size; 2^-20 of it covers
+     * the rounding of both (a few float operations each) */
+    double qn = sqrt(avq_norm2_f64(q, d));
+    double mag = (l2 ? sk->max_norm * sk->max_norm + 2.0 : 1.0) * (qn * sk->max_norm) +
+                 (l2 ? sk->max_norm * sk->max_norm : 0.0) + (double)w * sk->max_spread +
+                 sq.dot_bound;
+    double E = (l2 ? 2.0 : 1.0) * sq.dot_bound + 0x1p-20 * mag;
+    float mth = avq_floats_smallest(est, L, count, s->sk_exact);
+    float limit = (float)((double)mth + 2.0 * E + 0x1p-20 * mag);
+    size_t n = 0;
+    for (size_t l = 0; l < L; l++) {
+        s->sk_cand[n].id = (int64_t)l;
+        s->sk_rows[n] = idx->q->centers + l * d;
+        n += (size_t)(est[l] <= limit);
+    }
+    if (4 * n > 3 * L) return false; /* hardly narrowed: score them all */
+    kern->dot_gather(q, s->sk_rows, d, n, s->sk_exact);
+    for (size_t i = 0; i < n; i++) {
+        size_t l = (size_t)s->sk_cand[i].id;
+        float dist = leaf_distance(idx, l, s->sk_exact[i]);
+        s->scores[l] = dist;
+        s->sk_cand[i].dist = w > 0.0f ? dist - w * spread[l] : dist;
+    }
+    if (n > count) avq_neighbors_select(s->sk_cand, n, count);
+    avq_neighbors_sort(s->sk_cand, count);
+    for (size_t i = 0; i < count; i++) {
+        int64_t l = s->sk_cand[i].id;
+        s->leaves[i] = (avq_neighbor){s->scores[l], l};
+    }
+    return true;
 }
 
 /* Bias a leaf adds to every point's LUT distance: dot/cosine score
@@ -1100,10 +1193,11 @@ static int query_failed(int st, size_t q) {
  * d = 100) stays in L1 while every query of the chunk is scored against it. */
 enum { CENTER_BLOCK = 32 };
 
-/* Per query of the chunk: prepare, choose leaves, build the LUT.  The
+/* Per query of the chunk: prepare, choose leaves, build the LUT.  Leaves
+ * come from the center sketch as in the single search; without one, the
  * center scores are the single search's kernel calls on blocks of centers
- * (the kernels score every row on its own, whatever the rows around it), so
- * the leaves and their biases are the same bit for bit. */
+ * (the kernels score every row on its own, whatever the rows around it).
+ * Either way the leaves and their biases are the same bit for bit. */
 static int chunk_prepare(const batch_job *job, chunk_scratch *c, size_t begin, size_t count) {
     const avq_index *idx = job->idx;
     size_t d = idx->dim, m = job->r.leaves, KC = idx->q->num_blocks * idx->q->num_centers;
@@ -1113,7 +1207,8 @@ static int chunk_prepare(const batch_job *job, chunk_scratch *c, size_t begin, s
                                c->q_i8 + j * d, &c->qnorm2[j]);
         if (st != AVQ_OK) return query_failed(st, begin + j);
     }
-    for (size_t first = 0; first < L; first += CENTER_BLOCK) {
+    bool sketched = idx->q->sketch && 4 * m <= L;
+    for (size_t first = 0; !sketched && first < L; first += CENTER_BLOCK) {
         size_t n = L - first < CENTER_BLOCK ? L - first : CENTER_BLOCK;
         for (size_t j = 0; j < count; j++)
             job->kern->dot_rows(c->q + j * d, idx->q->centers + first * d, n, d,
@@ -1121,8 +1216,12 @@ static int chunk_prepare(const batch_job *job, chunk_scratch *c, size_t begin, s
     }
     for (size_t j = 0; j < count; j++) {
         const float *q = c->q + j * d;
-        memcpy(c->s.scores, c->dots + j * L, L * sizeof(float));
-        leaves_from_dots(idx, q, &c->s, m);
+        if (sketched) {
+            select_leaves(idx, job->kern, q, &c->s, m);
+        } else {
+            memcpy(c->s.scores, c->dots + j * L, L * sizeof(float));
+            leaves_from_dots(idx, q, &c->s, m);
+        }
         memcpy(c->leaves + j * m, c->s.leaves, m * sizeof(avq_neighbor));
         int st = build_lut8(idx, q, &c->s, c->lut8 + j * KC, &c->info[j]);
         if (st != AVQ_OK) return query_failed(st, begin + j);

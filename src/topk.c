@@ -233,6 +233,27 @@ float avq_floats_nth(float *v, size_t n, size_t rank) {
  * skewed distribution, ties, NaN), the general path runs. */
 enum { SMALLEST_SAMPLE = 128 };
 
+float avq_floats_smallest(const float *v, size_t n, size_t m, float *work) {
+    if (n >= 4 * SMALLEST_SAMPLE && m * 8 <= n) {
+        float sample[SMALLEST_SAMPLE];
+        size_t stride = n / SMALLEST_SAMPLE;
+        for (size_t j = 0; j < SMALLEST_SAMPLE; j++) sample[j] = v[j * stride];
+        size_t rank = 2 * ((m * SMALLEST_SAMPLE + n - 1) / n) + 4;
+        if (rank < SMALLEST_SAMPLE) {
+            float limit = avq_floats_nth(sample, SMALLEST_SAMPLE, rank);
+            size_t kept = 0;
+            for (size_t i = 0; i < n; i++) {
+                work[kept] = v[i];
+                kept += (size_t)(v[i] <= limit);
+            }
+            /* the m-th smallest of those <= limit is the m-th of all */
+            if (kept >= m) return avq_floats_nth(work, kept, m - 1);
+        }
+    }
+    memcpy(work, v, n * sizeof *v);
+    return avq_floats_nth(work, n, m - 1);
+}
+
 size_t avq_smallest_of(const float *dist, size_t n, size_t m, avq_neighbor *work) {
     if (m > n) m = n;
     if (m == 0) return 0;

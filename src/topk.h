@@ -89,5 +89,8 @@ size_t avq_smallest_of(const float *dist, size_t n, size_t m, avq_neighbor *work
 /* The value of rank `rank` (0 = smallest) among v[0..n), rank < n; v is
  * reordered.  For small n (tens): repeated branch-free partitions. */
 float avq_floats_nth(float *v, size_t n, size_t rank);
+/* The m-th smallest (1 <= m <= n) of v[0..n), which is left as it is:
+ * avq_smallest_of's sampling without its sort.  work: n floats. */
+float avq_floats_smallest(const float *v, size_t n, size_t m, float *work);
 
 #endif

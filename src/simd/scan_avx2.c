@@ -342,6 +342,38 @@ static void dot_gather_i8_avx2(const float *q, const int8_t *const *rows, size_t
     for (size_t i = 0; i < n; i++) out[i] = dot_i8(q, rows[i], d);
 }
 
+/* ---- int8 center sketch ------------------------------------------------- */
+
+/* A 64-byte block row is 4 dimensions of 16 centers (centers.h): two 32-byte
+ * halves of 8 centers.  vpmaddubsw multiplies unsigned by signed bytes and
+ * adds pairs into saturating int16, so the query goes in as |qc| and its
+ * signs move onto the codes (vpsignb); |qc|, |code| <= 127 keep each pair
+ * within 2 x 127 x 127 < 32767, and vpmaddwd adds the pairs of pairs into
+ * int32 exactly. */
+static void sketch_dots_avx2(const int8_t *qc, const int8_t *codes, const int32_t *code_sums,
+                             size_t blocks, size_t dim4, int32_t *out) {
+    (void)code_sums;
+    size_t groups = dim4 / 4;
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (size_t b = 0; b < blocks; b++) {
+        const int8_t *c = codes + 64 * b * groups;
+        __m256i lo = _mm256_setzero_si256(), hi = lo;
+        for (size_t g = 0; g < groups; g++) {
+            int32_t word;
+            memcpy(&word, qc + 4 * g, 4);
+            __m256i qv = _mm256_set1_epi32(word), qa = _mm256_abs_epi8(qv);
+            __m256i c0 = _mm256_loadu_si256((const __m256i *)(const void *)(c + 64 * g));
+            __m256i c1 = _mm256_loadu_si256((const __m256i *)(const void *)(c + 64 * g + 32));
+            lo = _mm256_add_epi32(lo, _mm256_madd_epi16(
+                                          _mm256_maddubs_epi16(qa, _mm256_sign_epi8(c0, qv)), ones));
+            hi = _mm256_add_epi32(hi, _mm256_madd_epi16(
+                                          _mm256_maddubs_epi16(qa, _mm256_sign_epi8(c1, qv)), ones));
+        }
+        _mm256_storeu_si256((__m256i *)(void *)(out + 16 * b), lo);
+        _mm256_storeu_si256((__m256i *)(void *)(out + 16 * b + 8), hi);
+    }
+}
+
 const avq_kernels avq_kernels_avx2 = {
     .isa = "avx2",
     .lut16_sums16 = lut16_sums16_avx2,
@@ -354,6 +386,7 @@ const avq_kernels avq_kernels_avx2 = {
     .dot_gather = dot_gather_avx2,
     .dot_rows_i8 = dot_rows_i8_avx2,
     .dot_gather_i8 = dot_gather_i8_avx2,
+    .sketch_dots = sketch_dots_avx2,
     .lut_block = avq_lut_block_avx2,
     .lut_quantize_block = avq_lut_quantize_block_avx2,
     .lut_block_range = avq_lut_block_range_avx2,

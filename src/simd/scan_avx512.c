@@ -500,6 +500,52 @@ static void dot_gather_i8_avx512(const float *q, const int8_t *const *rows, size
     for (size_t i = 0; i < n; i++) out[i] = dot_i8(q, rows[i], d);
 }
 
+/* ---- int8 center sketch ------------------------------------------------- */
+
+/* One 64-byte load is 4 dimensions of 16 centers (centers.h); the query's 4
+ * codes of those dimensions, broadcast, meet it in one vpdpbusd.  vpdpbusd
+ * multiplies unsigned by signed bytes, so the query goes in as qc + 128 and
+ * 128 x (the center's code sum) comes off at the end: exact in int32.  Four
+ * blocks at a time keep four accumulation chains in flight. */
+WITH_VNNI INLINE __m512i sketch_query4(const int8_t *qc, size_t g) {
+    int32_t word;
+    memcpy(&word, qc + 4 * g, 4);
+    return _mm512_xor_si512(_mm512_set1_epi32(word), _mm512_set1_epi8((char)0x80));
+}
+
+WITH_VNNI INLINE void sketch_finish(__m512i acc, const int32_t *sums, int32_t *out) {
+    __m512i offset = _mm512_slli_epi32(_mm512_loadu_si512(sums), 7);
+    _mm512_storeu_si512(out, _mm512_sub_epi32(acc, offset));
+}
+
+WITH_VNNI static void sketch_dots_avx512(const int8_t *qc, const int8_t *codes,
+                                         const int32_t *code_sums, size_t blocks, size_t dim4,
+                                         int32_t *out) {
+    size_t groups = dim4 / 4, stride = 64 * groups, b = 0;
+    for (; b + 4 <= blocks; b += 4) {
+        const int8_t *c = codes + b * stride;
+        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+        for (size_t g = 0; g < groups; g++) {
+            __m512i qv = sketch_query4(qc, g);
+            a0 = _mm512_dpbusd_epi32(a0, qv, _mm512_loadu_si512(c + 64 * g));
+            a1 = _mm512_dpbusd_epi32(a1, qv, _mm512_loadu_si512(c + stride + 64 * g));
+            a2 = _mm512_dpbusd_epi32(a2, qv, _mm512_loadu_si512(c + 2 * stride + 64 * g));
+            a3 = _mm512_dpbusd_epi32(a3, qv, _mm512_loadu_si512(c + 3 * stride + 64 * g));
+        }
+        sketch_finish(a0, code_sums + 16 * b, out + 16 * b);
+        sketch_finish(a1, code_sums + 16 * (b + 1), out + 16 * (b + 1));
+        sketch_finish(a2, code_sums + 16 * (b + 2), out + 16 * (b + 2));
+        sketch_finish(a3, code_sums + 16 * (b + 3), out + 16 * (b + 3));
+    }
+    for (; b < blocks; b++) {
+        const int8_t *c = codes + b * stride;
+        __m512i a0 = _mm512_setzero_si512();
+        for (size_t g = 0; g < groups; g++)
+            a0 = _mm512_dpbusd_epi32(a0, sketch_query4(qc, g), _mm512_loadu_si512(c + 64 * g));
+        sketch_finish(a0, code_sums + 16 * b, out + 16 * b);
+    }
+}
+
 const avq_kernels avq_kernels_avx512 = {
     .isa = "avx512",
     .lut16_sums16 = lut16_sums16_avx512,
@@ -512,6 +558,7 @@ const avq_kernels avq_kernels_avx512 = {
     .dot_gather = dot_gather_avx512,
     .dot_rows_i8 = dot_rows_i8_avx512,
     .dot_gather_i8 = dot_gather_i8_avx512,
+    .sketch_dots = sketch_dots_avx512,
     .lut_block = avq_lut_block_avx512,
     .lut_quantize_block = avq_lut_quantize_block_avx512,
     .lut_block_range = avq_lut_block_range_avx512,
