@@ -282,7 +282,7 @@ typedef struct avq_build_params {
     float avq_center_eta;     /* > 0: anisotropic leaf centers with this η
                                  (inner-product metrics only; must be 0 for
                                  L2); 0 = off;
-                                 default 2.5 for dot, 0 otherwise            */
+                                 default 2.5 for dot and cosine, 0 for L2    */
     /* product quantization */
     int dims_per_block;       /* dimensions per code, default 2               */
     int bits;                 /* 4 (16 centers, default) or 8 (256 centers:

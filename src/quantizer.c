@@ -52,7 +52,8 @@ static void build_defaults(avq_build_params *p, avq_metric metric) {
      * "True MIPS": on raw GloVe, scanning 20 leaves of plain k-means can
      * reach recall@10 0.55 at most, of spherical k-means with anisotropic
      * centers 0.80) */
-    p->avq_center_eta = metric == AVQ_METRIC_DOT ? 2.5f : 0.0f;
+    /* cosine too since 2026-12-03 (doc/RESULTS.md, "AVQ centers for cosine") */
+    p->avq_center_eta = metric == AVQ_METRIC_L2 ? 0.0f : 2.5f;
     /* ... and so does the leaf ranking: see avq.h and doc/RESULTS.md */
     p->leaf_spread_z = metric == AVQ_METRIC_DOT ? -1.0f : 0.0f; /* auto */
     p->dims_per_block = 2;

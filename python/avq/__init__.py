@@ -312,7 +312,7 @@ class ScannBuilder:
         library default: True for cosine and dot_product); ``avq``:
         anisotropic leaf centers with this eta (ScaNN's ``avq`` argument;
         dot_product/cosine only; passed on as ``avq_center_eta``; None =
-        the library default: 2.5 for dot_product, off for cosine -- unlike
+        the library default: 2.5 for dot_product and cosine -- unlike
         ScaNN, whose default is off; pass 0 for none).
         """
         num_leaves = _positive_int(num_leaves, "num_leaves")

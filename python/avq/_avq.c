@@ -1331,7 +1331,7 @@ PyDoc_STRVAR(Index_build_doc,
 "  spherical           unit-norm leaf centers; None = auto (True for cosine\n"
 "                      and dot_product)\n"
 "  avq_center_eta      > 0: anisotropic leaf centers with this eta (0 = off;\n"
-"                      dot_product / cosine only; default 2.5 for dot_product)\n"
+"                      dot_product / cosine only; default 2.5 for both)\n"
 "  dims_per_block      dimensions per PQ code (2)\n"
 "  bits                4 (16 centers, SIMD fast scan) or 8\n"
 "  threshold           anisotropic threshold T (ScaNN's\n"
