@@ -405,11 +405,20 @@ static void leaves_from_dots(const avq_index *idx, const float *q, search_scratc
 static bool select_leaves_sketched(const avq_index *idx, const avq_kernels *kern,
                                    const float *q, search_scratch *s, size_t count);
 
+/* Every leaf's distance in s->scores (and ranking key in s->leaf_keys),
+ * the best `count` in s->leaves: for callers that may rank all leaves
+ * later (rank_leaves). */
+static void select_leaves_scoring_all(const avq_index *idx, const avq_kernels *kern,
+                                      const float *q, search_scratch *s, size_t count) {
+    kern->dot_rows(q, idx->q->centers, idx->num_leaves, idx->dim, s->scores);
+    leaves_from_dots(idx, q, s, count);
+}
+
+/* The best `count` leaves in s->leaves; s->scores holds only theirs. */
 static void select_leaves(const avq_index *idx, const avq_kernels *kern, const float *q,
                           search_scratch *s, size_t count) {
     if (select_leaves_sketched(idx, kern, q, s, count)) return;
-    kern->dot_rows(q, idx->q->centers, idx->num_leaves, idx->dim, s->scores);
-    leaves_from_dots(idx, q, s, count);
+    select_leaves_scoring_all(idx, kern, q, s, count);
 }
 
 /* A leaf's distance from <q, c>, and the weight of its spread in the
@@ -695,7 +704,7 @@ static void scan_until_k(const avq_index *idx, const avq_kernels *kern, search_s
                          const size_t *leaf_live, avq_topk *cand) {
     size_t L = idx->num_leaves, live = 0;
     avq_topk_init(cand, cand->k, cand->items, cand->capacity);
-    select_leaves(idx, kern, q, s, L);
+    select_leaves_scoring_all(idx, kern, q, s, L);
     for (size_t i = 0; i < L; i++) {
         size_t l = (size_t)s->leaves[i].id;
         avq_scan_leaf parts[2];
@@ -918,7 +927,7 @@ static int filtered_scan(const avq_index *idx, const avq_kernels *kern, const re
     avq_topk_scan_fn scan = topk_kernel(idx, kern);
     /* leaves in order: a first helping, all of them if it runs out */
     size_t ordered = 4 * r->leaves + 16 < L ? 4 * r->leaves + 16 : L;
-    select_leaves(idx, kern, s->q, s, ordered);
+    select_leaves_scoring_all(idx, kern, s->q, s, ordered); /* rank_leaves(L) may follow */
     size_t visited = 0, scanned = 0;
     for (size_t i = 0; i < L; i++) {
         if (i == ordered) {

@@ -307,3 +307,40 @@ Test(centers, loaded_index_has_a_sketch) {
     free(x);
     lv_tmpdir_remove();
 }
+
+/* A filtered scan that runs out of its first helping of leaves ranks all of
+ * them by the scores of the first pass: those must be every leaf's, not
+ * only the sketch's survivors' (regression: the sketched selection left the
+ * other leaves' scores unset, and the filtered scan ranked and biased them
+ * by whatever the scratch held). */
+Test(centers, filtered_scan_past_the_first_leaves_equals_float) {
+    float *x = lv_clustered(N, DIM, 777);
+    lv_normalize(x, N, DIM);
+    avq_index *index = selection_index(AVQ_METRIC_COSINE, 0, 1, x);
+    int64_t allowed[N / 97 + 1];
+    size_t na = 0;
+    for (size_t i = 0; i < N; i += 97) allowed[na++] = (int64_t)i;
+    avq_filter *filter = NULL;
+    cr_assert_eq(avq_filter_allow_ids(allowed, na, &filter), AVQ_OK);
+    float *queries = lv_clustered(NQ, DIM, 778);
+    lv_normalize(queries, NQ, DIM);
+    avq_search_params sp;
+    avq_search_params_init(&sp);
+    sp.k = K;
+    sp.leaves_to_search = 2; /* a first helping of 4 x 2 + 16 = 24 <= L / 4 leaves */
+    sp.pre_reorder = PRE;
+    sp.filter = filter;
+    sp.filter_exact_below = 1; /* scan, never score the allow set directly */
+    lv_results with = lv_search(index, queries, NQ, &sp, "filtered, sketch");
+    avq_center_sketch *sketch = index->q->sketch;
+    index->q->sketch = NULL;
+    lv_results without = lv_search(index, queries, NQ, &sp, "filtered, float");
+    index->q->sketch = sketch;
+    lv_expect_same(&with, &without, "filtered scan");
+    lv_results_free(&with);
+    lv_results_free(&without);
+    avq_filter_free(filter);
+    avq_index_free(index);
+    free(queries);
+    free(x);
+}
