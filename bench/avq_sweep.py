@@ -31,8 +31,8 @@ RECALL_QPS = os.environ.get("AVQ_RECALL_QPS", os.path.join(ROOT, "build", "bench
 # (leaves_to_search, pre_reorder) grid around the frontier of the default
 # sqrt(n) = 576 leaves (fewer candidates with more leaves tends to win; see
 # `avq tune`).
-SETTINGS = [(l, r) for l in (4, 6, 8, 10, 13, 16, 20, 25, 30, 40, 50, 65, 80, 100, 150)
-            for r in (30, 50, 80, 150)]
+SETTINGS = [(l, r) for l in (4, 6, 8, 10, 13, 16, 18, 20, 22, 25, 30, 40, 50, 65, 80, 100, 150)
+            for r in (30, 50, 60, 80, 150)]
 BATCH_SETTING = (20, 80)
 GROUP = 4  # settings timed per recall_qps call (variants alternate per group)
 
