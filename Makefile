@@ -355,7 +355,7 @@ bench-faiss-native: $(BASELINES_NATIVE)
 	for nl in $(NATIVE_NLISTS); do \
 	    $(BASELINES_NATIVE) --systems faiss --base $(GLOVE_DIR)/base.fvecs --query $(GLOVE_DIR)/query.fvecs \
 	        --gt $(GLOVE_DIR)/gt_cos.ivecs --k 10 --csv $(BENCH_OUT)/faiss_native.$$nl.tmp --nlist $$nl \
-	        --timer $(BENCH_TIMER) --runs $(BENCH_RUNS) $(BASELINE_ARGS) || exit 1; \
+	        --timer $(BENCH_TIMER) --runs $(BENCH_RUNS) --faiss-fine $(BASELINE_ARGS) || exit 1; \
 	done
 	awk 'FNR > 1 || NR == 1' $(foreach nl,$(NATIVE_NLISTS),$(BENCH_OUT)/faiss_native.$(nl).tmp) | \
 	    sed 's/^faiss-ivfpqfs,/faiss-native,/' > $(BENCH_OUT)/faiss_native.csv

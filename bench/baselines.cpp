@@ -78,6 +78,11 @@ struct Options {
     int runs = 1;        // timed passes per setting; the best is kept
     bool cpu_timer = false;  // single-thread rows timed by thread CPU time
     int nlist = 2048;
+    // Finer parameter grids, so that each system's best point near a target
+    // recall is found about as closely as avq's (bench/avq_sweep.py sweeps
+    // 17 x 5 settings): hnswlib's ef, and FAISS's nprobe and k_factor (the
+    // native build only: the generic one is too slow for a fine sweep).
+    bool hnsw_fine = false, faiss_fine = false;
     bool quick = false;
     std::string cache;   // directory for built hnswlib graphs ("" = none)
 };
@@ -105,11 +110,12 @@ void usage() {
         "usage: baselines [--base F] [--query F] [--gt F] [--k N] [--csv OUT]\n"
         "                 [--systems hnsw,faiss] [--nq N] [--threads N]\n"
         "                 [--runs N] [--nlist N] [--timer wall|cpu] [--quick]\n"
-        "                 [--cache DIR]\n"
+        "                 [--cache DIR] [--hnsw-fine] [--faiss-fine]\n"
         "Benchmarks hnswlib and FAISS IVF-PQ fast-scan + refine on cosine\n"
         "similarity; writes system,params,recall,qps,build_s,bytes_per_vector,\n"
         "threads,batched rows to --csv (and prints them).  --cache DIR keeps the\n"
-        "hnswlib graphs (minutes to build) between runs, with their build time.\n");
+        "hnswlib graphs (minutes to build) between runs, with their build time.\n"
+        "--hnsw-fine / --faiss-fine: finer ef / nprobe x k_factor grids.\n");
 }
 
 Options parse_args(int argc, char **argv) {
@@ -138,6 +144,8 @@ Options parse_args(int argc, char **argv) {
         else if (a == "--runs") o.runs = (int)num();
         else if (a == "--nlist") o.nlist = (int)num();
         else if (a == "--quick") o.quick = true;
+        else if (a == "--hnsw-fine") o.hnsw_fine = true;
+        else if (a == "--faiss-fine") o.faiss_fine = true;
         else if (a == "--cache") o.cache = val();
         else if (a == "--timer") {
             std::string v = val();
@@ -337,8 +345,10 @@ size_t hnsw_serialized_bytes(const hnswlib::HierarchicalNSW<float> &h) {
 void run_hnsw(const Options &o, const Data &d, CsvOut &out) {
     std::vector<int> Ms = o.quick ? std::vector<int>{16} : std::vector<int>{16, 32};
     std::vector<size_t> efs =
-        o.quick ? std::vector<size_t>{10, 40, 160, 800}
-                : std::vector<size_t>{10, 20, 40, 60, 80, 100, 120, 160, 200, 300, 500, 800};
+        o.quick       ? std::vector<size_t>{10, 40, 160, 800}
+        : o.hnsw_fine ? std::vector<size_t>{10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120,
+                                            140, 160, 180, 200, 250, 300, 400, 500, 800}
+                      : std::vector<size_t>{10, 20, 40, 60, 80, 100, 120, 160, 200, 300, 500, 800};
     const size_t efC = 200, k = o.k;
     hnswlib::InnerProductSpace space(d.d);
 
@@ -465,13 +475,16 @@ void run_faiss(const Options &o, const Data &d, CsvOut &out) {
     std::fflush(stdout);
 
     std::vector<int> nprobes =
-        o.quick ? std::vector<int>{4, 16, 64}
-                : std::vector<int>{1, 2, 4, 8, 16, 32, 64, 128};
+        o.quick        ? std::vector<int>{4, 16, 64}
+        : o.faiss_fine ? std::vector<int>{1, 2, 4, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48,
+                                          56, 64, 80, 96, 128}
+                       : std::vector<int>{1, 2, 4, 8, 16, 32, 64, 128};
     // k_factor 2 and 5 never made the frontier on GloVe (recall saturates
     // far too low), nor did nprobe 256; the grid is kept small because the
     // generic FAISS build is slow.
-    std::vector<float> kfs =
-        o.quick ? std::vector<float>{5, 20} : std::vector<float>{10, 20, 50};
+    std::vector<float> kfs = o.quick        ? std::vector<float>{5, 20}
+                             : o.faiss_fine ? std::vector<float>{5, 10, 15, 20, 30, 50}
+                                            : std::vector<float>{10, 20, 50};
     const size_t k = o.k;
     std::vector<int64_t> labels(d.nq * k, -1);
     std::vector<float> dist(d.nq * k);

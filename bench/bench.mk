@@ -43,7 +43,7 @@ bench-baselines: $(BASELINES)
 	@mkdir -p $(BENCH_OUT)
 	$(BASELINES) --base $(GLOVE_DIR)/base.fvecs --query $(GLOVE_DIR)/query.fvecs \
 	    --gt $(GLOVE_DIR)/gt_cos.ivecs --k 10 --csv $(BENCH_OUT)/baselines.csv \
-	    --timer $(BENCH_TIMER) --runs $(BENCH_RUNS) --cache $(BENCH_OUT) $(BASELINE_ARGS)
+	    --timer $(BENCH_TIMER) --runs $(BENCH_RUNS) --cache $(BENCH_OUT) --hnsw-fine $(BASELINE_ARGS)
 
 bench-report:
 	@ls $(BENCH_OUT)/*.csv >/dev/null 2>&1 || { echo "bench-report: no CSV in $(BENCH_OUT)/: run the benchmarks first" >&2; exit 1; }
