@@ -42,6 +42,8 @@ int avq_fail_nomem(const char *what, size_t bytes);
  * on a size overflow.  Free with avq_free_aligned(). */
 void *avq_alloc_aligned(size_t bytes);
 void avq_free_aligned(void *p);
+/* bytes rounded up to a whole number of 64-byte lines */
+static inline size_t avq_align64(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
 /* Hands the whole pages inside [p, p + bytes) of a heap block back to the
  * OS: for a large array whose part has been copied elsewhere and will not
  * be read again before the block is freed (those bytes read as zero

@@ -16,8 +16,6 @@ enum { SKETCH_MIN_LEAVES = 64 };
  * query's codes) in int32: exact for dim4 < 2^31 / 32385 = 66,311. */
 enum { SKETCH_MAX_DIM = 65536 };
 
-static size_t align64(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
-
 /* Round to the nearest code without a branch or a libm call (baseline
  * x86-64 has no rounding instruction): adding and removing 1.5 x 2^23
  * rounds any |v| < 2^22 to the nearest integer.  The error is measured from
@@ -44,8 +42,8 @@ int avq_center_sketch_make(const float *centers, const float *spread, size_t L, 
     s->dim4 = (d + 3) / 4 * 4;
     s->blocks = (L + AVQ_SKETCH_BLOCK - 1) / AVQ_SKETCH_BLOCK;
     size_t padded = s->blocks * AVQ_SKETCH_BLOCK;
-    size_t code_bytes = align64(padded * s->dim4), sums = align64(padded * sizeof(int32_t));
-    size_t total = code_bytes + sums + align64(d * sizeof(float));
+    size_t code_bytes = avq_align64(padded * s->dim4), sums = avq_align64(padded * sizeof(int32_t));
+    size_t total = code_bytes + sums + avq_align64(d * sizeof(float));
     char *p = avq_alloc_aligned(total);
     if (!p) {
         free(s);
@@ -117,6 +115,7 @@ void avq_center_sketch_query(const avq_center_sketch *s, const float *q, int8_t 
         q2[j % 4] += q[j] * q[j];
     }
     memset(qc + d, 0, s->dim4 - d);
+    out->q_norm = sqrt((double)q2[0] + q2[1] + q2[2] + q2[3]);
     out->tau = (double)top / 127.0;
     out->dot_bound = 0.0;
     if (top == 0.0f) {
@@ -131,7 +130,6 @@ void avq_center_sketch_query(const avq_center_sketch *s, const float *q, int8_t 
         err2[j % 4] += (v - r) * (v - r);
     }
     double qs_norm = sqrt((double)qs2[0] + qs2[1] + qs2[2] + qs2[3]);
-    double q_norm = sqrt((double)q2[0] + q2[1] + q2[2] + q2[3]);
     double f2 = (double)err2[0] + err2[1] + err2[2] + err2[3];
     /* <q, c> = sum q'_j (code_j + e_j) with q'_j = q_j scale_j
      *        = tau <qc, code> + tau <f, code> + <q', e>,  f = q'/tau - qc
@@ -141,6 +139,6 @@ void avq_center_sketch_query(const avq_center_sketch *s, const float *q, int8_t 
      * wide margin */
     double f_norm = sqrt(f2) + 1e-4 * sqrt((double)d);
     double quant = qs_norm * s->max_err_norm + out->tau * f_norm * s->max_code_norm;
-    double rounding = (double)d * 0x1p-20 * q_norm * s->max_norm;
+    double rounding = (double)d * 0x1p-20 * out->q_norm * s->max_norm;
     out->dot_bound = quant * (1.0 + 1e-4) + rounding;
 }

@@ -60,6 +60,7 @@ size_t avq_center_sketch_bytes(const avq_center_sketch *s);
  * for every j. */
 typedef struct {
     double tau;
+    double q_norm;    /* | q |, to within float rounding */
     double dot_bound; /* | tau <qc, code_l> - the float kernel's <q, c_l> |
                          is at most this, for every l */
 } avq_sketch_query;

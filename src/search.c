@@ -152,15 +152,13 @@ static int resolve_params(const avq_index *idx, const avq_search_params *p,
     return AVQ_OK;
 }
 
-static size_t align64(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
-
 /* Carve one 64-byte aligned allocation into `count` arrays of sizes[i] bytes,
  * storing each array's address through slots[i]; returns the block (free it
  * with avq_free_aligned) or NULL after recording the error. */
 static void *carve_block(const size_t *sizes, void **const *slots, size_t count,
                          const char *what) {
     size_t total = 0;
-    for (size_t i = 0; i < count; i++) total += align64(sizes[i]);
+    for (size_t i = 0; i < count; i++) total += avq_align64(sizes[i]);
     char *p = avq_alloc_aligned(total);
     if (!p) {
         avq_fail_nomem(what, total);
@@ -169,7 +167,7 @@ static void *carve_block(const size_t *sizes, void **const *slots, size_t count,
     void *block = p;
     for (size_t i = 0; i < count; i++) {
         *slots[i] = p;
-        p += align64(sizes[i]);
+        p += avq_align64(sizes[i]);
     }
     return block;
 }
@@ -481,12 +479,12 @@ static bool select_leaves_sketched(const avq_index *idx, const avq_kernels *kern
         for (size_t l = 0; l < L; l++) est[l] += cnorm[l] * cnorm[l];
     if (w > 0.0f)
         for (size_t l = 0; l < L; l++) est[l] -= w * spread[l];
-    /* every key and estimate is at most `mag` in size; 2^-20 of it covers
-     * the rounding of both (a few float operations each) */
-    double qn = sqrt(avq_norm2_f64(q, d));
-    double mag = (l2 ? sk->max_norm * sk->max_norm + 2.0 : 1.0) * (qn * sk->max_norm) +
-                 (l2 ? sk->max_norm * sk->max_norm : 0.0) + (double)w * sk->max_spread +
-                 sq.dot_bound;
+    /* every key and estimate is at most `mag` in size (|c|^2 for L2, plus
+     * the inner product's share, plus the spread's); 2^-20 of it covers the
+     * rounding of both (a few float operations each) */
+    double cn2 = l2 ? sk->max_norm * sk->max_norm : 0.0;
+    double mag = cn2 + (l2 ? 2.0 : 1.0) * (sq.q_norm * sk->max_norm + sq.dot_bound) +
+                 (double)w * sk->max_spread;
     double E = (l2 ? 2.0 : 1.0) * sq.dot_bound + 0x1p-20 * mag;
     float mth = avq_floats_smallest(est, L, count, s->sk_exact);
     float limit = (float)((double)mth + 2.0 * E + 0x1p-20 * mag);

@@ -233,22 +233,29 @@ float avq_floats_nth(float *v, size_t n, size_t rank) {
  * skewed distribution, ties, NaN), the general path runs. */
 enum { SMALLEST_SAMPLE = 128 };
 
+/* The sampled limit of n scores for the m smallest: false when the sample
+ * cannot give one (few scores, many wanted), and the general path runs. */
+static bool sampled_limit(const float *v, size_t n, size_t m, float *limit) {
+    if (n < 4 * SMALLEST_SAMPLE || m * 8 > n) return false;
+    float sample[SMALLEST_SAMPLE];
+    size_t stride = n / SMALLEST_SAMPLE;
+    for (size_t j = 0; j < SMALLEST_SAMPLE; j++) sample[j] = v[j * stride];
+    size_t rank = 2 * ((m * SMALLEST_SAMPLE + n - 1) / n) + 4;
+    if (rank >= SMALLEST_SAMPLE) return false;
+    *limit = avq_floats_nth(sample, SMALLEST_SAMPLE, rank);
+    return true;
+}
+
 float avq_floats_smallest(const float *v, size_t n, size_t m, float *work) {
-    if (n >= 4 * SMALLEST_SAMPLE && m * 8 <= n) {
-        float sample[SMALLEST_SAMPLE];
-        size_t stride = n / SMALLEST_SAMPLE;
-        for (size_t j = 0; j < SMALLEST_SAMPLE; j++) sample[j] = v[j * stride];
-        size_t rank = 2 * ((m * SMALLEST_SAMPLE + n - 1) / n) + 4;
-        if (rank < SMALLEST_SAMPLE) {
-            float limit = avq_floats_nth(sample, SMALLEST_SAMPLE, rank);
-            size_t kept = 0;
-            for (size_t i = 0; i < n; i++) {
-                work[kept] = v[i];
-                kept += (size_t)(v[i] <= limit);
-            }
-            /* the m-th smallest of those <= limit is the m-th of all */
-            if (kept >= m) return avq_floats_nth(work, kept, m - 1);
+    float limit;
+    if (sampled_limit(v, n, m, &limit)) {
+        size_t kept = 0;
+        for (size_t i = 0; i < n; i++) {
+            work[kept] = v[i];
+            kept += (size_t)(v[i] <= limit);
         }
+        /* the m-th smallest of those <= limit is the m-th of all */
+        if (kept >= m) return avq_floats_nth(work, kept, m - 1);
     }
     memcpy(work, v, n * sizeof *v);
     return avq_floats_nth(work, n, m - 1);
@@ -257,13 +264,8 @@ float avq_floats_smallest(const float *v, size_t n, size_t m, float *work) {
 size_t avq_smallest_of(const float *dist, size_t n, size_t m, avq_neighbor *work) {
     if (m > n) m = n;
     if (m == 0) return 0;
-    if (n < 4 * SMALLEST_SAMPLE || m * 8 > n) return smallest_by_select(dist, n, m, work);
-    float sample[SMALLEST_SAMPLE];
-    size_t stride = n / SMALLEST_SAMPLE;
-    for (size_t j = 0; j < SMALLEST_SAMPLE; j++) sample[j] = dist[j * stride];
-    size_t rank = 2 * ((m * SMALLEST_SAMPLE + n - 1) / n) + 4;
-    if (rank >= SMALLEST_SAMPLE) return smallest_by_select(dist, n, m, work);
-    float limit = avq_floats_nth(sample, SMALLEST_SAMPLE, rank);
+    float limit;
+    if (!sampled_limit(dist, n, m, &limit)) return smallest_by_select(dist, n, m, work);
     size_t kept = 0;
     for (size_t i = 0; i < n; i++) {
         work[kept] = (avq_neighbor){dist[i], (int64_t)i};

@@ -137,8 +137,9 @@ Test(centers, the_bound_holds) {
                     k->dot_rows(q, c, L, d, exact);
                     for (size_t l = 0; l < L; l++) {
                         double err = fabs(sq.tau * dots[l] - (double)exact[l]);
-                        cr_assert(err <= sq.dot_bound, "%s d=%zu scale %g center %zu: error %g > %g",
-                                  ISAS[i], d, scales[b], l, err, sq.dot_bound);
+                        cr_assert(err <= sq.dot_bound,
+                                  "%s d=%zu scale %g center %zu: error %g > %g", ISAS[i], d,
+                                  scales[b], l, err, sq.dot_bound);
                     }
                 }
                 free(q);
@@ -277,7 +278,9 @@ static void expect_sketch_changes_nothing(avq_metric metric, float spread_z, siz
     free(x);
 }
 
-Test(centers, selection_equals_float_cosine) { expect_sketch_changes_nothing(AVQ_METRIC_COSINE, 0, 1); }
+Test(centers, selection_equals_float_cosine) {
+    expect_sketch_changes_nothing(AVQ_METRIC_COSINE, 0, 1);
+}
 Test(centers, selection_equals_float_dot_spread) {
     expect_sketch_changes_nothing(AVQ_METRIC_DOT, 2.0f, 1);
 }

@@ -187,6 +187,45 @@ static int cmp_float(const void *a, const void *b) {
 /* avq_floats_nth against a sorted copy: every rank of arrays of 1..300
  * values (both sides of its 128-value scratch), distinct values, heavy ties
  * (4 levels) and all equal, and infinities. */
+/* avq_floats_smallest (the sketched leaf selection's m-th estimate) equals
+ * the m-th of a sort and leaves its input alone, on both of its paths: the
+ * sampled limit (n >= 512, m <= n / 8) and the plain selection, including
+ * skewed inputs where the sample keeps too few (mode 2: all but a few equal
+ * values; mode 3: the strided sample's positions hold the only small
+ * values, so its limit keeps fewer than m and the plain selection runs). */
+Test(topk, floats_smallest_matches_sort) {
+    static const size_t ns[] = {1, 7, 511, 512, 600, 2000};
+    uint64_t seed = 6;
+    for (size_t a = 0; a < sizeof ns / sizeof *ns; a++)
+        for (int mode = 0; mode < 4; mode++) {
+            size_t n = ns[a];
+            float *v = malloc(n * sizeof *v), *copy = malloc(n * sizeof *v);
+            float *sorted = malloc(n * sizeof *v), *work = malloc(n * sizeof *v);
+            cr_assert(v && copy && sorted && work);
+            for (size_t i = 0; i < n; i++) {
+                double u = avq_rng_uniform(&seed);
+                v[i] = mode == 0   ? (float)(u * 2 - 1)
+                       : mode == 1 ? (float)(avq_rng_next(&seed) % 5)
+                       : mode == 2 ? (i % 97 == 3 ? -1.0f : 2.0f)
+                       : i % (n / 128 + (n < 128)) == 0 ? -(float)i
+                                   : (float)i;
+            }
+            memcpy(copy, v, n * sizeof *v);
+            memcpy(sorted, v, n * sizeof *v);
+            qsort(sorted, n, sizeof *sorted, cmp_float);
+            for (size_t m = 1; m <= n; m += (m < 40 ? 1 : n / 7 + 1)) {
+                float got = avq_floats_smallest(v, n, m, work);
+                cr_assert(got == sorted[m - 1], "n=%zu mode %d m %zu: %g, want %g", n, mode, m,
+                          (double)got, (double)sorted[m - 1]);
+                cr_assert(memcmp(v, copy, n * sizeof *v) == 0, "n=%zu: input changed", n);
+            }
+            free(v);
+            free(copy);
+            free(sorted);
+            free(work);
+        }
+}
+
 Test(topk, floats_nth_matches_sort) {
     uint64_t seed = 5;
     float v[300], sorted[300], work[300];
