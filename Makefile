@@ -340,7 +340,7 @@ BASELINES_NATIVE = $(BUILD)/bench/baselines-native
 FRONTIER_SYSTEMS = avq,avq-recon,faiss-native,hnswlib-M16,hnswlib-M32
 $(BASELINES_NATIVE): bench/baselines.cpp $(FAISS_NATIVE)/BUILDINFO
 	@mkdir -p $(dir $@)
-	$(BENCH_CXX) $(BENCH_CXXFLAGS) -I$(FAISS_NATIVE)/include -o $@ $< \
+	$(BENCH_CXX) $(BENCH_CXXFLAGS) -DAVQ_FAISS_NATIVE -I$(FAISS_NATIVE)/include -o $@ $< \
 	    $$(sed -n 's/^lib=//p' $(FAISS_NATIVE)/BUILDINFO) $(LDLIBS_LIB)
 
 # The native FAISS is swept at several list counts and the report keeps, per
