@@ -106,6 +106,13 @@ static inline bool avq_keeps_float(const avq_quantizer *q) {
 static inline bool avq_keeps_int8(const avq_quantizer *q) {
     return q->mode == AVQ_MODE_PQ && q->reorder == AVQ_REORDER_INT8;
 }
+static inline bool avq_keeps_half(const avq_quantizer *q) {
+    return q->mode == AVQ_MODE_PQ && q->reorder == AVQ_REORDER_FLOAT16;
+}
+/* Any re-ranking rows at all (everything but reorder 'none'). */
+static inline bool avq_keeps_rows(const avq_quantizer *q) {
+    return avq_keeps_float(q) || avq_keeps_int8(q) || avq_keeps_half(q);
+}
 static inline bool avq_keeps_norms(const avq_quantizer *q) {
     return q->params.metric == AVQ_METRIC_L2;
 }
@@ -144,6 +151,7 @@ typedef struct avq_leaf_store {
     int64_t *ids;            /* capacity                                    */
     float *vectors;          /* capacity x dim (float re-ranking, brute)    */
     int8_t *vectors_i8;      /* capacity x dim (int8 re-ranking)            */
+    uint16_t *vectors_f16;   /* capacity x dim (float16 re-ranking)         */
     float *norms2;           /* capacity: |x|² (L2)                         */
     size_t bytes;            /* allocated bytes, for memory accounting      */
 } avq_leaf_store;
@@ -333,6 +341,7 @@ typedef struct {
     const int64_t *ids;
     const float *vectors;     /* count x dim, or NULL                      */
     const int8_t *vectors_i8; /* count x dim, or NULL                      */
+    const uint16_t *vectors_f16; /* count x dim, or NULL                   */
     const float *norms2;      /* count, or NULL                            */
     const size_t *tag_off;    /* count + 1 (absolute into tags), or NULL    */
     const uint32_t *tags;     /* point i: tags[tag_off[i] .. tag_off[i+1])  */

@@ -213,6 +213,7 @@ typedef struct {
     uint8_t *codes;
     float *vectors;
     int8_t *vectors_i8;
+    uint16_t *vectors_f16;   /* VECH: float16 rows (0.7 on), or NULL         */
     float *norms2;
     uint32_t *live_bits;
     /* tags (version 3): leaf l's keys are tag_keys[tag_key_offsets[l] ..
@@ -312,7 +313,7 @@ static int decode_conf(const uint8_t *in, size_t len, unsigned version, file_vie
                         "%s: section CONF: packed 8-bit codes flag %llu in an index without "
                         "8-bit codes", path, (unsigned long long)v[CF_CODES8_PACKED]);
     if (v[CF_METRIC] > AVQ_METRIC_COSINE || v[CF_MODE] > AVQ_MODE_PQ ||
-        v[CF_REORDER] > AVQ_REORDER_NONE || (v[CF_BITS] != 4 && v[CF_BITS] != 8))
+        v[CF_REORDER] > AVQ_REORDER_FLOAT16 || (v[CF_BITS] != 4 && v[CF_BITS] != 8))
         return avq_fail(AVQ_ERR_FORMAT, "%s: section CONF: unknown metric, mode, reorder or bits", path);
     bool v1 = version == 1;
     if (version == 1) {
@@ -390,7 +391,7 @@ typedef struct {
 
 enum {
     A_CENT, A_CNRM, A_LOFF, A_IDS, A_CBOK, A_CODE, A_COFF, A_VECF, A_VEC8, A_I8SC, A_NRM2, A_LIVE,
-    A_TKOF, A_TSOF, A_TKEY, A_TPOS, A_TSLT, A_LSPR, A_SPIL, A_PAK8
+    A_TKOF, A_TSOF, A_TKEY, A_TPOS, A_TSLT, A_LSPR, A_SPIL, A_PAK8, A_VECH
 };
 
 static const array_section ARRAYS[] = {
@@ -417,6 +418,9 @@ static const array_section ARRAYS[] = {
     [A_SPIL] = ARRAY('S', 'P', 'I', 'L', spill_lambda, float, PART_QUANTIZER),
     /* 0.6, REQUIRED: the 8-bit codes are packed in groups of (one word) 32 */
     [A_PAK8] = ARRAY('P', 'A', 'K', '8', pack8, uint32_t, PART_QUANTIZER),
+    /* 0.7, REQUIRED (and reorder 3 in CONF, which readers before 0.7
+     * refuse): the float16 re-ranking rows */
+    [A_VECH] = ARRAY('V', 'E', 'C', 'H', vectors_f16, uint16_t, PART_LEAVES),
 };
 #define NUM_ARRAYS (sizeof ARRAYS / sizeof ARRAYS[0])
 #define CONF_TAG TAG('C', 'O', 'N', 'F')
@@ -459,6 +463,7 @@ static size_t expected_count(const file_view *x, size_t which) {
     case A_VECF: return (!pq || x->reorder == AVQ_REORDER_FLOAT) ? n * d : 0;
     case A_VEC8: return (pq && x->reorder == AVQ_REORDER_INT8) ? n * d : 0;
     case A_I8SC: return (pq && x->reorder == AVQ_REORDER_INT8) ? d : 0;
+    case A_VECH: return (pq && x->reorder == AVQ_REORDER_FLOAT16) ? n * d : 0;
     case A_NRM2: return x->params.metric == AVQ_METRIC_L2 ? n : 0;
     case A_LIVE: return x->version >= 2 && x->live < n && x->leaf_offsets ? live_words(x) : 0;
     /* version 3: always all five (an index without tags is written as v2) */
@@ -597,6 +602,7 @@ static const void *leaf_array(const avq_leaf *v, size_t which, size_t d, size_t 
     case A_IDS: return s->ids;
     case A_VECF: *elem_count = v->n * d; return s->vectors;
     case A_VEC8: *elem_count = v->n * d; return s->vectors_i8;
+    case A_VECH: *elem_count = v->n * d; return s->vectors_f16;
     case A_NRM2: return s->norms2;
     default: return NULL;
     }
@@ -1206,7 +1212,7 @@ static int attach_arrays(file_view *x, const uint8_t *file, const in_section *se
     static const size_t order[] = {A_COFF, A_LOFF, A_TKOF, A_TSOF, A_CENT, A_CNRM,
                                    A_IDS,  A_CBOK, A_CODE, A_VECF, A_VEC8, A_I8SC,
                                    A_NRM2, A_LIVE, A_TKEY, A_TPOS, A_TSLT, A_LSPR,
-                                   A_SPIL, A_PAK8};
+                                   A_SPIL, A_PAK8, A_VECH};
     _Static_assert(sizeof order / sizeof order[0] == NUM_ARRAYS, "every array is attached");
     for (size_t k = 0; k < NUM_ARRAYS; k++) {
         size_t i = order[k];
@@ -1462,7 +1468,8 @@ static int index_from_view(const file_view *v, avq_mapping *map, bool build_ids,
         s->capacity = n;
         s->owned = false;
         s->bytes = sizeof *s + n * sizeof(int64_t) + (v->vectors ? n * d * sizeof(float) : 0) +
-                   (v->vectors_i8 ? n * d : 0) + (v->norms2 ? n * sizeof(float) : 0) +
+                   (v->vectors_i8 ? n * d : 0) + (v->vectors_f16 ? n * d * sizeof(uint16_t) : 0) +
+                   (v->norms2 ? n * sizeof(float) : 0) +
                    (v->mode == AVQ_MODE_PQ ? avq_pack_size((int)v->bits, n, K) : 0);
         s->codes = v->mode != AVQ_MODE_PQ ? NULL
                    : code_at              ? codes + code_at[l]
@@ -1470,6 +1477,7 @@ static int index_from_view(const file_view *v, avq_mapping *map, bool build_ids,
         s->ids = v->ids + first;
         s->vectors = v->vectors ? v->vectors + first * d : NULL;
         s->vectors_i8 = v->vectors_i8 ? v->vectors_i8 + first * d : NULL;
+        s->vectors_f16 = v->vectors_f16 ? v->vectors_f16 + first * d : NULL;
         s->norms2 = v->norms2 ? v->norms2 + first : NULL;
         lv->store = s;
         lv->n = n;

@@ -187,6 +187,7 @@ void avq_leaf_store_free(avq_leaf_store *s) {
         free(s->ids);
         free(s->vectors);
         free(s->vectors_i8);
+        free(s->vectors_f16);
         free(s->norms2);
     }
     free(s);
@@ -295,9 +296,11 @@ static int store_new(const avq_index *x, size_t capacity, bool whole, avq_leaf_s
     ok &= s->ids != NULL;
     if (avq_keeps_float(q)) ok &= (s->vectors = malloc(cap * d * sizeof(float))) != NULL;
     if (avq_keeps_int8(q)) ok &= (s->vectors_i8 = malloc(cap * d)) != NULL;
+    if (avq_keeps_half(q)) ok &= (s->vectors_f16 = malloc(cap * d * sizeof(uint16_t))) != NULL;
     if (avq_keeps_norms(q)) ok &= (s->norms2 = malloc(cap * sizeof(float))) != NULL;
     s->bytes = sizeof *s + code_bytes + cap * sizeof(int64_t) +
                (s->vectors ? cap * d * sizeof(float) : 0) + (s->vectors_i8 ? cap * d : 0) +
+               (s->vectors_f16 ? cap * d * sizeof(uint16_t) : 0) +
                (s->norms2 ? cap * sizeof(float) : 0);
     if (!ok) {
         avq_leaf_store_free(s);
@@ -314,6 +317,8 @@ static void copy_slot_data(const avq_index *x, avq_leaf_store *dst, size_t to,
     dst->ids[to] = src->ids[from];
     if (dst->vectors) memcpy(dst->vectors + to * d, src->vectors + from * d, d * sizeof(float));
     if (dst->vectors_i8) memcpy(dst->vectors_i8 + to * d, src->vectors_i8 + from * d, d);
+    if (dst->vectors_f16)
+        memcpy(dst->vectors_f16 + to * d, src->vectors_f16 + from * d, d * sizeof(uint16_t));
     if (dst->norms2) dst->norms2[to] = src->norms2[from];
 }
 
@@ -323,6 +328,8 @@ static void put_new_data(const avq_index *x, avq_leaf_store *dst, size_t to,
     dst->ids[to] = add->ids[i];
     if (dst->vectors) memcpy(dst->vectors + to * d, add->vectors + i * d, d * sizeof(float));
     if (dst->vectors_i8) memcpy(dst->vectors_i8 + to * d, add->vectors_i8 + i * d, d);
+    if (dst->vectors_f16)
+        memcpy(dst->vectors_f16 + to * d, add->vectors_f16 + i * d, d * sizeof(uint16_t));
     if (dst->norms2) dst->norms2[to] = add->norms2[i];
 }
 

@@ -114,6 +114,7 @@ typedef struct {
     uint8_t *codes;      /* n x K (PQ)            */
     float *vectors;      /* n x d (float rows)    */
     int8_t *vectors_i8;  /* n x d (int8 rows)     */
+    uint16_t *vectors_f16; /* n x d (float16 rows) */
     float *norms2;       /* n (L2)                */
     size_t *tag_off;     /* n + 1, or NULL (no tags) */
     uint32_t *tags;
@@ -126,6 +127,7 @@ static void encoded_free(encoded_rows *e) {
     free(e->codes);
     free(e->vectors);
     free(e->vectors_i8);
+    free(e->vectors_f16);
     free(e->norms2);
     free(e->tag_off);
     free(e->tags);
@@ -341,6 +343,19 @@ static int encode_rows(const avq_index *x, const float *vectors, size_t n, const
                 float v = roundf(xs[i * d + j] / q->i8_scale[j]);
                 e->vectors_i8[i * d + j] = (int8_t)(v > 127 ? 127 : (v < -127 ? -127 : v));
             }
+    }
+    if (avq_keeps_half(q)) {
+        AVQ_ALLOC(e->vectors_f16, n * d);
+        for (size_t i = 0; i < n * d; i++) {
+            if (!(fabsf(xs[i]) <= (float)AVQ_HALF_MAX)) {
+                st = avq_fail(AVQ_ERR_INVALID,
+                              "reorder float16: component %zu of a vector is %g, outside the "
+                              "float16 range +-%d (use reorder float)",
+                              i % d, (double)xs[i], AVQ_HALF_MAX);
+                goto fail;
+            }
+            e->vectors_f16[i] = avq_half_from_float(xs[i]);
+        }
     }
     if (avq_keeps_float(q)) {
         e->vectors = xs;
@@ -600,6 +615,7 @@ int avq_index_add_assigned(avq_index *x, const float *vectors, size_t n, const i
                               e.ids + first,
                               e.vectors ? e.vectors + first * d : NULL,
                               e.vectors_i8 ? e.vectors_i8 + first * d : NULL,
+                              e.vectors_f16 ? e.vectors_f16 + first * d : NULL,
                               e.norms2 ? e.norms2 + first : NULL,
                               e.tag_off ? e.tag_off + first : NULL,
                               e.tags};
@@ -611,6 +627,8 @@ int avq_index_add_assigned(avq_index *x, const float *vectors, size_t n, const i
          * (on failure nothing is): a big add's peak stays one copy */
         if (e.vectors) avq_release_pages(e.vectors + first * d, count * d * sizeof(float));
         if (e.vectors_i8) avq_release_pages(e.vectors_i8 + first * d, count * d);
+        if (e.vectors_f16)
+            avq_release_pages(e.vectors_f16 + first * d, count * d * sizeof(uint16_t));
         if (e.codes) avq_release_pages(e.codes + first * K, count * K);
     }
     if (st == AVQ_OK) st = pending_reserve_tags(x, &p);
@@ -773,11 +791,14 @@ int avq_index_contains(const avq_index *cx, int64_t id) {
     return found;
 }
 
-/* Row `slot` of a leaf as a float vector (dequantized for int8). */
+/* Row `slot` of a leaf as a float vector (dequantized for int8, converted
+ * for float16). */
 static void slot_vector(const avq_index *x, const avq_leaf *v, size_t slot, float *out) {
     size_t d = x->dim;
     if (v->store->vectors) {
         memcpy(out, v->store->vectors + slot * d, d * sizeof(float));
+    } else if (v->store->vectors_f16) {
+        for (size_t j = 0; j < d; j++) out[j] = avq_float_from_half(v->store->vectors_f16[slot * d + j]);
     } else {
         for (size_t j = 0; j < d; j++)
             out[j] = (float)v->store->vectors_i8[slot * d + j] * x->q->i8_scale[j];
@@ -787,7 +808,7 @@ static void slot_vector(const avq_index *x, const avq_leaf *v, size_t slot, floa
 int avq_index_get(const avq_index *cx, const int64_t *ids, size_t n, float *out) {
     avq_index *x = (avq_index *)cx;
     if (!x || (n > 0 && (!ids || !out))) return avq_fail(AVQ_ERR_INVALID, "get: NULL argument");
-    if (!avq_keeps_float(x->q) && !avq_keeps_int8(x->q))
+    if (!avq_keeps_rows(x->q))
         return avq_fail(AVQ_ERR_UNSUPPORTED,
                         "get: this index keeps no vectors (built with reorder 'none')");
     pthread_mutex_lock(&x->write_lock);
@@ -921,7 +942,7 @@ int avq_index_retrain(const avq_index *cx, const avq_build_params *params, avq_i
     avq_index *x = (avq_index *)cx;
     if (out) *out = NULL;
     if (!x || !out) return avq_fail(AVQ_ERR_INVALID, "retrain: NULL index or out");
-    if (!avq_keeps_float(x->q) && !avq_keeps_int8(x->q))
+    if (!avq_keeps_rows(x->q))
         return avq_fail(AVQ_ERR_UNSUPPORTED,
                         "retrain: this index keeps no vectors (built with reorder 'none')");
     avq_build_params p;

@@ -116,7 +116,7 @@ static int validate_params(const avq_build_params *p, size_t n, size_t dim) {
         return avq_fail(AVQ_ERR_INVALID, "build: kmeans_iterations must be 1..1000, got %d",
                         p->kmeans_iterations);
     if (p->reorder != AVQ_REORDER_FLOAT && p->reorder != AVQ_REORDER_INT8 &&
-        p->reorder != AVQ_REORDER_NONE)
+        p->reorder != AVQ_REORDER_NONE && p->reorder != AVQ_REORDER_FLOAT16)
         return avq_fail(AVQ_ERR_INVALID, "build: unknown reorder kind %d", (int)p->reorder);
     if (!isnan(p->threshold) && !(p->threshold >= 0.0f && isfinite(p->threshold)))
         return avq_fail(AVQ_ERR_INVALID, "build: threshold must be >= 0 or NaN, got %g",

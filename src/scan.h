@@ -70,6 +70,8 @@ typedef void (*avq_dot_rows_i8_fn)(const float *q, const int8_t *rows, size_t n,
                                    float *out);
 typedef void (*avq_dot_gather_i8_fn)(const float *q, const int8_t *const *rows, size_t d,
                                      size_t n, float *out);
+typedef void (*avq_dot_gather_f16_fn)(const float *q, const uint16_t *const *rows, size_t d,
+                                      size_t n, float *out);
 
 /* out[i] = sum_j qc[j] * code_i[j] for the 16 * blocks centers of an int8
  * center sketch (layout in centers.h; code_sums its per-center code sums),
@@ -99,11 +101,13 @@ typedef struct {
     avq_topk_scan_fn lut256_topk;
     /* out[i] = <q, row i> for rows n x d row-major, or for the rows at
      * rows[0..n) (dot_gather: re-ranking candidates of many leaves).  The i8 variants
-     * read int8 rows; per-dimension scales are folded into q by the caller. */
+     * read int8 rows; per-dimension scales are folded into q by the caller.
+     * dot_gather_f16 reads IEEE half rows (vecmath.h), converted exactly. */
     avq_dot_rows_fn dot_rows;
     avq_dot_gather_fn dot_gather;
     avq_dot_rows_i8_fn dot_rows_i8;
     avq_dot_gather_i8_fn dot_gather_i8;
+    avq_dot_gather_f16_fn dot_gather_f16;
     avq_sketch_dots_fn sketch_dots; /* leaf selection's first pass (centers.h) */
     /* One block of a query's LUT and its quantization: the same bits as
      * avq_lut_block_scalar / avq_lut_quantize_block_scalar (lut.h). */
@@ -237,6 +241,8 @@ void avq_dot_rows_i8_scalar(const float *q, const int8_t *rows, size_t n, size_t
                             float *out);
 void avq_dot_gather_i8_scalar(const float *q, const int8_t *const *rows, size_t d, size_t n,
                               float *out);
+void avq_dot_gather_f16_scalar(const float *q, const uint16_t *const *rows, size_t d, size_t n,
+                               float *out);
 void avq_sketch_dots_scalar(const int8_t *qc, const int8_t *codes, const int32_t *code_sums,
                             size_t blocks, size_t dim4, int32_t *out);
 

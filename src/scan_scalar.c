@@ -12,6 +12,7 @@
  * candidates in the same order.
  */
 #include "scan.h"
+#include "vecmath.h"
 
 #include "pack.h"
 
@@ -178,6 +179,25 @@ void avq_dot_gather_i8_scalar(const float *q, const int8_t *const *rows, size_t 
     for (size_t i = 0; i < n; i++) out[i] = dot_i8(q, rows[i], d);
 }
 
+/* The float kernel's arithmetic on the exactly converted halves. */
+static float dot_f16(const float *a, const uint16_t *b, size_t d) {
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+    size_t t = 0;
+    for (; t + 4 <= d; t += 4) {
+        s0 += a[t] * avq_float_from_half(b[t]);
+        s1 += a[t + 1] * avq_float_from_half(b[t + 1]);
+        s2 += a[t + 2] * avq_float_from_half(b[t + 2]);
+        s3 += a[t + 3] * avq_float_from_half(b[t + 3]);
+    }
+    for (; t < d; t++) s0 += a[t] * avq_float_from_half(b[t]);
+    return (s0 + s1) + (s2 + s3);
+}
+
+void avq_dot_gather_f16_scalar(const float *q, const uint16_t *const *rows, size_t d, size_t n,
+                               float *out) {
+    for (size_t i = 0; i < n; i++) out[i] = dot_f16(q, rows[i], d);
+}
+
 void avq_sketch_dots_scalar(const int8_t *qc, const int8_t *codes, const int32_t *code_sums,
                             size_t blocks, size_t dim4, int32_t *out) {
     (void)code_sums;
@@ -205,6 +225,7 @@ const avq_kernels avq_kernels_scalar = {
     .dot_gather = avq_dot_gather_scalar,
     .dot_rows_i8 = avq_dot_rows_i8_scalar,
     .dot_gather_i8 = avq_dot_gather_i8_scalar,
+    .dot_gather_f16 = avq_dot_gather_f16_scalar,
     .sketch_dots = avq_sketch_dots_scalar,
     .lut_block = avq_lut_block_scalar,
     .lut_quantize_block = avq_lut_quantize_block_scalar,

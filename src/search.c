@@ -13,7 +13,7 @@
  *                 candidates below the running threshold into ONE top-k
  *                 buffer shared by all leaves
  *   5. reorder    the best `pre_reorder` candidates are re-scored exactly
- *                 (float or int8 vectors) and the final top-k is taken, with
+ *                 (float, float16 or int8 vectors) and the final top-k is taken, with
  *                 ties to the lower caller id
  *
  * All memory a query needs lives in a scratch block allocated once per call
@@ -718,29 +718,63 @@ static void scan_until_k(const avq_index *idx, const avq_kernels *kern, search_s
 
 /* The re-ranking inner products of the candidates ((leaf, slot) of the
  * versions in s->snap) into s->exact (index with reorder data). */
-static void score_candidates(const avq_index *idx, const avq_kernels *kern, const float *q,
-                             const float *q_i8, search_scratch *s, const avq_neighbor *c,
-                             size_t count) {
-    const avq_leaf *const *snap = s->snap;
-    /* The candidates' rows are scattered over the whole index (one cache miss
-     * per line); requesting all of them before the first dot product lets the
-     * misses overlap instead of being paid one row at a time. */
-    bool f32 = idx->q->reorder == AVQ_REORDER_FLOAT;
-    size_t d = idx->dim, row_bytes = d * (f32 ? sizeof(float) : 1);
+/* The kind of re-ranking rows an index keeps (reorder 'none' keeps none:
+ * its callers never ask). */
+typedef enum { ROWS_F32, ROWS_F16, ROWS_I8 } row_kind;
+
+static inline row_kind rows_kept(const avq_index *idx) {
+    return avq_keeps_float(idx->q) ? ROWS_F32 : avq_keeps_half(idx->q) ? ROWS_F16 : ROWS_I8;
+}
+
+static inline size_t row_bytes(const avq_index *idx, row_kind kind) {
+    return idx->dim * (kind == ROWS_F32 ? sizeof(float) : kind == ROWS_F16 ? sizeof(uint16_t) : 1);
+}
+
+static inline const void *row_at(const avq_leaf_store *st, row_kind kind, size_t slot, size_t d) {
+    return kind == ROWS_F32   ? (const void *)(st->vectors + slot * d)
+           : kind == ROWS_F16 ? (const void *)(st->vectors_f16 + slot * d)
+                              : (const void *)(st->vectors_i8 + slot * d);
+}
+
+/* out[i] = <q, rows[i]> for count stored rows of this kind (q_i8: the query
+ * with the int8 scales folded in). */
+static void dot_stored_rows(const avq_index *idx, const avq_kernels *kern, row_kind kind,
+                            const float *q, const float *q_i8, const void *const *rows,
+                            size_t count, float *out) {
+    size_t d = idx->dim;
+    if (kind == ROWS_F32)
+        kern->dot_gather(q, (const float *const *)rows, d, count, out);
+    else if (kind == ROWS_F16)
+        kern->dot_gather_f16(q, (const uint16_t *const *)rows, d, count, out);
+    else
+        kern->dot_gather_i8(q_i8, (const int8_t *const *)rows, d, count, out);
+}
+
+/* Requests the re-ranking rows (and ids) of candidates c[0..count) (versions
+ * in snap) and stores where each row is in rows[0..count).  The rows
+ * are scattered over the whole index (one cache miss per line); requesting
+ * all of them before the first dot product lets the misses overlap instead
+ * of being paid one row at a time. */
+static void request_rows(const avq_index *idx, const avq_leaf *const *snap, const avq_neighbor *c,
+                         size_t count, const void **rows) {
+    row_kind kind = rows_kept(idx);
+    size_t d = idx->dim, bytes = row_bytes(idx, kind);
     for (size_t i = 0; i < count; i++) {
         const avq_leaf_store *st = snap[CAND_LEAF(c[i].id)]->store;
         size_t slot = CAND_SLOT(c[i].id);
-        const char *row = f32 ? (const char *)(st->vectors + slot * d)
-                              : (const char *)(st->vectors_i8 + slot * d);
-        for (size_t b = 0; b < row_bytes; b += 64) AVQ_PREFETCH(row + b);
-        AVQ_PREFETCH(row + row_bytes - 1);
+        const char *row = row_at(st, kind, slot, d);
+        for (size_t b = 0; b < bytes; b += 64) AVQ_PREFETCH(row + b);
+        AVQ_PREFETCH(row + bytes - 1);
         AVQ_PREFETCH(&st->ids[slot]);
-        s->rows[i] = row;
+        rows[i] = row;
     }
-    if (f32)
-        kern->dot_gather(q, (const float *const *)s->rows, d, count, s->exact);
-    else
-        kern->dot_gather_i8(q_i8, (const int8_t *const *)s->rows, d, count, s->exact);
+}
+
+static void score_candidates(const avq_index *idx, const avq_kernels *kern, const float *q,
+                             const float *q_i8, search_scratch *s, const avq_neighbor *c,
+                             size_t count) {
+    request_rows(idx, s->snap, c, count, s->rows);
+    dot_stored_rows(idx, kern, rows_kept(idx), q, q_i8, s->rows, count, s->exact);
 }
 
 /* Step 5: exact re-scoring of the candidates ((leaf, slot) of the versions
@@ -790,14 +824,11 @@ static void reorder_candidates(const avq_index *idx, const avq_kernels *kern, co
 /* Exact scores of `count` slots of leaf version v (slot numbers in
  * s->cand[i].id, rows in s->rows) into out. */
 static void score_slots(const avq_index *idx, const avq_kernels *kern, search_scratch *s,
-                        const avq_leaf *v, bool f32, size_t count, avq_topk *out) {
-    size_t row_bytes = idx->dim * (f32 ? sizeof(float) : 1);
+                        const avq_leaf *v, row_kind kind, size_t count, avq_topk *out) {
+    size_t bytes = row_bytes(idx, kind);
     for (size_t i = 0; i < count; i++)
-        for (size_t b = 0; b < row_bytes; b += 64) AVQ_PREFETCH((const char *)s->rows[i] + b);
-    if (f32)
-        kern->dot_gather(s->q, (const float *const *)s->rows, idx->dim, count, s->exact);
-    else
-        kern->dot_gather_i8(s->q_i8, (const int8_t *const *)s->rows, idx->dim, count, s->exact);
+        for (size_t b = 0; b < bytes; b += 64) AVQ_PREFETCH((const char *)s->rows[i] + b);
+    dot_stored_rows(idx, kern, kind, s->q, s->q_i8, s->rows, count, s->exact);
     for (size_t i = 0; i < count; i++) {
         size_t slot = (size_t)s->cand[i].id;
         avq_topk_push(out, point_distance(idx, s->exact[i], v, slot), v->store->ids[slot]);
@@ -808,20 +839,19 @@ static void score_slots(const avq_index *idx, const avq_kernels *kern, search_sc
  * `piece` (<= pre_reorder, the size of s->rows) at a time. */
 static void score_allowed(const avq_index *idx, const avq_kernels *kern, search_scratch *s,
                           const avq_leaf *v, const uint32_t *mask, size_t piece, avq_topk *out) {
-    bool f32 = idx->q->reorder == AVQ_REORDER_FLOAT;
+    row_kind kind = rows_kept(idx);
     size_t d = idx->dim, words = (v->n + 31) / 32, count = 0;
     for (size_t w = 0; w < words; w++)
         for (uint32_t m = mask[w]; m; m &= m - 1) {
             size_t slot = 32 * w + (size_t)__builtin_ctz(m);
-            s->rows[count] = f32 ? (const void *)(v->store->vectors + slot * d)
-                                 : (const void *)(v->store->vectors_i8 + slot * d);
+            s->rows[count] = row_at(v->store, kind, slot, d);
             s->cand[count++].id = (int64_t)slot;
             if (count == piece) {
-                score_slots(idx, kern, s, v, f32, count, out);
+                score_slots(idx, kern, s, v, kind, count, out);
                 count = 0;
             }
         }
-    if (count) score_slots(idx, kern, s, v, f32, count, out);
+    if (count) score_slots(idx, kern, s, v, kind, count, out);
 }
 
 /* The exact plan for leaf l (version in s->snap), once per query. */

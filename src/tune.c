@@ -218,8 +218,9 @@ static int truth_from_index(const avq_index *index, const float *queries, size_t
         return avq_fail(AVQ_ERR_UNSUPPORTED,
                         "tune: without ground truth the neighbours are computed from the index's "
                         "own vectors, but this index keeps %s: give the true neighbours",
-                        index->q->reorder == AVQ_REORDER_INT8 ? "only int8 approximations"
-                                                               : "none (reorder 'none')");
+                        index->q->reorder == AVQ_REORDER_INT8      ? "only int8 approximations"
+                        : index->q->reorder == AVQ_REORDER_FLOAT16 ? "only float16 approximations"
+                                                                   : "none (reorder 'none')");
     size_t n = 0, d = index->dim, got = 0;
     int st = avq_index_ids(index, NULL, 0, &n);
     if (st != AVQ_OK) return st;

@@ -174,3 +174,23 @@ void avq_row_norms2(const float *x, size_t n, size_t dim, float *out) {
         for (size_t k = 0; k < rows; k++) out[i0 + k] = (float)norms[k];
     }
 }
+
+uint16_t avq_half_from_float(float f) {
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
+    uint32_t a = x & 0x7fffffffu;
+    if (a >= 0x38800000u) {
+        /* a normal half (|f| >= 2^-14): round the 13 mantissa bits that go
+         * (ties to even; a carry moves into the exponent, as it should),
+         * then rebias the exponent from 127 to 15 */
+        a += 0xfffu + ((a >> 13) & 1u);
+        return (uint16_t)(sign | (uint16_t)((a - 0x38000000u) >> 13));
+    }
+    if (a < 0x33000000u) return sign; /* below 2^-25: rounds to zero */
+    /* a subnormal half: f in units of 2^-24, rounded to nearest even */
+    uint32_t e = a >> 23, m = (a & 0x7fffffu) | 0x800000u, shift = 126u - e; /* 14..24 */
+    uint32_t h = m >> shift, rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1u);
+    h += (uint32_t)(rem > half) | ((uint32_t)(rem == half) & (h & 1u));
+    return (uint16_t)(sign | (uint16_t)h);
+}

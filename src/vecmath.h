@@ -10,6 +10,8 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 
 /* ---- the input domain -------------------------------------------------------
  *
@@ -65,6 +67,27 @@ void avq_normalize_rows_to(const float *x, size_t n, size_t dim, float *out);
 
 /* A malloc'ed, normalised copy of x (free with free()), or NULL. */
 float *avq_normalized_copy(const float *x, size_t n, size_t dim);
+
+/* IEEE 754 binary16 (half precision), the FLOAT16 re-ranking rows.
+ * avq_half_from_float rounds to nearest, ties to even; |f| must be <= 65504
+ * (the largest finite half; the caller checks) and f not NaN.
+ * avq_float_from_half is exact for every finite half: the half's exponent
+ * and mantissa bits, moved into a float's, read as a float scaled by 2^-112
+ * (subnormal halves become subnormal floats), and the multiplication by
+ * 2^112 is exact -- the same arithmetic the SIMD kernels without a
+ * conversion instruction use, so every ISA sees the same floats. */
+enum { AVQ_HALF_MAX = 65504 };
+uint16_t avq_half_from_float(float f);
+static inline float avq_float_from_half(uint16_t h) {
+    uint32_t bits = (uint32_t)(h & 0x7fffu) << 13, sign = (uint32_t)(h & 0x8000u) << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    f *= 0x1p112f;
+    memcpy(&bits, &f, sizeof f);
+    bits |= sign;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
 
 /* avq_all_finite(x, n) (every value finite), several times faster on
  * long arrays. */

@@ -111,6 +111,7 @@ Test(batch_speedpath, many_chunks_shared_first_leaves, .init = setup, .fini = te
         {AVQ_METRIC_L2, 4, AVQ_REORDER_NONE, 0.0f, 0},
         {AVQ_METRIC_L2, 8, AVQ_REORDER_FLOAT, 0.0f, 0},
         {AVQ_METRIC_COSINE, 4, AVQ_REORDER_FLOAT, 0.0f, 1},
+        {AVQ_METRIC_DOT, 4, AVQ_REORDER_FLOAT16, 0.0f, 1},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         avq_index *index =

@@ -194,6 +194,9 @@ Test(living_io, changed_index_round_trips_l2_4bit_float) {
 Test(living_io, changed_index_round_trips_cos_8bit_int8) {
     changed_round_trip(AVQ_METRIC_COSINE, 8, AVQ_REORDER_INT8, 6);
 }
+Test(living_io, changed_index_round_trips_dot_4bit_float16) {
+    changed_round_trip(AVQ_METRIC_DOT, 4, AVQ_REORDER_FLOAT16, LEAVES);
+}
 Test(living_io, changed_index_round_trips_dot_4bit_none) {
     changed_round_trip(AVQ_METRIC_DOT, 4, AVQ_REORDER_NONE, LEAVES);
 }
@@ -398,7 +401,7 @@ typedef struct {
     size_t count;
 } image;
 
-enum { IMAGES = 6 };
+enum { IMAGES = 7 };
 static image images[IMAGES];
 static char cpath[160];
 
@@ -459,6 +462,8 @@ static void corrupt_setup(void) {
     keep_image(&images[4], "emptied (all dead)", cpath);
     cr_assert_eq(avq_quantizer_save(q, cpath), AVQ_OK);
     keep_image(&images[5], "quantizer only", cpath);
+    small_changed(&images[6], "dot 4-bit 3 leaves float16, changed", AVQ_METRIC_DOT, 200, 8, 4, 3,
+                  AVQ_REORDER_FLOAT16, false, 0);
     avq_index_free(e);
     avq_quantizer_free(q);
     free(x);

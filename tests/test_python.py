@@ -166,6 +166,7 @@ CONFIGS = {
                          "--threshold", "none", "--seed", "7", "--iterations", "5"],
                         dict(reorder="int8", bits=8, dims_per_block=3, threshold=None, seed=7,
                              kmeans_iterations=5)),
+    "float16": (["--reorder", "float16"], dict(reorder="float16")),
     "eta-spherical-noreorder": (["--eta", "4", "--spherical", "1", "--reorder", "none",
                                  "--training-sample", "2000"],
                                 dict(eta=4.0, spherical=True, reorder="none",

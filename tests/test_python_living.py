@@ -204,6 +204,16 @@ def test_len_contains_get(data):
             ix.get([1])
     with avq.Index.build(base, **PQ, reorder="int8") as ix:
         np.testing.assert_allclose(ix.get([1, 2]), base[[1, 2]], atol=0.05)
+    # float16 gives each vector rounded to the nearest half, exactly
+    with avq.Index.build(base, **PQ, reorder="float16") as ix:
+        assert ix.build_params["reorder"] == "float16"
+        np.testing.assert_array_equal(ix.get([1, 2]),
+                                      base[[1, 2]].astype(np.float16).astype(np.float32))
+        big = base[:1].copy()
+        big[0, 3] = 1e5                                  # beyond the half range
+        with pytest.raises(ValueError, match="float16"):
+            ix.add(big, ids=[10 ** 6])
+        assert 10 ** 6 not in ix
 
 
 def test_stats_and_compact(data):

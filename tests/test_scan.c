@@ -20,6 +20,7 @@
 #include "pack.h"
 #include "scan.h"
 #include "topk.h"
+#include "vecmath.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -369,6 +370,82 @@ Test(scan, float_dot_kernels_match_double) {
         free(rows);
         free(rows8);
     }
+}
+
+/* float16 rows: every ISA's kernel gives, bit for bit, what its float
+ * kernel gives on the exactly converted rows (the re-ranking score of a
+ * float16 index is the float score of its rounded vectors), on every
+ * length including the masked and scalar tails. */
+Test(scan, float16_dot_kernel_is_the_float_kernel_on_converted_rows) {
+    static const size_t ds[] = {1, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 100, 128, 300};
+    uint64_t seed = 21;
+    for (size_t a = 0; a < sizeof ds / sizeof *ds; a++) {
+        size_t d = ds[a], n = 7;
+        float *q = malloc(d * sizeof(float)), *wide = malloc(n * d * sizeof(float));
+        uint16_t *half = malloc(n * d * sizeof(uint16_t));
+        for (size_t t = 0; t < d; t++) q[t] = (float)(avq_rng_uniform(&seed) * 2 - 1);
+        for (size_t t = 0; t < n * d; t++) {
+            /* magnitudes from subnormal halves to thousands, both signs */
+            double mag = pow(2.0, -20.0 + 32.0 * avq_rng_uniform(&seed));
+            half[t] = avq_half_from_float((float)(avq_rng_uniform(&seed) < 0.5 ? -mag : mag));
+            wide[t] = avq_float_from_half(half[t]);
+        }
+        const uint16_t *hrows[7];
+        const float *frows[7];
+        for (size_t r = 0; r < n; r++) {
+            hrows[r] = half + ((r * 3) % n) * d;
+            frows[r] = wide + ((r * 3) % n) * d;
+        }
+        for (int i = 0; i < N_ISAS; i++) {
+            const avq_kernels *k = avq_kernels_for(ISAS[i]);
+            if (!k) continue;
+            float got[7], want[7];
+            k->dot_gather_f16(q, hrows, d, n, got);
+            k->dot_gather(q, frows, d, n, want);
+            for (size_t r = 0; r < n; r++)
+                cr_assert(memcmp(&got[r], &want[r], sizeof(float)) == 0,
+                          "%s d=%zu row %zu: float16 %a vs float %a", ISAS[i], d, r,
+                          (double)got[r], (double)want[r]);
+        }
+        free(q);
+        free(wide);
+        free(half);
+    }
+}
+
+/* The conversions: every finite half survives half -> float -> half, and
+ * float -> half rounds to nearest, ties to even -- checked at every
+ * midpoint between neighbouring halves and against the compiler's own
+ * _Float16 conversion on random floats where it has one. */
+Test(scan, float16_conversion_round_trips_and_rounds_to_nearest_even) {
+    for (uint32_t h = 0; h < 0x10000u; h++) {
+        if ((h & 0x7c00u) == 0x7c00u) continue; /* inf and NaN are never stored */
+        float f = avq_float_from_half((uint16_t)h);
+        cr_assert_eq(avq_half_from_float(f), (uint16_t)h, "half %#x -> %a -> %#x", h, (double)f,
+                     avq_half_from_float(f));
+        if ((h & 0x7fffu) == 0x7bffu) continue; /* no larger finite neighbour */
+        /* the midpoint to the next half away from zero: exact in float */
+        double mid = ((double)f + (double)avq_float_from_half((uint16_t)(h + 1))) / 2.0;
+        uint16_t even = (h & 1u) ? (uint16_t)(h + 1) : (uint16_t)h;
+        cr_assert_eq(avq_half_from_float((float)mid), even, "midpoint after %#x", h);
+        float below = nextafterf((float)mid, 0.0f), above = nextafterf((float)mid, 2.0f * (float)mid);
+        cr_assert_eq(avq_half_from_float(below), (uint16_t)h, "just below the midpoint after %#x", h);
+        cr_assert_eq(avq_half_from_float(above), (uint16_t)(h + 1), "just above the midpoint after %#x", h);
+    }
+    cr_assert_eq(avq_half_from_float(65504.0f), 0x7bffu);
+    cr_assert_eq(avq_half_from_float(-0.0f), 0x8000u);
+    cr_assert_eq(avq_half_from_float(1e-30f), 0u); /* below 2^-25: zero */
+#ifdef __FLT16_MAX__
+    uint64_t seed = 5;
+    for (int i = 0; i < 200000; i++) {
+        float f = (float)((avq_rng_uniform(&seed) * 2 - 1) * pow(2.0, -26.0 + 41.5 * avq_rng_uniform(&seed)));
+        _Float16 c = (_Float16)f;
+        uint16_t want;
+        memcpy(&want, &c, sizeof want);
+        cr_assert_eq(avq_half_from_float(f), want, "%a: %#x vs the compiler's %#x", (double)f,
+                     avq_half_from_float(f), want);
+    }
+#endif
 }
 
 /* The comparisons above skip an ISA whose table is missing; the one every

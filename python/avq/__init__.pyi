@@ -23,7 +23,7 @@ Scores = npt.NDArray[np.float32]
 Vectors = npt.NDArray[np.float32]
 # ids: an int, or a 1-D integer array / sequence of ints (floats and bools are refused)
 IdsLike = Union[int, np.integer[Any], Sequence[int], npt.NDArray[np.integer[Any]]]
-Reorder = Optional[Literal["float", "float32", "int8", "none"]]
+Reorder = Optional[Literal["float", "float32", "float16", "int8", "none"]]
 # tags are ints in [0, 2**32)
 TagList = Union[Sequence[int], npt.NDArray[np.integer[Any]]]
 # the tags of n rows: one list (or None) per row, a 2-D (n, t) int array, or a
@@ -309,7 +309,7 @@ class ScannBuilder:
     ) -> "ScannBuilder": ...
     def score_brute_force(self, quantize: bool = False) -> "ScannBuilder": ...
     def reorder(
-        self, reordering_num_neighbors: int, quantize: Literal["float32", "int8"] = "float32"
+        self, reordering_num_neighbors: int, quantize: Literal["float32", "float16", "int8"] = "float32"
     ) -> "ScannBuilder": ...
     def set_n_training_threads(self, threads: int) -> "ScannBuilder": ...
     def build_params(self) -> Dict[str, Any]: ...

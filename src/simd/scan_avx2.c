@@ -32,6 +32,7 @@
  * accumulators per row, scalar tails.
  */
 #include "scan.h"
+#include "vecmath.h"
 
 #if defined(__x86_64__)
 
@@ -323,6 +324,37 @@ INLINE float dot_i8(const float *a, const int8_t *b, size_t d) {
     return s;
 }
 
+/* Eight halves as floats, exactly, without F16C (the avx2 table does not
+ * require it): vecmath.h's avq_float_from_half, eight lanes wide. */
+INLINE __m256 load8_f16(const uint16_t *p) {
+    __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    __m256i mag = _mm256_slli_epi32(_mm256_and_si256(h, _mm256_set1_epi32(0x7fff)), 13);
+    __m256i sign = _mm256_slli_epi32(_mm256_and_si256(h, _mm256_set1_epi32(0x8000)), 16);
+    __m256 f = _mm256_mul_ps(_mm256_castsi256_ps(mag), _mm256_set1_ps(0x1p112f));
+    return _mm256_or_ps(f, _mm256_castsi256_ps(sign));
+}
+
+INLINE float dot_f16(const float *a, const uint16_t *b, size_t d) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    size_t t = 0;
+    for (; t + 16 <= d; t += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + t), load8_f16(b + t), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + t + 8), load8_f16(b + t + 8), s1);
+    }
+    if (t + 8 <= d) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + t), load8_f16(b + t), s0);
+        t += 8;
+    }
+    float s = hsum(_mm256_add_ps(s0, s1));
+    for (; t < d; t++) s += a[t] * avq_float_from_half(b[t]);
+    return s;
+}
+
+static void dot_gather_f16_avx2(const float *q, const uint16_t *const *rows, size_t d, size_t n,
+                                float *out) {
+    for (size_t i = 0; i < n; i++) out[i] = dot_f16(q, rows[i], d);
+}
+
 static void dot_rows_avx2(const float *q, const float *rows, size_t n, size_t d, float *out) {
     for (size_t i = 0; i < n; i++) out[i] = dot_f32(q, rows + i * d, d);
 }
@@ -386,6 +418,7 @@ const avq_kernels avq_kernels_avx2 = {
     .dot_gather = dot_gather_avx2,
     .dot_rows_i8 = dot_rows_i8_avx2,
     .dot_gather_i8 = dot_gather_i8_avx2,
+    .dot_gather_f16 = dot_gather_f16_avx2,
     .sketch_dots = sketch_dots_avx2,
     .lut_block = avq_lut_block_avx2,
     .lut_quantize_block = avq_lut_quantize_block_avx2,

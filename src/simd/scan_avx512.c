@@ -436,6 +436,18 @@ INLINE float dot_i8(const float *a, const int8_t *b, size_t d) {
  * for the four sums instead of a full horizontal reduction per row (which
  * cost as much as the multiply-adds at d = 100).  The query's loads are
  * shared by the four rows. */
+/* The four accumulators' totals: per 128-bit lane s01 = [a0 a1 a0 a1] pair
+ * sums, s23 likewise, then s = [a0 a1 a2 a3]; then the four lanes are
+ * added. */
+INLINE __m128 sum4_lanes(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+    __m512 s01 = _mm512_add_ps(_mm512_unpacklo_ps(a0, a1), _mm512_unpackhi_ps(a0, a1));
+    __m512 s23 = _mm512_add_ps(_mm512_unpacklo_ps(a2, a3), _mm512_unpackhi_ps(a2, a3));
+    __m512 s = _mm512_add_ps(_mm512_shuffle_ps(s01, s23, 0x44), _mm512_shuffle_ps(s01, s23, 0xEE));
+    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(s),
+                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1)));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
 INLINE __m128 dot4_f32(const float *q, const float *r0, const float *r1, const float *r2,
                        const float *r3, size_t d) {
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
@@ -455,14 +467,7 @@ INLINE __m128 dot4_f32(const float *q, const float *r0, const float *r1, const f
         a2 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(k, r2 + t), a2);
         a3 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(k, r3 + t), a3);
     }
-    /* per 128-bit lane: s01 = [a0 a1 a0 a1] pair sums, s23 likewise, then
-     * s = [a0 a1 a2 a3]; then the four lanes are added */
-    __m512 s01 = _mm512_add_ps(_mm512_unpacklo_ps(a0, a1), _mm512_unpackhi_ps(a0, a1));
-    __m512 s23 = _mm512_add_ps(_mm512_unpacklo_ps(a2, a3), _mm512_unpackhi_ps(a2, a3));
-    __m512 s = _mm512_add_ps(_mm512_shuffle_ps(s01, s23, 0x44), _mm512_shuffle_ps(s01, s23, 0xEE));
-    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(s),
-                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1)));
-    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    return sum4_lanes(a0, a1, a2, a3);
 }
 
 /* A lone row gets exactly the arithmetic it would get among four, so a
@@ -488,6 +493,49 @@ static void dot_gather_avx512(const float *q, const float *const *rows, size_t d
     for (; i + 4 <= n; i += 4)
         _mm_storeu_ps(out + i, dot4_f32(q, rows[i], rows[i + 1], rows[i + 2], rows[i + 3], d));
     for (; i < n; i++) out[i] = dot1_f32(q, rows[i], d);
+}
+
+/* dot4_f32 on half rows: vcvtph2ps converts exactly, so the sums are the
+ * float kernel's on the converted rows (and a lone row's, as there). */
+INLINE __m512 load16_f16(const uint16_t *p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+}
+
+INLINE __m512 load16_f16_tail(__mmask16 k, const uint16_t *p) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, p));
+}
+
+INLINE __m128 dot4_f16(const float *q, const uint16_t *r0, const uint16_t *r1,
+                       const uint16_t *r2, const uint16_t *r3, size_t d) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    size_t t = 0;
+    for (; t + 16 <= d; t += 16) {
+        __m512 qv = _mm512_loadu_ps(q + t);
+        a0 = _mm512_fmadd_ps(qv, load16_f16(r0 + t), a0);
+        a1 = _mm512_fmadd_ps(qv, load16_f16(r1 + t), a1);
+        a2 = _mm512_fmadd_ps(qv, load16_f16(r2 + t), a2);
+        a3 = _mm512_fmadd_ps(qv, load16_f16(r3 + t), a3);
+    }
+    if (t < d) {
+        __mmask16 k = tail_mask(d - t);
+        __m512 qv = _mm512_maskz_loadu_ps(k, q + t);
+        a0 = _mm512_fmadd_ps(qv, load16_f16_tail(k, r0 + t), a0);
+        a1 = _mm512_fmadd_ps(qv, load16_f16_tail(k, r1 + t), a1);
+        a2 = _mm512_fmadd_ps(qv, load16_f16_tail(k, r2 + t), a2);
+        a3 = _mm512_fmadd_ps(qv, load16_f16_tail(k, r3 + t), a3);
+    }
+    return sum4_lanes(a0, a1, a2, a3);
+}
+
+static void dot_gather_f16_avx512(const float *q, const uint16_t *const *rows, size_t d,
+                                  size_t n, float *out) {
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        _mm_storeu_ps(out + i, dot4_f16(q, rows[i], rows[i + 1], rows[i + 2], rows[i + 3], d));
+    for (; i < n; i++) {
+        const uint16_t *r = rows[i];
+        out[i] = _mm_cvtss_f32(dot4_f16(q, r, r, r, r, d));
+    }
 }
 
 static void dot_rows_i8_avx512(const float *q, const int8_t *rows, size_t n, size_t d,
@@ -558,6 +606,7 @@ const avq_kernels avq_kernels_avx512 = {
     .dot_gather = dot_gather_avx512,
     .dot_rows_i8 = dot_rows_i8_avx512,
     .dot_gather_i8 = dot_gather_i8_avx512,
+    .dot_gather_f16 = dot_gather_f16_avx512,
     .sketch_dots = sketch_dots_avx512,
     .lut_block = avq_lut_block_avx512,
     .lut_quantize_block = avq_lut_quantize_block_avx512,

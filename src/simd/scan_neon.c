@@ -347,6 +347,7 @@ const avq_kernels avq_kernels_neon = {
     .dot_gather = dot_gather_neon,
     .dot_rows_i8 = dot_rows_i8_neon,
     .dot_gather_i8 = dot_gather_i8_neon,
+    .dot_gather_f16 = avq_dot_gather_f16_scalar, /* re-ranking only: not worth a kernel yet */
     /* the scalar loops (NEON's baseline has no 4-way byte dot product) */
     .sketch_dots = avq_sketch_dots_scalar,
     .lut_block = avq_lut_block_scalar,
