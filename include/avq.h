@@ -90,7 +90,7 @@ extern "C" {
 /* ------------------------------------------------------------------------- */
 
 #define AVQ_VERSION_MAJOR 0
-#define AVQ_VERSION_MINOR 6
+#define AVQ_VERSION_MINOR 7
 #define AVQ_VERSION_PATCH 0
 /* One number that compares: 100*100*major + 100*minor + patch. */
 #define AVQ_VERSION_NUMBER \
