@@ -287,41 +287,9 @@ INLINE float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-INLINE float dot_f32(const float *a, const float *b, size_t d) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    size_t t = 0;
-    for (; t + 16 <= d; t += 16) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + t), _mm256_loadu_ps(b + t), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + t + 8), _mm256_loadu_ps(b + t + 8), s1);
-    }
-    if (t + 8 <= d) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + t), _mm256_loadu_ps(b + t), s0);
-        t += 8;
-    }
-    float s = hsum(_mm256_add_ps(s0, s1));
-    for (; t < d; t++) s += a[t] * b[t];
-    return s;
-}
-
 INLINE __m256 load8_i8(const int8_t *p) {
     __m128i bytes = _mm_loadl_epi64((const __m128i *)p);
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
-}
-
-INLINE float dot_i8(const float *a, const int8_t *b, size_t d) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    size_t t = 0;
-    for (; t + 16 <= d; t += 16) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + t), load8_i8(b + t), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + t + 8), load8_i8(b + t + 8), s1);
-    }
-    if (t + 8 <= d) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + t), load8_i8(b + t), s0);
-        t += 8;
-    }
-    float s = hsum(_mm256_add_ps(s0, s1));
-    for (; t < d; t++) s += a[t] * (float)b[t];
-    return s;
 }
 
 /* Eight halves as floats, exactly, without F16C (the avx2 table does not
@@ -334,20 +302,44 @@ INLINE __m256 load8_f16(const uint16_t *p) {
     return _mm256_or_ps(f, _mm256_castsi256_ps(sign));
 }
 
-INLINE float dot_f16(const float *a, const uint16_t *b, size_t d) {
+/* The stored row kinds: float, int8 (scales folded into the query by the
+ * caller) and IEEE half.  `kind` is a constant at every call, so each
+ * kernel compiles to one kind of load, and all three share the arithmetic:
+ * a float16 row scores exactly as its converted floats would. */
+enum { ROW_F32, ROW_I8, ROW_F16 };
+
+INLINE __m256 row8(const void *b, size_t t, int kind) {
+    return kind == ROW_F32 ? _mm256_loadu_ps((const float *)b + t)
+           : kind == ROW_I8 ? load8_i8((const int8_t *)b + t)
+                            : load8_f16((const uint16_t *)b + t);
+}
+
+INLINE float row1(const void *b, size_t t, int kind) {
+    return kind == ROW_F32 ? ((const float *)b)[t]
+           : kind == ROW_I8 ? (float)((const int8_t *)b)[t]
+                            : avq_float_from_half(((const uint16_t *)b)[t]);
+}
+
+INLINE float dot_row(const float *a, const void *b, size_t d, int kind) {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
     size_t t = 0;
     for (; t + 16 <= d; t += 16) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + t), load8_f16(b + t), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + t + 8), load8_f16(b + t + 8), s1);
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + t), row8(b, t, kind), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + t + 8), row8(b, t + 8, kind), s1);
     }
     if (t + 8 <= d) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + t), load8_f16(b + t), s0);
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + t), row8(b, t, kind), s0);
         t += 8;
     }
     float s = hsum(_mm256_add_ps(s0, s1));
-    for (; t < d; t++) s += a[t] * avq_float_from_half(b[t]);
+    for (; t < d; t++) s += a[t] * row1(b, t, kind);
     return s;
+}
+
+INLINE float dot_f32(const float *a, const float *b, size_t d) { return dot_row(a, b, d, ROW_F32); }
+INLINE float dot_i8(const float *a, const int8_t *b, size_t d) { return dot_row(a, b, d, ROW_I8); }
+INLINE float dot_f16(const float *a, const uint16_t *b, size_t d) {
+    return dot_row(a, b, d, ROW_F16);
 }
 
 static void dot_gather_f16_avx2(const float *q, const uint16_t *const *rows, size_t d, size_t n,

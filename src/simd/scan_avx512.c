@@ -448,26 +448,45 @@ INLINE __m128 sum4_lanes(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
     return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
 }
 
-INLINE __m128 dot4_f32(const float *q, const float *r0, const float *r1, const float *r2,
-                       const float *r3, size_t d) {
+/* 16 components of a row from t on: floats, or (half) IEEE halves, which
+ * vcvtph2ps converts exactly -- so a float16 row is scored with exactly the
+ * float kernel's arithmetic on its converted values.  `half` is a constant
+ * at every call, so each kernel compiles to one kind of load. */
+INLINE __m512 row16(const void *r, size_t t, bool half) {
+    return half ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)r + t)))
+                : _mm512_loadu_ps((const float *)r + t);
+}
+
+INLINE __m512 row16_tail(__mmask16 k, const void *r, size_t t, bool half) {
+    return half ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, (const uint16_t *)r + t))
+                : _mm512_maskz_loadu_ps(k, (const float *)r + t);
+}
+
+INLINE __m128 dot4_rows(const float *q, const void *r0, const void *r1, const void *r2,
+                        const void *r3, size_t d, bool half) {
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     size_t t = 0;
     for (; t + 16 <= d; t += 16) {
         __m512 qv = _mm512_loadu_ps(q + t);
-        a0 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(r0 + t), a0);
-        a1 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(r1 + t), a1);
-        a2 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(r2 + t), a2);
-        a3 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(r3 + t), a3);
+        a0 = _mm512_fmadd_ps(qv, row16(r0, t, half), a0);
+        a1 = _mm512_fmadd_ps(qv, row16(r1, t, half), a1);
+        a2 = _mm512_fmadd_ps(qv, row16(r2, t, half), a2);
+        a3 = _mm512_fmadd_ps(qv, row16(r3, t, half), a3);
     }
     if (t < d) {
         __mmask16 k = tail_mask(d - t);
         __m512 qv = _mm512_maskz_loadu_ps(k, q + t);
-        a0 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(k, r0 + t), a0);
-        a1 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(k, r1 + t), a1);
-        a2 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(k, r2 + t), a2);
-        a3 = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(k, r3 + t), a3);
+        a0 = _mm512_fmadd_ps(qv, row16_tail(k, r0, t, half), a0);
+        a1 = _mm512_fmadd_ps(qv, row16_tail(k, r1, t, half), a1);
+        a2 = _mm512_fmadd_ps(qv, row16_tail(k, r2, t, half), a2);
+        a3 = _mm512_fmadd_ps(qv, row16_tail(k, r3, t, half), a3);
     }
     return sum4_lanes(a0, a1, a2, a3);
+}
+
+INLINE __m128 dot4_f32(const float *q, const float *r0, const float *r1, const float *r2,
+                       const float *r3, size_t d) {
+    return dot4_rows(q, r0, r1, r2, r3, d, false);
 }
 
 /* A lone row gets exactly the arithmetic it would get among four, so a
@@ -495,46 +514,15 @@ static void dot_gather_avx512(const float *q, const float *const *rows, size_t d
     for (; i < n; i++) out[i] = dot1_f32(q, rows[i], d);
 }
 
-/* dot4_f32 on half rows: vcvtph2ps converts exactly, so the sums are the
- * float kernel's on the converted rows (and a lone row's, as there). */
-INLINE __m512 load16_f16(const uint16_t *p) {
-    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
-}
-
-INLINE __m512 load16_f16_tail(__mmask16 k, const uint16_t *p) {
-    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, p));
-}
-
-INLINE __m128 dot4_f16(const float *q, const uint16_t *r0, const uint16_t *r1,
-                       const uint16_t *r2, const uint16_t *r3, size_t d) {
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    size_t t = 0;
-    for (; t + 16 <= d; t += 16) {
-        __m512 qv = _mm512_loadu_ps(q + t);
-        a0 = _mm512_fmadd_ps(qv, load16_f16(r0 + t), a0);
-        a1 = _mm512_fmadd_ps(qv, load16_f16(r1 + t), a1);
-        a2 = _mm512_fmadd_ps(qv, load16_f16(r2 + t), a2);
-        a3 = _mm512_fmadd_ps(qv, load16_f16(r3 + t), a3);
-    }
-    if (t < d) {
-        __mmask16 k = tail_mask(d - t);
-        __m512 qv = _mm512_maskz_loadu_ps(k, q + t);
-        a0 = _mm512_fmadd_ps(qv, load16_f16_tail(k, r0 + t), a0);
-        a1 = _mm512_fmadd_ps(qv, load16_f16_tail(k, r1 + t), a1);
-        a2 = _mm512_fmadd_ps(qv, load16_f16_tail(k, r2 + t), a2);
-        a3 = _mm512_fmadd_ps(qv, load16_f16_tail(k, r3 + t), a3);
-    }
-    return sum4_lanes(a0, a1, a2, a3);
-}
-
 static void dot_gather_f16_avx512(const float *q, const uint16_t *const *rows, size_t d,
                                   size_t n, float *out) {
     size_t i = 0;
     for (; i + 4 <= n; i += 4)
-        _mm_storeu_ps(out + i, dot4_f16(q, rows[i], rows[i + 1], rows[i + 2], rows[i + 3], d));
+        _mm_storeu_ps(out + i,
+                      dot4_rows(q, rows[i], rows[i + 1], rows[i + 2], rows[i + 3], d, true));
     for (; i < n; i++) {
         const uint16_t *r = rows[i];
-        out[i] = _mm_cvtss_f32(dot4_f16(q, r, r, r, r, d));
+        out[i] = _mm_cvtss_f32(dot4_rows(q, r, r, r, r, d, true));
     }
 }
 
