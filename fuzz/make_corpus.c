@@ -120,6 +120,9 @@ static const spec SPECS[] = {
     {"v2_pq4_cos_3leaves_int8_quantizer", AVQ_METRIC_COSINE, 120, 8, 3, 4, 2, AVQ_REORDER_INT8, 0, ST_QUANTIZER},
     {"v2_pq8_l2_2leaves_float_quantizer", AVQ_METRIC_L2, 260, 4, 2, 8, 2, AVQ_REORDER_FLOAT, 0, ST_QUANTIZER},
     {"v2_brute_l2_quantizer", AVQ_METRIC_L2, 30, 6, 0, 4, 2, AVQ_REORDER_FLOAT, 1, ST_QUANTIZER},
+    /* avq 0.7: float16 re-ranking rows (section VECH) */
+    {"v2_pq4_dot_3leaves_float16_changed", AVQ_METRIC_DOT, 96, 8, 3, 4, 2, AVQ_REORDER_FLOAT16, 0, ST_CHANGED},
+    {"v2_pq8_cos_2leaves_float16_compacted", AVQ_METRIC_COSINE, 260, 4, 2, 8, 2, AVQ_REORDER_FLOAT16, 0, ST_COMPACTED},
 };
 #define NSPECS (sizeof SPECS / sizeof SPECS[0])
 
