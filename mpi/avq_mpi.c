@@ -807,7 +807,7 @@ typedef struct {
 static const char *HELP_BUILD =
     "usage: mpirun -np N avq-mpi build --base B.fvecs|B.npy --metric cos|ip|l2 --out DIR\n"
     "         [--shards S (default N)] [--leaves L] [--training-sample T] [--seed X]\n"
-    "         [--reorder float|int8|none] [--brute-force-below M (default 20000)]\n"
+    "         [--reorder float|float16|int8|none] [--brute-force-below M (default 20000)]\n"
     "         [--threads T] [--first-id X]\n"
     "Trains one quantizer (rank 0, on a sample every rank draws from its own rows),\n"
     "broadcasts it, and writes S shards: rank r reads only rows [r n/N, (r+1) n/N) of B;\n"
@@ -1262,9 +1262,10 @@ static int cmd_build(const options *o) {
         bp.threads = o->threads;
         if (o->reorder) {
             if (!strcmp(o->reorder, "float")) bp.reorder = AVQ_REORDER_FLOAT;
+            else if (!strcmp(o->reorder, "float16")) bp.reorder = AVQ_REORDER_FLOAT16;
             else if (!strcmp(o->reorder, "int8")) bp.reorder = AVQ_REORDER_INT8;
             else if (!strcmp(o->reorder, "none")) bp.reorder = AVQ_REORDER_NONE;
-            else fail(&e, "--reorder: '%s' is not float, int8 or none", o->reorder);
+            else fail(&e, "--reorder: '%s' is not float, float16, int8 or none", o->reorder);
         }
         say("build: training the quantizer on %zu sample rows (rank 0)", ns);
         if (!e.failed && avq_quantizer_train(all, ns, d, &bp, &q) != AVQ_OK)

@@ -150,6 +150,20 @@ def test_sharded_equals_one_index(avq_mpi, files, metric, fmt):
     assert_equal_single(one, q, ids, scores, k=100, leaves=1, reorder=150)
 
 
+def test_sharded_float16_equals_one_index(avq_mpi, files):
+    """--reorder float16 reaches every shard: each keeps half rows, and the
+    sharded search is the one index's built from the same quantizer."""
+    tmp, x, q = files
+    d = build(avq_mpi, tmp, "idx-f16", os.path.join(tmp, "base.npy"), "ip",
+              extra=("--reorder", "float16"))
+    one = single(d, x, np.arange(N))
+    assert one.build_params["reorder"] == "float16"
+    np.testing.assert_array_equal(one.get([3]), x[[3]].astype(np.float16).astype(np.float32))
+    r, ids, scores = search(avq_mpi, d, os.path.join(tmp, "q.npy"), tmp)
+    ok(r)
+    assert_equal_single(one, q, ids, scores)
+
+
 def test_shard_placement_follows_the_documented_hash(avq_mpi, files):
     tmp, x, q = files
     dist = load_distributed()
