@@ -522,7 +522,7 @@ AVQ_API int avq_index_contains(const avq_index *index, int64_t id);
 
 /* The stored vectors of n ids into out (n x dim), as the index keeps them
  * for re-ranking: exact with FLOAT reorder (normalised for cosine),
- * dequantized with INT8.  Errors: AVQ_ERR_INVALID (an id not present: the
+ * rounded to the nearest half with FLOAT16, dequantized with INT8.  Errors: AVQ_ERR_INVALID (an id not present: the
  * message names it; out is then partly written), AVQ_ERR_UNSUPPORTED
  * (reorder NONE keeps no vectors). */
 AVQ_API int avq_index_get(const avq_index *index, const int64_t *ids, size_t n,

@@ -41,6 +41,7 @@
  * scalar tails.
  */
 #include "scan.h"
+#include "vecmath.h"
 
 #if defined(__aarch64__)
 
@@ -279,21 +280,36 @@ static void lut16_topk_neon(const avq_scan_leaf *leaf, size_t nq,
 
 /* ---- float kernels ------------------------------------------------------ */
 
-INLINE float dot_f32(const float *a, const float *b, size_t d) {
+/* 4 components of a row from t on: floats, or (half) IEEE halves, which
+ * fcvtl converts exactly -- so a float16 row is scored with exactly the
+ * float kernel's arithmetic on its converted values.  `half` is a constant
+ * at every call, so each kernel compiles to one kind of load. */
+INLINE float32x4_t row4(const void *b, size_t t, bool half) {
+    return half ? vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)b + t)))
+                : vld1q_f32((const float *)b + t);
+}
+
+INLINE float row1(const void *b, size_t t, bool half) {
+    return half ? avq_float_from_half(((const uint16_t *)b)[t]) : ((const float *)b)[t];
+}
+
+INLINE float dot_row(const float *a, const void *b, size_t d, bool half) {
     float32x4_t s0 = vdupq_n_f32(0.0f), s1 = vdupq_n_f32(0.0f);
     size_t t = 0;
     for (; t + 8 <= d; t += 8) {
-        s0 = vfmaq_f32(s0, vld1q_f32(a + t), vld1q_f32(b + t));
-        s1 = vfmaq_f32(s1, vld1q_f32(a + t + 4), vld1q_f32(b + t + 4));
+        s0 = vfmaq_f32(s0, vld1q_f32(a + t), row4(b, t, half));
+        s1 = vfmaq_f32(s1, vld1q_f32(a + t + 4), row4(b, t + 4, half));
     }
     if (t + 4 <= d) {
-        s0 = vfmaq_f32(s0, vld1q_f32(a + t), vld1q_f32(b + t));
+        s0 = vfmaq_f32(s0, vld1q_f32(a + t), row4(b, t, half));
         t += 4;
     }
     float s = vaddvq_f32(vaddq_f32(s0, s1));
-    for (; t < d; t++) s += a[t] * b[t];
+    for (; t < d; t++) s += a[t] * row1(b, t, half);
     return s;
 }
+
+INLINE float dot_f32(const float *a, const float *b, size_t d) { return dot_row(a, b, d, false); }
 
 /* 8 int8 values as two float vectors. */
 INLINE float32x4x2_t load8_i8(const int8_t *p) {
@@ -325,6 +341,11 @@ static void dot_gather_neon(const float *q, const float *const *rows, size_t d, 
     for (size_t i = 0; i < n; i++) out[i] = dot_f32(q, rows[i], d);
 }
 
+static void dot_gather_f16_neon(const float *q, const uint16_t *const *rows, size_t d, size_t n,
+                                float *out) {
+    for (size_t i = 0; i < n; i++) out[i] = dot_row(q, rows[i], d, true);
+}
+
 static void dot_rows_i8_neon(const float *q, const int8_t *rows, size_t n, size_t d,
                              float *out) {
     for (size_t i = 0; i < n; i++) out[i] = dot_i8(q, rows + i * d, d);
@@ -347,7 +368,7 @@ const avq_kernels avq_kernels_neon = {
     .dot_gather = dot_gather_neon,
     .dot_rows_i8 = dot_rows_i8_neon,
     .dot_gather_i8 = dot_gather_i8_neon,
-    .dot_gather_f16 = avq_dot_gather_f16_scalar, /* re-ranking only: not worth a kernel yet */
+    .dot_gather_f16 = dot_gather_f16_neon,
     /* the scalar loops (NEON's baseline has no 4-way byte dot product) */
     .sketch_dots = avq_sketch_dots_scalar,
     .lut_block = avq_lut_block_scalar,
