@@ -12,6 +12,7 @@
 #if defined(__x86_64__)
 
 #include <immintrin.h>
+#include <string.h>
 
 static inline __m256 terms(__m256 centers, __m256 qpat, bool l2) {
     if (!l2) return _mm256_mul_ps(qpat, centers);
@@ -60,7 +61,11 @@ void avq_lut_block_avx2(const float *q, const float *centers, size_t C, size_t l
         __m256 qpat = _mm256_broadcast_ps((const __m128 *)(const void *)q);
         for (; j + 8 <= C; j += 8) _mm256_storeu_ps(out + j, block8_len4(centers + 4 * j, qpat, l2));
     } else if (len == 2) {
-        __m256 qpat = _mm256_castpd_ps(_mm256_broadcast_sd((const double *)(const void *)q));
+        /* q is only float-aligned: its two floats move as one double by
+         * memcpy, not through a cast pointer */
+        double pair;
+        memcpy(&pair, q, sizeof pair);
+        __m256 qpat = _mm256_castpd_ps(_mm256_set1_pd(pair));
         for (; j + 8 <= C; j += 8) _mm256_storeu_ps(out + j, block8_len2(centers + 2 * j, qpat, l2));
     }
     if (j < C) avq_lut_block_scalar(q, centers + j * len, C - j, len, l2, out + j);

@@ -27,6 +27,7 @@
 #if defined(__x86_64__)
 
 #include <immintrin.h>
+#include <string.h>
 
 /* The products (or squared differences) of 4 centers x 4 dims in one
  * register against the query pattern q0 q1 q2 q3 repeated. */
@@ -82,7 +83,12 @@ void avq_lut_block_avx512(const float *q, const float *centers, size_t C, size_t
         __m512 qpat = _mm512_broadcast_f32x4(_mm_loadu_ps(q));
         for (; j + 16 <= C; j += 16) _mm512_storeu_ps(out + j, block16_len4(centers + 4 * j, qpat, l2));
     } else if (len == 2) {
-        __m128 q2 = _mm_castpd_ps(_mm_load1_pd((const double *)(const void *)q));
+        /* the query's two floats, twice per lane: moved as one double by
+         * memcpy, since q is only float-aligned (a double load through a
+         * cast pointer would be a misaligned access) */
+        double pair;
+        memcpy(&pair, q, sizeof pair);
+        __m128 q2 = _mm_castpd_ps(_mm_set1_pd(pair));
         __m512 qpat = _mm512_broadcast_f32x4(q2);
         for (; j + 16 <= C; j += 16) _mm512_storeu_ps(out + j, block16_len2(centers + 2 * j, qpat, l2));
     }
