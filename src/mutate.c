@@ -244,6 +244,10 @@ static int encode_rows(const avq_index *x, const float *vectors, size_t n, const
     AVQ_ALLOC(xs, n * d);
     memcpy(xs, vectors, n * d * sizeof(float));
     if (q->params.metric == AVQ_METRIC_COSINE) avq_normalize_rows(xs, n, d);
+    if (avq_keeps_half(q)) { /* before any work, in the caller's row numbers */
+        st = avq_check_half_range(xs, n, d, "add");
+        if (st != AVQ_OK) goto fail;
+    }
     /* a spilled index stores every row twice: encoded row i < n is call
      * row i in its nearest leaf, row n + i the same call row in the leaf
      * SOAR chooses (spill.c); from here on the m encoded rows are handled
@@ -344,18 +348,9 @@ static int encode_rows(const avq_index *x, const float *vectors, size_t n, const
                 e->vectors_i8[i * d + j] = (int8_t)(v > 127 ? 127 : (v < -127 ? -127 : v));
             }
     }
-    if (avq_keeps_half(q)) {
+    if (avq_keeps_half(q)) { /* every component is in range: checked on entry */
         AVQ_ALLOC(e->vectors_f16, n * d);
-        for (size_t i = 0; i < n * d; i++) {
-            if (!(fabsf(xs[i]) <= (float)AVQ_HALF_MAX)) {
-                st = avq_fail(AVQ_ERR_INVALID,
-                              "reorder float16: component %zu of a vector is %g, outside the "
-                              "float16 range +-%d (use reorder float)",
-                              i % d, (double)xs[i], AVQ_HALF_MAX);
-                goto fail;
-            }
-            e->vectors_f16[i] = avq_half_from_float(xs[i]);
-        }
+        for (size_t i = 0; i < n * d; i++) e->vectors_f16[i] = avq_half_from_float(xs[i]);
     }
     if (avq_keeps_float(q)) {
         e->vectors = xs;

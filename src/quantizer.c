@@ -509,12 +509,26 @@ static int refuse_zero_cosine_rows(const float *data, size_t n, size_t dim,
     return AVQ_OK;
 }
 
+/* Float16 rows: a component beyond the half range is refused before the
+ * training, not after it, when the rows are added (cosine rows are
+ * normalised: always in range; the exact tier keeps float rows). */
+static int refuse_rows_beyond_half(const float *data, size_t n, size_t dim,
+                                   const avq_build_params *params) {
+    avq_build_params p;
+    if (!data || !params || params->struct_size < BUILD_PARAMS_MIN_SIZE ||
+        avq_build_params_resolve(params, &p) != AVQ_OK || p.reorder != AVQ_REORDER_FLOAT16 ||
+        p.metric == AVQ_METRIC_COSINE || n < p.brute_force_below || n < ((size_t)1 << p.bits))
+        return AVQ_OK; /* bad parameters are the training's to report */
+    return avq_check_half_range(data, n, dim, "build");
+}
+
 int avq_index_build(const float *data, size_t n, size_t dim, const avq_build_params *params,
                     avq_index **out) {
     if (out) *out = NULL;
     avq_quantizer *q = NULL;
     int32_t *leaf_of = NULL;
     int st = refuse_zero_cosine_rows(data, n, dim, params);
+    if (st == AVQ_OK) st = refuse_rows_beyond_half(data, n, dim, params);
     if (st != AVQ_OK) return st;
     st = avq_quantizer_train_assign(data, n, dim, params, &q, &leaf_of);
     if (st != AVQ_OK) return st;

@@ -194,3 +194,13 @@ uint16_t avq_half_from_float(float f) {
     h += (uint32_t)(rem > half) | ((uint32_t)(rem == half) & (h & 1u));
     return (uint16_t)(sign | (uint16_t)h);
 }
+
+int avq_check_half_range(const float *x, size_t n, size_t d, const char *what) {
+    for (size_t i = 0; i < n * d; i++)
+        if (!(fabsf(x[i]) <= (float)AVQ_HALF_MAX))
+            return avq_fail(AVQ_ERR_INVALID,
+                            "%s: row %zu: component %zu is %g, outside the float16 range +-%d "
+                            "of the re-ranking rows (reorder float16; use reorder float)",
+                            what, i / d, i % d, (double)x[i], AVQ_HALF_MAX);
+    return AVQ_OK;
+}

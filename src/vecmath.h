@@ -78,6 +78,10 @@ float *avq_normalized_copy(const float *x, size_t n, size_t dim);
  * conversion instruction use, so every ISA sees the same floats. */
 enum { AVQ_HALF_MAX = 65504 };
 uint16_t avq_half_from_float(float f);
+/* AVQ_OK if every value of x (n rows of d) is within +-AVQ_HALF_MAX, else
+ * AVQ_ERR_INVALID naming the first row and component outside (`what`
+ * starts the message: "build", "add"). */
+int avq_check_half_range(const float *x, size_t n, size_t d, const char *what);
 static inline float avq_float_from_half(uint16_t h) {
     uint32_t bits = (uint32_t)(h & 0x7fffu) << 13, sign = (uint32_t)(h & 0x8000u) << 16;
     float f;
