@@ -22,8 +22,6 @@ static const char *threshold_text(char *buf, size_t cap, float t) {
     return buf;
 }
 
-/* The defaults shown come from avq_build_params_init and the constants of
- * avq.h, i.e. from what the library does. */
 static bool parse_reorder(const char *s, avq_reorder *out) {
     if (!strcmp(s, "float")) *out = AVQ_REORDER_FLOAT;
     else if (!strcmp(s, "float16")) *out = AVQ_REORDER_FLOAT16;
@@ -40,6 +38,8 @@ static const char *reorder_name(avq_reorder r) {
                                       : "none";
 }
 
+/* The defaults shown come from avq_build_params_init and the constants of
+ * avq.h, i.e. from what the library does. */
 static void build_usage(FILE *out) {
     avq_build_params ip, cs, l2;
     avq_build_params_init(&ip, AVQ_METRIC_DOT);
