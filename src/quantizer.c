@@ -184,6 +184,13 @@ static int validate_params(const avq_build_params *p, size_t n, size_t dim) {
     return AVQ_OK;
 }
 
+/* Whether training n rows with resolved parameters p gives the exact tier
+ * (every point scored, float rows kept) instead of codes: below
+ * brute_force_below points, or fewer points than a codebook has centers. */
+static bool trains_exact_tier(const avq_build_params *p, size_t n) {
+    return n < p->brute_force_below || n < (size_t)(p->bits == 4 ? 16 : 256);
+}
+
 /* The number of leaves the index will really have. */
 static size_t choose_num_leaves(const avq_build_params *p, size_t n) {
     if (p->num_leaves > 0) return p->num_leaves;
@@ -418,7 +425,7 @@ int avq_quantizer_train_assign(const float *data, size_t n, size_t dim,
     q->dims_per_block = (size_t)p.dims_per_block;
     q->num_blocks = (dim + q->dims_per_block - 1) / q->dims_per_block;
     q->num_centers = p.bits == 4 ? 16 : 256;
-    q->mode = n < p.brute_force_below || n < q->num_centers ? AVQ_MODE_BRUTE : AVQ_MODE_PQ;
+    q->mode = trains_exact_tier(&p, n) ? AVQ_MODE_BRUTE : AVQ_MODE_PQ;
     q->num_leaves = q->mode == AVQ_MODE_BRUTE ? 1 : choose_num_leaves(&p, n);
     /* a copy in a second leaf needs a second leaf */
     if (q->num_leaves < 2) q->params.spill = 0;
@@ -517,7 +524,7 @@ static int refuse_rows_beyond_half(const float *data, size_t n, size_t dim,
     avq_build_params p;
     if (!data || !params || params->struct_size < BUILD_PARAMS_MIN_SIZE ||
         avq_build_params_resolve(params, &p) != AVQ_OK || p.reorder != AVQ_REORDER_FLOAT16 ||
-        p.metric == AVQ_METRIC_COSINE || n < p.brute_force_below || n < ((size_t)1 << p.bits))
+        p.metric == AVQ_METRIC_COSINE || trains_exact_tier(&p, n))
         return AVQ_OK; /* bad parameters are the training's to report */
     return avq_check_half_range(data, n, dim, "build");
 }

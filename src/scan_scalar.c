@@ -134,30 +134,35 @@ void avq_lut256_topk_scalar(const avq_scan_leaf *leaf, size_t nq,
 
 /* ---- float kernels ------------------------------------------------------ */
 
-static float dot_f32(const float *a, const float *b, size_t d) {
+/* One dot product for every stored row kind: float, int8 (scales folded
+ * into the query by the caller) and IEEE half (converted exactly), with the
+ * same four-way summation, so a float16 row scores exactly as its converted
+ * floats would.  `kind` is a constant at every call. */
+enum { ROW_F32, ROW_I8, ROW_F16 };
+
+static inline float row1(const void *b, size_t t, int kind) {
+    return kind == ROW_F32  ? ((const float *)b)[t]
+           : kind == ROW_I8 ? (float)((const int8_t *)b)[t]
+                            : avq_float_from_half(((const uint16_t *)b)[t]);
+}
+
+static inline float dot_row(const float *a, const void *b, size_t d, int kind) {
     float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
     size_t t = 0;
     for (; t + 4 <= d; t += 4) {
-        s0 += a[t] * b[t];
-        s1 += a[t + 1] * b[t + 1];
-        s2 += a[t + 2] * b[t + 2];
-        s3 += a[t + 3] * b[t + 3];
+        s0 += a[t] * row1(b, t, kind);
+        s1 += a[t + 1] * row1(b, t + 1, kind);
+        s2 += a[t + 2] * row1(b, t + 2, kind);
+        s3 += a[t + 3] * row1(b, t + 3, kind);
     }
-    for (; t < d; t++) s0 += a[t] * b[t];
+    for (; t < d; t++) s0 += a[t] * row1(b, t, kind);
     return (s0 + s1) + (s2 + s3);
 }
 
-static float dot_i8(const float *a, const int8_t *b, size_t d) {
-    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
-    size_t t = 0;
-    for (; t + 4 <= d; t += 4) {
-        s0 += a[t] * (float)b[t];
-        s1 += a[t + 1] * (float)b[t + 1];
-        s2 += a[t + 2] * (float)b[t + 2];
-        s3 += a[t + 3] * (float)b[t + 3];
-    }
-    for (; t < d; t++) s0 += a[t] * (float)b[t];
-    return (s0 + s1) + (s2 + s3);
+static float dot_f32(const float *a, const float *b, size_t d) { return dot_row(a, b, d, ROW_F32); }
+static float dot_i8(const float *a, const int8_t *b, size_t d) { return dot_row(a, b, d, ROW_I8); }
+static float dot_f16(const float *a, const uint16_t *b, size_t d) {
+    return dot_row(a, b, d, ROW_F16);
 }
 
 void avq_dot_rows_scalar(const float *q, const float *rows, size_t n, size_t d, float *out) {
@@ -177,20 +182,6 @@ void avq_dot_rows_i8_scalar(const float *q, const int8_t *rows, size_t n, size_t
 void avq_dot_gather_i8_scalar(const float *q, const int8_t *const *rows, size_t d,
                               size_t n, float *out) {
     for (size_t i = 0; i < n; i++) out[i] = dot_i8(q, rows[i], d);
-}
-
-/* The float kernel's arithmetic on the exactly converted halves. */
-static float dot_f16(const float *a, const uint16_t *b, size_t d) {
-    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
-    size_t t = 0;
-    for (; t + 4 <= d; t += 4) {
-        s0 += a[t] * avq_float_from_half(b[t]);
-        s1 += a[t + 1] * avq_float_from_half(b[t + 1]);
-        s2 += a[t + 2] * avq_float_from_half(b[t + 2]);
-        s3 += a[t + 3] * avq_float_from_half(b[t + 3]);
-    }
-    for (; t < d; t++) s0 += a[t] * avq_float_from_half(b[t]);
-    return (s0 + s1) + (s2 + s3);
 }
 
 void avq_dot_gather_f16_scalar(const float *q, const uint16_t *const *rows, size_t d, size_t n,

@@ -432,10 +432,6 @@ INLINE float dot_i8(const float *a, const int8_t *b, size_t d) {
     return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
-/* Four rows at once: four accumulators, then one transposing reduction
- * for the four sums instead of a full horizontal reduction per row (which
- * cost as much as the multiply-adds at d = 100).  The query's loads are
- * shared by the four rows. */
 /* The four accumulators' totals: per 128-bit lane s01 = [a0 a1 a0 a1] pair
  * sums, s23 likewise, then s = [a0 a1 a2 a3]; then the four lanes are
  * added. */
@@ -462,6 +458,10 @@ INLINE __m512 row16_tail(__mmask16 k, const void *r, size_t t, bool half) {
                 : _mm512_maskz_loadu_ps(k, (const float *)r + t);
 }
 
+/* Four rows at once: four accumulators, then one transposing reduction
+ * for the four sums instead of a full horizontal reduction per row (which
+ * cost as much as the multiply-adds at d = 100).  The query's loads are
+ * shared by the four rows. */
 INLINE __m128 dot4_rows(const float *q, const void *r0, const void *r1, const void *r2,
                         const void *r3, size_t d, bool half) {
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
